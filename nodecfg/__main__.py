@@ -1,0 +1,3 @@
+from nodecfg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Command line: parse flags, load the inventory, call the work, map errors to exit codes.
+
+Nothing else lives here. Exit codes: 0 all good, 1 one or more hosts failed, 2 bad usage or bad
+inventory (reported before any host is contacted). Known errors are one line on stderr; anything
+else is a bug and gets its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from nodecfg import __version__
+from nodecfg.errors import NodecfgError, UsageError
+from nodecfg.inventory import DEFAULT_INVENTORY, Inventory, load_inventory
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected node names separated by commas")
+    return names
+
+
+def _add_inventory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--inventory", metavar="FILE", default=None,
+                   help=f"inventory file (default: ./{DEFAULT_INVENTORY})")
+
+
+def _add_fleet(p: argparse.ArgumentParser) -> None:
+    from nodecfg.fleet import DEFAULT_FORKS
+
+    p.add_argument("--forks", type=_positive_int, default=DEFAULT_FORKS, metavar="N",
+                   help=f"nodes worked on at once (default: {DEFAULT_FORKS})")
+    p.add_argument("--limit", type=_names, default=None, metavar="NAMES",
+                   help="only these nodes (names or addresses, comma-separated)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                   help="SSH connect timeout in seconds (default: the inventory's, else 10)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nodecfg", description=(
+        "Point an offline Kubernetes fleet's docker and containerd at a local registry, over SSH."))
+    parser.add_argument("--version", action="version", version=f"nodecfg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("registry-up", help="start the registry on the master and push the images",
+                       description="Start registry:2 on the master (shipping the image if the "
+                       "master lacks it) and push the inventory's images into it. Without an "
+                       "inventory, runs on this machine's own Docker engine.")
+    _add_inventory(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.set_defaults(func=_cmd_registry_up)
+
+    p = sub.add_parser("registry-down", help="stop and remove the registry container",
+                       description="Stop and remove the registry container on the master. "
+                       "Its data stays unless --purge.")
+    _add_inventory(p)
+    p.add_argument("--purge", action="store_true", help="also delete the registry's data")
+    p.set_defaults(func=_cmd_registry_down)
+
+    p = sub.add_parser("configure-nodes", help="point every node's docker and containerd at the registry",
+                       description="Merge the registry into every node's daemon.json and "
+                       "containerd mirror configs, validate, reload or restart only what changed, "
+                       "verify, and roll back a node whose runtime doesn't come back.")
+    _add_inventory(p)
+    _add_fleet(p)
+    p.add_argument("--check", action="store_true", help="show what would change; change nothing")
+    p.add_argument("--diff", action="store_true", help="print unified diffs of changed files")
+    p.add_argument("--ask-become-pass", action="store_true",
+                   help="prompt once for the sudo password of become users")
+    p.set_defaults(func=_cmd_configure_nodes)
+
+    p = sub.add_parser("smoke-test", help="prove every node can pull from the registry",
+                       description="On every node, for each active runtime, reach the registry "
+                       "and pull an image through the mirror config; diagnose what fails.")
+    _add_inventory(p)
+    _add_fleet(p)
+    p.add_argument("--image", metavar="REF", default=None,
+                   help="image to pull (default: the first inventory image)")
+    p.set_defaults(func=_cmd_smoke_test)
+
+    lab = sub.add_parser("lab", help="a local fleet of real systemd nodes for demos and tests",
+                         description="A master and N Debian nodes (systemd, sshd, docker, "
+                         "containerd) as containers on this machine's Docker engine.")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)
+    p = lab_sub.add_parser("up", help="build (once) and start the lab; write its inventory")
+    p.add_argument("--nodes", type=_positive_int, default=3, metavar="N",
+                   help="number of nodes besides the master (default: 3)")
+    p.add_argument("--pull", action="store_true",
+                   help="try to pull registry:2 and the test images before building them")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the node image from scratch")
+    p.set_defaults(func=_cmd_lab_up)
+    p = lab_sub.add_parser("down", help="remove the lab's containers, volumes and network")
+    p.set_defaults(func=_cmd_lab_down)
+    p = lab_sub.add_parser("status", help="list the lab's hosts")
+    p.set_defaults(func=_cmd_lab_status)
+    p = lab_sub.add_parser("inventory", help="print the path of the lab's inventory")
+    p.set_defaults(func=_cmd_lab_inventory)
+    lab.set_defaults(func=lambda _args: _fail_usage("lab: choose an action: up, down, status, inventory"))
+    return parser
+
+
+def _fail_usage(message: str) -> int:
+    raise UsageError(message)
+
+
+def _inventory(args: argparse.Namespace, *, optional: bool = False) -> Inventory | None:
+    path = args.inventory
+    if path is None:
+        if optional and not Path(DEFAULT_INVENTORY).exists():
+            return None
+        path = DEFAULT_INVENTORY
+    inv = load_inventory(path)
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None:
+        inv = inv.with_connect_timeout(timeout)
+    return inv
+
+
+def _cmd_registry_up(args: argparse.Namespace) -> int:
+    from nodecfg import registry, report
+
+    inv = _inventory(args, optional=True)
+    result = registry.registry_up(inv, progress=report.progress(args.json))
+    report.registry_up(result, as_json=args.json)
+    return result.exit_code
+
+
+def _cmd_registry_down(args: argparse.Namespace) -> int:
+    from nodecfg import registry, report
+
+    inv = _inventory(args, optional=True)
+    result = registry.registry_down(inv, purge=args.purge)
+    report.registry_down(result)
+    return 0
+
+
+def _cmd_configure_nodes(args: argparse.Namespace) -> int:
+    from nodecfg import configure, report
+
+    inv = _inventory(args)
+    assert inv is not None
+    hosts = inv.select(args.limit)
+    become_pass = None
+    if args.ask_become_pass:
+        import getpass
+
+        from nodecfg.inventory import Secret
+
+        become_pass = Secret(getpass.getpass("BECOME password: "))
+    options = configure.Options(check=args.check, diff=args.diff, become_password=become_pass)
+    fleet = configure.configure_nodes(inv, hosts, options, forks=args.forks,
+                                      on_done=report.host_done(args.json))
+    report.configure_recap(fleet, options, as_json=args.json)
+    return fleet.exit_code
+
+
+def _cmd_smoke_test(args: argparse.Namespace) -> int:
+    from nodecfg import report, smoke
+
+    inv = _inventory(args)
+    assert inv is not None
+    hosts = inv.select(args.limit)
+    result = smoke.smoke_test(inv, hosts, image=args.image, forks=args.forks,
+                              on_done=report.host_done(args.json))
+    report.smoke_recap(result, as_json=args.json)
+    return result.exit_code
+
+
+def _cmd_lab_up(args: argparse.Namespace) -> int:
+    from nodecfg import lab
+
+    path = lab.lab_up(args.nodes, say=_say, pull=args.pull, rebuild=args.rebuild)
+    print(f"lab is up: master + {args.nodes} node(s); inventory: {path}")
+    print(f"  ssh -i {lab.lab_paths().key} root@<address>      nodecfg lab status")
+    return 0
+
+
+def _cmd_lab_down(_args: argparse.Namespace) -> int:
+    from nodecfg import lab
+
+    count = lab.lab_down(say=_say)
+    print(f"lab is down ({count} host(s) removed)")
+    return 0
+
+
+def _cmd_lab_status(_args: argparse.Namespace) -> int:
+    from nodecfg import lab
+
+    nodes = lab.lab_status()
+    if not nodes:
+        print("no lab is running (nodecfg lab up)")
+        return 1
+    for n in nodes:
+        print(f"{n.name:<10} {n.address:<16} {n.state}")
+    print(f"inventory: {lab.lab_paths().inventory}")
+    return 0
+
+
+def _cmd_lab_inventory(_args: argparse.Namespace) -> int:
+    from nodecfg import lab
+
+    print(lab.lab_paths().inventory)
+    return 0
+
+
+def _say(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(args.func(args))
+    except NodecfgError as exc:
+        print(f"nodecfg: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("nodecfg: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

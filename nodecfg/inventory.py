@@ -1,0 +1,444 @@
+"""Load and validate an inventory into frozen dataclasses.
+
+Validation happens here, at the edge: everything after `load_inventory` trusts the objects it gets.
+Every problem is an `InventoryError` whose message is one line naming the file, the line and the key
+path (`nodes[1].address`), so the operator can jump straight to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nodecfg.errors import InventoryError, UsageError
+
+DEFAULT_INVENTORY = "inventory.yaml"
+DEFAULT_MIRRORS = ("docker.io", "registry.k8s.io", "quay.io")
+HOST_KEY_MODES = ("strict", "accept-new", "off")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to reach a host. Inventory-level `ssh:` gives defaults; each host may override any key."""
+
+    user: str = "root"
+    port: int = 22
+    key: Path | None = None
+    become: bool = False
+    connect_timeout: float = 10.0
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    host_key_checking: str = "accept-new"
+    gateway: str | None = None  # "user@host:port" of a jump host
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    ssh: SshSettings = field(default_factory=SshSettings)
+
+    def __str__(self) -> str:
+        return self.name if self.name == self.address else f"{self.name} ({self.address})"
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    username: str
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    def password(self) -> Secret:
+        """Read the password from where the inventory says it lives; a UsageError if it isn't there."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise UsageError(
+                    f"registry.auth.password_env: environment variable {self.password_env} is not set"
+                )
+            return Secret(value)
+        assert self.password_file is not None
+        try:
+            value = self.password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(
+                f"registry.auth.password_file: cannot read {self.password_file}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise UsageError(f"registry.auth.password_file: {self.password_file} is empty")
+        return Secret(value)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    address: str
+    port: int = 5000
+    mirrors: tuple[str, ...] = DEFAULT_MIRRORS
+    auth: RegistryAuth | None = None
+    data_dir: str = "/var/lib/registry"
+    image: str = "registry:2"
+    container: str = "registry"
+
+    @property
+    def endpoint(self) -> str:
+        """host:port as nodes write it in configs (IPv6 in brackets)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    master: Host
+    nodes: tuple[Host, ...]
+    registry: RegistrySettings
+    images: tuple[str, ...] = ()
+    path: Path | None = None
+
+    def with_connect_timeout(self, seconds: float) -> Inventory:
+        """The same inventory with every host's SSH connect timeout set (the --timeout flag)."""
+
+        def patch(h: Host) -> Host:
+            return replace(h, ssh=replace(h.ssh, connect_timeout=seconds))
+
+        return replace(self, master=patch(self.master), nodes=tuple(patch(n) for n in self.nodes))
+
+    def select(self, names: list[str] | None) -> tuple[Host, ...]:
+        """The nodes named by --limit (by name or address), in inventory order."""
+        if not names:
+            return self.nodes
+        known = {h.name: h for h in self.nodes} | {h.address: h for h in self.nodes}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(f"--limit: no node named {unknown[0]!r}{_did_you_mean(unknown[0], known)}")
+        wanted = {known[n] for n in names}
+        return tuple(h for h in self.nodes if h in wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+@dataclass
+class _Doc:
+    """The parsed YAML plus the line (1-based) where each key path starts."""
+
+    data: Any
+    lines: dict[str, int]
+    path: str
+
+
+def _compose(text: str, path: str) -> _Doc:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise InventoryError(f"YAML syntax error: {problem}", path=path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"YAML error: {exc}", path=path) from None
+    if node is None:
+        raise InventoryError("the inventory is empty", path=path)
+    lines: dict[str, int] = {}
+    return _Doc(_to_python(node, "", lines, path), lines, path)
+
+
+def _to_python(node: yaml.Node, key: str, lines: dict[str, int], path: str) -> Any:
+    lines[key] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            k = yaml.SafeLoader.construct_scalar(yaml.SafeLoader(""), knode) \
+                if isinstance(knode, yaml.ScalarNode) else None
+            if not isinstance(k, str):
+                raise InventoryError("mapping keys must be plain strings", path=path,
+                                     line=knode.start_mark.line + 1, key=key or None)
+            sub = f"{key}.{k}" if key else k
+            if k in out:
+                raise InventoryError("duplicate key", path=path, line=knode.start_mark.line + 1, key=sub)
+            out[k] = _to_python(vnode, sub, lines, path)
+            lines[sub] = knode.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(v, f"{key}[{i}]", lines, path) for i, v in enumerate(node.value)]
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"bad value: {exc}", path=path, line=node.start_mark.line + 1,
+                             key=key or None) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# schema checks
+
+
+class _Checker:
+    """Small typed accessors that raise InventoryError with file, line and key path."""
+
+    def __init__(self, doc: _Doc) -> None:
+        self.doc = doc
+
+    def err(self, key: str, message: str) -> InventoryError:
+        line = self.doc.lines.get(key)
+        probe = key
+        while line is None and probe:
+            parent = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", probe)
+            if parent == probe:
+                break
+            probe, line = parent, self.doc.lines.get(parent)
+        return InventoryError(message, path=self.doc.path, line=line, key=key)
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.err(key, f"expected a mapping, got {_kind(value)}")
+        for k in value:
+            if k not in allowed:
+                sub = f"{key}.{k}" if key else k
+                raise self.err(sub, f"unknown key{_did_you_mean(k, allowed)}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.err(key, f"expected a string, got {_kind(value)}")
+        text = str(value).strip()
+        if not text:
+            raise self.err(key, "must not be empty")
+        return text
+
+    def integer(self, value: Any, key: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.err(key, f"expected a whole number, got {_kind(value)}")
+        if not lo <= value <= hi:
+            raise self.err(key, f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    def number(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.err(key, f"expected a positive number of seconds, got {value!r}")
+        return float(value)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.err(key, f"expected true or false, got {value!r}")
+        return value
+
+    def address(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            if not _HOSTNAME.match(text):
+                raise self.err(key, f"not an IP address or host name: {text!r}") from None
+        return text
+
+    def string_list(self, value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.err(key, f"expected a list, got {_kind(value)}")
+        return tuple(self.string(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: f"the string {value!r}", bool: f"{value!r}",
+            int: f"the number {value!r}", float: f"the number {value!r}"}.get(type(value), type(value).__name__)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+_SSH_KEYS = ("user", "port", "key", "become", "connect_timeout", "known_hosts", "host_key_checking",
+             "gateway")
+_HOST_KEYS = ("name", "address", *_SSH_KEYS)
+
+
+def _ssh_overrides(c: _Checker, raw: dict[str, Any], key: str, base_dir: Path) -> dict[str, Any]:
+    """Validate the SSH keys present in `raw` (an `ssh:` block or a host entry)."""
+    out: dict[str, Any] = {}
+    k = (lambda name: f"{key}.{name}" if key else name)
+    parsers: dict[str, Callable[[Any, str], Any]] = {
+        "user": c.string,
+        "port": lambda v, kk: c.integer(v, kk, 1, 65535),
+        "key": lambda v, kk: _path(c, v, kk, base_dir),
+        "become": c.boolean,
+        "connect_timeout": c.number,
+        "known_hosts": lambda v, kk: _path(c, v, kk, base_dir),
+        "host_key_checking": lambda v, kk: _choice(c, v, kk, HOST_KEY_MODES),
+        "gateway": c.string,
+    }
+    for name, parse in parsers.items():
+        if name in raw:
+            out[name] = parse(raw[name], k(name))
+    return out
+
+
+def _path(c: _Checker, value: Any, key: str, base_dir: Path) -> Path:
+    p = Path(os.path.expandvars(c.string(value, key))).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def _choice(c: _Checker, value: Any, key: str, choices: tuple[str, ...]) -> str:
+    text = c.string(value, key)
+    if text not in choices:
+        raise c.err(key, f"must be one of {', '.join(choices)}, got {text!r}{_did_you_mean(text, choices)}")
+    return text
+
+
+def _host(c: _Checker, raw: Any, key: str, defaults: SshSettings, base_dir: Path) -> Host:
+    if isinstance(raw, str):  # a bare address
+        raw = {"address": raw}
+    entry = c.mapping(raw, key, _HOST_KEYS)
+    if "address" not in entry:
+        raise c.err(f"{key}.address", "required key missing")
+    address = c.address(entry["address"], f"{key}.address")
+    name = address
+    if "name" in entry:
+        name = c.string(entry["name"], f"{key}.name")
+        if not _NAME.match(name):
+            raise c.err(f"{key}.name", f"names may hold letters, digits, '.', '_' and '-': {name!r}")
+    ssh = replace(defaults, **_ssh_overrides(c, entry, key, base_dir))
+    return Host(name=name, address=address, ssh=ssh)
+
+
+def _auth(c: _Checker, raw: Any, base_dir: Path) -> RegistryAuth:
+    entry = c.mapping(raw, "registry.auth", ("username", "password_env", "password_file"))
+    if "username" not in entry:
+        raise c.err("registry.auth.username", "required key missing")
+    username = c.string(entry["username"], "registry.auth.username")
+    if ":" in username:
+        raise c.err("registry.auth.username", "must not contain ':'")
+    has_env, has_file = "password_env" in entry, "password_file" in entry
+    if has_env == has_file:
+        raise c.err("registry.auth", "give exactly one of password_env or password_file")
+    if has_env:
+        env = c.string(entry["password_env"], "registry.auth.password_env")
+        if not _ENV_NAME.match(env):
+            raise c.err("registry.auth.password_env", f"not an environment variable name: {env!r}")
+        return RegistryAuth(username=username, password_env=env)
+    return RegistryAuth(username=username,
+                        password_file=_path(c, entry["password_file"], "registry.auth.password_file", base_dir))
+
+
+def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySettings:
+    entry = c.mapping(raw, "registry", ("port", "address", "mirrors", "auth", "data_dir", "image"))
+    kwargs: dict[str, Any] = {"address": master.address}
+    if "port" in entry:
+        kwargs["port"] = c.integer(entry["port"], "registry.port", 1, 65535)
+    if "address" in entry:
+        kwargs["address"] = c.address(entry["address"], "registry.address")
+    if "mirrors" in entry:
+        mirrors = c.string_list(entry["mirrors"], "registry.mirrors")
+        for i, m in enumerate(mirrors):
+            if "/" in m or not _HOSTNAME.match(m.split(":")[0]):
+                raise c.err(f"registry.mirrors[{i}]", f"expected a registry host like docker.io, got {m!r}")
+        if len(set(mirrors)) != len(mirrors):
+            dup = next(m for m in mirrors if mirrors.count(m) > 1)
+            raise c.err("registry.mirrors", f"{dup!r} is listed twice")
+        kwargs["mirrors"] = mirrors
+    if "auth" in entry:
+        kwargs["auth"] = _auth(c, entry["auth"], base_dir)
+    if "data_dir" in entry:
+        data_dir = c.string(entry["data_dir"], "registry.data_dir")
+        if not data_dir.startswith("/") or data_dir.rstrip("/") in ("", "/"):
+            raise c.err("registry.data_dir", f"must be an absolute directory other than /: {data_dir!r}")
+        kwargs["data_dir"] = data_dir.rstrip("/")
+    if "image" in entry:
+        kwargs["image"] = c.string(entry["image"], "registry.image")
+    return RegistrySettings(**kwargs)
+
+
+def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bool = True) -> Inventory:
+    """Validate inventory text. Pure apart from `check_files` (does the SSH key exist?)."""
+    doc = _compose(text, path)
+    c = _Checker(doc)
+    base_dir = Path(path).resolve().parent
+    top = c.mapping(doc.data, "", ("ssh", "registry", "images", "master", "nodes"))
+    defaults = SshSettings()
+    if "ssh" in top:
+        c.mapping(top["ssh"], "ssh", _SSH_KEYS)
+        defaults = replace(defaults, **_ssh_overrides(c, top["ssh"], "ssh", base_dir))
+    if "master" not in top:
+        raise InventoryError("required key missing", path=path, line=None, key="master")
+    master = _host(c, top["master"], "master", defaults, base_dir)
+    if "nodes" not in top:
+        raise InventoryError("required key missing", path=path, line=None, key="nodes")
+    raw_nodes = top["nodes"]
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise c.err("nodes", "expected a non-empty list of hosts")
+    nodes = tuple(_host(c, raw, f"nodes[{i}]", defaults, base_dir) for i, raw in enumerate(raw_nodes))
+    seen: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if node.address in seen:
+            raise c.err(f"nodes[{i}].address",
+                        f"duplicate address {node.address} (also nodes[{seen[node.address]}])")
+        if node.name in seen_names:
+            raise c.err(f"nodes[{i}]", f"duplicate name {node.name} (also nodes[{seen_names[node.name]}])")
+        seen[node.address] = i
+        seen_names[node.name] = i
+    registry = _registry(c, top.get("registry", {}), master, base_dir)
+    images = c.string_list(top["images"], "images") if "images" in top else ()
+    if check_files:
+        for key, host in [("master", master), *((f"nodes[{i}]", n) for i, n in enumerate(nodes))]:
+            if host.ssh.key is not None and not host.ssh.key.is_file():
+                where = f"{key}.key" if "key" in _raw_host(top, key) else "ssh.key"
+                raise c.err(where, f"SSH key file not found: {host.ssh.key}")
+    return Inventory(master=master, nodes=nodes, registry=registry, images=images,
+                     path=Path(path))
+
+
+def _raw_host(top: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    raw = top["master"] if key == "master" else top["nodes"][int(key[6:-1])]
+    return raw if isinstance(raw, dict) else {}
+
+
+def load_inventory(path: str | os.PathLike[str]) -> Inventory:
+    """Read and validate the inventory file at `path`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError("inventory file not found (use -i FILE)", path=str(p)) from None
+    except IsADirectoryError:
+        raise InventoryError("is a directory, not an inventory file", path=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"cannot read: {exc}", path=str(p)) from None
+    if not text.strip():
+        raise InventoryError("the inventory is empty", path=str(p))
+    return parse_inventory(text, str(p))

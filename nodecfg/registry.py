@@ -1,0 +1,524 @@
+"""The master side: the registry container, its htpasswd, and pushing the inventory's images.
+
+Shape (facts -> plan -> apply):
+1. one command on the master gathers `MasterFacts` (registry image, container, htpasswd, which
+   images it has, what the registry holds under each target tag);
+2. pure functions decide: `container_changes()` (keep / start / recreate, with reasons),
+   `htpasswd_matches()`, `images_to_push()`;
+3. apply: ship the registry image if the master lacks it (docker save | ssh docker load — never a
+   pull on the master), (re)start the container, wait for /v2/, then load and push what's missing.
+
+Secrets: the password only travels inside scripts sent on stdin (never argv), is written only to
+root-only files, and is never printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nodecfg import ssh
+from nodecfg.errors import HostError, UsageError
+from nodecfg.images import ImageRef, parse_ref, plan_targets
+from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
+
+if TYPE_CHECKING:
+    import docker
+
+AUTH_DIR = "/etc/nodecfg/registry"
+SPEC_LABEL = "nodecfg.registry.spec"
+MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
+                  "application/vnd.oci.image.manifest.v1+json")
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# pure: htpasswd
+
+
+def htpasswd_line(username: str, password: Secret) -> str:
+    """One bcrypt htpasswd line, as `htpasswd -nbB` makes (no apache2-utils needed)."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(password.reveal().encode(), bcrypt.gensalt(rounds=10)).decode()
+    return f"{username}:{hashed}\n"
+
+
+def htpasswd_matches(content: str | None, username: str, password: Secret) -> bool:
+    """Does an existing htpasswd file hold exactly this user with this password?"""
+    import bcrypt
+
+    if not content:
+        return False
+    lines = [ln for ln in content.splitlines() if ln.strip()]
+    if len(lines) != 1 or ":" not in lines[0]:
+        return False
+    user, hashed = lines[0].split(":", 1)
+    if user != username:
+        return False
+    try:
+        return bcrypt.checkpw(password.reveal().encode(), hashed.encode())
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# pure: the container spec
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What the registry container must look like."""
+
+    image_id: str
+    port: int
+    data_dir: str
+    auth: bool
+    name: str = "registry"
+
+    @property
+    def digest(self) -> str:
+        blob = json.dumps([self.image_id, self.port, self.data_dir, self.auth, self.name])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def run_command(self, image: str) -> str:
+        args = ["docker", "run", "-d", "--name", self.name, "--restart=always",
+                "-p", f"{self.port}:5000", "-v", f"{self.data_dir}:/var/lib/registry",
+                "--label", f"{SPEC_LABEL}={self.digest}"]
+        if self.auth:
+            args += ["-v", f"{AUTH_DIR}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
+                     "-e", "REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry",
+                     "-e", "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd"]
+        args.append(image)
+        return shlex.join(args)
+
+
+def container_changes(spec: ContainerSpec, inspect: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """Compare `docker inspect` output with the spec: ("keep" | "start" | "create" | "recreate", why)."""
+    if not inspect:
+        return "create", ["no registry container"]
+    reasons = []
+    if inspect.get("Image") != spec.image_id:
+        reasons.append("registry image changed")
+    host_cfg = inspect.get("HostConfig") or {}
+    bindings = (host_cfg.get("PortBindings") or {}).get("5000/tcp") or []
+    ports = {b.get("HostPort") for b in bindings}
+    if ports != {str(spec.port)}:
+        reasons.append(f"port {','.join(sorted(p for p in ports if p)) or 'none'} -> {spec.port}")
+    binds = host_cfg.get("Binds") or []
+    if not any(b.split(":")[:2] == [spec.data_dir, "/var/lib/registry"] for b in binds):
+        reasons.append(f"data directory is not {spec.data_dir}")
+    if (host_cfg.get("RestartPolicy") or {}).get("Name") != "always":
+        reasons.append("restart policy is not always")
+    env = (inspect.get("Config") or {}).get("Env") or []
+    has_auth = "REGISTRY_AUTH=htpasswd" in env
+    if has_auth != spec.auth:
+        reasons.append("auth enabled" if spec.auth else "auth disabled")
+    if spec.auth and not any(b.split(":")[:2] == [AUTH_DIR, "/auth"] for b in binds):
+        reasons.append("htpasswd not mounted")
+    if reasons:
+        return "recreate", reasons
+    if not (inspect.get("State") or {}).get("Running"):
+        return "start", ["container stopped"]
+    return "keep", []
+
+
+# ---------------------------------------------------------------------------------------------
+# pure: scripts run on the master (sent on stdin to `sh -s`)
+
+
+def _curl_auth(auth: tuple[str, Secret] | None) -> str:
+    """A curl `-K-` config on a here-document: credentials never reach argv."""
+    if auth is None:
+        return ""
+    user, password = auth
+    value = f"{user}:{password.reveal()}".replace("\\", "\\\\").replace('"', '\\"')
+    return f" -K- <<'NODECFG_EOF'\nuser = \"{value}\"\nNODECFG_EOF"
+
+
+def _manifest_probe(port: int, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
+    accept = " ".join(f"-H 'Accept: {t}'" for t in MANIFEST_TYPES)
+    lines = []
+    for t in targets:
+        url = f"http://127.0.0.1:{port}/v2/{t.path}/manifests/{t.tag}"
+        lines.append(f"printf 'manifest\\t%s\\t%s\\n' {shlex.quote(t.target)} "
+                     f"\"$(curl -s --max-time 10 {accept} {shlex.quote(url)}{_curl_auth(auth)} "
+                     "| tr -d '\\n')\"")
+    return "\n".join(lines)
+
+
+def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids: list[str],
+                 auth: tuple[str, Secret] | None) -> str:
+    ids = " ".join(shlex.quote(i) for i in image_ids)
+    port = settings.port
+    return f"""\
+printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
+printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.quote(settings.image)} 2>/dev/null)"
+printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')"
+if [ -r {AUTH_DIR}/htpasswd ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {AUTH_DIR}/htpasswd)"; fi
+{f"docker image inspect --format 'present	{{{{.Id}}}}' {ids} 2>/dev/null" if ids else ""}
+printf 'http\\t%s\\n' "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://127.0.0.1:{port}/v2/)"
+{_manifest_probe(port, targets, auth)}
+true
+"""
+
+
+def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
+                 htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
+    """(Re)start the container as `action` says, wait for /v2/, then report the manifests."""
+    steps = ["set -e", f"install -d -m 755 {shlex.quote(spec.data_dir)}"]
+    if htpasswd is not None:
+        steps += [f"install -d -m 700 {AUTH_DIR}", "umask 077",
+                  f"cat > {AUTH_DIR}/htpasswd.tmp <<'NODECFG_EOF'\n{htpasswd}NODECFG_EOF",
+                  f"mv -f {AUTH_DIR}/htpasswd.tmp {AUTH_DIR}/htpasswd", "umask 022"]
+    name = shlex.quote(spec.name)
+    if action == "recreate":
+        steps.append(f"docker rm -f {name} >/dev/null")
+    if action in ("create", "recreate"):
+        steps.append(f"{spec.run_command(settings.image)} >/dev/null")
+    elif action == "start":
+        steps.append(f"docker start {name} >/dev/null")
+    elif action == "restart":
+        steps.append(f"docker restart {name} >/dev/null")
+    steps += [
+        "set +e",
+        "i=0",
+        f"while :; do code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 "
+        f"http://127.0.0.1:{settings.port}/v2/); case $code in 200|401) break;; esac; "
+        "i=$((i+1)); [ $i -ge 150 ] && { echo \"registry did not answer on /v2/ (last: $code)\" >&2; "
+        f"docker logs --tail 5 {name} >&2; exit 3; }}; sleep 0.2; done",
+        "printf 'http\\t%s\\n' \"$code\"",
+        f"printf 'id\\t%s\\n' \"$(docker container inspect --format '{{{{.Id}}}}' {name})\"",
+        _manifest_probe(settings.port, targets, auth),
+        "true",
+    ]
+    return "\n".join(steps) + "\n"
+
+
+@dataclass(frozen=True)
+class MasterFacts:
+    docker_version: str = ""
+    registry_image_id: str = ""
+    container: dict[str, Any] | None = None
+    htpasswd: str | None = None
+    http_status: int = 0
+    present: frozenset[str] = frozenset()
+    manifests: dict[str, str] = field(default_factory=dict)  # target -> config digest ("" none)
+    container_id: str = ""
+
+
+def parse_facts(output: str) -> MasterFacts:
+    """Turn the tab-separated lines of facts_script / apply_script into MasterFacts."""
+    values: dict[str, Any] = {"present": set(), "manifests": {}}
+    for line in output.splitlines():
+        key, _, rest = line.partition("\t")
+        if key == "docker":
+            values["docker_version"] = rest.strip()
+        elif key == "regimage":
+            values["registry_image_id"] = rest.strip()
+        elif key == "container" and rest.strip():
+            try:
+                data = json.loads(rest)
+            except ValueError:
+                data = []
+            values["container"] = data[0] if data else None
+        elif key == "htpasswd" and rest.strip():
+            values["htpasswd"] = base64.b64decode(rest.strip()).decode("utf-8", "replace")
+        elif key == "present":
+            values["present"].add(rest.strip())
+        elif key == "http":
+            values["http_status"] = int(rest) if rest.strip().isdigit() else 0
+        elif key == "id":
+            values["container_id"] = rest.strip()
+        elif key == "manifest":
+            target, _, body = rest.partition("\t")
+            values["manifests"][target] = _config_digest(body)
+    values["present"] = frozenset(values["present"])
+    return MasterFacts(**values)
+
+
+def _config_digest(body: str) -> str:
+    try:
+        doc = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    config = doc.get("config") or {}
+    return str(config.get("digest", "")) if isinstance(config, dict) else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    source: str
+    target: str
+    size: int
+    action: str  # pushed | skipped | failed
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryUpResult:
+    master: str
+    endpoint: str
+    container_action: str
+    container_reasons: tuple[str, ...]
+    container_id: str
+    shipped_registry_image: bool
+    images: tuple[ImageOutcome, ...]
+    catalog: dict[str, list[str]]
+    auth: bool
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(i.action == "failed" for i in self.images) else 0
+
+
+@dataclass(frozen=True)
+class RegistryDownResult:
+    master: str
+    removed: bool
+    purged: bool
+    data_dir: str
+
+
+# ---------------------------------------------------------------------------------------------
+# apply
+
+
+@dataclass(frozen=True)
+class _LocalImage:
+    ref: ImageRef
+    source: str
+    image_id: str
+    size: int
+
+
+def _docker() -> docker.DockerClient:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
+        raise UsageError(f"no Docker engine answers on this machine ({exc}); images are pushed "
+                         "from this machine's engine, so start dockerd first") from None
+    return client
+
+
+def _local_images(client: docker.DockerClient, refs: list[ImageRef], sources: dict[str, str],
+                  progress: Progress) -> list[_LocalImage]:
+    import docker
+
+    out = []
+    for ref in refs:
+        source = sources[ref.target]
+        try:
+            img = client.images.get(ref.upstream)
+        except docker.errors.ImageNotFound:
+            progress(f"{source}: not on this machine; pulling it")
+            try:
+                img = client.images.pull(ref.upstream)
+            except docker.errors.APIError as exc:
+                raise UsageError(f"image {source} is not on this machine and could not be pulled "
+                                 f"({exc.explanation or exc})") from None
+        out.append(_LocalImage(ref, source, img.id, int(img.attrs.get("Size") or 0)))
+    return out
+
+
+def _save_stream(client: docker.DockerClient, ref: str) -> Iterator[bytes]:
+    yield from client.images.get(ref).save(chunk_size=1 << 20, named=True)
+
+
+def _master_connection(inv: Inventory | None) -> tuple[Any, Host | None]:
+    if inv is None:
+        return ssh.LocalConnection(), None
+    return ssh.connect(inv.master), inv.master
+
+
+def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
+    if settings.auth is None:
+        return None
+    password = settings.auth.password()
+    if "\n" in password.reveal() or "\r" in password.reveal():
+        raise UsageError("registry.auth: the password must be a single line")
+    return settings.auth.username, password
+
+
+def registry_up(inv: Inventory | None, *, progress: Progress = _quiet) -> RegistryUpResult:
+    """Start the registry on the master (or locally) and push the inventory's images."""
+    settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
+    image_refs = list(inv.images) if inv else []
+    targets = plan_targets(image_refs)  # usage errors before anything is contacted
+    sources: dict[str, str] = {}
+    for src in image_refs:
+        sources.setdefault(parse_ref(src).target, src)
+    creds = _credentials(settings)
+    client = _docker()
+    local = _local_images(client, targets, sources, progress)
+
+    c, host = _master_connection(inv)
+    become = host.ssh.become if host else False
+    where = str(host) if host else "localhost"
+
+    def sh(script: str) -> ssh.RunResult:
+        return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+
+    try:
+        progress(f"{where}: gathering facts")
+        res = sh(facts_script(settings, targets, [i.image_id for i in local], creds))
+        facts = parse_facts(res.stdout)
+        if not facts.docker_version:
+            raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
+        shipped = False
+        reg_image_id = facts.registry_image_id
+        if not reg_image_id:
+            progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
+            try:
+                reg_local = client.images.get(settings.image)
+            except Exception:
+                raise UsageError(f"{settings.image} is neither on the master nor on this machine; "
+                                 "load it here first (nodecfg never pulls on the master)") from None
+            load = ssh.run(c, "docker load", stdin=_save_stream(client, settings.image), become=become)
+            if not load.ok:
+                raise HostError(f"{where}: docker load of {settings.image} failed: {load.brief()}")
+            reg_image_id, shipped = reg_local.id, True
+
+        htpasswd_new = None
+        auth_changed = False
+        if creds is not None and not htpasswd_matches(facts.htpasswd, creds[0], creds[1]):
+            htpasswd_new, auth_changed = htpasswd_line(*creds), True
+        spec = ContainerSpec(reg_image_id, settings.port, settings.data_dir, creds is not None,
+                             settings.container)
+        action, reasons = container_changes(spec, facts.container)
+        if action == "keep" and auth_changed:
+            action, reasons = "restart", ["credentials changed"]
+        if action == "keep" and facts.http_status not in (200, 401):
+            action, reasons = "restart", [f"registry not answering (HTTP {facts.http_status or 'none'})"]
+        container_id = (facts.container or {}).get("Id", "")
+        if action != "keep" or htpasswd_new is not None:
+            progress(f"{where}: registry container: {action} ({'; '.join(reasons)})")
+            res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds))
+            if not res.ok:
+                raise HostError(f"{where}: starting the registry failed: {res.brief()}")
+            facts = parse_facts(res.stdout)
+            container_id = facts.container_id
+        outcomes = _push_images(c, become, settings, local, facts, creds, client, progress, where)
+        catalog = _catalog(c, become, settings, creds)
+    finally:
+        ssh.close(c)
+    return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
+                            tuple(outcomes), catalog, creds is not None)
+
+
+def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_LocalImage],
+                 facts: MasterFacts, creds: tuple[str, Secret] | None,
+                 client: docker.DockerClient, progress: Progress, where: str) -> list[ImageOutcome]:
+    outcomes = []
+    todo = [img for img in local if facts.manifests.get(img.ref.target) != img.image_id]
+    for img in local:
+        if img not in todo:
+            outcomes.append(ImageOutcome(img.source, img.ref.target, img.size, "skipped", 0.0))
+    if not todo:
+        return outcomes
+    cfg = ssh.run(c, "umask 077; mktemp -d", become=become).stdout.strip()
+    if not cfg.startswith("/"):
+        raise HostError(f"{where}: cannot make a temporary directory")
+    qcfg = shlex.quote(cfg)
+    endpoint = f"127.0.0.1:{settings.port}"
+    try:
+        if creds is not None:
+            login = ssh.run(c, f"docker --config {qcfg} login -u {shlex.quote(creds[0])} "
+                            f"--password-stdin {endpoint} >/dev/null",
+                            stdin=creds[1].reveal().encode() + b"\n", become=become)
+            if not login.ok:
+                raise HostError(f"{where}: docker login to the registry failed: {login.brief()}")
+        for img in todo:
+            start = time.monotonic()
+            progress(f"{img.source}: pushing as {img.ref.target}")
+            error = ""
+            if img.image_id not in facts.present:
+                load = ssh.run(c, "docker load -q >/dev/null",
+                               stdin=_save_stream(client, img.image_id), become=become)
+                if not load.ok:
+                    error = f"docker load on the master failed: {load.brief()}"
+            if not error:
+                tag = shlex.quote(f"{endpoint}/{img.ref.target}")
+                push = ssh.run(c, f"docker tag {img.image_id} {tag} && "
+                               f"docker --config {qcfg} push {tag} >/dev/null; rc=$?; "
+                               f"docker rmi {tag} >/dev/null 2>&1; exit $rc", become=become)
+                if not push.ok:
+                    error = f"docker push failed: {push.brief()}"
+            seconds = time.monotonic() - start
+            outcomes.append(ImageOutcome(img.source, img.ref.target, img.size,
+                                         "failed" if error else "pushed", seconds, error))
+    finally:
+        ssh.run(c, f"rm -rf {qcfg}", become=become)
+    order = {img.ref.target: i for i, img in enumerate(local)}
+    return sorted(outcomes, key=lambda o: order[o.target])
+
+
+def _catalog(c: Any, become: bool, settings: RegistrySettings,
+             creds: tuple[str, Secret] | None) -> dict[str, list[str]]:
+    base = f"http://127.0.0.1:{settings.port}/v2"
+    script = (
+        f"cat=$(curl -s --max-time 10 {base}/_catalog{_curl_auth(creds)})\n"
+        "printf 'catalog\\t%s\\n' \"$(printf '%s' \"$cat\" | tr -d '\\n')\"\n"
+    )
+    res = ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+    repos: list[str] = []
+    for line in res.stdout.splitlines():
+        if line.startswith("catalog\t"):
+            try:
+                repos = list(json.loads(line.split("\t", 1)[1]).get("repositories") or [])
+            except (ValueError, AttributeError):
+                repos = []
+    if not repos:
+        return {}
+    tag_script = "\n".join(
+        f"printf 'tags\\t%s\\n' \"$(curl -s --max-time 10 {base}/{r}/tags/list"
+        f"{_curl_auth(creds)} | tr -d '\\n')\"" for r in repos)
+    res = ssh.run(c, "sh -s", stdin=tag_script.encode(), become=become)
+    out: dict[str, list[str]] = {r: [] for r in repos}
+    for line in res.stdout.splitlines():
+        if line.startswith("tags\t"):
+            try:
+                doc = json.loads(line.split("\t", 1)[1])
+                out[doc["name"]] = sorted(doc.get("tags") or [])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def registry_down(inv: Inventory | None, *, purge: bool = False) -> RegistryDownResult:
+    settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
+    c, host = _master_connection(inv)
+    become = host.ssh.become if host else False
+    where = str(host) if host else "localhost"
+    name = shlex.quote(settings.container)
+    script = (f"if docker container inspect {name} >/dev/null 2>&1; then "
+              f"docker rm -f {name} >/dev/null && echo removed; fi\n")
+    if purge:
+        script += f"rm -rf {shlex.quote(settings.data_dir)} {AUTH_DIR}\n"
+    try:
+        res = ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+    finally:
+        ssh.close(c)
+    if not res.ok:
+        raise HostError(f"{where}: registry-down failed: {res.brief()}")
+    return RegistryDownResult(where, "removed" in res.stdout, purge, settings.data_dir)

@@ -1,0 +1,111 @@
+"""Everything the operator reads: live progress on stderr, recap tables and --json on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from nodecfg.fleet import FleetResult, HostResult
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress(as_json: bool) -> Callable[[str], None]:
+    """Live progress lines on stderr (kept even with --json: stdout stays machine-readable)."""
+    del as_json
+    return lambda message: _err(f"  {message}")
+
+
+def host_done(as_json: bool) -> Callable[[HostResult[Any]], None]:
+    del as_json
+
+    def done(res: HostResult[Any]) -> None:
+        status = "ok" if res.ok else ("UNREACHABLE" if res.unreachable else "FAILED")
+        detail = "" if res.ok else f": {first_line(res.error)}"
+        _err(f"  {res.host}: {status} ({res.seconds:.1f}s){detail}")
+
+    return done
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(100, Console().width), soft_wrap=False, highlight=False).print(table)
+
+
+def _json(obj: Any) -> None:
+    def default(o: Any) -> Any:
+        if is_dataclass(o) and not isinstance(o, type):
+            return asdict(o)
+        if isinstance(o, set | frozenset | tuple):
+            return list(o)
+        return str(o)
+
+    print(json.dumps(obj, default=default, indent=2))
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def registry_up(result: Any, *, as_json: bool) -> None:
+    if as_json:
+        _json(result)
+        return
+    reasons = f" ({'; '.join(result.container_reasons)})" if result.container_reasons else ""
+    print(f"registry on {result.master}: {result.container_action}{reasons}; "
+          f"container {result.container_id[:12]}; nodes use {result.endpoint}"
+          f"{' with auth' if result.auth else ''}")
+    if result.shipped_registry_image:
+        print("  registry image shipped from this machine (the master had none)")
+    if result.images:
+        _table("images", ["image", "registry path", "size", "result", "seconds"],
+               [[i.source, i.target, _size(i.size), i.action + (f": {i.error}" if i.error else ""),
+                 f"{i.seconds:.1f}"] for i in result.images])
+    pushed = sum(i.action == "pushed" for i in result.images)
+    skipped = sum(i.action == "skipped" for i in result.images)
+    failed = sum(i.action == "failed" for i in result.images)
+    print(f"images: {pushed} pushed, {skipped} skipped (already in the registry), {failed} failed")
+    print("catalog:")
+    for repo, tags in sorted(result.catalog.items()):
+        print(f"  {repo}: {', '.join(tags)}")
+    if not result.catalog:
+        print("  (empty)")
+
+
+def registry_down(result: Any) -> None:
+    what = "removed the registry container" if result.removed else "no registry container"
+    data = f"deleted {result.data_dir}" if result.purged else f"kept data in {result.data_dir}"
+    print(f"{result.master}: {what}; {data}")
+
+
+def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any]) -> None:
+    _json({
+        "ok": not fleet.failed,
+        "hosts": [
+            {"name": r.host.name, "address": r.host.address, "ok": r.ok,
+             "unreachable": r.unreachable, "error": r.error, "seconds": round(r.seconds, 3),
+             **({"result": render(r.value)} if r.value is not None else {})}
+            for r in fleet.results
+        ],
+    })

@@ -1,0 +1,214 @@
+"""SSH: one Fabric `Connection` per host, and a lean `run()` over it.
+
+`connect(host)` builds a Fabric Connection with the host's user, port, key, timeouts and host-key
+policy. `run(c, command, stdin=...)` executes one command on it and returns a `RunResult`; stdin may
+be bytes or an iterable of byte chunks (an image stream), so a whole plan or a secret travels on
+stdin and never appears in a process list. `become` wraps the command in non-interactive sudo.
+
+Functions take the connection as their first argument, as Fabric tasks do, so a user's fabfile can
+call them with its own connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nodecfg.errors import HostError, UnreachableError
+
+if TYPE_CHECKING:
+    import paramiko
+    from fabric import Connection
+
+    from nodecfg.inventory import Host
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def brief(self) -> str:
+        """The last meaningful line of output, for one-line error messages."""
+        for text in (self.stderr, self.stdout):
+            lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+            if lines:
+                return lines[-1]
+        return f"exit code {self.exit_code}"
+
+
+def _host_key_policy(mode: str, known_hosts: Path) -> paramiko.MissingHostKeyPolicy:
+    import paramiko
+
+    class AcceptNew(paramiko.MissingHostKeyPolicy):
+        """OpenSSH's StrictHostKeyChecking=accept-new: learn unknown hosts, refuse changed keys."""
+
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                             key: paramiko.PKey) -> None:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            with _KNOWN_HOSTS_LOCK:
+                known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                with known_hosts.open("a") as fh:
+                    fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+    class Ignore(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                             key: paramiko.PKey) -> None:
+            return None
+
+    if mode == "strict":
+        return paramiko.RejectPolicy()
+    if mode == "off":
+        return Ignore()
+    return AcceptNew()
+
+
+def connect(host: Host) -> Connection:
+    """A Fabric Connection for `host`, opened. Raises HostError with the reason if it can't be."""
+    import paramiko
+    from fabric import Connection
+
+    s = host.ssh
+    connect_kwargs: dict[str, object] = {
+        "banner_timeout": s.connect_timeout,
+        "auth_timeout": s.connect_timeout,
+    }
+    if s.key is not None:
+        connect_kwargs["key_filename"] = str(s.key)
+    c = Connection(host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,
+                   connect_kwargs=connect_kwargs)
+    client = paramiko.SSHClient()
+    known_hosts = s.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+    if s.host_key_checking != "off" and known_hosts.exists():
+        with _KNOWN_HOSTS_LOCK:
+            client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(_host_key_policy(s.host_key_checking, known_hosts))
+    c.client = client
+    where = f"{s.user}@{host.address}:{s.port}"
+    try:
+        c.open()
+    except paramiko.BadHostKeyException:
+        raise HostError(
+            f"host key for {where} has CHANGED (it differs from {known_hosts}); refusing to connect. "
+            "If the host was rebuilt, remove its old key with: ssh-keygen -R "
+            f"{host.address if s.port == 22 else f'[{host.address}]:{s.port}'}"
+            f" -f {known_hosts}"
+        ) from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise HostError(f"{where}: host key unknown and host_key_checking is strict") from None
+        if isinstance(exc, paramiko.AuthenticationException):
+            raise HostError(f"{where}: SSH authentication failed ({exc})") from None
+        raise HostError(f"{where}: SSH error: {exc}") from None
+    except (TimeoutError, socket.timeout):
+        raise UnreachableError(f"{where}: unreachable (no answer within {s.connect_timeout:g}s)") from None
+    except OSError as exc:
+        raise UnreachableError(f"{where}: unreachable ({exc.strerror or exc})") from None
+    return c
+
+
+def close(c: Connection | LocalConnection) -> None:
+    with contextlib.suppress(Exception):
+        c.close()
+
+
+def wrap_become(command: str, become: bool) -> str:
+    """`command` run as root through non-interactive sudo when `become`."""
+    if not become:
+        return command
+    return f"sudo -n -H -- sh -c {shlex.quote(command)}"
+
+
+def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterable[bytes] | None = None,
+        become: bool = False, timeout: float | None = None) -> RunResult:
+    """Run `command` over `c`, feeding `stdin`, and collect its output and exit code.
+
+    A failed command is a RunResult with a non-zero exit code, not an exception; a broken
+    connection or a timeout raises HostError.
+    """
+    import paramiko
+
+    if isinstance(c, LocalConnection):
+        return run_local(command, stdin=stdin, timeout=timeout)
+    full = wrap_become(command, become)
+    transport = c.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise HostError(f"{c.host}: SSH connection is closed")
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        chan = transport.open_session(timeout=timeout or 30)
+        chan.exec_command(full)
+        if stdin is not None:
+            chunks = [stdin] if isinstance(stdin, bytes) else stdin
+            for chunk in chunks:
+                chan.sendall(chunk)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if deadline is not None and wait == 0:
+                chan.close()
+                raise HostError(f"{c.host}: command timed out after {timeout:g}s")
+            select.select([chan], [], [], min(wait, 0.5) if wait is not None else 0.5)
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # drain anything that raced with the exit status
+                if chan.closed or chan.eof_received:
+                    break
+        code = chan.recv_exit_status()
+        chan.close()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise HostError(f"{c.host}: SSH connection lost: {exc}") from None
+    return RunResult(command, code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+class LocalConnection:
+    """Stands in for a Connection when the "master" is this machine (registry-up without -i)."""
+
+    host = "localhost"
+
+    def close(self) -> None:
+        return None
+
+
+def run_local(command: str, *, stdin: bytes | Iterable[bytes] | None = None,
+              timeout: float | None = None) -> RunResult:
+    import subprocess
+
+    proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    if stdin is not None:
+        chunks = [stdin] if isinstance(stdin, bytes) else stdin
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass
+    proc.stdin.close()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise HostError(f"localhost: command timed out after {timeout:g}s") from None
+    return RunResult(command, proc.returncode, out.decode("utf-8", "replace"),
+                     err.decode("utf-8", "replace"))
