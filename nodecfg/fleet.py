@@ -70,7 +70,9 @@ def run_fleet(hosts: Sequence[Host], fn: Callable[[Host], T], *, forks: int = DE
             tb = traceback.format_exc()
             return HostResult(host, error=f"internal error: {exc!r}\n{tb}",
                               seconds=time.monotonic() - start)
-        return HostResult(host, value=value, seconds=time.monotonic() - start)
+        # a value may carry its own failure (a node that ran but could not be configured)
+        error = getattr(value, "error", None) or None
+        return HostResult(host, value=value, error=error, seconds=time.monotonic() - start)
 
     results: dict[Host, HostResult[T]] = {}
     if not hosts:

@@ -137,22 +137,27 @@ def container_changes(spec: ContainerSpec, inspect: dict[str, Any] | None) -> tu
 # pure: scripts run on the master (sent on stdin to `sh -s`)
 
 
-def _curl_auth(auth: tuple[str, Secret] | None) -> str:
-    """A curl `-K-` config on a here-document: credentials never reach argv."""
-    if auth is None:
-        return ""
-    user, password = auth
-    value = f"{user}:{password.reveal()}".replace("\\", "\\\\").replace('"', '\\"')
-    return f" -K- <<'NODECFG_EOF'\nuser = \"{value}\"\nNODECFG_EOF"
+def curl_auth_prelude(auth: tuple[str, Secret] | None) -> str:
+    """Shell lines that put curl's credentials in a root-only temp file named $ncfg.
+
+    curl then reads them with `-K "$ncfg"`: the password never reaches a process's argv.
+    The script is sent on stdin, and the file is removed when the script exits.
+    """
+    lines = ['ncfg=$(umask 077; mktemp)', "trap 'rm -f \"$ncfg\"' EXIT"]
+    if auth is not None:
+        user, password = auth
+        value = f"{user}:{password.reveal()}".replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f"cat > \"$ncfg\" <<'NODECFG_EOF'\nuser = \"{value}\"\nNODECFG_EOF")
+    return "\n".join(lines)
 
 
-def _manifest_probe(port: int, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
+def _manifest_probe(port: int, targets: list[ImageRef]) -> str:
     accept = " ".join(f"-H 'Accept: {t}'" for t in MANIFEST_TYPES)
     lines = []
     for t in targets:
         url = f"http://127.0.0.1:{port}/v2/{t.path}/manifests/{t.tag}"
         lines.append(f"printf 'manifest\\t%s\\t%s\\n' {shlex.quote(t.target)} "
-                     f"\"$(curl -s --max-time 10 {accept} {shlex.quote(url)}{_curl_auth(auth)} "
+                     f"\"$(curl -s --max-time 10 -K \"$ncfg\" {accept} {shlex.quote(url)} "
                      "| tr -d '\\n')\"")
     return "\n".join(lines)
 
@@ -162,13 +167,14 @@ def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids:
     ids = " ".join(shlex.quote(i) for i in image_ids)
     port = settings.port
     return f"""\
+{curl_auth_prelude(auth)}
 printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
 printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.quote(settings.image)} 2>/dev/null)"
 printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')"
 if [ -r {AUTH_DIR}/htpasswd ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {AUTH_DIR}/htpasswd)"; fi
 {f"docker image inspect --format 'present	{{{{.Id}}}}' {ids} 2>/dev/null" if ids else ""}
 printf 'http\\t%s\\n' "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://127.0.0.1:{port}/v2/)"
-{_manifest_probe(port, targets, auth)}
+{_manifest_probe(port, targets)}
 true
 """
 
@@ -176,7 +182,7 @@ true
 def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
                  htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
     """(Re)start the container as `action` says, wait for /v2/, then report the manifests."""
-    steps = ["set -e", f"install -d -m 755 {shlex.quote(spec.data_dir)}"]
+    steps = [curl_auth_prelude(auth), "set -e", f"install -d -m 755 {shlex.quote(spec.data_dir)}"]
     if htpasswd is not None:
         steps += [f"install -d -m 700 {AUTH_DIR}", "umask 077",
                   f"cat > {AUTH_DIR}/htpasswd.tmp <<'NODECFG_EOF'\n{htpasswd}NODECFG_EOF",
@@ -199,7 +205,7 @@ def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
         f"docker logs --tail 5 {name} >&2; exit 3; }}; sleep 0.2; done",
         "printf 'http\\t%s\\n' \"$code\"",
         f"printf 'id\\t%s\\n' \"$(docker container inspect --format '{{{{.Id}}}}' {name})\"",
-        _manifest_probe(settings.port, targets, auth),
+        _manifest_probe(settings.port, targets),
         "true",
     ]
     return "\n".join(steps) + "\n"
@@ -477,7 +483,8 @@ def _catalog(c: Any, become: bool, settings: RegistrySettings,
              creds: tuple[str, Secret] | None) -> dict[str, list[str]]:
     base = f"http://127.0.0.1:{settings.port}/v2"
     script = (
-        f"cat=$(curl -s --max-time 10 {base}/_catalog{_curl_auth(creds)})\n"
+        f"{curl_auth_prelude(creds)}\n"
+        f"cat=$(curl -s --max-time 10 -K \"$ncfg\" {base}/_catalog)\n"
         "printf 'catalog\\t%s\\n' \"$(printf '%s' \"$cat\" | tr -d '\\n')\"\n"
     )
     res = ssh.run(c, "sh -s", stdin=script.encode(), become=become)
@@ -490,9 +497,9 @@ def _catalog(c: Any, become: bool, settings: RegistrySettings,
                 repos = []
     if not repos:
         return {}
-    tag_script = "\n".join(
-        f"printf 'tags\\t%s\\n' \"$(curl -s --max-time 10 {base}/{r}/tags/list"
-        f"{_curl_auth(creds)} | tr -d '\\n')\"" for r in repos)
+    tag_script = curl_auth_prelude(creds) + "\n" + "\n".join(
+        f"printf 'tags\\t%s\\n' \"$(curl -s --max-time 10 -K \"$ncfg\" {base}/{r}/tags/list"
+        " | tr -d '\\n')\"" for r in repos)
     res = ssh.run(c, "sh -s", stdin=tag_script.encode(), become=become)
     out: dict[str, list[str]] = {r: [] for r in repos}
     for line in res.stdout.splitlines():

@@ -45,7 +45,10 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console(width=max(100, Console().width), soft_wrap=False, highlight=False).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(width=200, highlight=False)
+    console.print(table)
 
 
 def _json(obj: Any) -> None:
@@ -109,3 +112,44 @@ def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any]) -> None:
             for r in fleet.results
         ],
     })
+
+
+def _runtime_cell(o: Any) -> str:
+    if o.status in ("absent", "masked"):
+        return o.status
+    return str(o.status)
+
+
+def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> None:
+    if as_json:
+        fleet_json(fleet, lambda v: {
+            "changed": v.changed, "files_changed": list(v.files_changed),
+            "docker": asdict(v.docker), "containerd": asdict(v.containerd),
+            **({"diffs": list(v.diffs)} if v.diffs else {}),
+        })
+        return
+    for r in fleet.results:
+        if r.value is not None and r.value.diffs:
+            print(f"--- {r.host} ---")
+            for d in r.value.diffs:
+                print(d, end="" if d.endswith("\n") else "\n")
+    rows = []
+    for r in fleet.results:
+        v = r.value
+        if v is None:
+            rows.append([r.host.name, "-", "-", "-", "-",
+                         ("UNREACHABLE: " if r.unreachable else "FAILED: ") + first_line(r.error)])
+            continue
+        actions = [f"{o.runtime} {o.action}" for o in (v.containerd, v.docker) if o.action != "none"]
+        notes = [f"{o.runtime}: {o.note}" for o in (v.containerd, v.docker) if o.note]
+        result = ("FAILED: " + first_line(r.error)) if r.error else (
+            ("would change" if options.check else "changed") if v.changed else "ok")
+        if notes and not r.error:
+            result += " (" + "; ".join(notes) + ")"
+        rows.append([r.host.name, _runtime_cell(v.docker), _runtime_cell(v.containerd),
+                     str(len(v.files_changed)), ", ".join(actions) or "-", result])
+    title = "RECAP (check mode: nothing was changed)" if options.check else "RECAP"
+    _table(title, ["node", "docker", "containerd", "files", "reloaded/restarted", "result"], rows)
+    ok = len(fleet.succeeded)
+    changed = sum(1 for r in fleet.results if r.value is not None and r.value.changed and r.ok)
+    print(f"{len(fleet.results)} node(s): {ok} ok ({changed} changed), {len(fleet.failed)} failed")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import paramiko
     from fabric import Connection
 
-    from nodecfg.inventory import Host
+    from nodecfg.inventory import Host, Secret
 
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
@@ -128,15 +128,24 @@ def close(c: Connection | LocalConnection) -> None:
         c.close()
 
 
-def wrap_become(command: str, become: bool) -> str:
-    """`command` run as root through non-interactive sudo when `become`."""
+def wrap_become(command: str, become: bool, with_password: bool = False) -> str:
+    """`command` run as root through sudo when `become`: non-interactive, or reading the
+    password from the first line of stdin (`--ask-become-pass`), never from argv."""
     if not become:
         return command
+    if with_password:
+        return f"sudo -S -p '' -H -- sh -c {shlex.quote(command)}"
     return f"sudo -n -H -- sh -c {shlex.quote(command)}"
 
 
+def _chain(first: bytes, rest: Iterable[bytes]) -> Iterable[bytes]:
+    yield first
+    yield from rest
+
+
 def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterable[bytes] | None = None,
-        become: bool = False, timeout: float | None = None) -> RunResult:
+        become: bool = False, become_password: Secret | None = None,
+        timeout: float | None = None) -> RunResult:
     """Run `command` over `c`, feeding `stdin`, and collect its output and exit code.
 
     A failed command is a RunResult with a non-zero exit code, not an exception; a broken
@@ -146,7 +155,11 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
 
     if isinstance(c, LocalConnection):
         return run_local(command, stdin=stdin, timeout=timeout)
-    full = wrap_become(command, become)
+    full = wrap_become(command, become, become_password is not None)
+    if become and become_password is not None:
+        first = (become_password.reveal() + "\n").encode()
+        rest = [] if stdin is None else [stdin] if isinstance(stdin, bytes) else stdin
+        stdin = _chain(first, rest)
     transport = c.client.get_transport()
     if transport is None or not transport.is_active():
         raise HostError(f"{c.host}: SSH connection is closed")

@@ -1,0 +1,1 @@
+"""Container runtimes on a node: pure merges and plans (docker.py, containerd.py)."""

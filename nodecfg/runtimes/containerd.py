@@ -1,0 +1,249 @@
+"""containerd: pure edits of config.toml (config_path) and the certs.d hosts.toml mirror files.
+
+config.toml is edited as a TOML document (tomlkit), never by appending text: `containerd config
+default` already holds the registry table, and a second copy makes containerd refuse to start.
+`registry.mirrors` beside `config_path` makes the CRI plugin fail while systemd still says
+"active" (kubespray#9741), so such mirrors are moved into hosts.toml files and removed.
+
+A hosts.toml change needs no restart; a config.toml change needs one.
+"""
+
+from __future__ import annotations
+
+import base64
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodecfg.errors import NodecfgError
+from nodecfg.render import render
+from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts
+
+CONFIG_TOML = "/etc/containerd/config.toml"
+DEFAULT_CERTS_D = "/etc/containerd/certs.d"
+MANAGED_MARK = "# Managed by nodecfg"
+UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
+
+
+class TomlMergeError(NodecfgError):
+    """An existing TOML file can't be edited safely."""
+
+
+@dataclass(frozen=True)
+class ContainerdFacts:
+    service: ServiceFacts
+    config_toml: str | None = None  # None: no file
+    config_file: str = CONFIG_TOML
+    hosts: dict[str, str] = field(default_factory=dict)  # existing hosts.toml path -> text
+
+
+def registry_section(version: int) -> tuple[str, ...]:
+    """Where the CRI registry settings live for a config file `version`."""
+    if version >= 3:
+        return ("plugins", "io.containerd.cri.v1.images", "registry")
+    if version == 2:
+        return ("plugins", "io.containerd.grpc.v1.cri", "registry")
+    return ("plugins", "cri", "registry")
+
+
+def _get(doc: Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(doc, dict) or k not in doc:
+            return None
+        doc = doc[k]
+    return doc
+
+
+@dataclass(frozen=True)
+class ConfigEdit:
+    text: str | None  # new config.toml, None when unchanged
+    certs_dir: str  # where hosts.toml files go (config_path in effect after the edit)
+    notes: tuple[str, ...] = ()
+    moved_mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def set_config_path(existing: str | None, containerd_major: int,
+                    certs_dir: str = DEFAULT_CERTS_D, source: str = CONFIG_TOML) -> ConfigEdit:
+    """Make config.toml point the CRI plugin at `certs_dir`, keeping every other setting and comment."""
+    import tomlkit
+
+    notes: list[str] = []
+    if existing is None or not existing.strip():
+        version = 3 if containerd_major >= 2 else 2
+        section = registry_section(version)
+        text = (f"# Written by nodecfg: containerd fills in its defaults for everything else.\n"
+                f"version = {version}\n\n"
+                f'[plugins."{section[1]}".registry]\n  config_path = "{certs_dir}"\n')
+        what = "missing" if existing is None else "empty"
+        return ConfigEdit(text, certs_dir, (f"config.toml was {what}; wrote a minimal one",))
+    try:
+        doc = tomlkit.parse(existing)
+        plain = tomllib.loads(existing)
+    except (tomllib.TOMLDecodeError, Exception) as exc:  # tomlkit raises its own ParseError types
+        raise TomlMergeError(f"{source} is not valid TOML ({exc}); left untouched") from None
+    version = plain.get("version", 1)
+    if not isinstance(version, int):
+        raise TomlMergeError(f"{source}: version is not a number; left untouched")
+    if containerd_major >= 2 and version < 2:
+        raise TomlMergeError(f"{source} is a version {version} config, which containerd "
+                             f"{containerd_major}.x no longer reads; migrate it first "
+                             "(containerd config migrate)")
+    section = registry_section(version)
+    current = _get(plain, section) or {}
+    current_path = current.get("config_path", "") if isinstance(current, dict) else ""
+    mirrors = current.get("mirrors") if isinstance(current, dict) else None
+    moved: dict[str, tuple[str, ...]] = {}
+    changed = False
+    # navigate / create the registry table in the tomlkit document
+    table: Any = doc
+    for key in section:
+        if key not in table:
+            table[key] = tomlkit.table(is_super_table=key != section[-1])
+        table = table[key]
+    if isinstance(mirrors, dict) and mirrors:
+        for host, conf in mirrors.items():
+            endpoints = conf.get("endpoint", []) if isinstance(conf, dict) else []
+            moved[host] = tuple(str(e) for e in endpoints)
+        del table["mirrors"]
+        changed = True
+        notes.append(f"registry.mirrors for {', '.join(sorted(moved))} moved into hosts.toml: "
+                     "containerd refuses mirrors beside config_path")
+    effective = certs_dir
+    if isinstance(current_path, str) and current_path:
+        effective = current_path.split(":")[0]
+        if effective != certs_dir:
+            notes.append(f"config_path already set to {current_path}; hosts.toml written there")
+    else:
+        table["config_path"] = certs_dir
+        changed = True
+    if not changed:
+        return ConfigEdit(None, effective, tuple(notes))
+    new_text = tomlkit.dumps(doc)
+    check = _get(tomllib.loads(new_text), section) or {}
+    if check.get("config_path", "").split(":")[0] != effective or check.get("mirrors"):
+        raise TomlMergeError(f"{source}: editing config_path did not produce the expected document")
+    return ConfigEdit(new_text, effective, tuple(notes), moved)
+
+
+def render_hosts(upstream: str, endpoint: str, authorization: str | None,
+                 extra_hosts: tuple[str, ...] = ()) -> str:
+    """hosts.toml for `upstream` (or for the registry itself when upstream == endpoint)."""
+    own = upstream == endpoint
+    server = f"http://{endpoint}" if own else UPSTREAM_SERVERS.get(upstream, f"https://{upstream}")
+    text = render("hosts.toml.j2", upstream=upstream, endpoint=endpoint, server=server,
+                  capabilities=["pull", "resolve", "push"] if own else ["pull", "resolve"],
+                  authorization=authorization)
+    for host in extra_hosts:
+        if host.rstrip("/") in (server, f"http://{endpoint}"):
+            continue
+        text += f'\n[host."{host}"]\n  capabilities = ["pull", "resolve"]\n'
+    return text
+
+
+def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str) -> str | None:
+    """The hosts.toml to write, or None when `existing` already does what `rendered` does.
+
+    A file nodecfg wrote is replaced; a foreign one keeps its server and its other hosts, with the
+    local registry put first (hosts are tried in order).
+    """
+    import tomlkit
+
+    if existing is not None and existing == rendered:
+        return None
+    if existing is None or existing.lstrip().startswith(MANAGED_MARK) or not existing.strip():
+        return rendered
+    try:
+        old = tomllib.loads(existing)
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlMergeError(f"{source} is not valid TOML ({exc}); containerd ignores it; "
+                             "fix or remove it") from None
+    new = tomllib.loads(rendered)
+    ours = f"http://{endpoint}"
+    old_hosts = old.get("host") or {}
+    if old_hosts and next(iter(old_hosts)) == ours and old_hosts[ours] == new["host"][ours]:
+        return None
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment(f"{MANAGED_MARK[2:]} (merged): the local registry first, "
+                            "then the hosts this file already had."))
+    for key, value in old.items():
+        if key != "host":
+            doc[key] = value
+    if "server" not in doc:
+        doc["server"] = new["server"]
+    hosts = tomlkit.table(is_super_table=True)
+    hosts[ours] = new["host"][ours]
+    for name, value in old_hosts.items():
+        if name != ours:
+            hosts[name] = value
+    doc["host"] = hosts
+    return tomlkit.dumps(doc)
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, ...],
+                    credentials: tuple[str, str] | None) -> RuntimePlan:
+    svc = facts.service
+    if not svc.installed:
+        return RuntimePlan("containerd", "absent", "not installed; skipped")
+    if svc.masked:
+        return RuntimePlan("containerd", "masked", "masked; skipped (left masked)")
+    try:
+        edit = set_config_path(facts.config_toml, svc.major, source=facts.config_file)
+    except TomlMergeError as exc:
+        return RuntimePlan("containerd", "failed", str(exc))
+    files: list[FileChange] = []
+    if edit.text is not None:
+        files.append(FileChange(facts.config_file, edit.text, 0o644, facts.config_toml,
+                                "config_path set", validate="containerd"))
+    authorization = basic_auth(*credentials) if credentials else None
+    upstreams = [endpoint, *mirrors, *(h for h in edit.moved_mirrors if h not in mirrors
+                                       and h != endpoint)]
+    for upstream in upstreams:
+        path = f"{edit.certs_dir}/{upstream}/hosts.toml"
+        rendered = render_hosts(upstream, endpoint, authorization,
+                                edit.moved_mirrors.get(upstream, ()))
+        existing = facts.hosts.get(path)
+        try:
+            text = merge_hosts(existing, rendered, endpoint, path)
+        except TomlMergeError as exc:
+            return RuntimePlan("containerd", "failed", str(exc))
+        if text is not None:
+            files.append(FileChange(path, text, 0o600 if authorization else 0o644, existing,
+                                    f"mirror for {upstream}", secret=authorization is not None,
+                                    validate="toml"))
+    action = "restart" if edit.text is not None and svc.active else "none"
+    notes = list(edit.notes)
+    if edit.text is not None and not svc.active:
+        notes.append("not running: config written, not started")
+    return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)
+
+
+def verify_script() -> str:
+    """After a restart: wait for containerd to answer, then dump the effective config."""
+    return (
+        "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && break; "
+        "sleep 0.25; done; "
+        "printf 'containerd.dump\\t%s\\n' \"$(containerd config dump 2>/dev/null | base64 -w0)\"; "
+        "printf 'containerd.cri\\t%s\\n' \"$(ctr plugins ls 2>/dev/null | "
+        "awk '$2 == \"io.containerd.grpc.v1.cri\" || $2 == \"cri\" {print $NF; exit}')\""
+    )
+
+
+def check_effect(dump_b64: str, cri_status: str, certs_dir: str) -> str | None:
+    """None if the running containerd has config_path in effect and its CRI plugin loaded."""
+    try:
+        dump = tomllib.loads(base64.b64decode(dump_b64).decode()) if dump_b64 else None
+    except (ValueError, tomllib.TOMLDecodeError):
+        dump = None
+    if dump is None:
+        return "containerd does not answer after the restart"
+    version = dump.get("version", 1)
+    value = (_get(dump, registry_section(version)) or {}).get("config_path", "")
+    if not isinstance(value, str) or certs_dir not in value.split(":"):
+        return f"containerd config dump shows config_path = {value!r}, not {certs_dir}"
+    if cri_status and cri_status != "ok":
+        return f"containerd's CRI plugin did not load (status {cri_status}); check its config"
+    return None

@@ -1,0 +1,199 @@
+"""docker: pure merges of daemon.json and root's ~/.docker/config.json, and the docker plan.
+
+`insecure-registries` and `registry-mirrors` are applied by dockerd on SIGHUP (`systemctl reload
+docker`), so a changed daemon.json costs a reload, never a restart. A key that is also passed as a
+dockerd flag (a kubespray-style drop-in, DOCKER_OPTS) makes dockerd refuse the file, so such a key is
+left out of daemon.json when the flag already covers the registry, and refused otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from nodecfg.errors import NodecfgError
+from nodecfg.render import render
+from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
+FLAG_KEYS = {"--insecure-registry": "insecure-registries", "--registry-mirror": "registry-mirrors"}
+
+
+class MergeError(NodecfgError):
+    """An existing file can't be merged into (invalid JSON, a key of the wrong type)."""
+
+
+@dataclass(frozen=True)
+class DockerFacts:
+    service: ServiceFacts
+    daemon_json: str | None = None  # None: no file
+    daemon_json_path: str = DAEMON_JSON
+    client_config: str | None = None  # root's ~/.docker/config.json
+    cmdline: tuple[str, ...] = ()  # the dockerd command line in effect (or the unit's ExecStart)
+    drop_ins: tuple[str, ...] = ()
+    can_validate: bool = False  # dockerd --validate exists (docker 23+)
+
+
+def flag_values(cmdline: tuple[str, ...]) -> dict[str, list[str]]:
+    """daemon.json keys set by dockerd flags, e.g. {"insecure-registries": ["m:5000"]}."""
+    out: dict[str, list[str]] = {}
+    args = list(cmdline)
+    for i, arg in enumerate(args):
+        for flag, key in FLAG_KEYS.items():
+            if arg == flag and i + 1 < len(args):
+                out.setdefault(key, []).append(args[i + 1])
+            elif arg.startswith(flag + "="):
+                out.setdefault(key, []).append(arg.split("=", 1)[1])
+    return out
+
+
+def config_file_flag(cmdline: tuple[str, ...]) -> str | None:
+    for i, arg in enumerate(cmdline):
+        if arg == "--config-file" and i + 1 < len(cmdline):
+            return cmdline[i + 1]
+        if arg.startswith("--config-file="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def desired_settings(endpoint: str, mirror_docker_io: bool) -> dict[str, list[str]]:
+    """What nodecfg wants in daemon.json, from templates/daemon.json.j2."""
+    rendered = render("daemon.json.j2", endpoint=endpoint, mirror_docker_io=mirror_docker_io)
+    return dict(json.loads(rendered))
+
+
+def _mirror_matches(entry: str, wanted: str) -> bool:
+    return entry.rstrip("/") == wanted.rstrip("/")
+
+
+def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
+                      flags: dict[str, list[str]], source: str = DAEMON_JSON) -> tuple[str | None, list[str]]:
+    """Merge `wanted` list entries into an existing daemon.json text.
+
+    Returns (new text or None when nothing changes, notes). Every other key and every existing list
+    entry is kept, in order. Raises MergeError when the file can't be merged safely.
+    """
+    notes: list[str] = []
+    if existing is None or not existing.strip():
+        doc: dict[str, Any] = {}
+    else:
+        try:
+            doc = json.loads(existing)
+        except ValueError as exc:
+            raise MergeError(f"{source} is not valid JSON ({exc}); left untouched") from None
+        if not isinstance(doc, dict):
+            raise MergeError(f"{source} is not a JSON object; left untouched")
+    changed = False
+    for key, entries in wanted.items():
+        if key in flags:
+            covered = all(any(_mirror_matches(f, e) for f in flags[key]) for e in entries)
+            if covered:
+                notes.append(f"{key} already set by a dockerd flag; left out of daemon.json")
+                continue
+            raise MergeError(
+                f"dockerd is started with {'--insecure-registry' if key == 'insecure-registries' else '--registry-mirror'}"
+                f" {' '.join(flags[key])} (a unit drop-in or DOCKER_OPTS) and the same key in "
+                f"daemon.json would stop dockerd; add {', '.join(entries)} to that flag instead")
+        current = doc.get(key, [])
+        if not isinstance(current, list):
+            raise MergeError(f"{source}: {key} is not a list; left untouched")
+        merged = list(current)
+        for entry in entries:
+            if not any(isinstance(c, str) and _mirror_matches(c, entry) for c in merged):
+                merged.append(entry)
+        if merged != current:
+            doc[key] = merged
+            changed = True
+    if not changed:
+        return None, notes
+    return json.dumps(doc, indent=2) + "\n", notes
+
+
+def merge_client_config(existing: str | None, endpoint: str, username: str, password: str,
+                        source: str = ROOT_DOCKER_CONFIG) -> str | None:
+    """Add the registry's credentials to a docker client config.json (None: already there)."""
+    if existing is None or not existing.strip():
+        doc: dict[str, Any] = {}
+    else:
+        try:
+            doc = json.loads(existing)
+        except ValueError:
+            raise MergeError(f"{source} is not valid JSON; left untouched") from None
+        if not isinstance(doc, dict):
+            raise MergeError(f"{source} is not a JSON object; left untouched")
+    auths = doc.setdefault("auths", {})
+    if not isinstance(auths, dict):
+        raise MergeError(f"{source}: auths is not an object; left untouched")
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    if (auths.get(endpoint) or {}).get("auth") == token:
+        return None
+    auths[endpoint] = {**(auths.get(endpoint) or {}), "auth": token}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
+                credentials: tuple[str, str] | None) -> RuntimePlan:
+    """Decide what docker on one node needs: files to write and reload or nothing."""
+    svc = facts.service
+    if not svc.installed:
+        return RuntimePlan("docker", "absent", "not installed; skipped")
+    if svc.masked:
+        return RuntimePlan("docker", "masked", "masked; skipped (left masked)")
+    path = config_file_flag(facts.cmdline) or DAEMON_JSON
+    try:
+        text, notes = merge_daemon_json(facts.daemon_json, desired_settings(endpoint, mirror_docker_io),
+                                        flag_values(facts.cmdline), path)
+    except MergeError as exc:
+        return RuntimePlan("docker", "failed", str(exc))
+    files = []
+    if text is not None:
+        files.append(FileChange(path, text, 0o644, facts.daemon_json, "registry settings merged",
+                                validate="dockerd" if facts.can_validate else "json"))
+    if credentials is not None:
+        try:
+            client = merge_client_config(facts.client_config, endpoint, *credentials)
+        except MergeError as exc:
+            return RuntimePlan("docker", "failed", str(exc))
+        if client is not None:
+            files.append(FileChange(ROOT_DOCKER_CONFIG, client, 0o600, facts.client_config,
+                                    "registry credentials", secret=True, validate="json"))
+    # credentials in config.json are read per pull: only daemon.json needs a reload
+    action = "reload" if text is not None and svc.active else "none"
+    note = "; ".join(notes) if notes else ""
+    if text is not None and not svc.active:
+        note = "; ".join([*notes, "not running: config written, not started"])
+    return RuntimePlan("docker", "configure", note, tuple(files), action)
+
+
+def verify_script(endpoint: str, mirror_docker_io: bool) -> str:
+    """Poll `docker info` until the registry is listed (dockerd applies SIGHUP asynchronously)."""
+    mirror = f"http://{endpoint}/" if mirror_docker_io else ""
+    return (
+        "i=0; while :; do info=$(docker info --format '{{json .RegistryConfig}}' 2>/dev/null); "
+        f"case \"$info\" in *{shlex.quote(endpoint)}*) "
+        + (f"case \"$info\" in *{shlex.quote(mirror)}*) break;; esac;; " if mirror else "break;; ")
+        + "esac; i=$((i+1)); [ $i -ge 40 ] && break; sleep 0.25; done; "
+        "printf 'docker.info\\t%s\\n' \"$info\""
+    )
+
+
+def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool) -> str | None:
+    """None if `docker info` shows the registry as insecure (and the mirror); else why not."""
+    try:
+        cfg = json.loads(info_json) if info_json.strip() else None
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        return "docker does not answer after the reload"
+    index = (cfg.get("IndexConfigs") or {}).get(endpoint)
+    if not index or index.get("Secure") is not False:
+        return f"docker info does not list {endpoint} as an insecure registry (config not applied)"
+    if mirror_docker_io:
+        mirrors = [m.rstrip("/") for m in cfg.get("Mirrors") or []]
+        if f"http://{endpoint}" not in mirrors:
+            return f"docker info does not list http://{endpoint} as a registry mirror"
+    return None
