@@ -424,7 +424,8 @@ def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = 
         lab_down(say=_noop)
     net = lab_subnet()
     pool = IPAMPool(subnet=str(net), gateway=str(next(net.hosts())))
-    client.networks.create(NETWORK, driver="bridge", labels={LABEL: "1"},
+    # internal: the nodes reach each other and this machine, never the outside world
+    client.networks.create(NETWORK, driver="bridge", internal=True, labels={LABEL: "1"},
                            ipam=IPAMConfig(pool_configs=[pool]))
     master, node_addrs = _addresses(count)
     hosts = [("master", master)] + [(f"node{i + 1}", a) for i, a in enumerate(node_addrs)]

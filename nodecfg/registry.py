@@ -529,3 +529,13 @@ def registry_down(inv: Inventory | None, *, purge: bool = False) -> RegistryDown
     if not res.ok:
         raise HostError(f"{where}: registry-down failed: {res.brief()}")
     return RegistryDownResult(where, "removed" in res.stdout, purge, settings.data_dir)
+
+
+def catalog_on_master(inv: Inventory) -> dict[str, list[str]]:
+    """The registry's catalog (repository -> tags), asked on the master."""
+    creds = _credentials(inv.registry)
+    c, host = _master_connection(inv)
+    try:
+        return _catalog(c, host.ssh.become if host else False, inv.registry, creds)
+    finally:
+        ssh.close(c)

@@ -153,3 +153,36 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
     ok = len(fleet.succeeded)
     changed = sum(1 for r in fleet.results if r.value is not None and r.value.changed and r.ok)
     print(f"{len(fleet.results)} node(s): {ok} ok ({changed} changed), {len(fleet.failed)} failed")
+
+
+def smoke_recap(result: Any, *, as_json: bool) -> None:
+    from nodecfg.smoke import CHECKS
+
+    fleet = result.fleet
+    if as_json:
+        fleet_json(fleet, lambda v: {"checks": [asdict(ch) for ch in v.checks]})
+        return
+    rows = []
+    problems = []
+    for r in fleet.results:
+        if r.value is None:
+            reason = first_line(r.error)
+            rows.append([r.host.name, "UNREACHABLE" if r.unreachable else "FAIL",
+                         *(["-"] * (len(CHECKS) - 1)), "FAILED"])
+            problems.append(f"{r.host}: {'SSH unreachable: ' if r.unreachable else ''}{reason}")
+            continue
+        by_name = {ch.name: ch for ch in r.value.checks}
+        rows.append([r.host.name, *(by_name[n].status if n in by_name else "-" for n in CHECKS),
+                     "passed" if r.ok else "FAILED"])
+        for ch in r.value.checks:
+            if ch.status == "FAIL":
+                problems.append(f"{r.host}: {ch.name}: {ch.detail}")
+    plan = result.plan
+    _table(f"smoke-test: {plan.image.upstream} via {plan.endpoint}",
+           ["node", *CHECKS, "verdict"], rows)
+    for line in problems:
+        print(f"  {line}")
+    passed, failed = len(fleet.succeeded), len(fleet.failed)
+    verdict = "every node pulls from the registry" if not failed else \
+        f"{failed} of {len(fleet.results)} node(s) cannot pull"
+    print(f"{'PASS' if not failed else 'FAIL'}: {verdict} ({passed} passed, {failed} failed)")

@@ -94,12 +94,17 @@ def set_config_path(existing: str | None, containerd_major: int,
     mirrors = current.get("mirrors") if isinstance(current, dict) else None
     moved: dict[str, tuple[str, ...]] = {}
     changed = False
-    # navigate / create the registry table in the tomlkit document
+    # navigate to the registry table in the tomlkit document, creating what is missing
     table: Any = doc
-    for key in section:
+    for key in section[:-1]:
         if key not in table:
-            table[key] = tomlkit.table(is_super_table=key != section[-1])
+            table[key] = tomlkit.table(is_super_table=True)
         table = table[key]
+    if section[-1] not in table:
+        fresh = tomlkit.table()
+        fresh.add(tomlkit.nl())
+        table[section[-1]] = fresh
+    table = table[section[-1]]
     if isinstance(mirrors, dict) and mirrors:
         for host, conf in mirrors.items():
             endpoints = conf.get("endpoint", []) if isinstance(conf, dict) else []
@@ -114,7 +119,10 @@ def set_config_path(existing: str | None, containerd_major: int,
         if effective != certs_dir:
             notes.append(f"config_path already set to {current_path}; hosts.toml written there")
     else:
+        had_key = "config_path" in table
         table["config_path"] = certs_dir
+        if not had_key:
+            table.value.item("config_path").indent(2)
         changed = True
     if not changed:
         return ConfigEdit(None, effective, tuple(notes))
@@ -150,7 +158,7 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str)
 
     if existing is not None and existing == rendered:
         return None
-    if existing is None or existing.lstrip().startswith(MANAGED_MARK) or not existing.strip():
+    if existing is None or existing.lstrip().startswith(MANAGED_MARK + ":") or not existing.strip():
         return rendered
     try:
         old = tomllib.loads(existing)
@@ -163,8 +171,8 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str)
     if old_hosts and next(iter(old_hosts)) == ours and old_hosts[ours] == new["host"][ours]:
         return None
     doc = tomlkit.document()
-    doc.add(tomlkit.comment(f"{MANAGED_MARK[2:]} (merged): the local registry first, "
-                            "then the hosts this file already had."))
+    doc.add(tomlkit.comment("nodecfg merged this file: the local registry first, "
+                            "then the hosts it already had."))
     for key, value in old.items():
         if key != "host":
             doc[key] = value

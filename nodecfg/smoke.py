@@ -1,0 +1,299 @@
+"""smoke-test: prove every node can pull from the registry, and say exactly why one can't.
+
+Per node, one command runs every probe (registry reachable from the node, docker pulls, containerd
+pulls, config_path in effect) and prints raw results; `diagnose()` turns them into checks with
+operator-facing reasons. A pull through a mirror is only attempted when the node's mirror config
+names the registry: without it the node would go to the upstream, which an offline node can't reach.
+Images a node didn't have before are removed afterwards, so a re-run really pulls again.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nodecfg import ssh
+from nodecfg.errors import HostError, UsageError
+from nodecfg.fleet import FleetResult, HostResult, run_fleet
+from nodecfg.images import DOCKER_HUB, ImageRef, parse_ref
+from nodecfg.inventory import Host, Inventory, Secret
+from nodecfg.registry import curl_auth_prelude
+
+CHECKS = ("registry", "docker", "docker mirror", "containerd", "config_path", "crictl")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | FAIL | skip
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SmokePlan:
+    """What to pull where: decided once for the whole fleet."""
+
+    endpoint: str
+    image: ImageRef  # pulled as <endpoint>/<target> by docker, and by upstream name by containerd
+    hub_image: ImageRef | None  # a docker.io image for docker's registry-mirrors check
+    mirrors: tuple[str, ...]
+    has_auth: bool
+
+
+@dataclass(frozen=True)
+class NodeSmoke:
+    checks: tuple[Check, ...]
+    error: str = ""
+
+
+def choose_plan(inv: Inventory, image: str | None, catalog_first: Callable[[], str | None]) -> SmokePlan:
+    reg = inv.registry
+    refs = [parse_ref(i) for i in inv.images]
+    if image:
+        chosen = parse_ref(image)
+    elif refs:
+        chosen = refs[0]
+    else:
+        first = catalog_first()
+        if first is None:
+            raise UsageError("smoke-test: no --image, no images in the inventory, and the "
+                             "registry's catalog is empty; run registry-up first")
+        chosen = parse_ref(first)
+    hub = chosen if chosen.registry == DOCKER_HUB else next(
+        (r for r in refs if r.registry == DOCKER_HUB), None)
+    if "docker.io" not in reg.mirrors:
+        hub = None
+    return SmokePlan(reg.endpoint, chosen, hub, reg.mirrors, reg.auth is not None)
+
+
+def _pull_docker(tag: str, ref: str) -> str:
+    q = shlex.quote(ref)
+    return (f"had=$(docker image inspect {q} >/dev/null 2>&1 && echo yes); "
+            f"out=$(docker pull -q {q} 2>&1); rc=$?; "
+            f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
+            f"[ -z \"$had\" ] && [ $rc = 0 ] && docker rmi {q} >/dev/null 2>&1")
+
+
+def _pull_ctr(tag: str, ref: str) -> str:
+    q = shlex.quote(ref)
+    return (f"had=$(ctr -n k8s.io images ls -q 2>/dev/null | grep -qxF {q} && echo yes); "
+            f"out=$(ctr -n k8s.io images pull --hosts-dir \"$certs\" {q} 2>&1); rc=$?; "
+            f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
+            f"if command -v crictl >/dev/null; then out=$(crictl pull {q} 2>&1); "
+            f"printf 'crictl\\t%s\\t%s\\n' \"$?\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; fi; "
+            f"[ -z \"$had\" ] && [ $rc = 0 ] && ctr -n k8s.io images rm {q} >/dev/null 2>&1")
+
+
+def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str:
+    ep = plan.endpoint
+    host, port = ep.rsplit(":", 1)
+    url = f"http://{ep}/v2/"
+    ctr_ref = plan.image.upstream if plan.image.registry in plan.mirrors else f"{ep}/{plan.image.target}"
+    upstream_dir = plan.image.registry if plan.image.registry in plan.mirrors else ep
+    lines = [
+        curl_auth_prelude(credentials),
+        "for u in docker containerd; do printf 'unit\\t%s\\t%s\\t%s\\n' \"$u\" "
+        "\"$(systemctl is-active $u.service 2>/dev/null)\" \"$(systemctl is-enabled $u.service 2>/dev/null)\"; done",
+        "if command -v curl >/dev/null; then "
+        f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url}); rc=$?; "
+        "printf 'reach\\tcurl\\t%s\\t%s\\n' \"$rc\" \"$code\"; "
+        f"if [ \"$code\" = 401 ] && [ -s \"$ncfg\" ]; then code=$(curl -s -o /dev/null -w '%{{http_code}}' "
+        f"--max-time 5 -K \"$ncfg\" {url}); printf 'reach.auth\\t%s\\n' \"$code\"; fi; "
+        f"elif command -v wget >/dev/null; then code=$(wget -q -S -O /dev/null -T 5 {url} 2>&1 | "
+        "awk '/HTTP\\//{c=$2} END{print c}'); printf 'reach\\twget\\t0\\t%s\\n' \"${code:-000}\"; "
+        f"else if timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null; then "
+        "printf 'reach\\ttcp\\t0\\t000\\n'; else printf 'reach\\ttcp\\t7\\t000\\n'; fi; fi",
+        # docker
+        "if [ \"$(systemctl is-active docker.service 2>/dev/null)\" = active ]; then",
+        "  info=$(docker info --format '{{json .RegistryConfig}}' 2>/dev/null)",
+        "  printf 'docker.info\\t%s\\n' \"$(printf '%s' \"$info\" | base64 -w0)\"",
+        "  " + _pull_docker("docker.pull", f"{ep}/{plan.image.target}"),
+    ]
+    if plan.hub_image is not None:
+        short = plan.hub_image.upstream
+        lines += [
+            f"  case \"$info\" in *{shlex.quote(f'http://{ep}')}*) " + _pull_docker("docker.mirror", short)
+            + ";; *) printf 'docker.mirror\\tnomirror\\t\\n';; esac",
+        ]
+    lines += [
+        "fi",
+        # containerd
+        "if [ \"$(systemctl is-active containerd.service 2>/dev/null)\" = active ]; then",
+        "  cp=$(containerd config dump 2>/dev/null | awk -F'\"' '/^ *config_path *=/ {print $2; exit}')",
+        "  printf 'containerd.config_path\\t%s\\n' \"$cp\"",
+        "  certs=${cp%%:*}; certs=${certs:-/etc/containerd/certs.d}",
+        "  printf 'containerd.certs\\t%s\\n' \"$certs\"",
+        f"  if grep -qF {shlex.quote(f'http://{ep}')} \"$certs\"/{shlex.quote(upstream_dir)}/hosts.toml 2>/dev/null; then",
+        "    " + _pull_ctr("containerd.pull", ctr_ref),
+        "  else printf 'containerd.pull\\tnomirror\\t\\n'; fi",
+        "fi",
+        "true",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pull_problem(msg: str, what: str, ep: str) -> str:
+    low = msg.lower()
+    if "http response to https client" in low:
+        return (f"HTTP answered where HTTPS was expected: {what} does not treat {ep} as a plain-HTTP "
+                "registry (insecure-registries / hosts.toml missing); run configure-nodes")
+    if "manifest unknown" in low or ("not found" in low and "manifest" in low) or "not found: not found" in low:
+        return f"manifest unknown: the image is not in the registry; run registry-up ({msg})"
+    if "unauthorized" in low or "no basic auth" in low or "401" in low:
+        return f"401: {what} has no or wrong credentials for {ep} ({msg})"
+    if "connection refused" in low or "no route" in low or "i/o timeout" in low:
+        return f"registry unreachable from the node for {what} ({msg})"
+    return msg or "failed"
+
+
+def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
+    """Turn the raw probe lines into checks with reasons (pure)."""
+    ep = plan.endpoint
+    vals: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        key, _, rest = line.partition("\t")
+        if key == "unit":
+            name, active, enabled = (rest.split("\t") + ["", ""])[:3]
+            vals[f"unit.{name}"] = [active, enabled]
+        else:
+            vals[key] = rest.split("\t")
+    checks: list[Check] = []
+    reach = vals.get("reach", ["", "", "000"])
+    tool, rc, code = (reach + ["", "", ""])[:3]
+    auth_code = (vals.get("reach.auth") or [""])[0]
+    if code in ("200",) or (code == "401" and auth_code == "200"):
+        checks.append(Check("registry", "ok", f"GET http://{ep}/v2/ -> {auth_code or code} ({tool})"))
+    elif code == "401":
+        detail = ("401: the registry rejected the inventory's credentials" if plan.has_auth and auth_code
+                  else "401: the registry requires credentials and the inventory has no registry.auth")
+        checks.append(Check("registry", "FAIL", detail))
+    elif code and code != "000":
+        checks.append(Check("registry", "FAIL", f"GET http://{ep}/v2/ answered HTTP {code} ({tool}): "
+                            "is something else listening on that port?"))
+    else:
+        why = {"6": "name does not resolve", "7": "connection refused",
+               "28": "no answer within 5s"}.get(rc, f"{tool} exit code {rc}")
+        checks.append(Check("registry", "FAIL",
+                            f"registry unreachable from {node}: http://{ep}/v2/: {why}"))
+    active_runtimes = 0
+    for runtime in ("docker", "containerd"):
+        active, enabled = vals.get(f"unit.{runtime}", ["", ""])
+        if active == "active":
+            active_runtimes += 1
+            continue
+        state = "masked" if enabled == "masked" else ("not installed" if enabled in ("", "not-found")
+                                                     and active in ("inactive", "") else None)
+        if state:
+            checks.append(Check(runtime, "skip", state))
+            if runtime == "containerd":
+                checks.append(Check("config_path", "skip", state))
+        else:
+            checks.append(Check(runtime, "FAIL", f"{runtime} is {active or 'unknown'} (enabled: "
+                                f"{enabled or '?'}): runtime down"))
+        if runtime == "docker":
+            checks.append(Check("docker mirror", "skip", state or "docker down"))
+    if "docker.pull" in vals:
+        rc, msg = _rc_msg(vals["docker.pull"])
+        checks.append(Check("docker", "ok" if rc == "0" else "FAIL",
+                            f"docker pull {ep}/{plan.image.target}" if rc == "0"
+                            else _pull_problem(msg, "docker", ep)))
+    if "docker.mirror" in vals and plan.hub_image is not None:
+        rc, msg = _rc_msg(vals["docker.mirror"])
+        name = plan.hub_image.upstream
+        if rc == "nomirror":
+            checks.append(Check("docker mirror", "FAIL", f"docker's registry-mirrors does not list "
+                                f"http://{ep}: docker.io images won't come from the registry; "
+                                "run configure-nodes"))
+        else:
+            checks.append(Check("docker mirror", "ok" if rc == "0" else "FAIL",
+                                f"docker pull {name} via the mirror" if rc == "0"
+                                else _pull_problem(msg, "docker", ep)))
+    elif "docker.info" in vals:
+        checks.append(Check("docker mirror", "skip", "docker.io not mirrored or no docker.io image"))
+    if "containerd.pull" in vals:
+        certs = (vals.get("containerd.certs") or [""])[0]
+        rc, msg = _rc_msg(vals["containerd.pull"])
+        upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
+        if rc == "nomirror":
+            checks.append(Check("containerd", "FAIL", f"no mirror config for {upstream}: "
+                                f"{certs}/{upstream}/hosts.toml is missing or does not name "
+                                f"http://{ep}; run configure-nodes"))
+        else:
+            ref = plan.image.upstream if upstream != ep else f"{ep}/{plan.image.target}"
+            checks.append(Check("containerd", "ok" if rc == "0" else "FAIL",
+                                f"ctr pull {ref} via {certs}" if rc == "0"
+                                else _pull_problem(msg, "containerd", ep)))
+    if "containerd.config_path" in vals:
+        cp = (vals["containerd.config_path"] or [""])[0]
+        checks.append(Check("config_path", "ok" if cp else "FAIL",
+                            f"CRI config_path = {cp}" if cp else
+                            "CRI config_path not in effect (containerd config dump shows none): "
+                            "kubelet pulls ignore certs.d; run configure-nodes"))
+    if "crictl" in vals:
+        rc, msg = _rc_msg(vals["crictl"])
+        checks.append(Check("crictl", "ok" if rc == "0" else "FAIL",
+                            "crictl pull" if rc == "0" else _pull_problem(msg, "crictl (CRI)", ep)))
+    if active_runtimes == 0:
+        checks.append(Check("runtime", "FAIL", "no container runtime is active on this node"))
+    return tuple(checks)
+
+
+def _rc_msg(parts: list[str]) -> tuple[str, str]:
+    rc = parts[0] if parts else ""
+    raw = parts[1] if len(parts) > 1 else ""
+    try:
+        msg = base64.b64decode(raw).decode("utf-8", "replace").strip()
+    except ValueError:
+        msg = raw
+    return rc, msg
+
+
+def smoke_node(c: Any, host: Host, plan: SmokePlan,
+               credentials: tuple[str, Secret] | None) -> NodeSmoke:
+    res = ssh.run(c, "sh -s", stdin=probe_script(plan, credentials).encode(), become=host.ssh.become,
+                  timeout=300)
+    if "unit\t" not in res.stdout:
+        raise HostError(f"{host}: the probe did not run: {res.brief()}")
+    checks = diagnose(res.stdout, plan, f"{host.name} ({host.address})")
+    failed = [ch for ch in checks if ch.status == "FAIL"]
+    return NodeSmoke(checks, "; ".join(f"{ch.name}: {ch.detail}" for ch in failed))
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    plan: SmokePlan
+    fleet: FleetResult[NodeSmoke]
+
+    @property
+    def exit_code(self) -> int:
+        return self.fleet.exit_code
+
+
+def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, forks: int,
+               on_done: Callable[[HostResult[NodeSmoke]], Any] | None = None) -> SmokeResult:
+    credentials = None
+    if inv.registry.auth is not None:
+        credentials = (inv.registry.auth.username, inv.registry.auth.password())
+
+    def catalog_first() -> str | None:
+        from nodecfg.registry import catalog_on_master
+
+        catalog = catalog_on_master(inv)
+        for repo, tags in sorted(catalog.items()):
+            if tags:
+                return f"{inv.registry.endpoint}/{repo}:{tags[0]}"
+        return None
+
+    plan = choose_plan(inv, image, catalog_first)
+
+    def one(host: Host) -> NodeSmoke:
+        c = ssh.connect(host)
+        try:
+            return smoke_node(c, host, plan, credentials)
+        finally:
+            ssh.close(c)
+
+    return SmokeResult(plan, run_fleet(hosts, one, forks=forks, on_done=on_done))

@@ -1,0 +1,98 @@
+"""smoke-test diagnoses from raw probe output (a fixture table)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+
+import pytest
+
+from nodecfg.images import parse_ref
+from nodecfg.inventory import Secret
+from nodecfg.smoke import SmokePlan, diagnose, probe_script
+
+EP = "10.1.1.1:5000"
+PLAN = SmokePlan(EP, parse_ref("docker.io/library/busybox:1.36"),
+                 parse_ref("docker.io/library/busybox:1.36"), ("docker.io", "registry.k8s.io"), False)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+HEALTHY = [
+    "unit\tdocker\tactive\tenabled",
+    "unit\tcontainerd\tactive\tenabled",
+    "reach\tcurl\t0\t200",
+    "docker.info\te30=",
+    f"docker.pull\t0\t{b64(EP + '/library/busybox:1.36')}",
+    f"docker.mirror\t0\t{b64('docker.io/library/busybox:1.36')}",
+    "containerd.config_path\t/etc/containerd/certs.d",
+    "containerd.certs\t/etc/containerd/certs.d",
+    "containerd.pull\t0\t" + b64("done"),
+]
+
+
+def with_lines(*replace: str) -> str:
+    keys = {r.split("\t")[0] + ("\t" + r.split("\t")[1] if r.startswith("unit") else "") for r in replace}
+    kept = [ln for ln in HEALTHY
+            if (ln.split("\t")[0] + ("\t" + ln.split("\t")[1] if ln.startswith("unit") else "")) not in keys]
+    return "\n".join(kept + [r for r in replace if not r.endswith("\tDROP")])
+
+
+CASES = [
+    ("healthy", "\n".join(HEALTHY), {}, True),
+    ("refused", with_lines("reach\tcurl\t7\t000"), {"registry": "connection refused"}, False),
+    ("timeout", with_lines("reach\tcurl\t28\t000"), {"registry": "no answer within 5s"}, False),
+    ("401-no-auth", with_lines("reach\tcurl\t0\t401"), {"registry": "inventory has no registry.auth"}, False),
+    ("https-expected", with_lines(
+        f"docker.pull\t1\t{b64('Error response from daemon: Get https://' + EP + '/v2/: http: server gave HTTP response to HTTPS client')}"),
+     {"docker": "HTTP answered where HTTPS was expected"}, False),
+    ("manifest-unknown", with_lines(
+        f"docker.pull\t1\t{b64('Error response from daemon: manifest for x not found: manifest unknown: manifest unknown')}"),
+     {"docker": "manifest unknown"}, False),
+    ("unauthorized", with_lines(
+        f"containerd.pull\t1\t{b64('ctr: failed to resolve reference: pulling from host ' + EP + ' failed with status code: 401 Unauthorized')}"),
+     {"containerd": "401"}, False),
+    ("no-hosts-toml", with_lines("containerd.pull\tnomirror\t"),
+     {"containerd": "no mirror config for docker.io"}, False),
+    ("no-docker-mirror", with_lines("docker.mirror\tnomirror\t"),
+     {"docker mirror": "registry-mirrors does not list"}, False),
+    ("config-path-missing", with_lines("containerd.config_path\t"),
+     {"config_path": "not in effect"}, False),
+    ("docker-masked", "\n".join([ln for ln in HEALTHY if not ln.startswith("docker")
+                                 and ln != "unit\tdocker\tactive\tenabled"] +
+                                ["unit\tdocker\tinactive\tmasked"]),
+     {}, True),
+    ("docker-down", "\n".join([ln for ln in HEALTHY if not ln.startswith("docker")
+                               and ln != "unit\tdocker\tactive\tenabled"] +
+                              ["unit\tdocker\tfailed\tenabled"]),
+     {"docker": "runtime down"}, False),
+]
+
+
+@pytest.mark.parametrize(("output", "expected", "passes"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_diagnose(output: str, expected: dict[str, str], passes: bool) -> None:
+    checks = {c.name: c for c in diagnose(output, PLAN, "node1 (10.1.1.2)")}
+    failed = {n for n, c in checks.items() if c.status == "FAIL"}
+    assert (not failed) == passes, checks
+    for name, words in expected.items():
+        assert checks[name].status == "FAIL"
+        assert words in checks[name].detail, checks[name].detail
+    if passes and "docker" in checks and checks["docker"].status == "skip":
+        assert checks["docker"].detail == "masked"
+
+
+def test_unreachable_names_node() -> None:
+    checks = diagnose(with_lines("reach\tcurl\t7\t000"), PLAN, "node1 (10.1.1.2)")
+    assert "from node1 (10.1.1.2)" in checks[0].detail
+
+
+def test_probe_script_is_valid_shell_and_keeps_secret_in_heredoc() -> None:
+    script = probe_script(PLAN, ("puller", Secret("pw-123")))
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+    lines = [ln for ln in script.splitlines() if "pw-123" in ln]
+    assert lines == ['user = "puller:pw-123"']
+    # a mirror pull is only attempted when the node's config names the registry
+    assert "nomirror" in script
