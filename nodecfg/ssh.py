@@ -205,21 +205,30 @@ class LocalConnection:
 
 def run_local(command: str, *, stdin: bytes | Iterable[bytes] | None = None,
               timeout: float | None = None) -> RunResult:
+    """`run` on this machine: the same contract, through `sh -c`."""
     import subprocess
 
     proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    assert proc.stdin is not None
-    if stdin is not None:
-        chunks = [stdin] if isinstance(stdin, bytes) else stdin
-        try:
-            for chunk in chunks:
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass
-    proc.stdin.close()
+    if stdin is None or isinstance(stdin, bytes):
+        data = stdin or b""
+    else:  # a stream: feed it from a thread so a chatty command can't deadlock us
+        chunks = stdin
+        assert proc.stdin is not None
+        pipe = proc.stdin
+
+        def feed() -> None:
+            with contextlib.suppress(BrokenPipeError):
+                for chunk in chunks:
+                    pipe.write(chunk)
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
+
+        threading.Thread(target=feed, daemon=True).start()
+        proc.stdin = None  # communicate() must not touch it
+        data = None
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input=data, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise HostError(f"localhost: command timed out after {timeout:g}s") from None

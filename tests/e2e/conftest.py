@@ -1,0 +1,87 @@
+"""The e2e harness: the real `nodecfg` CLI against a lab fleet on this machine's Docker engine.
+
+Every e2e module starts a fresh lab (`nodecfg lab up`, a few seconds once the node image is
+cached). These tests need a Docker engine; without one they fail — they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nodecfg import lab as labmod
+
+
+def nodecfg(*args: str, env: dict[str, str] | None = None, cwd: str | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process."""
+    return subprocess.run([sys.executable, "-m", "nodecfg", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd, check=False)
+
+
+@dataclass
+class Lab:
+    inventory: Path
+    key: Path
+    known_hosts: Path
+    hosts: dict[str, str]  # name -> address
+
+    def ssh(self, name: str, command: str, *, user: str = "root", check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a command on a lab host with the real OpenSSH client and the lab's key."""
+        proc = subprocess.run(
+            ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+             "-o", "ConnectTimeout=5", f"{user}@{self.hosts[name]}", command],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{name}: {command!r} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def inventory_data(self) -> dict[str, Any]:
+        return dict(yaml.safe_load(self.inventory.read_text()))
+
+    def write_inventory(self, path: Path, data: dict[str, Any]) -> Path:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def stop(self, name: str) -> None:
+        labmod.stop_node(name)
+
+
+def start_lab(nodes: int) -> Lab:
+    proc = nodecfg("lab", "up", "--nodes", str(nodes))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    paths = labmod.lab_paths()
+    data = yaml.safe_load(paths.inventory.read_text())
+    hosts = {"master": data["master"]["address"]}
+    hosts.update({n["name"]: n["address"] for n in data["nodes"]})
+    return Lab(paths.inventory, paths.key, paths.known_hosts, hosts)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lab_down_at_the_end() -> Iterator[None]:
+    yield
+    nodecfg("lab", "down")
+
+
+def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    proc = nodecfg(*args, "--json", env=env)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"--json output does not parse:\n{proc.stdout}\n{proc.stderr}") from None
+    return proc.returncode, data, proc.stderr
+
+
+def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {h["name"]: h for h in data["hosts"]}
