@@ -264,7 +264,11 @@ def rollback_script(plan: RuntimePlan, written: dict[str, str | None]) -> str:
     else:
         lines.append(f"if systemctl is-active -q {unit}; then systemctl reload {unit}; else "
                      f"systemctl reset-failed {unit} 2>/dev/null; systemctl start {unit}; fi")
-    lines += ["sleep 1", _state_probe(), "true"]
+    probe = ("timeout 3 ctr --connect-timeout 1s version" if plan.runtime == "containerd"
+             else "timeout 5 docker info")
+    lines.append(f"end=$(( $(date +%s) + 15 )); until {probe} >/dev/null 2>&1; do "
+                 "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.25; done")
+    lines += [_state_probe(), "true"]
     return "\n".join(lines) + "\n"
 
 

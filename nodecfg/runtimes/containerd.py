@@ -229,13 +229,18 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
     return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)
 
 
-def verify_script() -> str:
-    """After a restart: wait for containerd to answer, then dump the effective config."""
+def verify_script(wait_seconds: int = 20) -> str:
+    """After a restart: wait (bounded) for containerd to answer, then dump the effective config.
+
+    Every probe is time-limited: `ctr` with no daemon behind the socket otherwise waits ~10 s
+    per attempt, and a containerd in a restart loop must fail the node, not hang it.
+    """
     return (
-        "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && break; "
-        "sleep 0.25; done; "
-        "printf 'containerd.dump\\t%s\\n' \"$(containerd config dump 2>/dev/null | base64 -w0)\"; "
-        "printf 'containerd.cri\\t%s\\n' \"$(ctr plugins ls 2>/dev/null | "
+        f"end=$(( $(date +%s) + {wait_seconds} )); "
+        "until timeout 3 ctr --connect-timeout 1s version >/dev/null 2>&1; do "
+        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.25; done; "
+        "printf 'containerd.dump\\t%s\\n' \"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"; "
+        "printf 'containerd.cri\\t%s\\n' \"$(timeout 5 ctr --connect-timeout 1s plugins ls 2>/dev/null | "
         "awk '$2 == \"io.containerd.grpc.v1.cri\" || $2 == \"cri\" {print $NF; exit}')\""
     )
 

@@ -169,14 +169,15 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
     return RuntimePlan("docker", "configure", note, tuple(files), action)
 
 
-def verify_script(endpoint: str, mirror_docker_io: bool) -> str:
-    """Poll `docker info` until the registry is listed (dockerd applies SIGHUP asynchronously)."""
+def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: int = 10) -> str:
+    """Poll `docker info` (bounded) until the registry is listed; dockerd applies SIGHUP asynchronously."""
     mirror = f"http://{endpoint}/" if mirror_docker_io else ""
     return (
-        "i=0; while :; do info=$(docker info --format '{{json .RegistryConfig}}' 2>/dev/null); "
+        f"end=$(( $(date +%s) + {wait_seconds} )); while :; do "
+        "info=$(timeout 5 docker info --format '{{json .RegistryConfig}}' 2>/dev/null); "
         f"case \"$info\" in *{shlex.quote(endpoint)}*) "
         + (f"case \"$info\" in *{shlex.quote(mirror)}*) break;; esac;; " if mirror else "break;; ")
-        + "esac; i=$((i+1)); [ $i -ge 40 ] && break; sleep 0.25; done; "
+        + "esac; [ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.25; done; "
         "printf 'docker.info\\t%s\\n' \"$info\""
     )
 
