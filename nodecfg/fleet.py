@@ -66,7 +66,7 @@ def run_fleet(hosts: Sequence[Host], fn: Callable[[Host], T], *, forks: int = DE
                               unreachable=True)
         except NodecfgError as exc:
             return HostResult(host, error=str(exc), seconds=time.monotonic() - start)
-        except Exception as exc:  # a bug: report it, with the traceback, and keep going
+        except Exception as exc:  # noqa: BLE001 -- a bug: report it with the traceback, keep going
             tb = traceback.format_exc()
             return HostResult(host, error=f"internal error: {exc!r}\n{tb}",
                               seconds=time.monotonic() - start)

@@ -23,7 +23,8 @@ from nodecfg.errors import InventoryError, UsageError
 DEFAULT_INVENTORY = "inventory.yaml"
 DEFAULT_MIRRORS = ("docker.io", "registry.k8s.io", "quay.io")
 HOST_KEY_MODES = ("strict", "accept-new", "off")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -291,7 +292,9 @@ _HOST_KEYS = ("name", "address", *_SSH_KEYS)
 def _ssh_overrides(c: _Checker, raw: dict[str, Any], key: str, base_dir: Path) -> dict[str, Any]:
     """Validate the SSH keys present in `raw` (an `ssh:` block or a host entry)."""
     out: dict[str, Any] = {}
-    k = (lambda name: f"{key}.{name}" if key else name)
+    def k(name: str) -> str:
+        return f"{key}.{name}" if key else name
+
     parsers: dict[str, Callable[[Any, str], Any]] = {
         "user": c.string,
         "port": lambda v, kk: c.integer(v, kk, 1, 65535),

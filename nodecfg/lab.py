@@ -94,7 +94,7 @@ def _client() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=300)
         client.ping()
-    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
+    except Exception as exc:  # noqa: BLE001 -- the SDK raises several unrelated types for "no engine"
         raise LabError(f"no Docker engine answers on this machine ({exc}); start dockerd first") from None
     return client
 
@@ -167,7 +167,7 @@ def ensure_node_image(paths: LabPaths, say: Say = _noop, *, rebuild: bool = Fals
     tarball = build_rootfs(paths, say)
     say(f"importing {NODE_IMAGE}")
     changes = ['CMD ["/sbin/init"]', "ENV container=docker"]
-    client.api.import_image_from_file(str(tarball), repository=NODE_IMAGE.split(":")[0],
+    client.api.import_image_from_file(str(tarball), repository=NODE_IMAGE.split(":", maxsplit=1)[0],
                                       tag=NODE_IMAGE.split(":")[1], changes=changes)
     return NODE_IMAGE
 
@@ -294,7 +294,7 @@ def ensure_operator_images(say: Say = _noop, *, pull: bool = False) -> list[str]
                 client.images.pull(ref)
                 made.append(ref)
                 continue
-            except Exception:  # no registry reachable: build it instead
+            except Exception:  # noqa: BLE001 -- no registry reachable: build it instead
                 say(f"could not pull {ref}; building it")
         say(f"building {ref}")
         repo, tag = ref.rsplit(":", 1)

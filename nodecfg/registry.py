@@ -321,7 +321,7 @@ def _docker() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=600)
         client.ping()
-    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
+    except Exception as exc:  # noqa: BLE001 -- the SDK raises several unrelated types for "no engine"
         raise UsageError(f"no Docker engine answers on this machine ({exc}); images are pushed "
                          "from this machine's engine, so start dockerd first") from None
     return client
@@ -397,7 +397,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet) -> Regist
             progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
             try:
                 reg_local = client.images.get(settings.image)
-            except Exception:
+            except docker.errors.DockerException:
                 raise UsageError(f"{settings.image} is neither on the master nor on this machine; "
                                  "load it here first (nodecfg never pulls on the master)") from None
             load = ssh.run(c, "docker load", stdin=_save_stream(client, settings.image), become=become)

@@ -20,8 +20,10 @@ from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, ImageRef, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
-from nodecfg.registry import curl_auth_prelude
+from nodecfg.registry import MANIFEST_TYPES, curl_auth_prelude
 
+INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
+               "application/vnd.oci.image.index.v1+json")
 CHECKS = ("registry", "docker", "docker mirror", "containerd", "config_path", "crictl")
 
 
@@ -93,6 +95,8 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
     url = f"http://{ep}/v2/"
     ctr_ref = plan.image.upstream if plan.image.registry in plan.mirrors else f"{ep}/{plan.image.target}"
     upstream_dir = plan.image.registry if plan.image.registry in plan.mirrors else ep
+    manifest_url = f"http://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}"
+    accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in (*MANIFEST_TYPES, *INDEX_TYPES))
     lines = [
         curl_auth_prelude(credentials),
         "for u in docker containerd; do printf 'unit\\t%s\\t%s\\t%s\\n' \"$u\" "
@@ -102,6 +106,8 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
         "printf 'reach\\tcurl\\t%s\\t%s\\n' \"$rc\" \"$code\"; "
         f"if [ \"$code\" = 401 ] && [ -s \"$ncfg\" ]; then code=$(curl -s -o /dev/null -w '%{{http_code}}' "
         f"--max-time 5 -K \"$ncfg\" {url}); printf 'reach.auth\\t%s\\n' \"$code\"; fi; "
+        f"code=$(curl -s -o /dev/null -I -w '%{{http_code}}' --max-time 5 -K \"$ncfg\" {accept} "
+        f"{shlex.quote(manifest_url)}); printf 'manifest\\t%s\\n' \"$code\"; "
         f"elif command -v wget >/dev/null; then code=$(wget -q -S -O /dev/null -T 5 {url} 2>&1 | "
         "awk '/HTTP\\//{c=$2} END{print c}'); printf 'reach\\twget\\t0\\t%s\\n' \"${code:-000}\"; "
         f"else if timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null; then "
@@ -126,7 +132,8 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
         "  printf 'containerd.config_path\\t%s\\n' \"$cp\"",
         "  certs=${cp%%:*}; certs=${certs:-/etc/containerd/certs.d}",
         "  printf 'containerd.certs\\t%s\\n' \"$certs\"",
-        f"  if grep -qF {shlex.quote(f'http://{ep}')} \"$certs\"/{shlex.quote(upstream_dir)}/hosts.toml 2>/dev/null; then",
+        f"  if grep -qF {shlex.quote(f'http://{ep}')} \"$certs\"/{shlex.quote(upstream_dir)}/hosts.toml "
+        "2>/dev/null; then",
         "    " + _pull_ctr("containerd.pull", ctr_ref),
         "  else printf 'containerd.pull\\tnomirror\\t\\n'; fi",
         "fi",
@@ -135,8 +142,13 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
     return "\n".join(lines) + "\n"
 
 
-def _pull_problem(msg: str, what: str, ep: str) -> str:
+def _pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:
     low = msg.lower()
+    if manifest == "404":
+        # containerd falls back to the upstream after the mirror's 404, and then reports the
+        # upstream's (offline) error: the registry's own answer is the real reason
+        return (f"manifest unknown: the registry at {ep} does not have this image; run registry-up "
+                f"(the node's {what} said: {msg})")
     if "http response to https client" in low:
         return (f"HTTP answered where HTTPS was expected: {what} does not treat {ep} as a plain-HTTP "
                 "registry (insecure-registries / hosts.toml missing); run configure-nodes")
@@ -156,13 +168,14 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
         if key == "unit":
-            name, active, enabled = (rest.split("\t") + ["", ""])[:3]
+            name, active, enabled = [*rest.split("\t"), "", ""][:3]
             vals[f"unit.{name}"] = [active, enabled]
         else:
             vals[key] = rest.split("\t")
     checks: list[Check] = []
+    manifest = (vals.get("manifest") or [""])[0]
     reach = vals.get("reach", ["", "", "000"])
-    tool, rc, code = (reach + ["", "", ""])[:3]
+    tool, rc, code = [*reach, "", "", ""][:3]
     auth_code = (vals.get("reach.auth") or [""])[0]
     if code in ("200",) or (code == "401" and auth_code == "200"):
         checks.append(Check("registry", "ok", f"GET http://{ep}/v2/ -> {auth_code or code} ({tool})"))
@@ -199,7 +212,7 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
         rc, msg = _rc_msg(vals["docker.pull"])
         checks.append(Check("docker", "ok" if rc == "0" else "FAIL",
                             f"docker pull {ep}/{plan.image.target}" if rc == "0"
-                            else _pull_problem(msg, "docker", ep)))
+                            else _pull_problem(msg, "docker", ep, manifest)))
     if "docker.mirror" in vals and plan.hub_image is not None:
         rc, msg = _rc_msg(vals["docker.mirror"])
         name = plan.hub_image.upstream
@@ -210,7 +223,8 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
         else:
             checks.append(Check("docker mirror", "ok" if rc == "0" else "FAIL",
                                 f"docker pull {name} via the mirror" if rc == "0"
-                                else _pull_problem(msg, "docker", ep)))
+                                else _pull_problem(msg, "docker", ep,
+                                                   manifest if plan.hub_image == plan.image else "")))
     elif "docker.info" in vals:
         checks.append(Check("docker mirror", "skip", "docker.io not mirrored or no docker.io image"))
     if "containerd.pull" in vals:
@@ -225,7 +239,7 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
             ref = plan.image.upstream if upstream != ep else f"{ep}/{plan.image.target}"
             checks.append(Check("containerd", "ok" if rc == "0" else "FAIL",
                                 f"ctr pull {ref} via {certs}" if rc == "0"
-                                else _pull_problem(msg, "containerd", ep)))
+                                else _pull_problem(msg, "containerd", ep, manifest)))
     if "containerd.config_path" in vals:
         cp = (vals["containerd.config_path"] or [""])[0]
         checks.append(Check("config_path", "ok" if cp else "FAIL",
@@ -235,7 +249,7 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     if "crictl" in vals:
         rc, msg = _rc_msg(vals["crictl"])
         checks.append(Check("crictl", "ok" if rc == "0" else "FAIL",
-                            "crictl pull" if rc == "0" else _pull_problem(msg, "crictl (CRI)", ep)))
+                            "crictl pull" if rc == "0" else _pull_problem(msg, "crictl (CRI)", ep, manifest)))
     if active_runtimes == 0:
         checks.append(Check("runtime", "FAIL", "no container runtime is active on this node"))
     return tuple(checks)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import select
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -68,8 +67,7 @@ def _host_key_policy(mode: str, known_hosts: Path) -> paramiko.MissingHostKeyPol
                     fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
     class Ignore(paramiko.MissingHostKeyPolicy):
-        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                             key: paramiko.PKey) -> None:
+        def missing_host_key(self, *_: object) -> None:
             return None
 
     if mode == "strict":
@@ -116,7 +114,7 @@ def connect(host: Host) -> Connection:
         if isinstance(exc, paramiko.AuthenticationException):
             raise HostError(f"{where}: SSH authentication failed ({exc})") from None
         raise HostError(f"{where}: SSH error: {exc}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise UnreachableError(f"{where}: unreachable (no answer within {s.connect_timeout:g}s)") from None
     except OSError as exc:
         raise UnreachableError(f"{where}: unreachable ({exc.strerror or exc})") from None
@@ -183,10 +181,9 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                # drain anything that raced with the exit status
-                if chan.closed or chan.eof_received:
-                    break
+            drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+            if chan.exit_status_ready() and drained and (chan.closed or chan.eof_received):
+                break  # exit status in, and nothing left that raced with it
         code = chan.recv_exit_status()
         chan.close()
     except (paramiko.SSHException, OSError, EOFError) as exc:

@@ -79,7 +79,7 @@ def set_config_path(existing: str | None, containerd_major: int,
     try:
         doc = tomlkit.parse(existing)
         plain = tomllib.loads(existing)
-    except (tomllib.TOMLDecodeError, Exception) as exc:  # tomlkit raises its own ParseError types
+    except (tomllib.TOMLDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
         raise TomlMergeError(f"{source} is not valid TOML ({exc}); left untouched") from None
     version = plain.get("version", 1)
     if not isinstance(version, int):

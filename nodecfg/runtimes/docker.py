@@ -94,8 +94,9 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
             if covered:
                 notes.append(f"{key} already set by a dockerd flag; left out of daemon.json")
                 continue
+            flag = "--insecure-registry" if key == "insecure-registries" else "--registry-mirror"
             raise MergeError(
-                f"dockerd is started with {'--insecure-registry' if key == 'insecure-registries' else '--registry-mirror'}"
+                f"dockerd is started with {flag}"
                 f" {' '.join(flags[key])} (a unit drop-in or DOCKER_OPTS) and the same key in "
                 f"daemon.json would stop dockerd; add {', '.join(entries)} to that flag instead")
         current = doc.get(key, [])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import nodecfg, start_lab
 from nodecfg.inventory import load_inventory
+from tests.e2e.conftest import nodecfg, start_lab
 
 
 def test_lab_up_gives_real_ssh_nodes_with_both_runtimes() -> None:

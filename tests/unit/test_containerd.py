@@ -52,7 +52,7 @@ def test_set_config_path(case: Path) -> None:
     assert not table.get("mirrors")  # empty is fine, entries would break the CRI plugin
     # every comment line of the original survives
     for line in before.splitlines():
-        if line.strip().startswith("#") or "#" in line and "=" in line:
+        if line.strip().startswith("#") or ("#" in line and "=" in line):
             assert line in edit.text
 
 

@@ -35,7 +35,7 @@ def test_invalid_refs(ref: str) -> None:
 
 
 def test_collisions_are_refused_before_any_push() -> None:
-    with pytest.raises(UsageError, match="both be pushed as pause:3.9"):
+    with pytest.raises(UsageError, match=r"both be pushed as pause:3\.9"):
         plan_targets(["registry.k8s.io/pause:3.9", "quay.io/pause:3.9"])
     # the same image spelled two ways is one target, not a collision
     assert [t.target for t in plan_targets(["busybox:1.36", "docker.io/library/busybox:1.36"])] == [

@@ -134,7 +134,7 @@ def test_limit_selects_by_name_or_address_and_names_unknown(tmp_path: Path) -> N
     inv = parse_inventory(GOOD, str(tmp_path / "inv.yaml"))
     assert [h.name for h in inv.select(["worker2"])] == ["worker2"]
     assert [h.address for h in inv.select(["127.0.0.11"])] == ["127.0.0.11"]
-    with pytest.raises(UsageError, match="no node named 'workr2'.*did you mean 'worker2'"):
+    with pytest.raises(UsageError, match=r"no node named 'workr2'.*did you mean 'worker2'"):
         inv.select(["workr2"])
 
 

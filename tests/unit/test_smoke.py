@@ -51,6 +51,11 @@ CASES = [
     ("manifest-unknown", with_lines(
         f"docker.pull\t1\t{b64('Error response from daemon: manifest for x not found: manifest unknown: manifest unknown')}"),
      {"docker": "manifest unknown"}, False),
+    # containerd tries the mirror (404), falls back to the upstream and reports the offline DNS error
+    ("manifest-404-fallback", with_lines(
+        "manifest\t404",
+        f"containerd.pull\t1\t{b64('ctr: failed to resolve reference: lookup registry-1.docker.io: i/o timeout')}"),
+     {"containerd": "manifest unknown: the registry at " + EP}, False),
     ("unauthorized", with_lines(
         f"containerd.pull\t1\t{b64('ctr: failed to resolve reference: pulling from host ' + EP + ' failed with status code: 401 Unauthorized')}"),
      {"containerd": "401"}, False),

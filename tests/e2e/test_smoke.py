@@ -1,0 +1,91 @@
+"""Issue 5: smoke-test proves every node pulls, and names the reason when one can't."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import Lab, by_name, nodecfg, run_json, start_lab
+
+IMAGE = "busybox:1.36"  # the lab inventory's first image: docker.io/library/busybox:1.36
+
+
+@pytest.fixture(scope="module")
+def lab() -> Lab:
+    lab = start_lab(3)
+    inv = str(lab.inventory)
+    assert nodecfg("registry-up", "-i", inv).returncode == 0
+    proc = nodecfg("configure-nodes", "-i", inv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lab
+
+
+def checks(host: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in host["result"]["checks"]}
+
+
+def images_on(lab: Lab, name: str) -> str:
+    return lab.ssh(name, "docker images --format '{{.Repository}}:{{.Tag}}'; "
+                         "ctr -n k8s.io images ls -q").stdout
+
+
+def test_configured_fleet_passes_and_leaves_no_image(lab: Lab) -> None:
+    rc, data, err = run_json("smoke-test", "-i", str(lab.inventory))
+    assert rc == 0, err
+    assert data["ok"] is True
+    for name in ("node1", "node2", "node3"):
+        host = by_name(data)[name]
+        assert host["ok"], host
+        got = checks(host)
+        for check in ("registry", "docker", "docker mirror", "containerd", "config_path"):
+            assert got[check]["status"] == "ok", (name, got[check])
+        # the node did not have the image before: it was removed again, so a re-run pulls again
+        assert "busybox" not in images_on(lab, name)
+
+
+def test_table_and_verdict(lab: Lab) -> None:
+    proc = nodecfg("smoke-test", "-i", str(lab.inventory))
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS: every node pulls from the registry (3 passed, 0 failed)" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_image_not_pushed_is_manifest_unknown(lab: Lab) -> None:
+    rc, data, _ = run_json("smoke-test", "-i", str(lab.inventory), "--image",
+                           "registry.k8s.io/never-pushed:1.0", "--limit", "node3")
+    assert rc == 1
+    got = checks(by_name(data)["node3"])
+    assert got["containerd"]["status"] == "FAIL"
+    assert "manifest unknown" in got["containerd"]["detail"]
+    assert "manifest unknown" in got["docker"]["detail"]
+
+
+def test_broken_nodes_are_named_with_the_reason(lab: Lab) -> None:
+    # node1: an operator removes the mirror files by hand (containerd certs.d and docker's daemon.json)
+    # (a restart, not a reload: dockerd's reload keeps insecure-registries when the key is absent)
+    lab.ssh("node1", "rm -rf /etc/containerd/certs.d/* && echo '{}' > /etc/docker/daemon.json && "
+                     "systemctl restart docker")
+    lab.stop("node2")  # node2: down
+    proc = nodecfg("smoke-test", "-i", str(lab.inventory), "--timeout", "3")
+    assert proc.returncode == 1
+    assert "node1" in proc.stdout and "node2" in proc.stdout
+    assert "FAIL: 2 of 3 node(s) cannot pull (1 passed, 2 failed)" in proc.stdout
+    assert "SSH unreachable" in proc.stdout
+
+    rc, data, _ = run_json("smoke-test", "-i", str(lab.inventory), "--timeout", "3")
+    assert rc == 1
+    hosts = by_name(data)
+    assert hosts["node3"]["ok"] is True
+    n2 = hosts["node2"]
+    assert n2["ok"] is False and n2["unreachable"] is True
+    assert n2["address"] in n2["error"] or "unreachable" in n2["error"]
+    n1 = hosts["node1"]
+    assert n1["ok"] is False and n1["unreachable"] is False
+    got = checks(n1)
+    assert got["registry"]["status"] == "ok"  # the registry itself answers from node1
+    assert got["containerd"]["status"] == "FAIL"
+    assert "no mirror config for docker.io" in got["containerd"]["detail"]
+    assert "hosts.toml" in got["containerd"]["detail"]
+    assert got["docker"]["status"] == "FAIL"
+    assert "HTTP answered where HTTPS was expected" in got["docker"]["detail"]
+    assert got["docker mirror"]["status"] == "FAIL"
+    assert "registry-mirrors" in got["docker mirror"]["detail"]
