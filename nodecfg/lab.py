@@ -54,6 +54,10 @@ class LabPaths:
     cache: Path
 
     @property
+    def resolv_conf(self) -> Path:
+        return self.state / "resolv.conf"
+
+    @property
     def key(self) -> Path:
         return self.state / "id_ed25519"
 
@@ -325,6 +329,9 @@ def _ensure_key(paths: LabPaths) -> None:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nodecfg-lab",
                         "-f", str(paths.key)], check=True)
     paths.key.chmod(0o600)
+    paths.resolv_conf.write_text("# nodecfg lab: offline nodes, no resolver\nnameserver 127.0.0.1\n"
+                                 "options timeout:1 attempts:1\n")
+    paths.resolv_conf.chmod(0o644)
 
 
 def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]]) -> str:
@@ -356,6 +363,10 @@ def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPa
         f"{container}-docker": {"bind": "/var/lib/docker", "mode": "rw"},
         f"{container}-containerd": {"bind": "/var/lib/containerd", "mode": "rw"},
         str(paths.key) + ".pub": {"bind": "/root/.ssh/authorized_keys", "mode": "ro"},
+        # names resolve nowhere, at once: docker's embedded DNS would forward them to this
+        # machine's resolver (traffic leaving the lab) and time out after ~20 s per lookup
+        # (dockerd looks up registry-1.docker.io even when a mirror serves the pull)
+        str(paths.resolv_conf): {"bind": "/etc/resolv.conf", "mode": "ro"},
     }
     for vol in (f"{container}-docker", f"{container}-containerd"):
         client.volumes.create(vol, labels={LABEL: "1"})
