@@ -122,7 +122,7 @@ def run_ansible(job: Path, addresses: list[str], workdir: Path) -> tuple[float, 
     (workdir / "ansible.cfg").write_text(
         "[defaults]\n"
         f"forks = {len(addresses)}\nhost_key_checking = True\ninterpreter_python = /usr/bin/python3\n"
-        "callbacks_enabled =\nretry_files_enabled = False\n"
+        "retry_files_enabled = False\n"
         "[ssh_connection]\npipelining = True\n"
         f"ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={paths.known_hosts}"
         " -o StrictHostKeyChecking=accept-new\n"
