@@ -258,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        if "nodecfg.ssh" in sys.modules:
+            sys.modules["nodecfg.ssh"].close_gateways()
 
 
 if __name__ == "__main__":

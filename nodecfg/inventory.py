@@ -159,12 +159,18 @@ class _Doc:
     data: Any
     lines: dict[str, int]
     path: str
+    names: dict[str, str] = field(default_factory=dict)  # key path -> how the file spells it
 
 
 def _compose(text: str, path: str) -> _Doc:
+    """Parse the file: nodecfg's own YAML, or a kubespray/Ansible inventory (YAML or INI)."""
+    from nodecfg import ansible_inventory as ans
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
+        if ans.looks_like_ini(text):
+            return _from_ansible(ans.parse_ini_groups(text, path), path)
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
@@ -174,7 +180,19 @@ def _compose(text: str, path: str) -> _Doc:
     if node is None:
         raise InventoryError("the inventory is empty", path=path)
     lines: dict[str, int] = {}
-    return _Doc(_to_python(node, "", lines, path), lines, path)
+    data = _to_python(node, "", lines, path)
+    if not isinstance(data, dict) and ans.looks_like_ini(text):
+        return _from_ansible(ans.parse_ini_groups(text, path), path)
+    if ans.looks_like_ansible(data):
+        return _from_ansible(ans.parse_yaml_groups(data, lines, path), path)
+    return _Doc(data, lines, path)
+
+
+def _from_ansible(parsed: Any, path: str) -> _Doc:
+    from nodecfg import ansible_inventory as ans
+
+    data, lines, names = ans.to_nodecfg(parsed, path)
+    return _Doc(data, {k: v for k, v in lines.items() if v}, path, names)
 
 
 def _to_python(node: yaml.Node, key: str, lines: dict[str, int], path: str) -> Any:
@@ -221,7 +239,7 @@ class _Checker:
             if parent == probe:
                 break
             probe, line = parent, self.doc.lines.get(parent)
-        return InventoryError(message, path=self.doc.path, line=line, key=key)
+        return InventoryError(message, path=self.doc.path, line=line, key=self.doc.names.get(key, key))
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -303,12 +321,29 @@ def _ssh_overrides(c: _Checker, raw: dict[str, Any], key: str, base_dir: Path) -
         "connect_timeout": c.number,
         "known_hosts": lambda v, kk: _path(c, v, kk, base_dir),
         "host_key_checking": lambda v, kk: _choice(c, v, kk, HOST_KEY_MODES),
-        "gateway": c.string,
+        "gateway": lambda v, kk: _gateway(c, v, kk),
     }
     for name, parse in parsers.items():
         if name in raw:
             out[name] = parse(raw[name], k(name))
     return out
+
+
+def _gateway(c: _Checker, value: Any, key: str) -> str:
+    """A jump host: [user@]host[:port], as `ssh -J` takes it."""
+    text = c.string(value, key)
+    user, _, rest = text.rpartition("@")
+    host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    host = host.strip("[]")
+    bad_port = port and not (port.isdigit() and 1 <= int(port) <= 65535)
+    try:
+        ipaddress.ip_address(host)
+        ok = True
+    except ValueError:
+        ok = bool(_HOSTNAME.match(host))
+    if not ok or bad_port or " " in user or ("@" in text and not user):
+        raise c.err(key, f"expected a jump host as [user@]host[:port], got {text!r}")
+    return text
 
 
 def _path(c: _Checker, value: Any, key: str, base_dir: Path) -> Path:

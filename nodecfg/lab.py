@@ -419,6 +419,30 @@ def _wait_for_runtimes(paths: LabPaths, hosts: list[tuple[str, str]], timeout: f
             ssh.close(c)
 
 
+# per lab host: systemd, sshd, dockerd and containerd each take inotify instances and keyring keys
+# from the one kernel they share; Debian's defaults (128 instances, 200 keys) stop at ~25 hosts
+_KERNEL_LIMITS = (("fs/inotify/max_user_instances", 16), ("fs/inotify/max_user_watches", 16384),
+                  ("kernel/keys/maxkeys", 40), ("kernel/keys/maxbytes", 40 * 25))
+
+
+def _raise_kernel_limits(hosts: int, say: Say) -> None:
+    """Raise the shared kernel limits that many systemd containers exhaust (never lower them)."""
+    for name, per_host in _KERNEL_LIMITS:
+        path = Path("/proc/sys") / name
+        try:
+            current = int(path.read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+        wanted = per_host * (hosts + 8)
+        if current < wanted:
+            try:
+                path.write_text(str(wanted))
+                say(f"raised {name.replace('/', '.')} from {current} to {wanted} for {hosts} lab hosts")
+            except OSError as exc:
+                raise LabError(f"{hosts} lab hosts need {name.replace('/', '.')} >= {wanted} "
+                               f"(it is {current}; cannot raise it: {exc.strerror})") from None
+
+
 def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = False) -> Path:
     """Start (or restart) the lab with a master and `count` nodes; returns the inventory path."""
     from docker.types import IPAMConfig, IPAMPool
@@ -430,6 +454,7 @@ def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = 
     ensure_node_image(paths, say, rebuild=rebuild)
     ensure_operator_images(say, pull=pull)
     _ensure_key(paths)
+    _raise_kernel_limits(count + 1, say)
     if _containers(client):
         say("removing the previous lab")
         lab_down(say=_noop)

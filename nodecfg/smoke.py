@@ -76,17 +76,25 @@ def _pull_docker(tag: str, ref: str) -> str:
     return (f"had=$(docker image inspect {q} >/dev/null 2>&1 && echo yes); "
             f"out=$(docker pull -q {q} 2>&1); rc=$?; "
             f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
-            f"[ -z \"$had\" ] && [ $rc = 0 ] && docker rmi {q} >/dev/null 2>&1")
+            # removed together at the end: the mirror pull then reuses the layers and only
+            # has to resolve the manifest through the mirror, which is what it proves
+            f"[ -z \"$had\" ] && [ $rc = 0 ] && drop=\"$drop {q}\"")
 
 
 def _pull_ctr(tag: str, ref: str) -> str:
     q = shlex.quote(ref)
-    return (f"had=$(ctr -n k8s.io images ls -q 2>/dev/null | grep -qxF {q} && echo yes); "
+    # the CRI plugin adds a `sha256:<config digest>` ref for every image in k8s.io: the refs
+    # that appeared with our pull go too, or each run would leave one behind
+    return (f"before=$(ctr -n k8s.io images ls -q 2>/dev/null); "
+            f"had=$(printf '%s\\n' \"$before\" | grep -qxF {q} && echo yes); "
             f"out=$(ctr -n k8s.io images pull --hosts-dir \"$certs\" {q} 2>&1); rc=$?; "
             f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
             f"if command -v crictl >/dev/null; then out=$(crictl pull {q} 2>&1); "
             f"printf 'crictl\\t%s\\t%s\\n' \"$?\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; fi; "
-            f"[ -z \"$had\" ] && [ $rc = 0 ] && ctr -n k8s.io images rm {q} >/dev/null 2>&1")
+            f"if [ -z \"$had\" ] && [ $rc = 0 ]; then "
+            f"new=$(ctr -n k8s.io images ls -q 2>/dev/null | grep '^sha256:' | "
+            f"grep -vxF -e \"${{before:-@none@}}\"); "
+            f"ctr -n k8s.io images rm {q} $new >/dev/null 2>&1; fi")
 
 
 def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str:
@@ -114,6 +122,7 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
         "printf 'reach\\ttcp\\t0\\t000\\n'; else printf 'reach\\ttcp\\t7\\t000\\n'; fi; fi",
         # docker
         "if [ \"$(systemctl is-active docker.service 2>/dev/null)\" = active ]; then",
+        "  drop=",
         "  info=$(docker info --format '{{json .RegistryConfig}}' 2>/dev/null)",
         "  printf 'docker.info\\t%s\\n' \"$(printf '%s' \"$info\" | base64 -w0)\"",
         "  " + _pull_docker("docker.pull", f"{ep}/{plan.image.target}"),
@@ -125,6 +134,7 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
             + ";; *) printf 'docker.mirror\\tnomirror\\t\\n';; esac",
         ]
     lines += [
+        "  [ -n \"$drop\" ] && docker rmi $drop >/dev/null 2>&1",
         "fi",
         # containerd
         "if [ \"$(systemctl is-active containerd.service 2>/dev/null)\" = active ]; then",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import paramiko
     from fabric import Connection
 
-    from nodecfg.inventory import Host, Secret
+    from nodecfg.inventory import Host, Secret, SshSettings
 
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
@@ -77,8 +77,81 @@ def _host_key_policy(mode: str, known_hosts: Path) -> paramiko.MissingHostKeyPol
     return AcceptNew()
 
 
+def parse_gateway(spec: str, defaults: SshSettings) -> tuple[str, str, int]:
+    """`[user@]host[:port]` of a jump host -> (user, host, port): as `ssh -J`, port 22 unless
+    given; the user is the host's own unless given."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, 22
+    if rest.startswith("["):  # [v6]:port
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":") and tail[1:].isdigit():
+            port = int(tail[1:])
+    elif rest.count(":") == 1:
+        host, _, p = rest.partition(":")
+        if p.isdigit():
+            port = int(p)
+    return user or defaults.user, host, port
+
+
+_GATEWAYS: dict[tuple[str, str, int], paramiko.SSHClient] = {}
+_GATEWAYS_LOCK = threading.Lock()
+
+
+def _gateway_client(host: Host) -> paramiko.SSHClient:
+    """One shared, open connection per jump host: every node behind it tunnels through it."""
+    from dataclasses import replace
+
+    s = host.ssh
+    assert s.gateway is not None
+    user, address, port = parse_gateway(s.gateway, s)
+    with _GATEWAYS_LOCK:
+        client = _GATEWAYS.get((user, address, port))
+        transport = client.get_transport() if client else None
+        if client is None or transport is None or not transport.is_active():
+            from nodecfg.inventory import Host as HostT
+
+            gw_host = HostT(name=f"gateway {address}", address=address,
+                            ssh=replace(s, user=user, port=port, gateway=None, become=False))
+            client = _open_client(gw_host, None).client
+            _GATEWAYS[(user, address, port)] = client
+        return client
+
+
+def close_gateways() -> None:
+    with _GATEWAYS_LOCK:
+        for client in _GATEWAYS.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        _GATEWAYS.clear()
+
+
 def connect(host: Host) -> Connection:
-    """A Fabric Connection for `host`, opened. Raises HostError with the reason if it can't be."""
+    """A Fabric Connection for `host`, opened. Raises HostError with the reason if it can't be.
+
+    With `ssh.gateway`, the connection is tunnelled (direct-tcpip) through a shared connection to
+    the jump host, as `ssh -J` does.
+    """
+    import paramiko
+
+    sock = None
+    s = host.ssh
+    if s.gateway:
+        try:
+            gw = _gateway_client(host)
+        except HostError as exc:
+            raise UnreachableError(f"{host.address}: through gateway {s.gateway}: {exc}") from None
+        transport = gw.get_transport()
+        assert transport is not None
+        try:
+            sock = transport.open_channel("direct-tcpip", (host.address, s.port), ("127.0.0.1", 0),
+                                          timeout=s.connect_timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            raise UnreachableError(f"{s.user}@{host.address}:{s.port}: unreachable through gateway "
+                                   f"{s.gateway} ({exc})") from None
+    return _open_client(host, sock)
+
+
+def _open_client(host: Host, sock: object) -> Connection:
     import paramiko
     from fabric import Connection
 
@@ -89,6 +162,8 @@ def connect(host: Host) -> Connection:
     }
     if s.key is not None:
         connect_kwargs["key_filename"] = str(s.key)
+    if sock is not None:
+        connect_kwargs["sock"] = sock
     c = Connection(host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,
                    connect_kwargs=connect_kwargs)
     client = paramiko.SSHClient()

@@ -35,7 +35,6 @@ class DockerFacts:
     client_config: str | None = None  # root's ~/.docker/config.json
     cmdline: tuple[str, ...] = ()  # the dockerd command line in effect (or the unit's ExecStart)
     drop_ins: tuple[str, ...] = ()
-    can_validate: bool = False  # dockerd --validate exists (docker 23+)
 
 
 def flag_values(cmdline: tuple[str, ...]) -> dict[str, list[str]]:
@@ -153,7 +152,7 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
     files = []
     if text is not None:
         files.append(FileChange(path, text, 0o644, facts.daemon_json, "registry settings merged",
-                                validate="dockerd" if facts.can_validate else "json"))
+                                validate="dockerd"))
     if credentials is not None:
         try:
             client = merge_client_config(facts.client_config, endpoint, *credentials)

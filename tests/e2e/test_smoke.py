@@ -29,6 +29,7 @@ def images_on(lab: Lab, name: str) -> str:
 
 
 def test_configured_fleet_passes_and_leaves_no_image(lab: Lab) -> None:
+    before = {n: images_on(lab, n) for n in ("node1", "node2", "node3")}
     rc, data, err = run_json("smoke-test", "-i", str(lab.inventory))
     assert rc == 0, err
     assert data["ok"] is True
@@ -40,6 +41,7 @@ def test_configured_fleet_passes_and_leaves_no_image(lab: Lab) -> None:
             assert got[check]["status"] == "ok", (name, got[check])
         # the node did not have the image before: it was removed again, so a re-run pulls again
         assert "busybox" not in images_on(lab, name)
+        assert images_on(lab, name) == before[name]  # no sha256: refs left behind by the CRI either
 
 
 def test_table_and_verdict(lab: Lab) -> None:

@@ -26,7 +26,6 @@ def test_parse_facts_from_a_real_node() -> None:
     assert d.service.installed and d.service.active and not d.service.masked
     assert d.service.version == "20.10.24+dfsg1" and d.service.major == 20
     assert d.cmdline[0] == "/usr/sbin/dockerd" and "--containerd=/run/containerd/containerd.sock" in d.cmdline
-    assert not d.can_validate
     assert c.service.version == "1.6.20~ds1" and c.service.major == 1
     assert c.config_toml and "config_path" in c.config_toml
     assert "/etc/containerd/certs.d/docker.io/hosts.toml" in c.hosts
