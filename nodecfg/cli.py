@@ -147,7 +147,18 @@ def _inventory(args: argparse.Namespace, *, optional: bool = False) -> Inventory
     timeout = getattr(args, "timeout", None)
     if timeout is not None:
         inv = inv.with_connect_timeout(timeout)
+    _unlock_keys(inv)
     return inv
+
+
+def _unlock_keys(inv: Inventory) -> None:
+    """Encrypted SSH keys: ask for each passphrase once, before any host is contacted."""
+    import getpass
+
+    from nodecfg import ssh
+
+    keys = [h.ssh.key for h in (inv.master, *inv.nodes) if h.ssh.key is not None]
+    ssh.unlock_keys(keys, getpass.getpass if sys.stdin.isatty() else None)
 
 
 def _cmd_registry_up(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +93,45 @@ def parse_gateway(spec: str, defaults: SshSettings) -> tuple[str, str, int]:
     return user or defaults.user, host, port
 
 
+_PASSPHRASES: dict[Path, Secret] = {}
+
+
+def unlock_keys(keys: Iterable[Path], ask: Callable[[str], str] | None) -> None:
+    """Before any host is contacted: every encrypted key gets its passphrase, asked once per key.
+
+    Keys an ssh-agent holds need nothing (paramiko asks the agent first). Without a terminal to
+    ask on (`ask` None), an encrypted key is a usage error that says what to do.
+    """
+    import os
+
+    import paramiko
+
+    from nodecfg.errors import UsageError
+    from nodecfg.inventory import Secret
+
+    for key in dict.fromkeys(keys):
+        if key in _PASSPHRASES:
+            continue
+        try:
+            paramiko.PKey.from_path(key)
+            continue
+        except (paramiko.PasswordRequiredException, TypeError):
+            pass  # TypeError: what cryptography raises for an encrypted OpenSSH-format key
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            raise UsageError(f"SSH key {key}: cannot be read ({exc})") from None
+        if os.environ.get("SSH_AUTH_SOCK"):
+            continue  # the agent may hold it; if not, authentication fails with the reason
+        if ask is None:
+            raise UsageError(f"SSH key {key} is encrypted: add it to ssh-agent (ssh-add {key}) "
+                             "or run nodecfg from a terminal to be asked for its passphrase")
+        passphrase = ask(f"Passphrase for {key}: ")
+        try:
+            paramiko.PKey.from_path(key, password=passphrase.encode())  # type: ignore[arg-type]
+        except (paramiko.SSHException, ValueError, TypeError):
+            raise UsageError(f"SSH key {key}: wrong passphrase") from None
+        _PASSPHRASES[key] = Secret(passphrase)
+
+
 _GATEWAYS: dict[tuple[str, str, int], paramiko.SSHClient] = {}
 _GATEWAYS_LOCK = threading.Lock()
 
@@ -162,6 +201,8 @@ def _open_client(host: Host, sock: object) -> Connection:
     }
     if s.key is not None:
         connect_kwargs["key_filename"] = str(s.key)
+        if s.key in _PASSPHRASES:
+            connect_kwargs["passphrase"] = _PASSPHRASES[s.key].reveal()
     if sock is not None:
         connect_kwargs["sock"] = sock
     c = Connection(host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,

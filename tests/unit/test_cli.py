@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nodecfg.cli import main
+from nodecfg.errors import UsageError
 
 COMMANDS = ("registry-up", "registry-down", "configure-nodes", "smoke-test", "lab")
 
@@ -66,3 +68,37 @@ def test_unknown_limit_name_is_usage_error(tmp_path: Path, capsys: pytest.Captur
     inv.write_text("master: {address: 127.0.0.10}\nnodes: [{name: n1, address: 127.0.0.11}]\n")
     assert main(["smoke-test", "-i", str(inv), "--limit", "n2"]) == 2
     assert "no node named 'n2'" in capsys.readouterr().err
+
+
+def test_encrypted_key_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
+    key = tmp_path / "id_enc"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-pass", "-f", str(key)], check=True)
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(f"ssh: {{key: {key}}}\nmaster: {{address: 127.0.0.2}}\nnodes: [127.0.0.3]\n")
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    proc = subprocess.run([sys.executable, "-m", "nodecfg", "configure-nodes", "-i", str(inv)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, check=False)
+    assert proc.returncode == 2
+    assert f"SSH key {key} is encrypted: add it to ssh-agent" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_encrypted_key_passphrase_is_asked_once_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodecfg import ssh
+
+    key = tmp_path / "id_enc"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-pass", "-f", str(key)], check=True)
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return "s3cret-pass"
+
+    ssh.unlock_keys([key, key, key], ask)
+    assert asked == [f"Passphrase for {key}: "]
+    assert ssh._PASSPHRASES[key].reveal() == "s3cret-pass"
+    wrong = tmp_path / "id_enc2"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "other", "-f", str(wrong)], check=True)
+    with pytest.raises(UsageError, match="wrong passphrase"):
+        ssh.unlock_keys([wrong], ask)
