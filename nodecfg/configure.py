@@ -221,9 +221,7 @@ def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
             "NODECFG_EOF",
             f"chmod {f.mode:o} \"${t}\"",
         ]
-        # dockerd --validate exists from docker 23; older ones get the JSON check only
-        check = {"dockerd": f"if dockerd --help 2>&1 | grep -q -e --validate; then "
-                            f"dockerd --validate --config-file \"${t}\"; fi",
+        check = {"dockerd": f"dockerd --validate --config-file \"${t}\"",
                  "containerd": f"containerd -c \"${t}\" config dump"}.get(f.validate)
         if check:
             lines.append(f"if ! out=$({check} 2>&1 >/dev/null); then printf 'invalid\\t%s\\t%s\\n' "

@@ -21,6 +21,7 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, ImageRef, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.registry import MANIFEST_TYPES, curl_auth_prelude
+from nodecfg.runtimes.docker import INFO_FN
 
 INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
                "application/vnd.oci.image.index.v1+json")
@@ -123,7 +124,8 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
         # docker
         "if [ \"$(systemctl is-active docker.service 2>/dev/null)\" = active ]; then",
         "  drop=",
-        "  info=$(docker info --format '{{json .RegistryConfig}}' 2>/dev/null)",
+        "  " + INFO_FN,
+        "  info=$(dinfo)",
         "  printf 'docker.info\\t%s\\n' \"$(printf '%s' \"$info\" | base64 -w0)\"",
         "  " + _pull_docker("docker.pull", f"{ep}/{plan.image.target}"),
     ]

@@ -230,17 +230,18 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
 
 
 def verify_script(wait_seconds: int = 20) -> str:
-    """After a restart: wait (bounded) for containerd to answer, then dump the effective config.
+    """After a restart: wait (bounded) until containerd answers with its plugin list, then report
+    the CRI plugin's status (the running daemon loaded the new config) and the config dump.
 
     Every probe is time-limited: `ctr` with no daemon behind the socket otherwise waits ~10 s
     per attempt, and a containerd in a restart loop must fail the node, not hang it.
     """
     return (
         f"end=$(( $(date +%s) + {wait_seconds} )); "
-        "until timeout 3 ctr --connect-timeout 1s version >/dev/null 2>&1; do "
-        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.25; done; "
+        "until plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null); do "
+        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.2; done; "
         "printf 'containerd.dump\\t%s\\n' \"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"; "
-        "printf 'containerd.cri\\t%s\\n' \"$(timeout 5 ctr --connect-timeout 1s plugins ls 2>/dev/null | "
+        "printf 'containerd.cri\\t%s\\n' \"$(printf '%s\\n' \"$plugins\" | "
         "awk '$2 == \"io.containerd.grpc.v1.cri\" || $2 == \"cri\" {print $NF; exit}')\""
     )
 
