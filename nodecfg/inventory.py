@@ -64,6 +64,7 @@ class SshSettings:
     known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
     host_key_checking: str = "accept-new"
     gateway: str | None = None  # "user@host:port" of a jump host
+    explicit: frozenset[str] = frozenset()  # the keys the inventory set (they beat ~/.ssh/config)
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,8 @@ def _host(c: _Checker, raw: Any, key: str, defaults: SshSettings, base_dir: Path
         name = c.string(entry["name"], f"{key}.name")
         if not _NAME.match(name):
             raise c.err(f"{key}.name", f"names may hold letters, digits, '.', '_' and '-': {name!r}")
-    ssh = replace(defaults, **_ssh_overrides(c, entry, key, base_dir))
+    ov = _ssh_overrides(c, entry, key, base_dir)
+    ssh = replace(defaults, **ov, explicit=defaults.explicit | frozenset(ov))
     return Host(name=name, address=address, ssh=ssh)
 
 
@@ -430,7 +432,8 @@ def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bo
     defaults = SshSettings()
     if "ssh" in top:
         c.mapping(top["ssh"], "ssh", _SSH_KEYS)
-        defaults = replace(defaults, **_ssh_overrides(c, top["ssh"], "ssh", base_dir))
+        ov = _ssh_overrides(c, top["ssh"], "ssh", base_dir)
+        defaults = replace(defaults, **ov, explicit=frozenset(ov))
     if "master" not in top:
         raise InventoryError("required key missing", path=path, line=None, key="master")
     master = _host(c, top["master"], "master", defaults, base_dir)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nodecfg.errors import HostError, UnreachableError
 
@@ -75,6 +75,48 @@ def _host_key_policy(mode: str, known_hosts: Path) -> paramiko.MissingHostKeyPol
     if mode == "off":
         return Ignore()
     return AcceptNew()
+
+
+def apply_ssh_config(host: Host, config_text: str | None) -> tuple[Host, str]:
+    """The host's settings with ~/.ssh/config filled in where the inventory said nothing, as ssh
+    reads it (first match wins); and the address to connect to (HostName)."""
+    from dataclasses import replace
+
+    import paramiko
+
+    if not config_text:
+        return host, host.address
+    cfg = paramiko.SSHConfig.from_text(config_text).lookup(host.address)
+    s = host.ssh
+    updates: dict[str, Any] = {}
+    if "user" in cfg and "user" not in s.explicit:
+        updates["user"] = cfg["user"]
+    if "port" in cfg and "port" not in s.explicit and str(cfg["port"]).isdigit():
+        updates["port"] = int(cfg["port"])
+    if "identityfile" in cfg and "key" not in s.explicit:
+        found = [Path(f).expanduser() for f in cfg["identityfile"] if Path(f).expanduser().is_file()]
+        if found:
+            updates["key"] = found[0]
+    if "proxyjump" in cfg and "gateway" not in s.explicit and cfg["proxyjump"].lower() != "none":
+        updates["gateway"] = cfg["proxyjump"].split(",")[0]
+    if "userknownhostsfile" in cfg and "known_hosts" not in s.explicit:
+        updates["known_hosts"] = Path(cfg["userknownhostsfile"].split()[0]).expanduser()
+    if "connecttimeout" in cfg and "connect_timeout" not in s.explicit and cfg["connecttimeout"].isdigit():
+        updates["connect_timeout"] = float(cfg["connecttimeout"])
+    return replace(host, ssh=replace(s, **updates)), cfg.get("hostname", host.address)
+
+
+_SSH_CONFIG: list[str | None] = []
+
+
+def _user_ssh_config() -> str | None:
+    if not _SSH_CONFIG:
+        path = Path("~/.ssh/config").expanduser()
+        try:
+            _SSH_CONFIG.append(path.read_text())
+        except OSError:
+            _SSH_CONFIG.append(None)
+    return _SSH_CONFIG[0]
 
 
 def parse_gateway(spec: str, defaults: SshSettings) -> tuple[str, str, int]:
@@ -173,6 +215,7 @@ def connect(host: Host) -> Connection:
     import paramiko
 
     sock = None
+    host, target = apply_ssh_config(host, _user_ssh_config())
     s = host.ssh
     if s.gateway:
         try:
@@ -182,17 +225,17 @@ def connect(host: Host) -> Connection:
         transport = gw.get_transport()
         assert transport is not None
         try:
-            sock = transport.open_channel("direct-tcpip", (host.address, s.port), ("127.0.0.1", 0),
+            sock = transport.open_channel("direct-tcpip", (target, s.port), ("127.0.0.1", 0),
                                           timeout=s.connect_timeout)
         except (paramiko.SSHException, OSError) as exc:
             raise UnreachableError(f"{s.user}@{host.address}:{s.port}: unreachable through gateway "
                                    f"{s.gateway} ({exc})") from None
-    return _open_client(host, sock)
+    return _open_client(host, sock, target)
 
 
-def _open_client(host: Host, sock: object) -> Connection:
+def _open_client(host: Host, sock: object, target: str | None = None) -> Connection:
     import paramiko
-    from fabric import Connection
+    from fabric import Config, Connection
 
     s = host.ssh
     connect_kwargs: dict[str, object] = {
@@ -205,8 +248,9 @@ def _open_client(host: Host, sock: object) -> Connection:
             connect_kwargs["passphrase"] = _PASSPHRASES[s.key].reveal()
     if sock is not None:
         connect_kwargs["sock"] = sock
-    c = Connection(host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,
-                   connect_kwargs=connect_kwargs)
+    # ~/.ssh/config was applied above, with the inventory's precedence: Fabric must not redo it
+    c = Connection(target or host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,
+                   connect_kwargs=connect_kwargs, config=Config(overrides={"load_ssh_configs": False}))
     client = paramiko.SSHClient()
     known_hosts = s.known_hosts or Path("~/.ssh/known_hosts").expanduser()
     if s.host_key_checking != "off" and known_hosts.exists():

@@ -102,3 +102,31 @@ def test_encrypted_key_passphrase_is_asked_once_per_key(tmp_path: Path, monkeypa
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "other", "-f", str(wrong)], check=True)
     with pytest.raises(UsageError, match="wrong passphrase"):
         ssh.unlock_keys([wrong], ask)
+
+
+SSH_CONFIG = """\
+Host 10.9.*
+    User ops
+    Port 2200
+    ProxyJump jump@10.9.0.1
+    ConnectTimeout 3
+Host *
+    User fallback
+"""
+
+
+@pytest.mark.parametrize(("inventory_ssh", "expected"), [
+    ("", {"user": "ops", "port": 2200, "gateway": "jump@10.9.0.1", "connect_timeout": 3.0}),
+    ("ssh: {user: root, port: 22}\n", {"user": "root", "port": 22, "gateway": "jump@10.9.0.1"}),
+    ("ssh: {gateway: other@10.9.0.2}\n", {"user": "ops", "gateway": "other@10.9.0.2"}),
+])
+def test_ssh_config_fills_what_the_inventory_leaves_out(inventory_ssh: str, expected: dict) -> None:
+    from nodecfg.inventory import parse_inventory
+    from nodecfg.ssh import apply_ssh_config
+
+    inv = parse_inventory(inventory_ssh + "master: {address: 10.9.0.10}\nnodes: [10.9.0.11]\n", "i.yaml",
+                          check_files=False)
+    host, target = apply_ssh_config(inv.nodes[0], SSH_CONFIG)
+    assert target == "10.9.0.11"
+    for field, value in expected.items():
+        assert getattr(host.ssh, field) == value
