@@ -50,9 +50,10 @@ def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] 
                                               ctd.CONFIG_TOML, *extra_files))
     return f"""\
 f() {{ [ -f "$1" ] && printf 'file\\t%s\\t%s\\n' "$1" "$(base64 -w0 < "$1")"; }}
-for u in docker containerd; do
-  systemctl show "$u.service" {props} 2>/dev/null | sed "s/^/unit.$u\\t/"
-done
+units=$(systemctl show docker.service containerd.service -p Id {props} 2>/dev/null)
+printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} {{
+  id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) {{ id = substr($i, 4); sub(/\\.service$/, "", id) }}
+  for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\\t%s\\n", id, $i }}'
 printf 'bin.docker\\t%s\\n' "$(command -v dockerd)"
 printf 'bin.containerd\\t%s\\n' "$(command -v containerd)"
 # the running dockerd answers /version in a few ms; starting the dockerd binary costs ~40 ms CPU,
@@ -62,7 +63,8 @@ dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/versi
 if [ -n "$dv" ]; then printf 'version.docker\tDocker version %s\n' "$dv"
 else printf 'version.docker\t%s\n' "$(dockerd --version 2>/dev/null)"; fi
 printf 'version.containerd\\t%s\\n' "$(containerd --version 2>/dev/null)"
-pid=$(systemctl show docker.service -p MainPID --value 2>/dev/null)
+pid=$(printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} /Id=docker.service/ {{
+  for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }}')
 if [ "${{pid:-0}}" -gt 0 ] 2>/dev/null; then printf 'cmdline.docker\\t%s\\n' "$(base64 -w0 < /proc/$pid/cmdline)"; fi
 for p in {files}; do f "$p"; done
 for d in {dirs}; do for h in "$d"/*/hosts.toml; do f "$h"; done; done
@@ -221,8 +223,13 @@ def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
             "NODECFG_EOF",
             f"chmod {f.mode:o} \"${t}\"",
         ]
-        check = {"dockerd": f"dockerd --validate --config-file \"${t}\"",
-                 "containerd": f"containerd -c \"${t}\" config dump"}.get(f.validate)
+        if f.validate == "containerd":
+            # containerd's own reading of the new file; the verify after the restart reuses it
+            lines.append(f"if dump=$(containerd -c \"${t}\" config dump 2>\"${t}.err\"); then "
+                         "printf 'containerd.dump\\t%s\\n' \"$(printf '%s\\n' \"$dump\" | base64 -w0)\"; "
+                         f"else printf 'invalid\\t%s\\t%s\\n' {shlex.quote(f.path)} "
+                         f"\"$(tail -n 1 \"${t}.err\")\"; bad=1; fi; rm -f \"${t}.err\"")
+        check = {"dockerd": f"dockerd --validate --config-file \"${t}\""}.get(f.validate)
         if check:
             lines.append(f"if ! out=$({check} 2>&1 >/dev/null); then printf 'invalid\\t%s\\t%s\\n' "
                          f"{shlex.quote(f.path)} \"$(printf '%s' \"$out\" | tail -n 1)\"; bad=1; fi")
@@ -249,9 +256,13 @@ def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
 
 
 def _state_probe() -> str:
-    return ("for u in docker containerd; do printf 'after.%s\\t%s\\t%s\\n' \"$u\" "
-            "\"$(systemctl is-active $u.service 2>/dev/null)\" "
-            "\"$(systemctl show $u.service -p ActiveEnterTimestampMonotonic --value 2>/dev/null)\"; done")
+    """`after.<runtime>\\t<ActiveState>\\t<ActiveEnterTimestampMonotonic>`, one systemctl call."""
+    return ("systemctl show docker.service containerd.service -p Id -p ActiveState "
+            "-p ActiveEnterTimestampMonotonic 2>/dev/null | awk 'BEGIN { RS = \"\"; FS = \"\\n\" } { "
+            "id = \"\"; a = \"\"; t = \"\"; for (i = 1; i <= NF; i++) { split($i, kv, \"=\"); "
+            "if (kv[1] == \"Id\") id = kv[2]; else if (kv[1] == \"ActiveState\") a = kv[2]; "
+            "else if (kv[1] == \"ActiveEnterTimestampMonotonic\") t = kv[2] } "
+            "sub(/\\.service$/, \"\", id); printf \"after.%s\\t%s\\t%s\\n\", id, a, t }'")
 
 
 def rollback_script(plan: RuntimePlan, written: dict[str, str | None]) -> str:

@@ -240,7 +240,8 @@ def verify_script(wait_seconds: int = 20) -> str:
         f"end=$(( $(date +%s) + {wait_seconds} )); "
         "until plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null); do "
         "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.2; done; "
-        "printf 'containerd.dump\\t%s\\n' \"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"; "
+        "[ -z \"$dump\" ] && printf 'containerd.dump\\t%s\\n' "
+        "\"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"; "
         "printf 'containerd.cri\\t%s\\n' \"$(printf '%s\\n' \"$plugins\" | "
         "awk '$2 == \"io.containerd.grpc.v1.cri\" || $2 == \"cri\" {print $NF; exit}')\""
     )
