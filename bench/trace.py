@@ -31,10 +31,15 @@ SKIP = ("else", "fi", "}", "esac", "drm()", "dhas()", "dinfo()", "user =", "NODE
 def instrument(script: str) -> tuple[str, list[str]]:
     """The script with a timestamp line before each top-level step, and the steps' source lines."""
     out, steps = [], []
+    heredoc = False
     for line in script.split("\n"):
-        if line.strip() and not line.startswith(" ") and not line.strip().startswith(SKIP):
+        if heredoc:
+            heredoc = line != "NODECFG_EOF"
+        elif line.strip() and not line.startswith(" ") and not line.strip().startswith(SKIP):
             out.append(f"printf 'T\\t%s\\t%s\\n' {len(steps)} \"$(date +%s.%N)\"")
             steps.append(line.strip()[:70])
+        if "<<'NODECFG_EOF'" in line:
+            heredoc = True
         out.append(line)
     out.append(f"printf 'T\\t%s\\t%s\\n' {len(steps)} \"$(date +%s.%N)\"")
     steps.append("(end)")
