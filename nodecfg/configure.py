@@ -1,10 +1,17 @@
 """configure-nodes: per node, facts (one command) -> a pure NodePlan -> apply (one command).
 
-apply writes every changed file to a temp file beside it, validates it (JSON, `dockerd --validate`
-where docker has it, `containerd -c FILE config dump`), keeps the previous version as
-`<file>.nodecfg-<time>.bak`, renames the temp file into place, reloads docker / restarts containerd
-only when their config changed, and reports the *effect* (`docker info`, `containerd config dump`).
-A runtime whose change did not take is rolled back: backups restored, runtime recovered, node failed.
+Where a change goes: what is read from a node is `facts_script` / `parse_facts`; what the files
+should say is decided by the pure planners in `runtimes/docker.py` and `runtimes/containerd.py`;
+`apply_script` turns a plan into the one shell script that changes the node; `configure_node`
+checks the result and calls `rollback_script` when a runtime did not take the change.
+
+apply writes every changed file to a temp file beside it, validates it (JSON and TOML here before
+sending; on the node `dockerd --validate` where docker has it, `containerd -c FILE config dump`),
+keeps the previous version as `<file>.nodecfg-<time>.bak`, renames the temp file into place,
+reloads docker / restarts containerd (side by side) only when their config changed, and checks the
+*effect*: `docker info` lists the registry, containerd answers with its CRI plugin loaded and the
+config dump shows config_path. A runtime whose change did not take is rolled back: backups
+restored, runtime recovered, node failed. Every wait on a node is bounded.
 """
 
 from __future__ import annotations
