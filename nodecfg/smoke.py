@@ -249,6 +249,11 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
             checks.append(Check("docker mirror", "FAIL", f"docker's registry-mirrors does not list "
                                 f"http://{ep}: docker.io images won't come from the registry; "
                                 "run configure-nodes"))
+        elif rc != "0" and code == "401" and "registry-1.docker.io" in msg:
+            # the mirror refused the pull and dockerd fell back to Docker Hub (offline here)
+            checks.append(Check("docker mirror", "FAIL", "401 from the mirror: dockerd presents the "
+                                "Docker Hub credentials (https://index.docker.io/v1/ in /root/.docker/"
+                                f"config.json) to a docker.io mirror, and those are not {ep}'s ({msg})"))
         else:
             checks.append(Check("docker mirror", "ok" if rc == "0" else "FAIL",
                                 f"docker pull {name} via the mirror" if rc == "0"

@@ -113,9 +113,18 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
     return json.dumps(doc, indent=2) + "\n", notes
 
 
+HUB_AUTH_KEY = "https://index.docker.io/v1/"
+
+
 def merge_client_config(existing: str | None, endpoint: str, username: str, password: str,
-                        source: str = ROOT_DOCKER_CONFIG) -> str | None:
-    """Add the registry's credentials to a docker client config.json (None: already there)."""
+                        source: str = ROOT_DOCKER_CONFIG, *, mirror_docker_io: bool = False,
+                        ) -> tuple[str | None, list[str]]:
+    """Add the registry's credentials to a docker client config.json (text None: already there).
+
+    dockerd authenticates to a docker.io *mirror* with the credentials the client holds for Docker
+    Hub (`https://index.docker.io/v1/`), so with docker.io mirrored they go there too — unless the
+    file already holds other Docker Hub credentials, which are kept (with a note).
+    """
     if existing is None or not existing.strip():
         doc: dict[str, Any] = {}
     else:
@@ -129,10 +138,21 @@ def merge_client_config(existing: str | None, endpoint: str, username: str, pass
     if not isinstance(auths, dict):
         raise MergeError(f"{source}: auths is not an object; left untouched")
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    if (auths.get(endpoint) or {}).get("auth") == token:
-        return None
-    auths[endpoint] = {**(auths.get(endpoint) or {}), "auth": token}
-    return json.dumps(doc, indent=2) + "\n"
+    notes: list[str] = []
+    keys = [endpoint]
+    if mirror_docker_io:
+        hub = (auths.get(HUB_AUTH_KEY) or {}).get("auth")
+        if hub in (None, token):
+            keys.append(HUB_AUTH_KEY)
+        else:
+            notes.append("kept the existing Docker Hub credentials: docker.io pulls through the mirror "
+                         "will present those, not the registry's")
+    changed = False
+    for key in keys:
+        if (auths.get(key) or {}).get("auth") != token:
+            auths[key] = {**(auths.get(key) or {}), "auth": token}
+            changed = True
+    return (json.dumps(doc, indent=2) + "\n" if changed else None), notes
 
 
 def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
@@ -156,7 +176,9 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
                                 else "json"))
     if credentials is not None:
         try:
-            client = merge_client_config(facts.client_config, endpoint, *credentials)
+            client, client_notes = merge_client_config(facts.client_config, endpoint, *credentials,
+                                                       mirror_docker_io=mirror_docker_io)
+            notes = [*notes, *client_notes]
         except MergeError as exc:
             return RuntimePlan("docker", "failed", str(exc))
         if client is not None:

@@ -9,6 +9,7 @@ import pytest
 
 from nodecfg.runtimes.common import ServiceFacts
 from nodecfg.runtimes.docker import (
+    HUB_AUTH_KEY,
     DockerFacts,
     MergeError,
     check_effect,
@@ -61,12 +62,26 @@ def test_flags_parsed_from_cmdline() -> None:
 
 def test_client_config_merge_keeps_other_auths() -> None:
     existing = json.dumps({"auths": {"other:5000": {"auth": "eDp5"}}, "detachKeys": "ctrl-x"})
-    text = merge_client_config(existing, EP, "puller", "pw")
-    assert text is not None
+    text, notes = merge_client_config(existing, EP, "puller", "pw")
+    assert text is not None and notes == []
     doc = json.loads(text)
     assert doc["detachKeys"] == "ctrl-x" and doc["auths"]["other:5000"] == {"auth": "eDp5"}
     assert doc["auths"][EP]["auth"] == "cHVsbGVyOnB3"
-    assert merge_client_config(text, EP, "puller", "pw") is None
+    assert HUB_AUTH_KEY not in doc["auths"]  # docker.io not mirrored
+    assert merge_client_config(text, EP, "puller", "pw") == (None, [])
+
+
+def test_client_config_with_docker_io_mirrored_gives_the_hub_key_too() -> None:
+    text, _ = merge_client_config(None, EP, "puller", "pw", mirror_docker_io=True)
+    assert text is not None
+    auths = json.loads(text)["auths"]
+    assert auths[EP] == auths[HUB_AUTH_KEY] == {"auth": "cHVsbGVyOnB3"}
+    assert merge_client_config(text, EP, "puller", "pw", mirror_docker_io=True) == (None, [])
+    # real Docker Hub credentials already there: kept, and said
+    theirs = json.dumps({"auths": {HUB_AUTH_KEY: {"auth": "bWU6aHVi"}}})
+    text, notes = merge_client_config(theirs, EP, "puller", "pw", mirror_docker_io=True)
+    assert text is not None and json.loads(text)["auths"][HUB_AUTH_KEY] == {"auth": "bWU6aHVi"}
+    assert notes and "kept the existing Docker Hub credentials" in notes[0]
 
 
 PLAN_CASES = [

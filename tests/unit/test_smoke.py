@@ -56,6 +56,11 @@ CASES = [
         "manifest\t404",
         f"containerd.pull\t1\t{b64('ctr: failed to resolve reference: lookup registry-1.docker.io: i/o timeout')}"),
      {"containerd": "manifest unknown: the registry at " + EP}, False),
+    # auth on: the mirror says 401 to docker (no Docker Hub key), dockerd falls back to the Hub
+    ("mirror-401-hub-fallback", with_lines(
+        "reach\tcurl\t0\t401", "reach.auth\t200",
+        f"docker.mirror\t1\t{b64('Error response from daemon: Get https://registry-1.docker.io/v2/: dial tcp: lookup registry-1.docker.io: connection refused')}"),
+     {"docker mirror": "https://index.docker.io/v1/"}, False),
     ("unauthorized", with_lines(
         f"containerd.pull\t1\t{b64('ctr: failed to resolve reference: pulling from host ' + EP + ' failed with status code: 401 Unauthorized')}"),
      {"containerd": "401"}, False),
