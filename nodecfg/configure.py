@@ -73,8 +73,12 @@ printf 'version.containerd\\t%s\\n' "$(containerd --version 2>/dev/null)"
 pid=$(printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} /Id=docker.service/ {{
   for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }}')
 if [ "${{pid:-0}}" -gt 0 ] 2>/dev/null; then printf 'cmdline.docker\\t%s\\n' "$(base64 -w0 < /proc/$pid/cmdline)"; fi
-for p in {files}; do f "$p"; done
-for d in {dirs}; do for h in "$d"/*/hosts.toml; do f "$h"; done; done
+# every config file in one archive: two processes, whatever the number of files
+set --
+for p in {files}; do [ -f "$p" ] && set -- "$@" "$p"; done
+for d in {dirs}; do for h in "$d"/*/hosts.toml; do [ -f "$h" ] && set -- "$@" "$h"; done; done
+if ! command -v tar >/dev/null; then for p in "$@"; do f "$p"; done
+elif [ $# -gt 0 ]; then printf 'files\\t%s\\n' "$(tar -chf - -P -- "$@" 2>/dev/null | base64 -w0)"; fi
 true
 """
 
@@ -98,6 +102,23 @@ def _exec_argv(value: str) -> tuple[str, ...]:
         return tuple(argv.split())
 
 
+def _untar(b64: str) -> dict[str, str]:
+    """path -> text of the regular files in a base64 tar (absolute member names, `tar -P`)."""
+    import io
+    import tarfile
+
+    out: dict[str, str] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(b64)), mode="r:") as tar:
+            for member in tar:
+                data = tar.extractfile(member) if member.isfile() else None
+                if data is not None:
+                    out["/" + member.name.lstrip("/")] = data.read().decode("utf-8", "replace")
+    except (tarfile.TarError, ValueError):
+        pass
+    return out
+
+
 def parse_facts(output: str) -> NodeFacts:
     units: dict[str, dict[str, str]] = {r: {} for r in RUNTIMES}
     misc: dict[str, str] = {}
@@ -107,6 +128,8 @@ def parse_facts(output: str) -> NodeFacts:
         if key.startswith("unit."):
             prop, _, value = rest.partition("=")
             units.setdefault(key[5:], {})[prop] = value
+        elif key == "files":
+            files.update(_untar(rest))
         elif key == "file":
             path, _, b64 = rest.partition("\t")
             files[path] = base64.b64decode(b64).decode("utf-8", "replace")
@@ -217,18 +240,23 @@ def _validate_content(change: FileChange) -> str | None:
 
 
 def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
-    lines = ["umask 022", "ts=$(date +%Y%m%d%H%M%S)", "bad=0", "temps="]
+    """The one script that changes a node. Few processes: on a busy node every fork costs, so the
+    temp files are written by the shell's own printf with their mode set by umask, under noclobber
+    (`set -C`: a temp name that already exists is an error, never followed), and the backups are
+    hard links to the previous files (the rename then leaves them untouched)."""
+    lines = ["umask 022", "ts=$(date +%Y%m%d%H%M%S)", "bad=0", "temps=", "set -C"]
     for i, f in enumerate(plan.files):
-        d = shlex.quote(f.path.rsplit("/", 1)[0])
+        directory = f.path.rsplit("/", 1)[0]
+        d = shlex.quote(directory)
         t = f"t{i}"
         lines += [
-            f"mkdir -p {d} && {t}=$(mktemp {d}/.nodecfg.XXXXXX) || {{ printf 'invalid\\t%s\\t%s\\n' "
-            f"{shlex.quote(f.path)} 'cannot create a temp file'; bad=1; }}",
+            f"[ -d {d} ] || mkdir -p {d}",
+            f"{t}={shlex.quote(f'{directory}/.nodecfg.{i}.')}$$",
             f'temps="$temps ${t}"',
-            f"base64 -d > \"${t}\" <<'NODECFG_EOF'",
-            base64.encodebytes(f.content.encode()).decode().rstrip("\n"),
-            "NODECFG_EOF",
-            f"chmod {f.mode:o} \"${t}\"",
+            f"umask {0o777 & ~f.mode:03o}",
+            f"printf '%s' {shlex.quote(f.content)} > \"${t}\" || {{ printf 'invalid\\t%s\\t%s\\n' "
+            f"{shlex.quote(f.path)} 'cannot create a temp file'; bad=1; }}",
+            "umask 022",
         ]
         if f.validate == "containerd":
             # containerd's own reading of the new file; the verify after the restart reuses it
@@ -244,7 +272,7 @@ def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
     for i, f in enumerate(plan.files):
         p = shlex.quote(f.path)
         lines += [
-            f"if [ -e {p} ]; then cp -p {p} {p}.nodecfg-$ts.bak && "
+            f"if [ -e {p} ]; then ln -f {p} {p}.nodecfg-$ts.bak && "
             f"printf 'backup\\t%s\\t%s\\n' {p} {p}.nodecfg-$ts.bak; fi",
             f"mv -f \"$t{i}\" {p} && printf 'wrote\\t%s\\n' {p}",
         ]

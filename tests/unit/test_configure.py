@@ -88,3 +88,22 @@ def test_diff_hides_secrets() -> None:
     assert "TOKEN" not in unified_diff(secret)
     plain = FileChange("/etc/docker/daemon.json", '{"b": 2}\n', 0o644, '{"a": 1}\n', "x")
     assert '-{"a": 1}' in unified_diff(plain) and '+{"b": 2}' in unified_diff(plain)
+
+
+def test_parse_facts_reads_the_files_archive() -> None:
+    import base64 as b64
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, text in (("/etc/docker/daemon.json", '{"debug": true}\n'),
+                           ("/etc/containerd/certs.d/docker.io/hosts.toml", 'server = "https://x"\n')):
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    facts = parse_facts("unit.docker\tLoadState=loaded\nbin.docker\t/usr/sbin/dockerd\n"
+                        f"files\t{b64.b64encode(buf.getvalue()).decode()}\n")
+    assert facts.docker.daemon_json == '{"debug": true}\n'
+    assert facts.containerd.hosts["/etc/containerd/certs.d/docker.io/hosts.toml"] == 'server = "https://x"\n'
