@@ -31,7 +31,7 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.runtimes import containerd as ctd
 from nodecfg.runtimes import docker as dkr
-from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts
+from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, unit_states, wait_until
 
 RUNTIMES = ("docker", "containerd")
 UNIT_PROPS = ("LoadState", "ActiveState", "UnitFileState", "ActiveEnterTimestampMonotonic",
@@ -292,12 +292,7 @@ def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
 
 def _state_probe() -> str:
     """`after.<runtime>\\t<ActiveState>\\t<ActiveEnterTimestampMonotonic>`, one systemctl call."""
-    return ("systemctl show docker.service containerd.service -p Id -p ActiveState "
-            "-p ActiveEnterTimestampMonotonic 2>/dev/null | awk 'BEGIN { RS = \"\"; FS = \"\\n\" } { "
-            "id = \"\"; a = \"\"; t = \"\"; for (i = 1; i <= NF; i++) { split($i, kv, \"=\"); "
-            "if (kv[1] == \"Id\") id = kv[2]; else if (kv[1] == \"ActiveState\") a = kv[2]; "
-            "else if (kv[1] == \"ActiveEnterTimestampMonotonic\") t = kv[2] } "
-            "sub(/\\.service$/, \"\", id); printf \"after.%s\\t%s\\t%s\\n\", id, a, t }'")
+    return unit_states("after.", ("ActiveState", "ActiveEnterTimestampMonotonic"))
 
 
 def rollback_script(plan: RuntimePlan, written: dict[str, str | None]) -> str:
@@ -317,8 +312,7 @@ def rollback_script(plan: RuntimePlan, written: dict[str, str | None]) -> str:
                      f"systemctl reset-failed {unit} 2>/dev/null; systemctl start {unit}; fi")
     probe = ("timeout 3 ctr --connect-timeout 1s version" if plan.runtime == "containerd"
              else "timeout 5 docker info")
-    lines.append(f"end=$(( $(date +%s) + 15 )); until {probe} >/dev/null 2>&1; do "
-                 "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.25; done")
+    lines.append(wait_until(f"{probe} >/dev/null 2>&1", 15))
     lines += [_state_probe(), "true"]
     return "\n".join(lines) + "\n"
 

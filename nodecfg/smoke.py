@@ -21,6 +21,7 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, ImageRef, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.registry import MANIFEST_TYPES, curl_auth_prelude
+from nodecfg.runtimes.common import unit_states
 from nodecfg.runtimes.docker import INFO_FN
 
 INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
@@ -109,11 +110,7 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
     lines = [
         curl_auth_prelude(credentials),
         # both units in one systemctl call: `unit <runtime> <ActiveState> <UnitFileState>`
-        "units=$(systemctl show docker.service containerd.service -p Id -p ActiveState -p UnitFileState "
-        "2>/dev/null | awk 'BEGIN { RS = \"\"; FS = \"\\n\" } { id = \"\"; a = \"\"; e = \"\"; "
-        "for (i = 1; i <= NF; i++) { split($i, kv, \"=\"); if (kv[1] == \"Id\") id = kv[2]; "
-        "else if (kv[1] == \"ActiveState\") a = kv[2]; else if (kv[1] == \"UnitFileState\") e = kv[2] } "
-        "sub(/\\.service$/, \"\", id); printf \"unit\\t%s\\t%s\\t%s\\n\", id, a, e }')",
+        "units=$(" + unit_states("unit\\t", ("ActiveState", "UnitFileState")) + ")",
         "printf '%s\\n' \"$units\"",
         "active() { printf '%s\\n' \"$units\" | awk -F'\\t' -v u=\"$1\" '$2 == u && $3 == \"active\" { f = 1 } "
         "END { exit !f }'; }",

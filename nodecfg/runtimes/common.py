@@ -1,4 +1,5 @@
-"""Shapes shared by the runtime planners: a service's facts, a file to write, a runtime's plan."""
+"""Shapes shared by the runtime planners (a service's facts, a file to write, a runtime's plan) and
+the shell fragments every node script uses (a bounded wait, the runtimes' unit states)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,23 @@ class RuntimePlan:
     @property
     def changed(self) -> bool:
         return bool(self.files)
+
+
+def wait_until(condition: str, seconds: float, interval: float = 0.25) -> str:
+    """Shell: re-run `condition` until it succeeds or `seconds` have passed (never longer)."""
+    return (f"end=$(( $(date +%s) + {seconds:g} )); until {condition}; do "
+            f"[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep {interval:g}; done")
+
+
+def unit_states(prefix: str, props: tuple[str, ...]) -> str:
+    """Shell: one `systemctl show` for docker and containerd, one line per unit:
+    `<prefix><runtime>\\t<prop1>\\t<prop2>...` (the runtime without `.service`)."""
+    flags = " ".join(f"-p {p}" for p in ("Id", *props))
+    take = " ".join(f'else if (kv[1] == "{p}") v{i} = kv[2];' for i, p in enumerate(props))
+    fields = "".join("\\t%s" for _ in props)
+    values = "".join(f", v{i}" for i in range(len(props)))
+    resets = "".join(f' v{i} = "";' for i in range(len(props)))
+    return (f"systemctl show docker.service containerd.service {flags} 2>/dev/null | "
+            f"awk 'BEGIN {{ RS = \"\"; FS = \"\\n\" }} {{ id = \"\";{resets} "
+            f"for (i = 1; i <= NF; i++) {{ split($i, kv, \"=\"); if (kv[1] == \"Id\") id = kv[2]; {take} }} "
+            f"sub(/\\.service$/, \"\", id); printf \"{prefix}%s{fields}\\n\", id{values} }}'")

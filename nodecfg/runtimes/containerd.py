@@ -17,7 +17,7 @@ from typing import Any
 
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
-from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts
+from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, wait_until
 
 CONFIG_TOML = "/etc/containerd/config.toml"
 DEFAULT_CERTS_D = "/etc/containerd/certs.d"
@@ -237,9 +237,8 @@ def verify_script(wait_seconds: int = 20) -> str:
     per attempt, and a containerd in a restart loop must fail the node, not hang it.
     """
     return (
-        f"end=$(( $(date +%s) + {wait_seconds} )); "
-        "until plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null); do "
-        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.2; done; "
+        wait_until("plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null)",
+                   wait_seconds, 0.2) + "; "
         "[ -z \"$dump\" ] && printf 'containerd.dump\\t%s\\n' "
         "\"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"; "
         "printf 'containerd.cri\\t%s\\n' \"$(printf '%s\\n' \"$plugins\" | "

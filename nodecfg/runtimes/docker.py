@@ -16,7 +16,7 @@ from typing import Any
 
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
-from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts
+from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, wait_until
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -203,15 +203,10 @@ DOCKERD_VALIDATE_MAJOR = 23  # `dockerd --validate` exists from docker 23
 
 def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: int = 10) -> str:
     """Poll `docker info` (bounded) until the registry is listed; dockerd applies SIGHUP asynchronously."""
-    mirror = f"http://{endpoint}/" if mirror_docker_io else ""
-    return (
-        f"{INFO_FN}; end=$(( $(date +%s) + {wait_seconds} )); while :; do "
-        "info=$(dinfo); "
-        f"case \"$info\" in *{shlex.quote(endpoint)}*) "
-        + (f"case \"$info\" in *{shlex.quote(mirror)}*) break;; esac;; " if mirror else "break;; ")
-        + "esac; [ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.25; done; "
-        "printf 'docker.info\\t%s\\n' \"$info\""
-    )
+    wanted = [endpoint, *([f"http://{endpoint}/"] if mirror_docker_io else [])]
+    listed = " && ".join(f"case \"$info\" in *{shlex.quote(w)}*) true;; *) false;; esac" for w in wanted)
+    return (f"{INFO_FN}; " + wait_until(f"{{ info=$(dinfo); {listed}; }}", wait_seconds)
+            + "; printf 'docker.info\\t%s\\n' \"$info\"")
 
 
 def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool) -> str | None:
