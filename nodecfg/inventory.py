@@ -330,20 +330,38 @@ def _ssh_overrides(c: _Checker, raw: dict[str, Any], key: str, base_dir: Path) -
     return out
 
 
-def _gateway(c: _Checker, value: Any, key: str) -> str:
-    """A jump host: [user@]host[:port], as `ssh -J` takes it."""
-    text = c.string(value, key)
-    user, _, rest = text.rpartition("@")
-    host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
-    host = host.strip("[]")
-    bad_port = port and not (port.isdigit() and 1 <= int(port) <= 65535)
+def split_gateway(spec: str) -> tuple[str, str, int | None]:
+    """A jump host as `ssh -J` takes it, `[user@]host[:port]` (host may be `[v6]`) ->
+    (user or "", host, port or None). ValueError when it is not one."""
+    user, at, rest = spec.rpartition("@")
+    if at and (not user or " " in user):
+        raise ValueError(spec)
+    port_text = ""
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail and not tail.startswith(":"):
+            raise ValueError(spec)
+        port_text = tail[1:]
+    elif rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+    else:
+        host = rest
+    if port_text and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise ValueError(spec)
     try:
         ipaddress.ip_address(host)
-        ok = True
     except ValueError:
-        ok = bool(_HOSTNAME.match(host))
-    if not ok or bad_port or " " in user or ("@" in text and not user):
-        raise c.err(key, f"expected a jump host as [user@]host[:port], got {text!r}")
+        if not _HOSTNAME.match(host):
+            raise ValueError(spec) from None
+    return user, host, int(port_text) if port_text else None
+
+
+def _gateway(c: _Checker, value: Any, key: str) -> str:
+    text = c.string(value, key)
+    try:
+        split_gateway(text)
+    except ValueError:
+        raise c.err(key, f"expected a jump host as [user@]host[:port], got {text!r}") from None
     return text
 
 

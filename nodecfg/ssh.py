@@ -12,6 +12,7 @@ call them with its own connections.
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 import shlex
 import threading
@@ -106,33 +107,21 @@ def apply_ssh_config(host: Host, config_text: str | None) -> tuple[Host, str]:
     return replace(host, ssh=replace(s, **updates)), cfg.get("hostname", host.address)
 
 
-_SSH_CONFIG: list[str | None] = []
-
-
+@functools.cache
 def _user_ssh_config() -> str | None:
-    if not _SSH_CONFIG:
-        path = Path("~/.ssh/config").expanduser()
-        try:
-            _SSH_CONFIG.append(path.read_text())
-        except OSError:
-            _SSH_CONFIG.append(None)
-    return _SSH_CONFIG[0]
+    try:
+        return Path("~/.ssh/config").expanduser().read_text()
+    except OSError:
+        return None
 
 
 def parse_gateway(spec: str, defaults: SshSettings) -> tuple[str, str, int]:
     """`[user@]host[:port]` of a jump host -> (user, host, port): as `ssh -J`, port 22 unless
     given; the user is the host's own unless given."""
-    user, _, rest = spec.rpartition("@")
-    host, port = rest, 22
-    if rest.startswith("["):  # [v6]:port
-        host, _, tail = rest[1:].partition("]")
-        if tail.startswith(":") and tail[1:].isdigit():
-            port = int(tail[1:])
-    elif rest.count(":") == 1:
-        host, _, p = rest.partition(":")
-        if p.isdigit():
-            port = int(p)
-    return user or defaults.user, host, port
+    from nodecfg.inventory import split_gateway
+
+    user, host, port = split_gateway(spec)
+    return user or defaults.user, host, port or 22
 
 
 _PASSPHRASES: dict[Path, Secret] = {}

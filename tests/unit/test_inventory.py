@@ -160,3 +160,23 @@ def test_example_inventory_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
     inv = parse_inventory(example.read_text(), str(example), check_files=False)
     assert inv.nodes and inv.master.address
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("root@10.0.0.1", ("root", "10.0.0.1", None)),
+    ("bastion:2222", ("", "bastion", 2222)),
+    ("[::1]:2022", ("", "::1", 2022)),
+    ("::1", ("", "::1", None)),
+])
+def test_split_gateway(spec: str, expected: tuple) -> None:
+    from nodecfg.inventory import split_gateway
+
+    assert split_gateway(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["bad host", "h:99999", "@h", "a b@h", "h:x", "[::1]x"])
+def test_split_gateway_refuses(spec: str) -> None:
+    from nodecfg.inventory import split_gateway
+
+    with pytest.raises(ValueError):
+        split_gateway(spec)
