@@ -1,6 +1,21 @@
 #!/usr/bin/env bash
-# The test command: unit tests and the e2e suite (the real nodecfg CLI against a lab fleet).
+# The test command (CI runs it through .ci/run): unit tests on the source tree, then the e2e suite
+# against the product users get — the wheel, built here and installed NON-editable into a fresh
+# venv — driving lab fleets of every flavor. Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@" tests
+
+.venv/bin/python -m pytest -p no:cacheprovider "$@" tests/unit
+
+# The wheel, as `pip install .` / `pipx install .` would install it.
+rm -rf dist
+.venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w dist . >/dev/null
+wheel=$(ls dist/nodecfg-*.whl)
+"${PYTHON:-python3}" -m venv --clear .venv-e2e
+.venv-e2e/bin/pip install -q --disable-pip-version-check "$wheel" 'pytest>=8,<10' 'hypothesis>=6.100'
+echo "test: e2e against $wheel installed in .venv-e2e" >&2
+
+# NODECFG_CLI is the installed console script; the e2e harness refuses to run anything else.
+export NODECFG_CLI="$PWD/.venv-e2e/bin/nodecfg"
+exec .venv-e2e/bin/python -m pytest -p no:cacheprovider "$@" tests/e2e

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,21 @@ import yaml
 from nodecfg import lab as labmod
 
 
+def cli() -> list[str]:
+    """The CLI under test: the console script of the installed wheel (scripts/test.sh builds the
+    wheel, installs it non-editable into a fresh venv and sets NODECFG_CLI). Without it the e2e
+    suite fails, never skips: a source checkout is not what users run."""
+    path = os.environ.get("NODECFG_CLI")
+    if not path:
+        raise AssertionError("NODECFG_CLI is not set: run the e2e suite through scripts/test.sh, "
+                             "which tests the installed wheel")
+    return [path]
+
+
 def nodecfg(*args: str, env: dict[str, str] | None = None, cwd: str | None = None,
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a child process."""
-    return subprocess.run([sys.executable, "-m", "nodecfg", *args], capture_output=True, text=True,
+    """Run the real, installed CLI in a child process."""
+    return subprocess.run([*cli(), *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd, check=False)
 
 
@@ -58,8 +68,13 @@ class Lab:
         labmod.stop_node(name)
 
 
-def start_lab(nodes: int) -> Lab:
-    proc = nodecfg("lab", "up", "--nodes", str(nodes))
+def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tuple[str, ...] = ()) -> Lab:
+    """A fresh lab: node1, node2, ... take `flavors` in turn (the master the first); `minimal`
+    hosts have neither curl nor wget."""
+    args = ["lab", "up", "--nodes", str(nodes), "--flavors", ",".join(flavors)]
+    if minimal:
+        args += ["--minimal", ",".join(minimal)]
+    proc = nodecfg(*args)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     paths = labmod.lab_paths()
     data = yaml.safe_load(paths.inventory.read_text())
