@@ -121,7 +121,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="number of nodes besides the master (default: 3)")
     p.add_argument("--pull", action="store_true",
                    help="try to pull registry:2 and the test images before building them")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the node image from scratch")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild the node images in use from scratch (a derived flavor reuses its base's rootfs)")
+    p.add_argument("--flavors", type=_names, default=["bookworm"], metavar="LIST",
+                   help="node flavors, comma-separated: node1, node2, ... take them in turn, the master "
+                   "the first (default: bookworm; `nodecfg lab flavors` lists them)")
+    p.add_argument("--minimal", type=_names, default=[], metavar="NAMES",
+                   help="hosts that get neither curl nor wget (comma-separated, e.g. node3)")
     p.set_defaults(func=_cmd_lab_up)
     p = lab_sub.add_parser("down", help="remove the lab's containers, volumes and network")
     p.set_defaults(func=_cmd_lab_down)
@@ -129,7 +135,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_lab_status)
     p = lab_sub.add_parser("inventory", help="print the path of the lab's inventory")
     p.set_defaults(func=_cmd_lab_inventory)
-    lab.set_defaults(func=lambda _args: _fail_usage("lab: choose an action: up, down, status, inventory"))
+    p = lab_sub.add_parser("flavors", help="list the node flavors and which images are built")
+    p.set_defaults(func=_cmd_lab_flavors)
+    lab.set_defaults(func=lambda _args: _fail_usage(
+        "lab: choose an action: up, down, status, inventory, flavors"))
     return parser
 
 
@@ -214,8 +223,10 @@ def _cmd_smoke_test(args: argparse.Namespace) -> int:
 def _cmd_lab_up(args: argparse.Namespace) -> int:
     from nodecfg import lab
 
-    path = lab.lab_up(args.nodes, say=_say, pull=args.pull, rebuild=args.rebuild)
-    print(f"lab is up: master + {args.nodes} node(s); inventory: {path}")
+    path = lab.lab_up(args.nodes, say=_say, pull=args.pull, rebuild=args.rebuild,
+                      flavors=args.flavors, minimal=args.minimal)
+    used = ", ".join(dict.fromkeys(lab.assign_flavors(args.nodes, args.flavors)))
+    print(f"lab is up: master + {args.nodes} node(s) ({used}); inventory: {path}")
     print(f"  ssh -i {lab.lab_paths().key} root@<address>      nodecfg lab status")
     return 0
 
@@ -236,8 +247,17 @@ def _cmd_lab_status(_args: argparse.Namespace) -> int:
         print("no lab is running (nodecfg lab up)")
         return 1
     for n in nodes:
-        print(f"{n.name:<10} {n.address:<16} {n.state}")
+        print(f"{n.name:<10} {n.address:<16} {n.state:<10} {n.flavor}{' minimal' if n.minimal else ''}")
     print(f"inventory: {lab.lab_paths().inventory}")
+    return 0
+
+
+def _cmd_lab_flavors(_args: argparse.Namespace) -> int:
+    from nodecfg import lab
+
+    built = lab.built_flavors()
+    for f in lab.FLAVORS.values():
+        print(f"{f.name:<12} {'image' if f.name in built else '-':<6} {f.description}")
     return 0
 
 

@@ -4,14 +4,33 @@ Each node is a container running /sbin/init (systemd) with sshd, docker.io and c
 Debian's packages, on a private docker network with fixed addresses, reachable with a key the lab
 generates. `lab up` writes an inventory for the fleet, so every other command can run against it.
 
-Nothing is pulled: the node image is built with debootstrap (the rootfs tarball is cached, so a
-second build takes seconds) and the operator-side images (`registry:2` and small test images named
-like upstream ones) are built from Debian's docker-registry and busybox-static binaries unless they
-exist locally already (or `--pull` finds them in a reachable registry).
+Nothing is pulled: the node images are built with debootstrap (each flavor's rootfs tarball is
+cached, so a second build takes seconds) and the operator-side images (`registry:2` and small test
+images named like upstream ones) are built from Debian's docker-registry and busybox-static binaries
+unless they exist locally already (or `--pull` finds them in a reachable registry).
+
+Node flavors (`FLAVORS`; cache `rootfs-<flavor>.tar`, image `nodecfg-lab-node:<flavor>`):
+
+- bookworm: systemd 252, docker.io 20.10, containerd 1.6, runc 1.1.5.
+- trixie: systemd 257, docker.io 26.1 (+ the separate docker-cli package), containerd 1.7.
+- containerd2: the trixie rootfs plus forky's containerd 2.1, docker.io/docker-cli 28.5 (and
+  tini-static) through an apt pin, and trixie's podman 5.4 (forky's needs forky's libc); systemd
+  stays trixie's 257 (forky's cannot boot on a cgroup-v1 host), runc trixie's 1.1.15.
+
+/etc/containerd/config.toml on every flavor is the file Debian's containerd package ships, the
+same 9 lines on all three: `version = 2`, `[plugins."io.containerd.grpc.v1.cri".cni]` with
+bin_dir "/usr/lib/cni" and conf_dir "/etc/cni/net.d", and `[plugins."io.containerd.internal.v1.opt"]`
+path "/var/lib/containerd/opt". On containerd2 the upgrade to containerd 2 keeps that version-2
+file as it is (containerd 2 migrates it in memory on every start): no `version = 3` file, no
+config_path.
+
+Every flavor gets /var/lib/docker, /var/lib/containerd and /var/lib/containers as tmpfs (no
+overlay on overlay). `--minimal` nodes have neither curl nor wget (purged after boot).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import os
@@ -21,22 +40,23 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodecfg.errors import LabError
+from nodecfg.errors import LabError, UsageError
 
 if TYPE_CHECKING:
     import docker
 
 LABEL = "nodecfg.lab"
 NETWORK = "nodecfg-lab"
-NODE_IMAGE = "nodecfg-lab-node:bookworm"
-SUITE = "bookworm"
-PACKAGES = ("systemd,systemd-sysv,openssh-server,docker.io,containerd,iproute2,ca-certificates,"
-            "curl,python3,sudo")
+NODE_REPO = "nodecfg-lab-node"
+DEFAULT_FLAVOR = "bookworm"
+NODE_IMAGE = f"{NODE_REPO}:{DEFAULT_FLAVOR}"  # the default flavor's image
+PACKAGES = ("systemd", "systemd-sysv", "openssh-server", "docker.io", "containerd", "iproute2",
+            "ca-certificates", "curl", "python3", "sudo")
 TEST_IMAGES = ("docker.io/library/busybox:1.36", "registry.k8s.io/pause:3.9",
                "quay.io/prometheus/busybox:latest")
 REGISTRY_IMAGE = "registry:2"
@@ -69,9 +89,8 @@ class LabPaths:
     def inventory(self) -> Path:
         return self.state / "inventory.yaml"
 
-    @property
-    def rootfs(self) -> Path:
-        return self.cache / f"rootfs-{SUITE}.tar"
+    def rootfs(self, flavor: str = "bookworm") -> Path:
+        return self.cache / f"rootfs-{flavor}.tar"
 
 
 def lab_paths() -> LabPaths:
@@ -90,6 +109,8 @@ class LabNode:
     container: str
     address: str
     state: str  # docker's container state: running, exited, ...
+    flavor: str = DEFAULT_FLAVOR
+    minimal: bool = False
 
 
 def _client() -> docker.DockerClient:
@@ -124,56 +145,217 @@ def _rootfs_customisations() -> dict[str, str]:
     }
 
 
-def build_rootfs(paths: LabPaths, say: Say = _noop) -> Path:
-    """debootstrap a node rootfs and cache it as a tarball; returns the tarball."""
-    if paths.rootfs.exists():
-        return paths.rootfs
+@dataclass(frozen=True)
+class Flavor:
+    """One kind of lab node. A flavor without `base` is debootstrapped from `suite` (the common
+    PACKAGES plus `packages`); one with a `base` starts from that flavor's rootfs and installs
+    `packages` from `suite` in a chroot, pinned above the base (the suite's source is removed
+    afterwards). `expect` is checked in the finished rootfs: (package, version prefix)."""
+
+    name: str
+    suite: str
+    packages: tuple[str, ...] = ()
+    base: str | None = None
+    description: str = ""
+    # derived flavors: the packages apt takes from `suite` (pin 990); everything else stays the base's
+    pinned: tuple[str, ...] = ()
+    expect: tuple[tuple[str, str], ...] = ()
+
+
+FLAVORS: dict[str, Flavor] = {f.name: f for f in (
+    Flavor("bookworm", "bookworm", description="Debian 12: docker 20.10, containerd 1.6",
+           expect=(("containerd", "1.6."), ("docker.io", "20.10."), ("systemd", "252"))),
+    Flavor("trixie", "trixie", ("docker-cli",), description="Debian 13: docker 26, containerd 1.7",
+           expect=(("containerd", "1.7."), ("docker.io", "26."), ("docker-cli", "26."),
+                   ("systemd", "257"))),
+    # forky's podman (5.8) needs forky's libc: podman stays trixie's (5.4)
+    Flavor("containerd2", "forky", ("containerd", "docker.io", "docker-cli", "podman"), base="trixie",
+           description="trixie + forky's containerd 2.1 and docker 28; trixie's podman 5.4",
+           pinned=("containerd", "docker.io", "docker-cli"),
+           expect=(("containerd", "2."), ("docker.io", "28."), ("docker-cli", "28."), ("podman", ""),
+                   ("systemd", "257"))),
+)}
+
+
+def node_image(flavor: str) -> str:
+    return f"{NODE_REPO}:{flavor}"
+
+
+def check_flavors(flavors: Sequence[str]) -> None:
+    if not flavors:
+        raise UsageError("lab up: --flavors needs at least one flavor")
+    for name in flavors:
+        if name not in FLAVORS:
+            raise UsageError(f"lab up: unknown flavor {name!r} (known: {', '.join(FLAVORS)})")
+
+
+def assign_flavors(count: int, flavors: Sequence[str]) -> list[str]:
+    """The flavors of node1..node<count>: the listed ones in turn, wrapping around."""
+    check_flavors(flavors)
+    if count < 0:
+        raise ValueError(f"count must not be negative, got {count}")
+    return [flavors[i % len(flavors)] for i in range(count)]
+
+
+def _mirror() -> str:
+    return os.environ.get("NODECFG_LAB_MIRROR", "http://deb.debian.org/debian")
+
+
+def _run(argv: list[str], what: str, *, timeout: float = 1800) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+        raise LabError(f"{what} failed: {' | '.join(tail)}")
+    return proc.stdout
+
+
+def _customise(root: Path) -> None:
+    for rel, text in _rootfs_customisations().items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "lab-hostkeys.service"
+    if not link.is_symlink():
+        link.symlink_to("/etc/systemd/system/lab-hostkeys.service")
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    # systemd-modules-load: a container loads no kernel modules (trixie's fails without /lib/modules
+    # and leaves the node "degraded"; bookworm's cached rootfs predates this mask, its unit passes)
+    for unit in ("getty@tty1.service", "systemd-udevd.service", "systemd-firstboot.service",
+                 "systemd-modules-load.service"):
+        mask = root / "etc/systemd/system" / unit
+        if not mask.exists() and not mask.is_symlink():
+            mask.symlink_to("/dev/null")
+    (root / "etc/machine-id").write_text("")
+
+
+def package_versions(root: Path, packages: Sequence[str]) -> dict[str, str]:
+    """Installed versions in a rootfs (missing packages are left out)."""
+    out = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                          "-f", "${Package} ${db:Status-Status} ${Version}\n", *packages],
+                         capture_output=True, text=True, check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "installed":
+            found[parts[0]] = parts[2]
+    return found
+
+
+def _check_versions(flavor: Flavor, root: Path) -> None:
+    have = package_versions(root, [p for p, _ in flavor.expect])
+    wrong = [f"{p} {have.get(p, 'missing')} (want {prefix or 'any'}*)" for p, prefix in flavor.expect
+             if not have.get(p, "\0").startswith(prefix)]
+    if wrong:
+        raise LabError(f"the {flavor.name} rootfs has the wrong packages: {', '.join(wrong)}")
+
+
+def _debootstrap(flavor: Flavor, root: Path, say: Say) -> None:
     if shutil.which("debootstrap") is None:
         raise LabError("debootstrap is not installed (apt-get install debootstrap)")
-    mirror = os.environ.get("NODECFG_LAB_MIRROR", "http://deb.debian.org/debian")
+    say(f"building the {flavor.name} rootfs with debootstrap ({flavor.suite}, a minute or two)")
+    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES + flavor.packages)}",
+          flavor.suite, str(root), _mirror()], "debootstrap")
+
+
+def _apt_preferences(flavor: Flavor, base_suite: str) -> str:
+    return (f"Package: *\nPin: release n={base_suite}\nPin-Priority: 900\n\n"
+            f"Package: {' '.join(flavor.pinned)}\nPin: release n={flavor.suite}\nPin-Priority: 990\n")
+
+
+def _derive(flavor: Flavor, base_tar: Path, root: Path, say: Say) -> None:
+    """Unpack the base rootfs and add the flavor's packages from its suite in a chroot."""
+    assert flavor.base is not None
+    base_suite = FLAVORS[flavor.base].suite
+    say(f"building the {flavor.name} rootfs: {flavor.base} + {' '.join(flavor.packages)} from {flavor.suite}")
+    root.mkdir()
+    _run(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(base_tar)], "unpacking the base rootfs")
+    source = root / f"etc/apt/sources.list.d/nodecfg-{flavor.suite}.list"
+    prefs = root / f"etc/apt/preferences.d/nodecfg-{flavor.suite}"
+    policy = root / "usr/sbin/policy-rc.d"
+    resolv = root / "etc/resolv.conf"
+    saved_resolv = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    source.write_text(f"deb {_mirror()} {flavor.suite} main\n")
+    prefs.write_text(_apt_preferences(flavor, base_suite))
+    policy.write_text("#!/bin/sh\nexit 101\n")  # no service starts in the chroot
+    policy.chmod(0o755)
+    if resolv.is_symlink():
+        resolv.unlink()
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    apt = ["chroot", str(root), "env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "apt-get",
+           "-q", "-y", "-o", "Acquire::Check-Valid-Until=false"]
+    _run(["mount", "--bind", "/proc", str(root / "proc")], "mounting /proc in the chroot")
+    try:
+        _run([*apt, "update"], f"apt-get update ({flavor.suite})")
+        _run([*apt, "install", "--no-install-recommends", *flavor.packages], "apt-get install")
+        _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean")
+    finally:
+        # lazy: detached at once even if busy, so removing the tree never reaches the host's /proc
+        subprocess.run(["umount", "--lazy", str(root / "proc")], check=False)
+    # nodes are offline: no trace of the extra suite stays behind
+    source.unlink()
+    prefs.unlink()
+    policy.unlink()
+    for lists in (root / "var/lib/apt/lists").glob(f"*_dists_{flavor.suite}_*"):
+        lists.unlink()
+    if saved_resolv is not None:
+        resolv.write_bytes(saved_resolv)
+    else:
+        resolv.unlink()
+
+
+def build_rootfs(paths: LabPaths, flavor: str = DEFAULT_FLAVOR, say: Say = _noop) -> Path:
+    """Build a flavor's node rootfs (and its base's first) and cache it as a tarball; returns it."""
+    spec = FLAVORS[flavor]
+    tarball = paths.rootfs(flavor)
+    if tarball.exists():
+        return tarball
+    base_tar = build_rootfs(paths, spec.base, say) if spec.base else None
     paths.cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="nodecfg-rootfs-", dir=paths.cache) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"nodecfg-rootfs-{flavor}-", dir=paths.cache) as tmp:
         root = Path(tmp) / "root"
-        say(f"building the node rootfs with debootstrap ({SUITE}, about a minute)")
-        proc = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(root), mirror],
-            capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise LabError(f"debootstrap failed: {' | '.join(tail)}")
-        for rel, text in _rootfs_customisations().items():
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        wants = root / "etc/systemd/system/multi-user.target.wants"
-        wants.mkdir(parents=True, exist_ok=True)
-        (wants / "lab-hostkeys.service").symlink_to("/etc/systemd/system/lab-hostkeys.service")
-        for key in (root / "etc/ssh").glob("ssh_host_*"):
-            key.unlink()
-        (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
-        for unit in ("getty@tty1.service", "systemd-udevd.service", "systemd-firstboot.service"):
-            mask = root / "etc/systemd/system" / unit
-            if not mask.exists():
-                mask.symlink_to("/dev/null")
-        (root / "etc/machine-id").write_text("")
-        partial = paths.rootfs.with_suffix(".partial")
-        subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
-        partial.rename(paths.rootfs)
-    return paths.rootfs
+        if base_tar is None:
+            _debootstrap(spec, root, say)
+        else:
+            _derive(spec, base_tar, root, say)
+        _customise(root)
+        _check_versions(spec, root)
+        partial = tarball.with_suffix(".partial")
+        _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], "tar")
+        partial.rename(tarball)
+    return tarball
 
 
-def ensure_node_image(paths: LabPaths, say: Say = _noop, *, rebuild: bool = False) -> str:
+def ensure_node_image(paths: LabPaths, say: Say = _noop, *, rebuild: bool = False,
+                      flavor: str = DEFAULT_FLAVOR) -> str:
+    """The flavor's node image, imported from its (cached or freshly built) rootfs tarball.
+    `rebuild` builds this flavor's rootfs again; a derived flavor reuses its base's tarball."""
+    import docker
+
     client = _client()
-    if not rebuild and _has_image(client, NODE_IMAGE):
-        return NODE_IMAGE
-    if rebuild and paths.rootfs.exists():
-        paths.rootfs.unlink()
-    tarball = build_rootfs(paths, say)
-    say(f"importing {NODE_IMAGE}")
+    image = node_image(flavor)
+    old = client.images.get(image).id if _has_image(client, image) else None
+    if old and not rebuild:
+        return image
+    if rebuild and paths.rootfs(flavor).exists():
+        paths.rootfs(flavor).unlink()
+    tarball = build_rootfs(paths, flavor, say)
+    say(f"importing {image}")
     changes = ['CMD ["/sbin/init"]', "ENV container=docker"]
-    client.api.import_image_from_file(str(tarball), repository=NODE_IMAGE.split(":", maxsplit=1)[0],
-                                      tag=NODE_IMAGE.split(":")[1], changes=changes)
-    return NODE_IMAGE
+    client.api.import_image_from_file(str(tarball), repository=NODE_REPO, tag=flavor, changes=changes)
+    if old and client.images.get(image).id != old:
+        with contextlib.suppress(docker.errors.APIError):  # still used by a container: docker keeps it
+            client.images.remove(old)
+    return image
+
+
+def built_flavors() -> set[str]:
+    """The flavors whose node image this machine's engine has."""
+    client = _client()
+    return {name for name in FLAVORS if _has_image(client, node_image(name))}
 
 
 def _tar_add(tar: tarfile.TarFile, name: str, *, data: bytes | None = None, mode: int = 0o644,
@@ -334,7 +516,15 @@ def _ensure_key(paths: LabPaths) -> None:
     paths.resolv_conf.chmod(0o644)
 
 
-def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]]) -> str:
+def _flavor_note(name: str, flavors: Mapping[str, str], minimal: Collection[str]) -> str:
+    words = [w for w in (flavors.get(name), "minimal" if name in minimal else None) if w]
+    return f"   # flavor: {', '.join(words)}" if words else ""
+
+
+def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]], *,
+                   flavors: Mapping[str, str] | None = None, minimal: Collection[str] = ()) -> str:
+    """The lab's inventory; `flavors` (host name -> flavor) and `minimal` only add comments."""
+    flavors = flavors or {}
     lines = [
         "# Written by `nodecfg lab up`: the local lab fleet. Regenerated on every `lab up`.",
         "ssh:",
@@ -348,15 +538,17 @@ def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]]) -
         "images:",
         *(f"  - {ref}" for ref in TEST_IMAGES),
         "master:",
-        "  name: master",
+        "  name: master" + _flavor_note("master", flavors, minimal),
         f"  address: {master}",
         "nodes:",
-        *(f"  - {{name: {name}, address: {addr}}}" for name, addr in nodes),
+        *(f"  - {{name: {name}, address: {addr}}}" + _flavor_note(name, flavors, minimal)
+          for name, addr in nodes),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPaths) -> None:
+def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPaths, *,
+              flavor: str = DEFAULT_FLAVOR, minimal: bool = False) -> None:
     container = f"nodecfg-lab-{name}"
     mounts = {
         "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
@@ -366,23 +558,41 @@ def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPa
         # (dockerd looks up registry-1.docker.io even when a mirror serves the pull)
         str(paths.resolv_conf): {"bind": "/etc/resolv.conf", "mode": "ro"},
     }
+    labels = {LABEL: "1", f"{LABEL}.name": name, f"{LABEL}.flavor": flavor}
+    if minimal:
+        labels[f"{LABEL}.minimal"] = "1"
     created = client.api.create_container(
-        NODE_IMAGE, name=container, hostname=name, labels={LABEL: "1", f"{LABEL}.name": name},
+        node_image(flavor), name=container, hostname=name, labels=labels,
         environment={"container": "docker"}, stop_signal="SIGRTMIN+3",
         host_config=client.api.create_host_config(
             cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             # the runtimes' state and the journal live in memory: on real fleets every node has a
             # disk of its own, here 40 nodes would queue on one (iowait, not CPU, bounded a
-            # 40-node smoke-test); nested overlayfs works on tmpfs
+            # 40-node smoke-test); nested overlayfs works on tmpfs (podman refuses overlay on
+            # overlay too: /var/lib/containers, harmless where podman is absent)
             tmpfs={"/run": "", "/run/lock": "", "/var/lib/docker": "exec", "/var/lib/containerd": "exec",
-                   "/var/log/journal": ""},
+                   "/var/lib/containers": "exec", "/var/log/journal": ""},
             binds=mounts, network_mode=NETWORK,
             cgroupns="host"),
         networking_config=client.api.create_networking_config(
             {NETWORK: client.api.create_endpoint_config(ipv4_address=address)}),
     )
     client.api.start(created["Id"])
+
+
+# a minimal node: no HTTP client besides what the runtimes bring (python3 and bash stay);
+# purged like an admin would, so dpkg agrees with the file system
+_STRIP_FETCHERS = ("dpkg --purge curl wget >/tmp/nodecfg-lab-purge.log 2>&1 || "
+                   "dpkg --purge --force-depends curl wget >>/tmp/nodecfg-lab-purge.log 2>&1; "
+                   "for b in curl wget; do if command -v $b >/dev/null; then echo \"$b is still there\"; "
+                   "exit 1; fi; done")
+
+
+def _strip_fetchers(client: docker.DockerClient, name: str) -> None:
+    code, out = client.containers.get(f"nodecfg-lab-{name}").exec_run(["sh", "-c", _STRIP_FETCHERS])
+    if code != 0:
+        raise LabError(f"{name}: could not remove curl and wget: {out.decode(errors='replace').strip()}")
 
 
 def _wait_for_ssh(address: str, deadline: float) -> None:
@@ -397,8 +607,9 @@ def _wait_for_ssh(address: str, deadline: float) -> None:
     raise LabError(f"{address}: sshd did not come up")
 
 
-def _wait_for_runtimes(paths: LabPaths, hosts: list[tuple[str, str]], timeout: float = 120) -> None:
-    """Every node answers over SSH with docker and containerd active."""
+def _wait_for_runtimes(paths: LabPaths, hosts: list[tuple[str, str]], timeout: float = 180) -> None:
+    """Every node answers over SSH with docker and containerd active (one deadline for all:
+    the hosts boot in parallel; containerd 2 and docker 28 take a few seconds more)."""
     from nodecfg import ssh
     from nodecfg.inventory import Host, SshSettings
 
@@ -410,11 +621,12 @@ def _wait_for_runtimes(paths: LabPaths, hosts: list[tuple[str, str]], timeout: f
         c = ssh.connect(host)
         try:
             while True:
-                res = ssh.run(c, "systemctl is-active docker containerd")
+                res = ssh.run(c, "systemctl is-active docker containerd", timeout=30)
                 if res.ok:
                     break
                 if time.monotonic() > deadline:
-                    raise LabError(f"{name}: docker/containerd not active: {res.stdout.split()}")
+                    raise LabError(f"{name}: docker/containerd not active after {timeout:.0f} s: "
+                                   f"{res.stdout.split()}")
                 time.sleep(0.5)
         finally:
             ssh.close(c)
@@ -444,15 +656,31 @@ def _raise_kernel_limits(hosts: int, say: Say) -> None:
                                f"(it is {current}; cannot raise it: {exc.strerror})") from None
 
 
-def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = False) -> Path:
-    """Start (or restart) the lab with a master and `count` nodes; returns the inventory path."""
+def check_minimal(minimal: Collection[str], hosts: Collection[str]) -> None:
+    unknown = [n for n in minimal if n not in hosts]
+    if unknown:
+        raise UsageError(f"lab up: --minimal names no lab host: {', '.join(unknown)} "
+                         f"(the hosts are master, node1..node{len(hosts) - 1})")
+
+
+def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = False,
+           flavors: Sequence[str] = (DEFAULT_FLAVOR,), minimal: Collection[str] = ()) -> Path:
+    """Start (or restart) the lab with a master and `count` nodes; returns the inventory path.
+
+    node1, node2, ... take `flavors` in turn, the master the first one; `minimal` names hosts
+    that get neither curl nor wget. Only the flavors in use are built."""
     from docker.types import IPAMConfig, IPAMPool
 
     if count < 1:
         raise LabError("--nodes must be at least 1")
+    node_flavors = assign_flavors(count, flavors)
+    plan = {"master": flavors[0], **{f"node{i + 1}": f for i, f in enumerate(node_flavors)}}
+    check_minimal(minimal, plan)
     paths = lab_paths()
     client = _client()
-    ensure_node_image(paths, say, rebuild=rebuild)
+    # bases before the flavors made from them, so a --rebuild derives from the fresh base
+    for flavor in sorted(dict.fromkeys(plan.values()), key=lambda f: FLAVORS[f].base is not None):
+        ensure_node_image(paths, say, rebuild=rebuild, flavor=flavor)
     ensure_operator_images(say, pull=pull)
     _ensure_key(paths)
     _raise_kernel_limits(count + 1, say)
@@ -468,11 +696,14 @@ def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = 
     hosts = [("master", master)] + [(f"node{i + 1}", a) for i, a in enumerate(node_addrs)]
     say(f"starting {len(hosts)} lab hosts on {net}")
     for name, address in hosts:
-        _run_node(client, name, address, paths)
+        _run_node(client, name, address, paths, flavor=plan[name], minimal=name in minimal)
     if paths.known_hosts.exists():
         paths.known_hosts.unlink()
     _wait_for_runtimes(paths, hosts)
-    paths.inventory.write_text(inventory_text(paths, master, hosts[1:]))
+    for name in plan:
+        if name in minimal:
+            _strip_fetchers(client, name)
+    paths.inventory.write_text(inventory_text(paths, master, hosts[1:], flavors=plan, minimal=minimal))
     return paths.inventory
 
 
@@ -499,9 +730,16 @@ def lab_status() -> list[LabNode]:
     for c in _containers(client):
         nets = c.attrs.get("NetworkSettings", {}).get("Networks", {})
         address = nets.get(NETWORK, {}).get("IPAddress", "") or "-"
-        out.append(LabNode(c.labels.get(f"{LABEL}.name", c.name), c.name, address, c.status))
+        out.append(LabNode(c.labels.get(f"{LABEL}.name", c.name), c.name, address, c.status,
+                           c.labels.get(f"{LABEL}.flavor", DEFAULT_FLAVOR),
+                           c.labels.get(f"{LABEL}.minimal") == "1"))
     order = {"master": -1}
     return sorted(out, key=lambda n: order.get(n.name, int(n.name[4:]) if n.name[4:].isdigit() else 0))
+
+
+def lab_flavors() -> dict[str, str]:
+    """Host name -> flavor of the running lab (from the containers' labels)."""
+    return {n.name: n.flavor for n in lab_status()}
 
 
 def stop_node(name: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from nodecfg import lab as labmod
 from nodecfg.inventory import load_inventory
 from tests.e2e.conftest import nodecfg, start_lab
 
@@ -31,3 +34,36 @@ def test_lab_network_is_internal() -> None:
     out = subprocess.run(["docker", "network", "inspect", "nodecfg-lab", "--format", "{{.Internal}}"],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "true"
+
+
+def test_lab_flavors_give_each_node_its_runtimes_and_minimal_nodes_lack_fetchers() -> None:
+    lab = start_lab(3, flavors=("bookworm", "trixie", "containerd2"), minimal=("node3",))
+    assert labmod.lab_flavors() == {"master": "bookworm", "node1": "bookworm", "node2": "trixie",
+                                    "node3": "containerd2"}
+    want = {"master": ("1.6.", "20.10."), "node1": ("1.6.", "20.10."), "node2": ("1.7.", "26."),
+            "node3": ("2.", "28.")}
+    for name, (containerd, docker) in want.items():
+        out = lab.ssh(name, "containerd --version; docker version --format '{{.Server.Version}}'; "
+                      "systemctl is-active docker containerd").stdout.splitlines()
+        # "containerd github.com/containerd/containerd[/v2] 2.1.9~ds1 2.1.9~ds1-1"
+        # "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3",
+        # "containerd github.com/containerd/containerd/v2 2.1.9+unknown "
+        assert re.match(r"containerd github\.com/containerd/containerd(/v2)? ", out[0]), (name, out)
+        assert out[0].split()[2].startswith(containerd), (name, out)
+        assert out[1].startswith(docker), (name, out)
+        assert out[2:] == ["active", "active"], (name, out)
+    assert lab.ssh("node3", "podman --version").stdout.startswith("podman version 5.")
+    assert lab.ssh("node2", "command -v podman", check=False).returncode == 1
+    # node3 is minimal: no HTTP fetcher, but a shell and python
+    fetchers = lab.ssh("node3", "command -v curl; command -v wget; dpkg -s curl", check=False)
+    assert fetchers.stdout.strip() == "" and fetchers.returncode != 0
+    lab.ssh("node3", "bash -c 'echo ok' && python3 -c 'import ssl, json'")
+    lab.ssh("node2", "command -v curl")
+    inventory = lab.inventory.read_text().splitlines()
+    assert "  name: master   # flavor: bookworm" in inventory
+    assert any(line.startswith("  - {name: node3,") and line.endswith("# flavor: containerd2, minimal")
+               for line in inventory)
+    status = nodecfg("lab", "status").stdout.splitlines()
+    assert any(line.split()[0] == "node3" and line.split()[3:] == ["containerd2", "minimal"]
+               for line in status), status
+    assert any(line.split()[0] == "node2" and line.split()[3:] == ["trixie"] for line in status), status
