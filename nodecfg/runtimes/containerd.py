@@ -37,9 +37,13 @@ class ContainerdFacts:
     hosts: dict[str, str] = field(default_factory=dict)  # existing hosts.toml path -> text
 
 
-def registry_section(version: int) -> tuple[str, ...]:
-    """Where the CRI registry settings live for a config file `version`."""
-    if version >= 3:
+def registry_section(version: int, containerd_major: int = 1) -> tuple[str, ...]:
+    """Where the CRI registry settings live for a config file `version`, as `containerd_major` reads
+    it. containerd 2 gives a file without `version` only the version-1 plugin renames (`cri` ->
+    `io.containerd.grpc.v1.cri`), not the version-2 -> 3 migration: there it ignores
+    `[plugins.cri.registry]` ("unknown key") and reads the version-3 image-service section as it
+    is (seen on 2.1.9: `containerd config dump` shows config_path only from that section)."""
+    if version >= 3 or (version <= 1 and containerd_major >= 2):
         return ("plugins", "io.containerd.cri.v1.images", "registry")
     if version == 2:
         return ("plugins", "io.containerd.grpc.v1.cri", "registry")
@@ -84,11 +88,7 @@ def set_config_path(existing: str | None, containerd_major: int,
     version = plain.get("version", 1)
     if not isinstance(version, int):
         raise TomlMergeError(f"{source}: version is not a number; left untouched")
-    if containerd_major >= 2 and version < 2:
-        raise TomlMergeError(f"{source} is a version {version} config, which containerd "
-                             f"{containerd_major}.x no longer reads; migrate it first "
-                             "(containerd config migrate)")
-    section = registry_section(version)
+    section = registry_section(version, containerd_major)
     current = _get(plain, section) or {}
     current_path = current.get("config_path", "") if isinstance(current, dict) else ""
     mirrors = current.get("mirrors") if isinstance(current, dict) else None
@@ -246,17 +246,28 @@ def verify_script(wait_seconds: int = 20) -> str:
     )
 
 
-def check_effect(dump_b64: str, cri_status: str, certs_dir: str) -> str | None:
-    """None if the running containerd has config_path in effect and its CRI plugin loaded."""
+def dumped_config_path(dump_b64: str) -> str | None:
+    """config_path as the running containerd has it, from `containerd config dump` (base64), read
+    as TOML: containerd 1.x writes double-quoted strings, 2.x single-quoted ones, and a version-2
+    file is dumped in its migrated version-3 form. "" when unset, None when there is no dump."""
     try:
         dump = tomllib.loads(base64.b64decode(dump_b64).decode()) if dump_b64 else None
     except (ValueError, tomllib.TOMLDecodeError):
-        dump = None
+        return None
     if dump is None:
-        return "containerd does not answer after the restart"
+        return None
     version = dump.get("version", 1)
-    value = (_get(dump, registry_section(version)) or {}).get("config_path", "")
-    if not isinstance(value, str) or certs_dir not in value.split(":"):
+    value = (_get(dump, registry_section(version if isinstance(version, int) else 1)) or {}).get(
+        "config_path", "")
+    return value if isinstance(value, str) else ""
+
+
+def check_effect(dump_b64: str, cri_status: str, certs_dir: str) -> str | None:
+    """None if the running containerd has config_path in effect and its CRI plugin loaded."""
+    value = dumped_config_path(dump_b64)
+    if value is None:
+        return "containerd does not answer after the restart"
+    if certs_dir not in value.split(":"):
         return f"containerd config dump shows config_path = {value!r}, not {certs_dir}"
     if cri_status and cri_status != "ok":
         return f"containerd's CRI plugin did not load (status {cri_status}); check its config"

@@ -46,7 +46,7 @@ def test_set_config_path(case: Path) -> None:
     # the result parses, has config_path where this version reads it, and no mirrors beside it
     doc = tomllib.loads(edit.text)
     table = doc
-    for key in registry_section(doc.get("version", 1)):
+    for key in registry_section(doc.get("version", 1), meta["containerd_major"]):
         table = table[key]
     assert table["config_path"] == meta["certs_dir"]
     assert not table.get("mirrors")  # empty is fine, entries would break the CRI plugin
@@ -78,9 +78,20 @@ def test_missing_file_gets_minimal_config_by_version() -> None:
     assert two.text is not None and "version = 3" in two.text and "io.containerd.cri.v1.images" in two.text
 
 
-def test_version1_refused_on_containerd2() -> None:
-    with pytest.raises(TomlMergeError, match="no longer reads"):
-        set_config_path("[plugins.cri]\n", 2)
+def test_no_version_on_containerd2_goes_where_containerd2_reads_it() -> None:
+    """A file without `version` on containerd 2: the v3 image-service section (2.1.9 ignores
+    `[plugins.cri.registry]` there); the file keeps having no version and its other settings."""
+    before = "# old site file\n[plugins.cri]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n"
+    edit = set_config_path(before, 2)
+    assert edit.text is not None and edit.text.startswith(before)
+    doc = tomllib.loads(edit.text)
+    assert "version" not in doc
+    assert doc["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == "/etc/containerd/certs.d"
+    assert doc["plugins"]["cri"] == {"sandbox_image": "registry.k8s.io/pause:3.9"}
+    # containerd 1.x reads the same file's registry where version 1 puts it
+    one = set_config_path(before, 1)
+    assert one.text is not None
+    assert tomllib.loads(one.text)["plugins"]["cri"]["registry"]["config_path"] == "/etc/containerd/certs.d"
 
 
 HOSTS_CASES = [
