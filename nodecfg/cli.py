@@ -124,8 +124,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild the node images in use from scratch (a derived flavor reuses its base's rootfs)")
     p.add_argument("--flavors", type=_names, default=["bookworm"], metavar="LIST",
-                   help="node flavors, comma-separated: node1, node2, ... take them in turn, the master "
-                   "the first (default: bookworm; `nodecfg lab flavors` lists them)")
+                   help="node flavors, comma-separated: node1, node2, ... take them in turn; the master, "
+                   "which runs the registry, is bookworm (default: bookworm; `nodecfg lab flavors` lists them)")
     p.add_argument("--minimal", type=_names, default=[], metavar="NAMES",
                    help="hosts that get neither curl nor wget (comma-separated, e.g. node3)")
     p.set_defaults(func=_cmd_lab_up)

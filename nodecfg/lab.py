@@ -162,6 +162,7 @@ class Flavor:
     expect: tuple[tuple[str, str], ...] = ()
 
 
+MASTER_FLAVOR = "bookworm"  # see lab_up
 FLAVORS: dict[str, Flavor] = {f.name: f for f in (
     Flavor("bookworm", "bookworm", description="Debian 12: docker 20.10, containerd 1.6",
            expect=(("containerd", "1.6."), ("docker.io", "20.10."), ("systemd", "252"))),
@@ -667,14 +668,16 @@ def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = 
            flavors: Sequence[str] = (DEFAULT_FLAVOR,), minimal: Collection[str] = ()) -> Path:
     """Start (or restart) the lab with a master and `count` nodes; returns the inventory path.
 
-    node1, node2, ... take `flavors` in turn, the master the first one; `minimal` names hosts
-    that get neither curl nor wget. Only the flavors in use are built."""
+    node1, node2, ... take `flavors` in turn; `minimal` names hosts that get neither curl nor
+    wget. Only the flavors in use are built. The master is always MASTER_FLAVOR: it runs the
+    registry container, and docker 28 cannot start a bridge-networked container inside a lab host
+    (it fails to disable IPv6 on the container's interface: /proc/sys is read-only here)."""
     from docker.types import IPAMConfig, IPAMPool
 
     if count < 1:
         raise LabError("--nodes must be at least 1")
     node_flavors = assign_flavors(count, flavors)
-    plan = {"master": flavors[0], **{f"node{i + 1}": f for i, f in enumerate(node_flavors)}}
+    plan = {"master": MASTER_FLAVOR, **{f"node{i + 1}": f for i, f in enumerate(node_flavors)}}
     check_minimal(minimal, plan)
     paths = lab_paths()
     client = _client()

@@ -21,12 +21,15 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, ImageRef, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.registry import MANIFEST_TYPES, curl_auth_prelude
+from nodecfg.runtimes import containerd as ctd
 from nodecfg.runtimes.common import unit_states
+from nodecfg.runtimes.containerd import dumped_config_path
 from nodecfg.runtimes.docker import INFO_FN
 
 INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
                "application/vnd.oci.image.index.v1+json")
-CHECKS = ("registry", "docker", "docker mirror", "containerd", "config_path", "crictl")
+CRI_TIMEOUT = 60.0  # one CRI pull, connect to answer
+CHECKS = ("registry", "docker", "docker mirror", "containerd", "config_path", "cri", "crictl")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ class SmokePlan:
     hub_image: ImageRef | None  # a docker.io image for docker's registry-mirrors check
     mirrors: tuple[str, ...]
     has_auth: bool
+
+    @property
+    def ctr_ref(self) -> str:
+        """What containerd pulls: the upstream name when it is mirrored (as the kubelet asks for
+        it), else the registry's own name."""
+        if self.image.registry in self.mirrors:
+            return self.image.upstream
+        return f"{self.endpoint}/{self.image.target}"
 
 
 @dataclass(frozen=True)
@@ -99,12 +110,60 @@ def _pull_ctr(tag: str, ref: str) -> str:
             f"ctr -n k8s.io images rm {q} $new >/dev/null 2>&1; fi")
 
 
+# python3's HTTP GET, for nodes without curl and wget: prints the status code, 000 if none
+_PY_GET = ("import sys, urllib.error, urllib.request\n"
+           "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)\n"
+           "except urllib.error.HTTPError as exc:\n    print(exc.code)\n"
+           "except Exception:\n    print('000'); sys.exit(7)\n")
+# bash (named: dash has no /dev/tcp) speaking HTTP/1.0 itself: prints the status code
+_BASH_GET = ('exec 3<>"/dev/tcp/$1/$2" || exit 7; '
+             'printf "GET /v2/ HTTP/1.0\\r\\nHost: %s:%s\\r\\n\\r\\n" "$1" "$2" >&3; '
+             'read -r _ code _ <&3; printf %s "$code"')
+
+
+def reach_probe(url: str, host: str, port: str, accept: str, manifest_url: str) -> str:
+    """Shell: does the registry answer HTTP from the node? With curl (credentials and the manifest
+    too), else wget, else python3, else bash's /dev/tcp; a node with none of them says `none`
+    (reported "not checked", never a failure). Prints `reach <tool> <rc> <http code>`."""
+    q = shlex.quote
+    return (
+        "if command -v curl >/dev/null; then "
+        f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url}); rc=$?; "
+        "printf 'reach\\tcurl\\t%s\\t%s\\n' \"$rc\" \"$code\"; "
+        f"if [ \"$code\" = 401 ] && [ -s \"$ncfg\" ]; then code=$(curl -s -o /dev/null -w '%{{http_code}}' "
+        f"--max-time 5 -K \"$ncfg\" {url}); printf 'reach.auth\\t%s\\n' \"$code\"; fi; "
+        f"code=$(curl -s -o /dev/null -I -w '%{{http_code}}' --max-time 5 -K \"$ncfg\" {accept} "
+        f"{q(manifest_url)}); printf 'manifest\\t%s\\n' \"$code\"; "
+        f"elif command -v wget >/dev/null; then code=$(wget -q -S -O /dev/null -T 5 {url} 2>&1 | "
+        "awk '/HTTP\\//{c=$2} END{print c}'); printf 'reach\\twget\\t0\\t%s\\n' \"${code:-000}\"; "
+        f"elif command -v python3 >/dev/null; then code=$(timeout 8 python3 -c {q(_PY_GET)} {url}); rc=$?; "
+        "printf 'reach\\tpython3\\t%s\\t%s\\n' \"$rc\" \"${code:-000}\"; "
+        f"elif command -v bash >/dev/null; then code=$(timeout 5 bash -c {q(_BASH_GET)} _ {q(host)} {q(port)} "
+        "2>/dev/null); rc=$?; printf 'reach\\tbash\\t%s\\t%s\\n' \"$rc\" \"${code:-000}\"; "
+        "else printf 'reach\\tnone\\t\\t\\n'; fi"
+    )
+
+
+def ctr_script(plan: SmokePlan, certs: str) -> str:
+    """Second step on a node whose containerd is active: ctr pulls by upstream name through the
+    certs dir that the running containerd's config_path names (read from its config dump)."""
+    ep = plan.endpoint
+    upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
+    hosts_toml = f"{certs}/{upstream}/hosts.toml"
+    return "\n".join([
+        f"certs={shlex.quote(certs)}",
+        "printf 'containerd.certs\\t%s\\n' \"$certs\"",
+        f"if grep -qF {shlex.quote(f'http://{ep}')} {shlex.quote(hosts_toml)} 2>/dev/null; then",
+        "  " + _pull_ctr("containerd.pull", plan.ctr_ref),
+        "else printf 'containerd.pull\\tnomirror\\t\\n'; fi",
+        "true",
+    ]) + "\n"
+
+
 def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str:
     ep = plan.endpoint
     host, port = ep.rsplit(":", 1)
     url = f"http://{ep}/v2/"
-    ctr_ref = plan.image.upstream if plan.image.registry in plan.mirrors else f"{ep}/{plan.image.target}"
-    upstream_dir = plan.image.registry if plan.image.registry in plan.mirrors else ep
     manifest_url = f"http://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}"
     accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in (*MANIFEST_TYPES, *INDEX_TYPES))
     lines = [
@@ -124,17 +183,7 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
         "  dhas() { docker image inspect \"$1\" >/dev/null 2>&1; }",
         "  drm() { docker rmi \"$@\" >/dev/null 2>&1; }",
         "fi",
-        "if command -v curl >/dev/null; then "
-        f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url}); rc=$?; "
-        "printf 'reach\\tcurl\\t%s\\t%s\\n' \"$rc\" \"$code\"; "
-        f"if [ \"$code\" = 401 ] && [ -s \"$ncfg\" ]; then code=$(curl -s -o /dev/null -w '%{{http_code}}' "
-        f"--max-time 5 -K \"$ncfg\" {url}); printf 'reach.auth\\t%s\\n' \"$code\"; fi; "
-        f"code=$(curl -s -o /dev/null -I -w '%{{http_code}}' --max-time 5 -K \"$ncfg\" {accept} "
-        f"{shlex.quote(manifest_url)}); printf 'manifest\\t%s\\n' \"$code\"; "
-        f"elif command -v wget >/dev/null; then code=$(wget -q -S -O /dev/null -T 5 {url} 2>&1 | "
-        "awk '/HTTP\\//{c=$2} END{print c}'); printf 'reach\\twget\\t0\\t%s\\n' \"${code:-000}\"; "
-        f"else if timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null; then "
-        "printf 'reach\\ttcp\\t0\\t000\\n'; else printf 'reach\\ttcp\\t7\\t000\\n'; fi; fi",
+        reach_probe(url, host, port, accept, manifest_url),
         # docker
         "if active docker; then",
         "  drop=",
@@ -152,16 +201,10 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
     lines += [
         "  [ -n \"$drop\" ] && drm $drop",
         "fi",
-        # containerd
+        # containerd: its effective config, read as TOML on this side (dumped_config_path); the
+        # pulls need the certs dir it names, so they run in a second step (ctr_script)
         "if active containerd; then",
-        "  cp=$(containerd config dump 2>/dev/null | awk -F'\"' '/^ *config_path *=/ {print $2; exit}')",
-        "  printf 'containerd.config_path\\t%s\\n' \"$cp\"",
-        "  certs=${cp%%:*}; certs=${certs:-/etc/containerd/certs.d}",
-        "  printf 'containerd.certs\\t%s\\n' \"$certs\"",
-        f"  if grep -qF {shlex.quote(f'http://{ep}')} \"$certs\"/{shlex.quote(upstream_dir)}/hosts.toml "
-        "2>/dev/null; then",
-        "    " + _pull_ctr("containerd.pull", ctr_ref),
-        "  else printf 'containerd.pull\\tnomirror\\t\\n'; fi",
+        "  printf 'containerd.dump\\t%s\\n' \"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"",
         "fi",
         "true",
     ]
@@ -187,9 +230,8 @@ def _pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:
     return msg or "failed"
 
 
-def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
-    """Turn the raw probe lines into checks with reasons (pure)."""
-    ep = plan.endpoint
+def parse_probe(output: str) -> dict[str, list[str]]:
+    """The probe's tab-separated lines: key -> fields (`unit.<runtime>` -> [active, enabled])."""
     vals: dict[str, list[str]] = {}
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
@@ -198,13 +240,26 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
             vals[f"unit.{name}"] = [active, enabled]
         else:
             vals[key] = rest.split("\t")
+    return vals
+
+
+def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
+    """Turn the raw probe lines into checks with reasons (pure)."""
+    ep = plan.endpoint
+    vals = parse_probe(output)
     checks: list[Check] = []
     manifest = (vals.get("manifest") or [""])[0]
     reach = vals.get("reach", ["", "", "000"])
     tool, rc, code = [*reach, "", "", ""][:3]
     auth_code = (vals.get("reach.auth") or [""])[0]
-    if code in ("200",) or (code == "401" and auth_code == "200"):
+    if tool == "none":
+        checks.append(Check("registry", "skip", "not checked: the node has no curl, wget, python3 or "
+                            "bash (the pulls below still prove it)"))
+    elif code in ("200",) or (code == "401" and auth_code == "200"):
         checks.append(Check("registry", "ok", f"GET http://{ep}/v2/ -> {auth_code or code} ({tool})"))
+    elif code == "401" and plan.has_auth and tool != "curl":
+        checks.append(Check("registry", "ok", f"GET http://{ep}/v2/ -> 401 ({tool}; the credentials "
+                            "are proven by the pulls)"))
     elif code == "401":
         detail = ("401: the registry rejected the inventory's credentials" if plan.has_auth and auth_code
                   else "401: the registry requires credentials and the inventory has no registry.auth")
@@ -271,12 +326,18 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
             checks.append(Check("containerd", "ok" if rc == "0" else "FAIL",
                                 f"ctr pull {ref} via {certs}" if rc == "0"
                                 else _pull_problem(msg, "containerd", ep, manifest)))
-    if "containerd.config_path" in vals:
-        cp = (vals["containerd.config_path"] or [""])[0]
-        checks.append(Check("config_path", "ok" if cp else "FAIL",
-                            f"CRI config_path = {cp}" if cp else
-                            "CRI config_path not in effect (containerd config dump shows none): "
-                            "kubelet pulls ignore certs.d; run configure-nodes"))
+    if "containerd.dump" in vals:
+        cp = dumped_config_path((vals["containerd.dump"] or [""])[0])
+        if cp is None:
+            checks.append(Check("config_path", "FAIL", "containerd config dump gave no readable "
+                                "config: containerd does not answer"))
+        else:
+            checks.append(Check("config_path", "ok" if cp else "FAIL",
+                                f"CRI config_path = {cp}" if cp else
+                                "CRI config_path not in effect (containerd config dump shows none): "
+                                "kubelet pulls ignore certs.d; run configure-nodes"))
+    if "cri" in vals:
+        checks.append(_cri_check(vals, plan, manifest))
     if "crictl" in vals:
         rc, msg = _rc_msg(vals["crictl"])
         checks.append(Check("crictl", "ok" if rc == "0" else "FAIL",
@@ -284,6 +345,24 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     if active_runtimes == 0:
         checks.append(Check("runtime", "FAIL", "no container runtime is active on this node"))
     return tuple(checks)
+
+
+def _cri_check(vals: dict[str, list[str]], plan: SmokePlan, manifest: str) -> Check:
+    """The kubelet's own path: CRI ImageService.PullImage on containerd's socket."""
+    status, msg = _rc_msg(vals["cri"])
+    if status == "ok":
+        return Check("cri", "ok", f"CRI PullImage {plan.ctr_ref} (the kubelet's path)")
+    if status != "fail":
+        return Check("cri", "skip", msg or "not checked")
+    ctr_ok = (vals.get("containerd.pull") or [""])[0] == "0"
+    if ctr_ok and manifest != "404":
+        config_path = dumped_config_path((vals.get("containerd.dump") or [""])[0]) or ""
+        why = (f"; config_path {config_path} is a list, which containerd 2's transfer service does "
+               "not split (containerd#12415): run configure-nodes" if ":" in config_path else "")
+        return Check("cri", "FAIL", "config_path not honoured by the CRI image service: ctr pulled "
+                     f"{plan.ctr_ref} through certs.d, the kubelet's PullImage did not{why} "
+                     f"(containerd said: {msg})")
+    return Check("cri", "FAIL", _pull_problem(msg, "the CRI image service", plan.endpoint, manifest))
 
 
 def _rc_msg(parts: list[str]) -> tuple[str, str]:
@@ -298,11 +377,26 @@ def _rc_msg(parts: list[str]) -> tuple[str, str]:
 
 def smoke_node(c: Any, host: Host, plan: SmokePlan,
                credentials: tuple[str, Secret] | None) -> NodeSmoke:
-    res = ssh.run(c, "sh -s", stdin=probe_script(plan, credentials).encode(), become=host.ssh.become,
-                  timeout=300)
+    become = host.ssh.become
+    res = ssh.run(c, "sh -s", stdin=probe_script(plan, credentials).encode(), become=become, timeout=300)
     if "unit\t" not in res.stdout:
         raise HostError(f"{host}: the probe did not run: {res.brief()}")
-    checks = diagnose(res.stdout, plan, f"{host.name} ({host.address})")
+    output = res.stdout
+    vals = parse_probe(output)
+    if "containerd.dump" in vals:
+        # second step: ctr by upstream name through the certs dir the running config names, then
+        # the kubelet's path, CRI PullImage on containerd's socket
+        config_path = dumped_config_path(vals["containerd.dump"][0]) or ""
+        certs = config_path.split(":")[0] or ctd.DEFAULT_CERTS_D
+        res = ssh.run(c, "sh -s", stdin=ctr_script(plan, certs).encode(), become=become, timeout=300)
+        output += "\n" + res.stdout
+        if (parse_probe(res.stdout).get("containerd.pull") or ["nomirror"])[0] != "nomirror":
+            from nodecfg.cri import pull_via_cri
+
+            cri = pull_via_cri(c, plan.ctr_ref, become=become, timeout=CRI_TIMEOUT)
+            detail = base64.b64encode(cri.detail.encode()).decode()
+            output += f"\ncri\t{cri.status}\t{detail}\n"
+    checks = diagnose(output, plan, f"{host.name} ({host.address})")
     failed = [ch for ch in checks if ch.status == "FAIL"]
     return NodeSmoke(checks, "; ".join(f"{ch.name}: {ch.detail}" for ch in failed))
 

@@ -116,7 +116,14 @@ def set_config_path(existing: str | None, containerd_major: int,
     effective = certs_dir
     if isinstance(current_path, str) and current_path:
         effective = current_path.split(":")[0]
-        if effective != certs_dir:
+        if containerd_major >= 2 and ":" in current_path:
+            # containerd 2's transfer service, the CRI's pull path, takes the list as one directory
+            # name (containerd#12415): ctr --hosts-dir works, every kubelet pull ignores certs.d
+            table["config_path"] = effective
+            changed = True
+            notes.append(f"config_path {current_path} is a list, which containerd 2 does not split "
+                         f"for CRI pulls; set to {effective}")
+        elif effective != certs_dir:
             notes.append(f"config_path already set to {current_path}; hosts.toml written there")
     else:
         had_key = "config_path" in table

@@ -182,3 +182,21 @@ def test_check_effect() -> None:
     assert "CRI plugin did not load" in (check_effect(b64, "error", "/etc/containerd/certs.d") or "")
     assert "not /srv/certs" in (check_effect(b64, "ok", "/srv/certs") or "")
     assert "does not answer" in (check_effect("", "", "/etc/containerd/certs.d") or "")
+
+
+@pytest.mark.parametrize(("major", "expected"), [(1, None), (2, "/etc/containerd/certs.d")])
+def test_config_path_list_is_one_directory_on_containerd2(major: int, expected: str | None) -> None:
+    """containerd 2.1+ pulls for the CRI through the transfer service, which does not split a
+    colon list (containerd#12415, reproduced on a lab node: ctr pulled, CRI PullImage went to the
+    upstream). containerd 1.x splits it: left as it is there."""
+    before = ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+              '  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"  # platform default\n')
+    edit = set_config_path(before, major)
+    assert edit.certs_dir == "/etc/containerd/certs.d"
+    if expected is None:
+        assert edit.text is None
+        return
+    assert edit.text is not None and "# platform default" in edit.text
+    registry = tomllib.loads(edit.text)["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+    assert registry["config_path"] == expected
+    assert "does not split" in edit.notes[0]

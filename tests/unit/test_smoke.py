@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Secret
-from nodecfg.smoke import SmokePlan, diagnose, probe_script
+from nodecfg.smoke import SmokePlan, diagnose, probe_script, reach_probe
 
 EP = "10.1.1.1:5000"
 PLAN = SmokePlan(EP, parse_ref("docker.io/library/busybox:1.36"),
@@ -20,6 +24,11 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+# `containerd config dump` as 1.x writes it (double quotes) and as 2.x does (single quotes, version 3)
+DUMP_1X = 'version = 2\n[plugins]\n  [plugins."io.containerd.grpc.v1.cri".registry]\n    config_path = "/etc/containerd/certs.d"\n'
+DUMP_2X = "version = 3\n[plugins]\n  [plugins.'io.containerd.cri.v1.images'.registry]\n    config_path = '/etc/containerd/certs.d'\n"
+DUMP_2X_UNSET = "version = 3\n[plugins]\n  [plugins.'io.containerd.cri.v1.images'.registry]\n    config_path = ''\n"
+
 HEALTHY = [
     "unit\tdocker\tactive\tenabled",
     "unit\tcontainerd\tactive\tenabled",
@@ -27,9 +36,10 @@ HEALTHY = [
     "docker.info\te30=",
     f"docker.pull\t0\t{b64(EP + '/library/busybox:1.36')}",
     f"docker.mirror\t0\t{b64('docker.io/library/busybox:1.36')}",
-    "containerd.config_path\t/etc/containerd/certs.d",
+    f"containerd.dump\t{b64(DUMP_1X)}",
     "containerd.certs\t/etc/containerd/certs.d",
     "containerd.pull\t0\t" + b64("done"),
+    "cri\tok\t",
 ]
 
 
@@ -68,8 +78,27 @@ CASES = [
      {"containerd": "no mirror config for docker.io"}, False),
     ("no-docker-mirror", with_lines("docker.mirror\tnomirror\t"),
      {"docker mirror": "registry-mirrors does not list"}, False),
-    ("config-path-missing", with_lines("containerd.config_path\t"),
+    ("config-path-missing", with_lines(f"containerd.dump\t{b64(DUMP_2X_UNSET)}"),
      {"config_path": "not in effect"}, False),
+    ("containerd-2-dump", with_lines(f"containerd.dump\t{b64(DUMP_2X)}"), {}, True),
+    ("containerd-silent", with_lines("containerd.dump\t"), {"config_path": "does not answer"}, False),
+    # a node without curl and wget: python3 or bash speak HTTP; with none of them, not checked
+    ("python3-200", with_lines("reach\tpython3\t0\t200"), {}, True),
+    ("bash-200", with_lines("reach\tbash\t0\t200"), {}, True),
+    ("bash-refused", with_lines("reach\tbash\t7\t000"), {"registry": "connection refused"}, False),
+    ("no-http-tool", with_lines("reach\tnone\t\t"), {}, True),
+    ("cri-ignores-config-path", with_lines(
+        f"cri\tfail\t{b64('failed to resolve reference registry.k8s.io/pause:3.9: dial tcp: lookup registry.k8s.io: no such host')}"),
+     {"cri": "config_path not honoured by the CRI image service"}, False),
+    ("cri-ignores-config-path-list", with_lines(
+        f"containerd.dump\t{b64(DUMP_2X.replace('/etc/containerd/certs.d', '/etc/containerd/certs.d:/etc/docker/certs.d'))}",
+        f"cri\tfail\t{b64('failed to resolve image: lookup registry-1.docker.io: connection refused')}"),
+     {"cri": "is a list, which containerd 2's transfer service does not split"}, False),
+    ("cri-manifest-unknown", with_lines(
+        "manifest\t404", "containerd.pull\t1\t" + b64("not found"),
+        f"cri\tfail\t{b64('failed to resolve reference: not found')}"),
+     {"cri": "manifest unknown"}, False),
+    ("cri-not-checked", with_lines(f"cri\tnot checked\t{b64('no way to reach the CRI socket')}"), {}, True),
     ("docker-masked", "\n".join([ln for ln in HEALTHY if not ln.startswith("docker")
                                  and ln != "unit\tdocker\tactive\tenabled"] +
                                 ["unit\tdocker\tinactive\tmasked"]),
@@ -106,3 +135,43 @@ def test_probe_script_is_valid_shell_and_keeps_secret_in_heredoc() -> None:
     assert lines == ['user = "puller:pw-123"']
     # a mirror pull is only attempted when the node's config names the registry
     assert "nomirror" in script
+
+
+def test_no_http_tool_is_not_a_failure() -> None:
+    checks = {c.name: c for c in diagnose(with_lines("reach\tnone\t\t"), PLAN, "n")}
+    assert checks["registry"].status == "skip"
+    assert "not checked" in checks["registry"].detail
+
+
+class _V2(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(401 if self.path == "/v2/" else 404)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("tools", [("python3", "bash"), ("bash",), ()])
+def test_reach_probe_without_curl_or_wget(tmp_path: Path, tools: tuple[str, ...]) -> None:
+    """Under dash (Debian's sh), with only `tools` on PATH: python3 or bash speak HTTP to a real
+    server on loopback and report its status; with neither, `none`. Never a false failure."""
+    import shutil
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _V2)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = str(server.server_address[1])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in (*tools, "timeout", "cat"):
+        found = sys.executable if tool == "python3" else shutil.which(tool)  # not pyenv's shim
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    script = reach_probe(f"http://127.0.0.1:{port}/v2/", "127.0.0.1", port, "", "")
+    try:
+        out = subprocess.run(["/bin/dash", "-c", script], capture_output=True, text=True, check=False,
+                             env={"PATH": str(bin_dir)}, timeout=30).stdout
+    finally:
+        server.shutdown()
+    expected = f"reach\t{tools[0]}\t0\t401" if tools else "reach\tnone\t\t"
+    assert out.rstrip("\n") == expected, out
