@@ -37,7 +37,7 @@ def test_configured_fleet_passes_and_leaves_no_image(lab: Lab) -> None:
         host = by_name(data)[name]
         assert host["ok"], host
         got = checks(host)
-        for check in ("registry", "docker", "docker mirror", "containerd", "config_path"):
+        for check in ("registry", "docker", "docker mirror", "containerd", "config_path", "cri"):
             assert got[check]["status"] == "ok", (name, got[check])
         # the node did not have the image before: it was removed again, so a re-run pulls again
         assert "busybox" not in images_on(lab, name)

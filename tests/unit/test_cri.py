@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from paramiko import Message
 
 from nodecfg import cri
-from nodecfg.cri import (
-    BRIDGE,
+from nodecfg.cri.tunnel import BRIDGE, Tunnel, bridge_command, streamlocal_open_message
+from nodecfg.cri.wire import (
     CriImage,
-    bridge_command,
     decode_fields,
     decode_image_status_response,
     decode_list_images_response,
@@ -32,7 +31,6 @@ from nodecfg.cri import (
     image_status_request,
     pull_image_request,
     remove_image_request,
-    streamlocal_open_message,
 )
 
 PAUSE = "registry.k8s.io/pause:3.9"
@@ -189,7 +187,7 @@ class _FakeRpcError(grpc.RpcError):
 
 
 def _problem(code: grpc.StatusCode, details: str, errors: tuple[str, ...] = (), step: str = "PullImage") -> Any:
-    tunnel = cri._Tunnel(transport=cast(Any, None), socket_path="/run/containerd/containerd.sock", become=False, deadline=0)
+    tunnel = Tunnel(transport=cast(Any, None), socket_path="/run/containerd/containerd.sock", become=False, deadline=0)
     tunnel.errors.extend(errors)
     return cri._rpc_problem(_FakeRpcError(code, details), 60, step, tunnel)
 
