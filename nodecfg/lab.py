@@ -51,7 +51,21 @@ if TYPE_CHECKING:
     import docker
 
 LABEL = "nodecfg.lab"
-NETWORK = "nodecfg-lab"
+
+
+def lab_name() -> str:
+    """This lab's name: its network, its containers' prefix and its label value. Labs with other
+    names (NODECFG_LAB_NAME, with their own NODECFG_LAB_SUBNET and NODECFG_LAB_DIR) run beside it."""
+    return os.environ.get("NODECFG_LAB_NAME") or "nodecfg-lab"
+
+
+def _container(name: str) -> str:
+    return f"{lab_name()}-{name}"
+
+
+def _mine() -> dict[str, str]:
+    """Docker filter for this lab's objects (containers, volumes, network)."""
+    return {"label": f"{LABEL}={lab_name()}"}
 NODE_REPO = "nodecfg-lab-node"
 DEFAULT_FLAVOR = "bookworm"
 NODE_IMAGE = f"{NODE_REPO}:{DEFAULT_FLAVOR}"  # the default flavor's image
@@ -495,7 +509,7 @@ def ensure_operator_images(say: Say = _noop, *, pull: bool = False) -> list[str]
 
 
 def _containers(client: docker.DockerClient) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": LABEL})
+    return client.containers.list(all=True, filters=_mine())
 
 
 def _addresses(count: int) -> tuple[str, list[str]]:
@@ -550,7 +564,7 @@ def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]], *
 
 def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPaths, *,
               flavor: str = DEFAULT_FLAVOR, minimal: bool = False) -> None:
-    container = f"nodecfg-lab-{name}"
+    container = _container(name)
     mounts = {
         "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
         str(paths.key) + ".pub": {"bind": "/root/.ssh/authorized_keys", "mode": "ro"},
@@ -559,7 +573,7 @@ def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPa
         # (dockerd looks up registry-1.docker.io even when a mirror serves the pull)
         str(paths.resolv_conf): {"bind": "/etc/resolv.conf", "mode": "ro"},
     }
-    labels = {LABEL: "1", f"{LABEL}.name": name, f"{LABEL}.flavor": flavor}
+    labels = {LABEL: lab_name(), f"{LABEL}.name": name, f"{LABEL}.flavor": flavor}
     if minimal:
         labels[f"{LABEL}.minimal"] = "1"
     created = client.api.create_container(
@@ -574,10 +588,10 @@ def _run_node(client: docker.DockerClient, name: str, address: str, paths: LabPa
             # overlay too: /var/lib/containers, harmless where podman is absent)
             tmpfs={"/run": "", "/run/lock": "", "/var/lib/docker": "exec", "/var/lib/containerd": "exec",
                    "/var/lib/containers": "exec", "/var/log/journal": ""},
-            binds=mounts, network_mode=NETWORK,
+            binds=mounts, network_mode=lab_name(),
             cgroupns="host"),
         networking_config=client.api.create_networking_config(
-            {NETWORK: client.api.create_endpoint_config(ipv4_address=address)}),
+            {lab_name(): client.api.create_endpoint_config(ipv4_address=address)}),
     )
     client.api.start(created["Id"])
 
@@ -591,7 +605,7 @@ _STRIP_FETCHERS = ("dpkg --purge curl wget >/tmp/nodecfg-lab-purge.log 2>&1 || "
 
 
 def _strip_fetchers(client: docker.DockerClient, name: str) -> None:
-    code, out = client.containers.get(f"nodecfg-lab-{name}").exec_run(["sh", "-c", _STRIP_FETCHERS])
+    code, out = client.containers.get(_container(name)).exec_run(["sh", "-c", _STRIP_FETCHERS])
     if code != 0:
         raise LabError(f"{name}: could not remove curl and wget: {out.decode(errors='replace').strip()}")
 
@@ -693,7 +707,7 @@ def lab_up(count: int, say: Say = _noop, *, pull: bool = False, rebuild: bool = 
     net = lab_subnet()
     pool = IPAMPool(subnet=str(net), gateway=str(next(net.hosts())))
     # internal: the nodes reach each other and this machine, never the outside world
-    client.networks.create(NETWORK, driver="bridge", internal=True, labels={LABEL: "1"},
+    client.networks.create(lab_name(), driver="bridge", internal=True, labels={LABEL: lab_name()},
                            ipam=IPAMConfig(pool_configs=[pool]))
     master, node_addrs = _addresses(count)
     hosts = [("master", master)] + [(f"node{i + 1}", a) for i, a in enumerate(node_addrs)]
@@ -717,9 +731,9 @@ def lab_down(say: Say = _noop) -> int:
     for c in containers:
         say(f"removing {c.name}")
         c.remove(force=True, v=True)
-    for vol in client.volumes.list(filters={"label": LABEL}):
+    for vol in client.volumes.list(filters=_mine()):
         vol.remove(force=True)
-    for net in client.networks.list(names=[NETWORK]):
+    for net in client.networks.list(names=[lab_name()]):
         net.remove()
     paths = lab_paths()
     if paths.known_hosts.exists():
@@ -732,7 +746,7 @@ def lab_status() -> list[LabNode]:
     out = []
     for c in _containers(client):
         nets = c.attrs.get("NetworkSettings", {}).get("Networks", {})
-        address = nets.get(NETWORK, {}).get("IPAddress", "") or "-"
+        address = nets.get(lab_name(), {}).get("IPAddress", "") or "-"
         out.append(LabNode(c.labels.get(f"{LABEL}.name", c.name), c.name, address, c.status,
                            c.labels.get(f"{LABEL}.flavor", DEFAULT_FLAVOR),
                            c.labels.get(f"{LABEL}.minimal") == "1"))
@@ -747,8 +761,8 @@ def lab_flavors() -> dict[str, str]:
 
 def stop_node(name: str) -> None:
     """Stop one lab host (to make it unreachable in tests)."""
-    _client().containers.get(f"nodecfg-lab-{name}").stop(timeout=5)
+    _client().containers.get(_container(name)).stop(timeout=5)
 
 
 def start_node(name: str) -> None:
-    _client().containers.get(f"nodecfg-lab-{name}").start()
+    _client().containers.get(_container(name)).start()

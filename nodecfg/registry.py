@@ -168,6 +168,7 @@ def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids:
     port = settings.port
     return f"""\
 {curl_auth_prelude(auth)}
+command -v curl >/dev/null || printf 'nocurl\\t\\n'
 printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
 printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.quote(settings.image)} 2>/dev/null)"
 printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')"
@@ -391,6 +392,10 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet) -> Regist
         facts = parse_facts(res.stdout)
         if not facts.docker_version:
             raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
+        if "nocurl\t" in res.stdout:
+            # the registry's HTTP API is checked from the master itself (nodes need no curl)
+            raise HostError(f"{where}: the master has no curl, which registry-up uses to talk to the "
+                            "registry on the master; install it there (apt-get install curl)")
         shipped = False
         reg_image_id = facts.registry_image_id
         if not reg_image_id:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 N=.venv/bin/nodecfg
-$N lab up --nodes "${NODES:-3}"
+$N lab up --nodes "${NODES:-3}" --flavors "${FLAVORS:-bookworm}"
 INV=$($N lab inventory)
 $N registry-up -i "$INV"
 $N configure-nodes -i "$INV"

@@ -31,7 +31,7 @@ def test_lab_network_is_internal() -> None:
     import subprocess
 
     start_lab(1)
-    out = subprocess.run(["docker", "network", "inspect", "nodecfg-lab", "--format", "{{.Internal}}"],
+    out = subprocess.run(["docker", "network", "inspect", labmod.lab_name(), "--format", "{{.Internal}}"],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "true"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from nodecfg import lab as labmod
 from tests.e2e.conftest import Lab, by_name, nodecfg, start_lab
 
 GATEWAY_BLOCK = "iptables -I INPUT -p tcp --dport 22 -s 172.29.77.1 -j REJECT"
@@ -96,7 +97,7 @@ def test_kubespray_inventory_drives_the_whole_job(fleet: tuple[Lab, Path, dict[s
     assert set(hosts) == {"master", "node1", "node2", "node3"}  # k8s_cluster: control plane + nodes
     assert all(h["ok"] and h["result"]["changed"] for h in hosts.values())
     # node3 was configured through the master
-    daemon3 = subprocess.run(["docker", "exec", "nodecfg-lab-node3", "cat", "/etc/docker/daemon.json"],
+    daemon3 = subprocess.run(["docker", "exec", f"{labmod.lab_name()}-node3", "cat", "/etc/docker/daemon.json"],
                              capture_output=True, text=True, check=True).stdout
     assert json.loads(daemon3)["insecure-registries"] == [f"{lab.hosts['master']}:5000"]
     rc, data, err = run(env, "smoke-test", "-i", str(inv))

@@ -119,6 +119,16 @@ def test_purge_removes_the_data(lab: Lab) -> None:
     assert [i["action"] for i in up["images"]] == ["pushed"] * 3
 
 
+def test_master_without_curl_is_named_not_a_hang(lab: Lab) -> None:
+    """Last on this module's lab: the master loses curl (a minimal image). registry-up says what is
+    missing in one line instead of waiting out its readiness loop."""
+    lab.ssh("master", "dpkg --purge --force-depends curl >/dev/null 2>&1; ! command -v curl")
+    proc = nodecfg("registry-up", "-i", str(lab.inventory), timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the master has no curl" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_local_engine_without_inventory() -> None:
     with tempfile.TemporaryDirectory() as cwd:
         proc = nodecfg("registry-up", cwd=cwd)
