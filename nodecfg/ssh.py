@@ -275,19 +275,60 @@ def close(c: Connection | LocalConnection) -> None:
         c.close()
 
 
-def wrap_become(command: str, become: bool, with_password: bool = False) -> str:
-    """`command` run as root through sudo when `become`: non-interactive, or reading the
-    password from the first line of stdin (`--ask-become-pass`), never from argv."""
+def wrap_become(command: str, become: bool, prompt: str | None = None) -> str:
+    """`command` run as root through sudo when `become`: non-interactive (`sudo -n`), or, with
+    `prompt` (`--ask-become-pass`), sudo reading the password from stdin after printing `prompt` on
+    stderr; the command itself then prints `become_ok(prompt)` before it starts. `run` answers the
+    prompt only when it appears, and sends the command's stdin only after the ok line: a sudo that
+    asks for nothing (NOPASSWD, cached credentials) never gets the password on its stdin."""
     if not become:
         return command
-    if with_password:
-        return f"sudo -S -p '' -H -- sh -c {shlex.quote(command)}"
-    return f"sudo -n -H -- sh -c {shlex.quote(command)}"
+    if prompt is None:
+        return f"sudo -n -H -- sh -c {shlex.quote(command)}"
+    inner = f"printf '%s\\n' {shlex.quote(become_ok(prompt))}; exec sh -c {shlex.quote(command)}"
+    return f"sudo -S -p {shlex.quote(prompt)} -H -- sh -c {shlex.quote(inner)}"
 
 
-def _chain(first: bytes, rest: Iterable[bytes]) -> Iterable[bytes]:
-    yield first
-    yield from rest
+def become_prompt() -> str:
+    """A prompt no program prints by chance: sudo's prompt is recognised by it alone."""
+    import secrets
+
+    return f"[nodecfg-sudo-{secrets.token_hex(8)}] password: "
+
+
+def become_ok(prompt: str) -> str:
+    return prompt.split("]", 1)[0].lstrip("[") + "-ok"
+
+
+def _sudo_handshake(chan: paramiko.Channel, prompt: str, password: Secret, deadline: float | None,
+                    host: str) -> tuple[bytes, bytes]:
+    """Wait for sudo: answer its prompt once with the password, until the command's ok line comes.
+    Returns what came after the ok line on stdout, and stderr so far (without the prompt)."""
+    ok = (become_ok(prompt) + "\n").encode()
+    wanted = prompt.encode()
+    out, err = bytearray(), bytearray()
+    answered = False
+    while True:
+        if ok in out:
+            return bytes(out.split(ok, 1)[1]), bytes(err)
+        if wanted in err:
+            if answered:
+                raise HostError(f"{host}: sudo refused the become password (asked again)")
+            err = bytearray(err.replace(wanted, b"", 1))
+            chan.sendall((password.reveal() + "\n").encode())
+            answered = True
+            continue
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+            raise HostError(f"{host}: sudo failed: {lines[-1].strip() if lines else 'no answer'}")
+        wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        if deadline is not None and wait == 0:
+            raise HostError(f"{host}: sudo did not answer in time")
+        select.select([chan], [], [], wait)
+        while chan.recv_ready():
+            out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
 
 
 def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterable[bytes] | None = None,
@@ -302,11 +343,8 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
 
     if isinstance(c, LocalConnection):
         return run_local(command, stdin=stdin, timeout=timeout)
-    full = wrap_become(command, become, become_password is not None)
-    if become and become_password is not None:
-        first = (become_password.reveal() + "\n").encode()
-        rest = [] if stdin is None else [stdin] if isinstance(stdin, bytes) else stdin
-        stdin = _chain(first, rest)
+    prompt = become_prompt() if become and become_password is not None else None
+    full = wrap_become(command, become, prompt)
     transport = c.client.get_transport()
     if transport is None or not transport.is_active():
         raise HostError(f"{c.host}: SSH connection is closed")
@@ -314,12 +352,20 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
     try:
         chan = transport.open_session(timeout=timeout or 30)
         chan.exec_command(full)
+        out, err = bytearray(), bytearray()
+        if prompt is not None and become_password is not None:
+            try:
+                first_out, first_err = _sudo_handshake(chan, prompt, become_password, deadline, c.host)
+            except HostError:
+                chan.close()
+                raise
+            out += first_out
+            err += first_err
         if stdin is not None:
             chunks = [stdin] if isinstance(stdin, bytes) else stdin
             for chunk in chunks:
                 chan.sendall(chunk)
         chan.shutdown_write()
-        out, err = bytearray(), bytearray()
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if deadline is not None and wait == 0:
