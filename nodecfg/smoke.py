@@ -96,8 +96,9 @@ def _pull_docker(tag: str, ref: str) -> str:
 
 def _pull_ctr(tag: str, ref: str) -> str:
     q = shlex.quote(ref)
-    # the CRI plugin adds a `sha256:<config digest>` ref for every image in k8s.io: the refs
-    # that appeared with our pull go too, or each run would leave one behind
+    # the CRI plugin adds a `sha256:<config id>` ref beside every image in k8s.io. Ours goes too, or
+    # each run would leave one behind; it is the new sha256: ref whose target digest is our image's.
+    # Refs that others (the kubelet) made meanwhile point elsewhere and stay.
     return (f"before=$(ctr -n k8s.io images ls -q 2>/dev/null); "
             f"had=$(printf '%s\\n' \"$before\" | grep -qxF {q} && echo yes); "
             f"out=$(ctr -n k8s.io images pull --hosts-dir \"$certs\" {q} 2>&1); rc=$?; "
@@ -105,7 +106,9 @@ def _pull_ctr(tag: str, ref: str) -> str:
             f"if command -v crictl >/dev/null; then out=$(crictl pull {q} 2>&1); "
             f"printf 'crictl\\t%s\\t%s\\n' \"$?\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; fi; "
             f"if [ -z \"$had\" ] && [ $rc = 0 ]; then "
-            f"new=$(ctr -n k8s.io images ls -q 2>/dev/null | grep '^sha256:' | "
+            f"listed=$(ctr -n k8s.io images ls 2>/dev/null); "
+            f"digest=$(printf '%s\\n' \"$listed\" | awk -v r={q} '$1 == r {{print $3; exit}}'); "
+            f"new=$(printf '%s\\n' \"$listed\" | awk -v d=\"$digest\" 'd != \"\" && $1 ~ /^sha256:/ && $3 == d {{print $1}}' | "
             f"grep -vxF -e \"${{before:-@none@}}\"); "
             f"ctr -n k8s.io images rm {q} $new >/dev/null 2>&1; fi")
 

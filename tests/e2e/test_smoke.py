@@ -91,3 +91,36 @@ def test_broken_nodes_are_named_with_the_reason(lab: Lab) -> None:
     assert "HTTP answered where HTTPS was expected" in got["docker"]["detail"]
     assert got["docker mirror"]["status"] == "FAIL"
     assert "registry-mirrors" in got["docker mirror"]["detail"]
+
+
+KUBELET_SHIM = """#!/bin/sh
+# a kubelet pulling pause in k8s.io while nodecfg's probe pulls its own image
+/usr/bin/ctr "$@"; rc=$?
+case "$*" in *"images pull"*busybox*)
+  /usr/bin/ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d registry.k8s.io/pause:3.9 >/dev/null 2>&1;;
+esac
+exit $rc
+"""
+
+
+def sha256_refs_of(lab: Lab, name: str, ref: str) -> list[str]:
+    listed = lab.ssh(name, "ctr -n k8s.io images ls").stdout.splitlines()
+    digest = next((ln.split()[2] for ln in listed if ln.split()[:1] == [ref]), None)
+    return [ln.split()[0] for ln in listed if ln.startswith("sha256:") and digest and ln.split()[2] == digest]
+
+
+def test_a_concurrent_kubelet_pull_is_left_alone(lab: Lab) -> None:
+    """Issue 12, defect 8: smoke-test removed every sha256: ref that appeared during its probe,
+    including those of images the kubelet pulled meanwhile. Here a shim makes such a pull land
+    exactly inside the probe's window, deterministically."""
+    lab.ssh("node3", "ctr -n k8s.io images rm registry.k8s.io/pause:3.9 >/dev/null 2>&1; "
+                     f"cat > /usr/local/bin/ctr <<'EOF'\n{KUBELET_SHIM}EOF\nchmod 755 /usr/local/bin/ctr")
+    try:
+        rc, data, err = run_json("smoke-test", "-i", str(lab.inventory), "--limit", "node3")
+        assert rc == 0, (err, data)
+    finally:
+        lab.ssh("node3", "rm -f /usr/local/bin/ctr")
+    listed = lab.ssh("node3", "ctr -n k8s.io images ls -q").stdout.split()
+    assert "registry.k8s.io/pause:3.9" in listed, listed
+    assert len(sha256_refs_of(lab, "node3", "registry.k8s.io/pause:3.9")) == 1, listed
+    assert "docker.io/library/busybox:1.36" not in listed  # our own pull was cleaned up
