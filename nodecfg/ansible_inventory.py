@@ -33,6 +33,13 @@ _VAR_MAP = {"ansible_user": "user", "ansible_port": "port", "ansible_ssh_private
 _INI_SECTION = re.compile(r"^\[([^\]:]+)(?::(vars|children))?\]\s*$")
 
 
+def _error(message: str, *, path: str, line: int | None = None, key: str | None = None) -> InventoryError:
+    """One line, whatever the group and host names in it hold."""
+    from nodecfg.inventory import one_line
+
+    return InventoryError(one_line(message), path=path, line=line, key=one_line(key) if key else None)
+
+
 @dataclass
 class Group:
     name: str
@@ -77,20 +84,20 @@ def parse_yaml_groups(data: dict[str, Any], lines: dict[str, int], path: str) ->
         if raw is None:
             return
         if not isinstance(raw, dict):
-            raise InventoryError(f"group {name}: expected a mapping with hosts/children/vars",
+            raise _error(f"group {name}: expected a mapping with hosts/children/vars",
                                  path=path, line=lines.get(key), key=key)
         for k in raw:
             if k not in ("hosts", "children", "vars"):
-                raise InventoryError(f"group {name}: unknown key {k!r} (expected hosts, children, vars)",
+                raise _error(f"group {name}: unknown key {k!r} (expected hosts, children, vars)",
                                      path=path, line=lines.get(f"{key}.{k}"), key=f"{key}.{k}")
         hosts = raw.get("hosts") or {}
         if not isinstance(hosts, dict):
-            raise InventoryError(f"group {name}: hosts must be a mapping of host names",
+            raise _error(f"group {name}: hosts must be a mapping of host names",
                                  path=path, line=lines.get(f"{key}.hosts"), key=f"{key}.hosts")
         for host, hv in hosts.items():
             hkey = f"{key}.hosts.{host}"
             if hv is not None and not isinstance(hv, dict):
-                raise InventoryError(f"host {host}: variables must be a mapping", path=path,
+                raise _error(f"host {host}: variables must be a mapping", path=path,
                                      line=lines.get(hkey), key=hkey)
             if host not in g.hosts:
                 g.hosts.append(host)
@@ -100,7 +107,7 @@ def parse_yaml_groups(data: dict[str, Any], lines: dict[str, int], path: str) ->
                 out_lines[f"{host}.{var}"] = lines.get(f"{hkey}.{var}", 0)
         gvars = raw.get("vars") or {}
         if not isinstance(gvars, dict):
-            raise InventoryError(f"group {name}: vars must be a mapping", path=path,
+            raise _error(f"group {name}: vars must be a mapping", path=path,
                                  line=lines.get(f"{key}.vars"), key=f"{key}.vars")
         for var, value in gvars.items():
             g.vars[var] = value
@@ -109,7 +116,7 @@ def parse_yaml_groups(data: dict[str, Any], lines: dict[str, int], path: str) ->
                 _copy_lines(lines, f"{key}.vars.nodecfg", out_lines, "nodecfg")
         children = raw.get("children") or {}
         if not isinstance(children, dict):
-            raise InventoryError(f"group {name}: children must be a mapping of groups", path=path,
+            raise _error(f"group {name}: children must be a mapping of groups", path=path,
                                  line=lines.get(f"{key}.children"), key=f"{key}.children")
         for child, craw in children.items():
             cname = str(_LEGACY.get(child, child))
@@ -167,14 +174,14 @@ def parse_ini_groups(text: str, path: str) -> Parsed:
         elif kind == "vars":
             var, sep, value = line.partition("=")
             if not sep:
-                raise InventoryError(f"[{section}:vars]: expected key=value, got {line!r}", path=path, line=n)
+                raise _error(f"[{section}:vars]: expected key=value, got {line!r}", path=path, line=n)
             g.vars[var.strip()] = _ini_value(value.strip())
             lines[f"{section}.{var.strip()}"] = n
         else:
             try:
                 words = shlex.split(line, comments=True)
             except ValueError as exc:
-                raise InventoryError(f"[{section}]: cannot parse host line ({exc})", path=path, line=n) from None
+                raise _error(f"[{section}]: cannot parse host line ({exc})", path=path, line=n) from None
             host, *assignments = words
             if host not in g.hosts:
                 g.hosts.append(host)
@@ -182,7 +189,7 @@ def parse_ini_groups(text: str, path: str) -> Parsed:
             for a in assignments:
                 var, sep, value = a.partition("=")
                 if not sep:
-                    raise InventoryError(f"host {host}: expected key=value, got {a!r}", path=path, line=n)
+                    raise _error(f"host {host}: expected key=value, got {a!r}", path=path, line=n)
                 host_vars.setdefault(host, {})[var] = _ini_value(value)
                 lines[f"{host}.{var}"] = n
     for name in groups:
@@ -270,10 +277,10 @@ def to_nodecfg(parsed: Parsed, path: str) -> tuple[dict[str, Any], dict[str, int
     groups = parsed.groups
     plane = members(groups, CONTROL_PLANE)
     if CONTROL_PLANE not in groups:
-        raise InventoryError(f"an Ansible inventory without a {CONTROL_PLANE} group: nodecfg takes the "
+        raise _error(f"an Ansible inventory without a {CONTROL_PLANE} group: nodecfg takes the "
                              f"registry master from its first host", path=path)
     if not plane:
-        raise InventoryError(f"group {CONTROL_PLANE} has no hosts", path=path,
+        raise _error(f"group {CONTROL_PLANE} has no hosts", path=path,
                              line=groups[CONTROL_PLANE].line)
     nodes = members(groups, "k8s_cluster") or \
         members(groups, CONTROL_PLANE) + [h for h in members(groups, "kube_node") if h not in plane]
@@ -284,7 +291,7 @@ def to_nodecfg(parsed: Parsed, path: str) -> tuple[dict[str, Any], dict[str, int
     if extra is None:
         extra = {}
     if not isinstance(extra, dict):
-        raise InventoryError("all.vars.nodecfg: expected a mapping with registry / images / ssh",
+        raise _error("all.vars.nodecfg: expected a mapping with registry / images / ssh",
                              path=path, line=parsed.lines.get("all.nodecfg"), key="all.vars.nodecfg")
     doc: dict[str, Any] = {}
     for key in extra:
@@ -297,6 +304,11 @@ def to_nodecfg(parsed: Parsed, path: str) -> tuple[dict[str, Any], dict[str, int
         if k == "nodecfg" or k.startswith(("nodecfg.", "nodecfg[")):
             lines[k[len("nodecfg."):] if k.startswith("nodecfg.") else k] = v
             names[k[len("nodecfg."):] if k.startswith("nodecfg.") else k] = "all.vars." + k
+    if "all.nodecfg" in parsed.lines and "nodecfg" not in parsed.lines:
+        # INI: `nodecfg={...}` on one line of [all:vars]; every key inside it is on that line
+        for sub in _key_paths(extra, ""):
+            lines[sub] = parsed.lines["all.nodecfg"]
+            names[sub] = f"all.vars.nodecfg.{sub}"
 
     def entry(host: str, key: str) -> dict[str, Any]:
         hv, origin = host_variables(parsed, host)
@@ -331,6 +343,20 @@ def to_nodecfg(parsed: Parsed, path: str) -> tuple[dict[str, Any], dict[str, int
     doc["master"] = entry(plane[0], "master")
     doc["nodes"] = [entry(h, f"nodes[{i}]") for i, h in enumerate(nodes)]
     return doc, lines, names
+
+
+def _key_paths(value: Any, prefix: str) -> list[str]:
+    """Every key path inside `value`, spelled as the nodecfg validator names them (a.b, a[0])."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{prefix}.{k}" if prefix else str(k)
+            out += [sub, *_key_paths(v, sub)]
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            sub = f"{prefix}[{i}]"
+            out += [sub, *_key_paths(v, sub)]
+    return out
 
 
 def _note(lines: dict[str, int], names: dict[str, str], parsed: Parsed, key: str, origin: str,

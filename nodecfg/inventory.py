@@ -3,6 +3,19 @@
 Validation happens here, at the edge: everything after `load_inventory` trusts the objects it gets.
 Every problem is an `InventoryError` whose message is one line naming the file, the line and the key
 path (`nodes[1].address`), so the operator can jump straight to it.
+
+Each value is checked against its real grammar, not just its type, because values end up in
+configs and commands on the nodes (where they are quoted as well):
+
+    address, registry.address   IPv4, IPv6 (no zone) or DNS host name
+    registry.mirrors[]          registry host: DNS name | IPv4 | [IPv6], optional :port (1-65535)
+    images[], registry.image    image references by the distribution grammar (images: by tag)
+    registry.auth.username      1-255 printable characters, no ':'
+    registry.auth.password_env  an environment variable name: [A-Za-z_][A-Za-z0-9_]*
+    registry.data_dir           absolute, printable, no ':' (docker -v), no '.' or '..' parts, not /
+    name                        [A-Za-z0-9][A-Za-z0-9_.-]*, 253 at most
+    user, gateway's user        a login name: [A-Za-z0-9_][A-Za-z0-9_.@-]*, optional final '$'
+    key, known_hosts, password_file    paths without control characters
 """
 
 from __future__ import annotations
@@ -19,14 +32,31 @@ from typing import Any
 import yaml
 
 from nodecfg.errors import InventoryError, UsageError
+from nodecfg.images import is_dns_name, is_registry_host, parse_ref, plan_targets, reference_error
 
 DEFAULT_INVENTORY = "inventory.yaml"
 DEFAULT_MIRRORS = ("docker.io", "registry.k8s.io", "quay.io")
 HOST_KEY_MODES = ("strict", "accept-new", "off")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,254}\$?")
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # docker's own rule
+USERNAME_MAX = 255
+
+
+def one_line(text: str) -> str:
+    """`text` with its non-printable characters escaped, so a message stays on one line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def is_ip_or_host(text: str) -> bool:
+    """An IPv4 address, an IPv6 address without zone, or a DNS host name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return is_dns_name(text)
+    return "%" not in text
 
 
 class Secret:
@@ -114,6 +144,11 @@ class RegistrySettings:
     image: str = "registry:2"
     container: str = "registry"
 
+    def __post_init__(self) -> None:
+        # not an inventory key, but it lands in commands on the master: hold it to docker's rule
+        if not CONTAINER_NAME.fullmatch(self.container):
+            raise ValueError(f"not a docker container name: {self.container!r}")
+
     @property
     def endpoint(self) -> str:
         """host:port as nodes write it in configs (IPv6 in brackets)."""
@@ -175,9 +210,14 @@ def _compose(text: str, path: str) -> _Doc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise InventoryError(f"YAML syntax error: {problem}", path=path, line=line) from None
+        raise InventoryError(f"YAML syntax error: {one_line(problem)}", path=path, line=line) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise InventoryError(f"YAML error: unacceptable character {char} ({exc.reason})",
+                             path=path, line=line) from None
     except yaml.YAMLError as exc:
-        raise InventoryError(f"YAML error: {exc}", path=path) from None
+        raise InventoryError(f"YAML error: {one_line(str(exc))}", path=path) from None
     if node is None:
         raise InventoryError("the inventory is empty", path=path)
     lines: dict[str, int] = {}
@@ -205,10 +245,11 @@ def _to_python(node: yaml.Node, key: str, lines: dict[str, int], path: str) -> A
                 if isinstance(knode, yaml.ScalarNode) else None
             if not isinstance(k, str):
                 raise InventoryError("mapping keys must be plain strings", path=path,
-                                     line=knode.start_mark.line + 1, key=key or None)
+                                     line=knode.start_mark.line + 1, key=one_line(key) or None)
             sub = f"{key}.{k}" if key else k
             if k in out:
-                raise InventoryError("duplicate key", path=path, line=knode.start_mark.line + 1, key=sub)
+                raise InventoryError("duplicate key", path=path, line=knode.start_mark.line + 1,
+                                     key=one_line(sub))
             out[k] = _to_python(vnode, sub, lines, path)
             lines[sub] = knode.start_mark.line + 1
         return out
@@ -217,9 +258,14 @@ def _to_python(node: yaml.Node, key: str, lines: dict[str, int], path: str) -> A
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"bad value: {exc}", path=path, line=node.start_mark.line + 1,
-                             key=key or None) from None
+    except yaml.MarkedYAMLError as exc:
+        problem = exc.problem or exc.context or "cannot be read"
+        raise InventoryError(f"bad value: {one_line(problem)}", path=path,
+                             line=node.start_mark.line + 1, key=one_line(key) or None) from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        # e.g. an implicit date that is no date (2024-13-45): the constructor raises ValueError
+        raise InventoryError(f"bad value: {one_line(str(exc))}", path=path,
+                             line=node.start_mark.line + 1, key=one_line(key) or None) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +286,8 @@ class _Checker:
             if parent == probe:
                 break
             probe, line = parent, self.doc.lines.get(parent)
-        return InventoryError(message, path=self.doc.path, line=line, key=self.doc.names.get(key, key))
+        return InventoryError(one_line(message), path=self.doc.path, line=line,
+                              key=one_line(self.doc.names.get(key, key)))
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -278,11 +325,14 @@ class _Checker:
 
     def address(self, value: Any, key: str) -> str:
         text = self.string(value, key)
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            if not _HOSTNAME.match(text):
-                raise self.err(key, f"not an IP address or host name: {text!r}") from None
+        if not is_ip_or_host(text):
+            raise self.err(key, f"not an IP address or host name: {text!r}")
+        return text
+
+    def matching(self, value: Any, key: str, pattern: re.Pattern[str], what: str) -> str:
+        text = self.string(value, key)
+        if not pattern.fullmatch(text):
+            raise self.err(key, f"{what}: {text!r}")
         return text
 
     def string_list(self, value: Any, key: str) -> tuple[str, ...]:
@@ -315,7 +365,7 @@ def _ssh_overrides(c: _Checker, raw: dict[str, Any], key: str, base_dir: Path) -
         return f"{key}.{name}" if key else name
 
     parsers: dict[str, Callable[[Any, str], Any]] = {
-        "user": c.string,
+        "user": lambda v, kk: c.matching(v, kk, _USER, "not a login name"),
         "port": lambda v, kk: c.integer(v, kk, 1, 65535),
         "key": lambda v, kk: _path(c, v, kk, base_dir),
         "become": c.boolean,
@@ -334,7 +384,7 @@ def split_gateway(spec: str) -> tuple[str, str, int | None]:
     """A jump host as `ssh -J` takes it, `[user@]host[:port]` (host may be `[v6]`) ->
     (user or "", host, port or None). ValueError when it is not one."""
     user, at, rest = spec.rpartition("@")
-    if at and (not user or " " in user):
+    if at and not _USER.fullmatch(user):
         raise ValueError(spec)
     port_text = ""
     if rest.startswith("["):
@@ -348,11 +398,8 @@ def split_gateway(spec: str) -> tuple[str, str, int | None]:
         host = rest
     if port_text and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
         raise ValueError(spec)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME.match(host):
-            raise ValueError(spec) from None
+    if not is_ip_or_host(host) or (port_text and not port_text.isascii()):
+        raise ValueError(spec)
     return user, host, int(port_text) if port_text else None
 
 
@@ -366,8 +413,27 @@ def _gateway(c: _Checker, value: Any, key: str) -> str:
 
 
 def _path(c: _Checker, value: Any, key: str, base_dir: Path) -> Path:
-    p = Path(os.path.expandvars(c.string(value, key))).expanduser()
+    """A path on this machine ($VARS and ~ expanded, relative to the inventory's folder)."""
+    text = os.path.expandvars(c.string(value, key))
+    if not text.isprintable():
+        raise c.err(key, f"a path without control characters, got {text!r}")
+    p = Path(text).expanduser()
     return p if p.is_absolute() else base_dir / p
+
+
+def _remote_dir(c: _Checker, value: Any, key: str) -> str:
+    """A directory on a host, as it goes into commands and `docker run -v DIR:...`."""
+    text = c.string(value, key)
+    if not text.startswith("/") or not text.isprintable() or len(text) > 4095:
+        raise c.err(key, f"expected an absolute path without control characters, got {text!r}")
+    if ":" in text:
+        raise c.err(key, f"must not contain ':' (docker's volume separator): {text!r}")
+    parts = [p for p in text.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise c.err(key, f"must not contain '.' or '..' parts: {text!r}")
+    if not parts:
+        raise c.err(key, f"must be an absolute directory other than /: {text!r}")
+    return "/" + "/".join(parts)
 
 
 def _choice(c: _Checker, value: Any, key: str, choices: tuple[str, ...]) -> str:
@@ -386,9 +452,8 @@ def _host(c: _Checker, raw: Any, key: str, defaults: SshSettings, base_dir: Path
     address = c.address(entry["address"], f"{key}.address")
     name = address
     if "name" in entry:
-        name = c.string(entry["name"], f"{key}.name")
-        if not _NAME.match(name):
-            raise c.err(f"{key}.name", f"names may hold letters, digits, '.', '_' and '-': {name!r}")
+        name = c.matching(entry["name"], f"{key}.name", _NAME,
+                          "names may hold letters, digits, '.', '_' and '-'")
     ov = _ssh_overrides(c, entry, key, base_dir)
     ssh = replace(defaults, **ov, explicit=defaults.explicit | frozenset(ov))
     return Host(name=name, address=address, ssh=ssh)
@@ -401,13 +466,17 @@ def _auth(c: _Checker, raw: Any, base_dir: Path) -> RegistryAuth:
     username = c.string(entry["username"], "registry.auth.username")
     if ":" in username:
         raise c.err("registry.auth.username", "must not contain ':'")
+    if not username.isprintable():
+        raise c.err("registry.auth.username",
+                    f"must not contain control characters or line breaks: {username!r}")
+    if len(username) > USERNAME_MAX:
+        raise c.err("registry.auth.username", f"longer than {USERNAME_MAX} characters")
     has_env, has_file = "password_env" in entry, "password_file" in entry
     if has_env == has_file:
         raise c.err("registry.auth", "give exactly one of password_env or password_file")
     if has_env:
-        env = c.string(entry["password_env"], "registry.auth.password_env")
-        if not _ENV_NAME.match(env):
-            raise c.err("registry.auth.password_env", f"not an environment variable name: {env!r}")
+        env = c.matching(entry["password_env"], "registry.auth.password_env", _ENV_NAME,
+                         "not an environment variable name")
         return RegistryAuth(username=username, password_env=env)
     return RegistryAuth(username=username,
                         password_file=_path(c, entry["password_file"], "registry.auth.password_file", base_dir))
@@ -423,8 +492,9 @@ def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySe
     if "mirrors" in entry:
         mirrors = c.string_list(entry["mirrors"], "registry.mirrors")
         for i, m in enumerate(mirrors):
-            if "/" in m or not _HOSTNAME.match(m.split(":")[0]):
-                raise c.err(f"registry.mirrors[{i}]", f"expected a registry host like docker.io, got {m!r}")
+            if not is_registry_host(m):
+                raise c.err(f"registry.mirrors[{i}]",
+                            f"expected a registry host like docker.io or host:port, got {m!r}")
         if len(set(mirrors)) != len(mirrors):
             dup = next(m for m in mirrors if mirrors.count(m) > 1)
             raise c.err("registry.mirrors", f"{dup!r} is listed twice")
@@ -432,13 +502,29 @@ def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySe
     if "auth" in entry:
         kwargs["auth"] = _auth(c, entry["auth"], base_dir)
     if "data_dir" in entry:
-        data_dir = c.string(entry["data_dir"], "registry.data_dir")
-        if not data_dir.startswith("/") or data_dir.rstrip("/") in ("", "/"):
-            raise c.err("registry.data_dir", f"must be an absolute directory other than /: {data_dir!r}")
-        kwargs["data_dir"] = data_dir.rstrip("/")
+        kwargs["data_dir"] = _remote_dir(c, entry["data_dir"], "registry.data_dir")
     if "image" in entry:
-        kwargs["image"] = c.string(entry["image"], "registry.image")
+        image = c.string(entry["image"], "registry.image")
+        problem = reference_error(image)
+        if problem:
+            raise c.err("registry.image", f"{problem} in {image!r}")
+        kwargs["image"] = image
     return RegistrySettings(**kwargs)
+
+
+def _images(c: _Checker, raw: Any) -> tuple[str, ...]:
+    """Image references by tag (distribution grammar); two that would land on one target refused."""
+    images = c.string_list(raw, "images")
+    for i, ref in enumerate(images):
+        try:
+            parse_ref(ref)
+        except UsageError as exc:
+            raise c.err(f"images[{i}]", str(exc)) from None
+    try:
+        plan_targets(images)
+    except UsageError as exc:
+        raise c.err("images", str(exc)) from None
+    return images
 
 
 def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bool = True) -> Inventory:
@@ -472,7 +558,7 @@ def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bo
         seen[node.address] = i
         seen_names[node.name] = i
     registry = _registry(c, top.get("registry", {}), master, base_dir)
-    images = c.string_list(top["images"], "images") if "images" in top else ()
+    images = _images(c, top["images"]) if "images" in top else ()
     if check_files:
         for key, host in [("master", master), *((f"nodes[{i}]", n) for i, n in enumerate(nodes))]:
             if host.ssh.key is not None and not host.ssh.key.is_file():

@@ -8,8 +8,11 @@ Shape (facts -> plan -> apply):
 3. apply: ship the registry image if the master lacks it (docker save | ssh docker load — never a
    pull on the master), (re)start the container, wait for /v2/, then load and push what's missing.
 
-Secrets: the password only travels inside scripts sent on stdin (never argv), is written only to
-root-only files, and is never printed.
+Values are data, never shell text: every inventory- or master-derived value in a script is either
+`shlex.quote`d or base64-encoded (`_b64_heredoc`), so no value can end a here-document or a quoted
+word, whatever it holds. Secrets (the password, and the htpasswd file with it) only travel base64-
+encoded inside scripts sent on stdin (never argv), are written only to root-only files, and are
+never printed.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def htpasswd_line(username: str, password: Secret) -> str:
     """One bcrypt htpasswd line, as `htpasswd -nbB` makes (no apache2-utils needed)."""
     import bcrypt
 
+    if ":" in username or not username.isprintable():
+        raise ValueError("an htpasswd username holds no ':' and no control characters")
     hashed = bcrypt.hashpw(password.reveal().encode(), bcrypt.gensalt(rounds=10)).decode()
     return f"{username}:{hashed}\n"
 
@@ -92,15 +97,16 @@ class ContainerSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def run_command(self, image: str) -> str:
-        args = ["docker", "run", "-d", "--name", self.name, "--restart=always",
-                "-p", f"{self.port}:5000", "-v", f"{self.data_dir}:/var/lib/registry",
+        q = shlex.quote
+        args = ["docker", "run", "-d", "--name", q(self.name), "--restart=always",
+                "-p", f"{int(self.port)}:5000", "-v", f"{q(self.data_dir)}:/var/lib/registry",
                 "--label", f"{SPEC_LABEL}={self.digest}"]
         if self.auth:
-            args += ["-v", f"{AUTH_DIR}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
-                     "-e", "REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry",
+            args += ["-v", f"{q(AUTH_DIR)}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
+                     "-e", q("REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry"),
                      "-e", "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd"]
-        args.append(image)
-        return shlex.join(args)
+        args.append(q(image))
+        return " ".join(args)
 
 
 def container_changes(spec: ContainerSpec, inspect: dict[str, Any] | None) -> tuple[str, list[str]]:
@@ -137,25 +143,42 @@ def container_changes(spec: ContainerSpec, inspect: dict[str, Any] | None) -> tu
 # pure: scripts run on the master (sent on stdin to `sh -s`)
 
 
+def _b64_heredoc(data: bytes) -> str:
+    """A here-document body that no value can end: base64 holds no newline and no shell text.
+    Follows `base64 -d <<'NODECFG_EOF'`."""
+    return f"{base64.b64encode(data).decode()}\nNODECFG_EOF"
+
+
+_CURL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v"}
+
+
+def curl_config_line(user: str, password: Secret) -> str:
+    """`user = "name:password"` for a curl config file, in curl's own quoting: one line whatever the
+    values hold (a newline would start another curl option)."""
+    value = f"{user}:{password.reveal()}"
+    if "\0" in value:
+        raise ValueError("curl credentials cannot hold a NUL character")
+    return 'user = "' + "".join(_CURL_ESCAPES.get(ch, ch) for ch in value) + '"\n'
+
+
 def curl_auth_prelude(auth: tuple[str, Secret] | None) -> str:
     """Shell lines that put curl's credentials in a root-only temp file named $ncfg.
 
     curl then reads them with `-K "$ncfg"`: the password never reaches a process's argv.
-    The script is sent on stdin, and the file is removed when the script exits.
+    The script is sent on stdin, carries the file base64-encoded, and removes it on exit.
     """
     lines = ['ncfg=$(umask 077; mktemp)', "trap 'rm -f \"$ncfg\"' EXIT"]
     if auth is not None:
-        user, password = auth
-        value = f"{user}:{password.reveal()}".replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f"cat > \"$ncfg\" <<'NODECFG_EOF'\nuser = \"{value}\"\nNODECFG_EOF")
+        config = curl_config_line(*auth).encode()
+        lines.append(f"base64 -d > \"$ncfg\" <<'NODECFG_EOF'\n{_b64_heredoc(config)}")
     return "\n".join(lines)
 
 
 def _manifest_probe(port: int, targets: list[ImageRef]) -> str:
-    accept = " ".join(f"-H 'Accept: {t}'" for t in MANIFEST_TYPES)
+    accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in MANIFEST_TYPES)
     lines = []
     for t in targets:
-        url = f"http://127.0.0.1:{port}/v2/{t.path}/manifests/{t.tag}"
+        url = f"http://127.0.0.1:{int(port)}/v2/{t.path}/manifests/{t.tag}"
         lines.append(f"printf 'manifest\\t%s\\t%s\\n' {shlex.quote(t.target)} "
                      f"\"$(curl -s --max-time 10 -K \"$ncfg\" {accept} {shlex.quote(url)} "
                      "| tr -d '\\n')\"")
@@ -165,14 +188,15 @@ def _manifest_probe(port: int, targets: list[ImageRef]) -> str:
 def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids: list[str],
                  auth: tuple[str, Secret] | None) -> str:
     ids = " ".join(shlex.quote(i) for i in image_ids)
-    port = settings.port
+    port = int(settings.port)
+    htpasswd = shlex.quote(f"{AUTH_DIR}/htpasswd")
     return f"""\
 {curl_auth_prelude(auth)}
 command -v curl >/dev/null || printf 'nocurl\\t\\n'
 printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
 printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.quote(settings.image)} 2>/dev/null)"
 printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')"
-if [ -r {AUTH_DIR}/htpasswd ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {AUTH_DIR}/htpasswd)"; fi
+if [ -r {htpasswd} ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {htpasswd})"; fi
 {f"docker image inspect --format 'present	{{{{.Id}}}}' {ids} 2>/dev/null" if ids else ""}
 printf 'http\\t%s\\n' "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://127.0.0.1:{port}/v2/)"
 {_manifest_probe(port, targets)}
@@ -183,12 +207,15 @@ true
 def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
                  htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
     """(Re)start the container as `action` says, wait for /v2/, then report the manifests."""
-    steps = [curl_auth_prelude(auth), "set -e", f"install -d -m 755 {shlex.quote(spec.data_dir)}"]
+    q = shlex.quote
+    port = int(settings.port)
+    steps = [curl_auth_prelude(auth), "set -e", f"install -d -m 755 {q(spec.data_dir)}"]
     if htpasswd is not None:
-        steps += [f"install -d -m 700 {AUTH_DIR}", "umask 077",
-                  f"cat > {AUTH_DIR}/htpasswd.tmp <<'NODECFG_EOF'\n{htpasswd}NODECFG_EOF",
-                  f"mv -f {AUTH_DIR}/htpasswd.tmp {AUTH_DIR}/htpasswd", "umask 022"]
-    name = shlex.quote(spec.name)
+        tmp, final = q(f"{AUTH_DIR}/htpasswd.tmp"), q(f"{AUTH_DIR}/htpasswd")
+        steps += [f"install -d -m 700 {q(AUTH_DIR)}", "umask 077",
+                  f"base64 -d > {tmp} <<'NODECFG_EOF'\n{_b64_heredoc(htpasswd.encode())}",
+                  f"mv -f {tmp} {final}", "umask 022"]
+    name = q(spec.name)
     if action == "recreate":
         steps.append(f"docker rm -f {name} >/dev/null")
     if action in ("create", "recreate"):
@@ -201,12 +228,12 @@ def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
         "set +e",
         "i=0",
         f"while :; do code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 "
-        f"http://127.0.0.1:{settings.port}/v2/); case $code in 200|401) break;; esac; "
+        f"http://127.0.0.1:{port}/v2/); case $code in 200|401) break;; esac; "
         "i=$((i+1)); [ $i -ge 150 ] && { echo \"registry did not answer on /v2/ (last: $code)\" >&2; "
         f"docker logs --tail 5 {name} >&2; exit 3; }}; sleep 0.2; done",
         "printf 'http\\t%s\\n' \"$code\"",
         f"printf 'id\\t%s\\n' \"$(docker container inspect --format '{{{{.Id}}}}' {name})\"",
-        _manifest_probe(settings.port, targets),
+        _manifest_probe(port, targets),
         "true",
     ]
     return "\n".join(steps) + "\n"
@@ -348,6 +375,17 @@ def _local_images(client: docker.DockerClient, refs: list[ImageRef], sources: di
     return out
 
 
+def _local_registry_image(client: docker.DockerClient, image: str) -> Any:
+    """The registry image in this machine's engine, to ship to the master; a UsageError if absent."""
+    import docker  # the SDK is imported when used (the module only needs it for typing)
+
+    try:
+        return client.images.get(image)
+    except docker.errors.DockerException:
+        raise UsageError(f"{image} is neither on the master nor on this machine; "
+                         "load it here first (nodecfg never pulls on the master)") from None
+
+
 def _save_stream(client: docker.DockerClient, ref: str) -> Iterator[bytes]:
     yield from client.images.get(ref).save(chunk_size=1 << 20, named=True)
 
@@ -362,8 +400,8 @@ def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
     if settings.auth is None:
         return None
     password = settings.auth.password()
-    if "\n" in password.reveal() or "\r" in password.reveal():
-        raise UsageError("registry.auth: the password must be a single line")
+    if any(ch in password.reveal() for ch in "\n\r\0"):
+        raise UsageError("registry.auth: the password must be a single line without NUL characters")
     return settings.auth.username, password
 
 
@@ -400,11 +438,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet) -> Regist
         reg_image_id = facts.registry_image_id
         if not reg_image_id:
             progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
-            try:
-                reg_local = client.images.get(settings.image)
-            except docker.errors.DockerException:
-                raise UsageError(f"{settings.image} is neither on the master nor on this machine; "
-                                 "load it here first (nodecfg never pulls on the master)") from None
+            reg_local = _local_registry_image(client, settings.image)
             load = ssh.run(c, "docker load", stdin=_save_stream(client, settings.image), become=become)
             if not load.ok:
                 raise HostError(f"{where}: docker load of {settings.image} failed: {load.brief()}")
@@ -451,7 +485,7 @@ def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_
     if not cfg.startswith("/"):
         raise HostError(f"{where}: cannot make a temporary directory")
     qcfg = shlex.quote(cfg)
-    endpoint = f"127.0.0.1:{settings.port}"
+    endpoint = f"127.0.0.1:{int(settings.port)}"
     try:
         if creds is not None:
             login = ssh.run(c, f"docker --config {qcfg} login -u {shlex.quote(creds[0])} "
@@ -470,7 +504,7 @@ def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_
                     error = f"docker load on the master failed: {load.brief()}"
             if not error:
                 tag = shlex.quote(f"{endpoint}/{img.ref.target}")
-                push = ssh.run(c, f"docker tag {img.image_id} {tag} && "
+                push = ssh.run(c, f"docker tag {shlex.quote(img.image_id)} {tag} && "
                                f"docker --config {qcfg} push {tag} >/dev/null; rc=$?; "
                                f"docker rmi {tag} >/dev/null 2>&1; exit $rc", become=become)
                 if not push.ok:
@@ -484,15 +518,34 @@ def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_
     return sorted(outcomes, key=lambda o: order[o.target])
 
 
-def _catalog(c: Any, become: bool, settings: RegistrySettings,
-             creds: tuple[str, Secret] | None) -> dict[str, list[str]]:
-    base = f"http://127.0.0.1:{settings.port}/v2"
-    script = (
+def catalog_script(settings: RegistrySettings, creds: tuple[str, Secret] | None) -> str:
+    return (
         f"{curl_auth_prelude(creds)}\n"
-        f"cat=$(curl -s --max-time 10 -K \"$ncfg\" {base}/_catalog)\n"
+        f"cat=$(curl -s --max-time 10 -K \"$ncfg\" http://127.0.0.1:{int(settings.port)}/v2/_catalog)\n"
         "printf 'catalog\\t%s\\n' \"$(printf '%s' \"$cat\" | tr -d '\\n')\"\n"
     )
-    res = ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+
+
+def tags_script(settings: RegistrySettings, repos: list[str], creds: tuple[str, Secret] | None) -> str:
+    """Each repository's tags; the names come from the master's catalog, so they are quoted."""
+    base = f"http://127.0.0.1:{int(settings.port)}/v2"
+    return curl_auth_prelude(creds) + "\n" + "\n".join(
+        f"printf 'tags\\t%s\\n' \"$(curl -s --max-time 10 -K \"$ncfg\" "
+        f"{shlex.quote(f'{base}/{r}/tags/list')} | tr -d '\\n')\"" for r in repos) + "\n"
+
+
+def down_script(settings: RegistrySettings, purge: bool) -> str:
+    name = shlex.quote(settings.container)
+    script = (f"if docker container inspect {name} >/dev/null 2>&1; then "
+              f"docker rm -f {name} >/dev/null && echo removed; fi\n")
+    if purge:
+        script += f"rm -rf {shlex.quote(settings.data_dir)} {shlex.quote(AUTH_DIR)}\n"
+    return script
+
+
+def _catalog(c: Any, become: bool, settings: RegistrySettings,
+             creds: tuple[str, Secret] | None) -> dict[str, list[str]]:
+    res = ssh.run(c, "sh -s", stdin=catalog_script(settings, creds).encode(), become=become)
     repos: list[str] = []
     for line in res.stdout.splitlines():
         if line.startswith("catalog\t"):
@@ -502,10 +555,7 @@ def _catalog(c: Any, become: bool, settings: RegistrySettings,
                 repos = []
     if not repos:
         return {}
-    tag_script = curl_auth_prelude(creds) + "\n" + "\n".join(
-        f"printf 'tags\\t%s\\n' \"$(curl -s --max-time 10 -K \"$ncfg\" {base}/{r}/tags/list"
-        " | tr -d '\\n')\"" for r in repos)
-    res = ssh.run(c, "sh -s", stdin=tag_script.encode(), become=become)
+    res = ssh.run(c, "sh -s", stdin=tags_script(settings, repos, creds).encode(), become=become)
     out: dict[str, list[str]] = {r: [] for r in repos}
     for line in res.stdout.splitlines():
         if line.startswith("tags\t"):
@@ -522,13 +572,8 @@ def registry_down(inv: Inventory | None, *, purge: bool = False) -> RegistryDown
     c, host = _master_connection(inv)
     become = host.ssh.become if host else False
     where = str(host) if host else "localhost"
-    name = shlex.quote(settings.container)
-    script = (f"if docker container inspect {name} >/dev/null 2>&1; then "
-              f"docker rm -f {name} >/dev/null && echo removed; fi\n")
-    if purge:
-        script += f"rm -rf {shlex.quote(settings.data_dir)} {AUTH_DIR}\n"
     try:
-        res = ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+        res = ssh.run(c, "sh -s", stdin=down_script(settings, purge).encode(), become=become)
     finally:
         ssh.close(c)
     if not res.ok:

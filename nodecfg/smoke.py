@@ -108,7 +108,8 @@ def _pull_ctr(tag: str, ref: str) -> str:
             f"if [ -z \"$had\" ] && [ $rc = 0 ]; then "
             f"listed=$(ctr -n k8s.io images ls 2>/dev/null); "
             f"digest=$(printf '%s\\n' \"$listed\" | awk -v r={q} '$1 == r {{print $3; exit}}'); "
-            f"new=$(printf '%s\\n' \"$listed\" | awk -v d=\"$digest\" 'd != \"\" && $1 ~ /^sha256:/ && $3 == d {{print $1}}' | "
+            f"new=$(printf '%s\\n' \"$listed\" | "
+            f"awk -v d=\"$digest\" 'd != \"\" && $1 ~ /^sha256:/ && $3 == d {{print $1}}' | "
             f"grep -vxF -e \"${{before:-@none@}}\"); "
             f"ctr -n k8s.io images rm {q} $new >/dev/null 2>&1; fi")
 
@@ -129,6 +130,7 @@ def reach_probe(url: str, host: str, port: str, accept: str, manifest_url: str) 
     too), else wget, else python3, else bash's /dev/tcp; a node with none of them says `none`
     (reported "not checked", never a failure). Prints `reach <tool> <rc> <http code>`."""
     q = shlex.quote
+    url = q(url)  # a value from the inventory: quoted, never spliced ([v6] brackets would glob)
     return (
         "if command -v curl >/dev/null; then "
         f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url}); rc=$?; "

@@ -165,6 +165,35 @@ BROKEN = [
     ("ini-no-plane", "[kube_node]\na ansible_host=10.0.0.1\n", "without a kube_control_plane group"),
     ("ini-bad-port", "[kube_control_plane]\na ansible_host=10.0.0.1 ansible_port=x\n",
      ":2: a.ansible_port: expected a whole number"),
+    # issue 12: the same grammar as nodecfg's own format, named by the Ansible variable
+    ("hostile-ansible-host", "kube_control_plane:\n  hosts:\n    a: {ansible_host: '10.0.0.1;id'}\n",
+     ":3: a.ansible_host: not an IP address or host name: '10.0.0.1;id'"),
+    ("hostile-ansible-user", 'kube_control_plane:\n  hosts:\n    a: {ansible_host: 10.0.0.1, '
+     'ansible_user: "root\\nid"}\n', ":3: a.ansible_user: not a login name: 'root\\nid'"),
+    ("hostile-proxyjump-user", "kube_control_plane:\n  hosts:\n    a: {ansible_host: 10.0.0.1, "
+     "ansible_ssh_common_args: \"-J 'u$(id)@h'\"}\n", ":3: a.ansible_ssh_common_args: expected a jump host"),
+    ("hostile-host-name", 'kube_control_plane:\n  hosts:\n    "a\\nb": {ansible_host: 10.0.0.1}\n',
+     ":3: master.name: names may hold letters, digits"),
+    ("hostile-group-name", 'all:\n  children:\n    "g\\nx": [1]\n',
+     ":3: all.children.g\\nx: group g\\nx: expected a mapping"),
+    ("hostile-nodecfg-username", "all:\n  vars:\n    nodecfg:\n      registry:\n        auth: "
+     '{username: "u\\ntouch /tmp/p", password_env: P}\n  children:\n'
+     "    kube_control_plane: {hosts: {a: {ansible_host: 10.0.0.1}}}\n",
+     ":5: all.vars.nodecfg.registry.auth.username: must not contain control characters"),
+    ("hostile-nodecfg-mirror", "all:\n  vars:\n    nodecfg:\n      registry: {mirrors: ['docker.io:x$(id)']}\n"
+     "  children:\n    kube_control_plane: {hosts: {a: {ansible_host: 10.0.0.1}}}\n",
+     ":4: all.vars.nodecfg.registry.mirrors[0]: expected a registry host"),
+    ("ini-hostile-host", "[kube_control_plane]\na ansible_host='10.0.0.1;id'\n",
+     ":2: a.ansible_host: not an IP address or host name"),
+    ("ini-hostile-group-user", "[kube_control_plane]\na ansible_host=10.0.0.1\n[kube_control_plane:vars]\n"
+     "ansible_user=a b\n", ":4: kube_control_plane: ansible_user: not a login name: 'a b'"),
+    # INI keeps `nodecfg={...}` on one line: keys inside it are named and placed on that line
+    ("ini-nodecfg-mirror", "[all:vars]\nnodecfg={'registry': {'mirrors': ['docker.io:x$(id)']}}\n"
+     "[kube_control_plane]\na ansible_host=10.0.0.1\n",
+     ":2: all.vars.nodecfg.registry.mirrors[0]: expected a registry host"),
+    ("ini-nodecfg-username", "[all:vars]\nnodecfg={'registry': {'auth': {'username': 'u\\nx', "
+     "'password_env': 'P'}}}\n[kube_control_plane]\na ansible_host=10.0.0.1\n",
+     ":2: all.vars.nodecfg.registry.auth.username: must not contain control characters"),
 ]
 
 
@@ -173,6 +202,7 @@ def test_broken_ansible_inventories(text: str, words: str) -> None:
     with pytest.raises(InventoryError) as err:
         load(text, "hosts.yaml")
     assert words in str(err.value)
+    assert str(err.value).isprintable()  # one line, whatever the names and values hold
 
 
 @pytest.mark.parametrize(("text", "words"), [b[1:] for b in BROKEN[:3]], ids=[b[0] for b in BROKEN[:3]])

@@ -3,13 +3,17 @@ problem (file, line, key), and a UsageError (exit 2)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nodecfg.errors import InventoryError, UsageError
-from nodecfg.inventory import Secret, load_inventory, parse_inventory
+from nodecfg.inventory import Inventory, RegistrySettings, Secret, load_inventory, parse_inventory
 
 GOOD = """\
 ssh:
@@ -180,3 +184,180 @@ def test_split_gateway_refuses(spec: str) -> None:
 
     with pytest.raises(ValueError):
         split_gateway(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12: every value is held to its real grammar (values reach configs and commands on hosts)
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def with_value(key: str, value: object) -> str:
+    """GOOD as data with one value set at a dotted key path (`registry.auth.username`)."""
+    data = yaml.safe_load(GOOD)
+    data["registry"]["auth"] = {"username": "puller", "password_env": "PW"}
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+# (key path, value, what the loaded inventory holds there or None for "as given")
+GOOD_VALUES = [
+    ("registry.mirrors", ["docker.io", "my.registry:8443", "[::1]:5000", "10.0.0.1:5000", "localhost",
+                          "[fd00::1]"], None),
+    ("registry.address", "reg-1.example.com", None),
+    ("registry.address", "fd00::5", None),
+    ("master.address", "::1", None),
+    ("images", ["busybox:1.36", "localhost:5000/team/app:2", "[::1]:5000/a/b:1", "a__b/c.d-e:V_1.0"], None),
+    ("registry.image", "registry:2", None),
+    ("registry.image", f"registry@{DIGEST}", None),
+    ("registry.image", f"my.reg:5000/lib/registry:2.8@{DIGEST}", None),
+    ("registry.auth.username", "o'brien$x", None),
+    ("registry.auth.username", "a \"b\" `c` $(d) \\e ;|&<>", None),
+    ("registry.auth.username", "ünïcödé", None),
+    ("registry.auth.username", "x" * 255, None),
+    ("registry.auth.password_env", "_PW_1", None),
+    ("registry.data_dir", "/srv/registry", None),
+    ("registry.data_dir", "/srv/a b/$(x) 'q'", None),
+    ("registry.data_dir", "/srv//reg/", "/srv/reg"),
+    ("nodes.0", {"name": "node-1.a_b", "address": "127.0.0.11"}, None),
+    ("ssh.user", "svc$", None),
+    ("ssh.user", "a.b@corp", None),
+    ("ssh.gateway", "jump@10.0.0.1:2222", None),
+    ("ssh.gateway", "[fd00::1]:22", None),
+]
+
+
+def _get(inv: Inventory, key: str) -> object:
+    section, _, rest = key.partition(".")
+    if section == "registry":
+        obj: object = inv.registry
+        for part in rest.split("."):
+            obj = getattr(obj, part)
+        return list(obj) if isinstance(obj, tuple) else obj
+    if section == "images":
+        return list(inv.images)
+    if section == "master":
+        return getattr(inv.master, rest)
+    if section == "nodes":
+        node = inv.nodes[0]
+        return {"name": node.name, "address": node.address}
+    return getattr(inv.nodes[0].ssh, rest)
+
+
+@pytest.mark.parametrize(("key", "value", "loaded"), GOOD_VALUES,
+                         ids=[f"{k}={v!r}"[:60] for k, v, _ in GOOD_VALUES])
+def test_grammar_accepts(tmp_path: Path, key: str, value: object, loaded: object) -> None:
+    inv = parse_inventory(with_value(key, value), str(tmp_path / "inv.yaml"), check_files=False)
+    assert _get(inv, key) == (value if loaded is None else loaded)
+
+
+# (key path, value, the key path the error names, words in the message)
+BAD_VALUES = [
+    ("registry.mirrors", ["docker.io:x$(id)"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["docker.io/library"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["docker.io:"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["docker.io:0"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["docker.io:65536"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["::1"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["[fe80::1%eth0]"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["-bad.io"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["a_b.io"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["döcker.io"], "registry.mirrors[0]", "registry host"),
+    ("registry.mirrors", ["docker.io\nquay.io"], "registry.mirrors[0]", "registry host"),
+    ("registry.address", "fe80::1%eth0", "registry.address", "not an IP address or host name"),
+    ("registry.address", "10.0.0.1;id", "registry.address", "not an IP address or host name"),
+    ("master.address", "fe80::1%$(id)", "master.address", "not an IP address or host name"),
+    ("master.address", "a$(id)", "master.address", "not an IP address or host name"),
+    ("images", ["busybox:1.36;id"], "images[0]", "invalid tag"),
+    ("images", ["docker.io:x$(id)/a:1"], "images[0]", "invalid registry host"),
+    ("images", ["Busybox:1"], "images[0]", "invalid repository name component"),
+    ("images", ["busybox:ü"], "images[0]", "not a valid image reference"),
+    ("images", ["busy\nbox:1"], "images[0]", "not a valid image reference"),
+    ("images", [f"busybox@{DIGEST}"], "images[0]", "pin images by tag"),
+    ("images", ["a/" * 128 + "b:1"], "images[0]", "longer than 255"),
+    ("images", ["registry.k8s.io/pause:3.9", "quay.io/pause:3.9"], "images", "both be pushed as pause:3.9"),
+    ("registry.image", "registry:2;id", "registry.image", "invalid tag"),
+    ("registry.image", "$(id)", "registry.image", "invalid repository name component"),
+    ("registry.image", "registry:2 x", "registry.image", "not a valid image reference"),
+    ("registry.image", "registry@sha256:abc", "registry.image", "invalid digest"),
+    ("registry.auth.username", "u\ntouch /tmp/pwned", "registry.auth.username", "line breaks"),
+    ("registry.auth.username", "u\rx", "registry.auth.username", "control characters"),
+    ("registry.auth.username", "tab\there", "registry.auth.username", "control characters"),
+    ("registry.auth.username", "nul\0x", "registry.auth.username", "control characters"),
+    ("registry.auth.username", "a\u2028b", "registry.auth.username", "control characters"),
+    ("registry.auth.username", "a:b", "registry.auth.username", "must not contain ':'"),
+    ("registry.auth.username", "x" * 256, "registry.auth.username", "longer than 255"),
+    ("registry.auth.password_env", "A-B", "registry.auth.password_env", "not an environment variable"),
+    ("registry.auth.password_env", "1A", "registry.auth.password_env", "not an environment variable"),
+    ("registry.auth.password_env", "A\nB", "registry.auth.password_env", "not an environment variable"),
+    ("registry.data_dir", "relative/dir", "registry.data_dir", "absolute path"),
+    ("registry.data_dir", "/", "registry.data_dir", "other than /"),
+    ("registry.data_dir", "/srv/a:b", "registry.data_dir", "must not contain ':'"),
+    ("registry.data_dir", "/srv/../etc", "registry.data_dir", "'.' or '..'"),
+    ("registry.data_dir", "/srv/./x", "registry.data_dir", "'.' or '..'"),
+    ("registry.data_dir", "/srv/a\nb", "registry.data_dir", "control characters"),
+    ("registry.data_dir", "/srv/a\0b", "registry.data_dir", "control characters"),
+    ("nodes.0", {"name": "a b", "address": "127.0.0.11"}, "nodes[0].name", "names may hold"),
+    ("nodes.0", {"name": "a$(id)", "address": "127.0.0.11"}, "nodes[0].name", "names may hold"),
+    ("nodes.0", {"name": "-a", "address": "127.0.0.11"}, "nodes[0].name", "names may hold"),
+    ("ssh.user", "root\nid", "ssh.user", "not a login name"),
+    ("ssh.user", "a b", "ssh.user", "not a login name"),
+    ("ssh.user", "-oProxyCommand=x", "ssh.user", "not a login name"),
+    ("ssh.gateway", "a$(id)@h", "ssh.gateway", "jump host"),
+    ("ssh.gateway", "u@h;id", "ssh.gateway", "jump host"),
+    ("ssh.gateway", "u@fe80::1%x", "ssh.gateway", "jump host"),
+    ("ssh.key", "/tmp/a\nb", "ssh.key", "control characters"),
+    ("ssh.known_hosts", "/tmp/a\0b", "ssh.known_hosts", "control characters"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "where", "words"), BAD_VALUES,
+                         ids=[f"{k}={v!r}"[:60] for k, v, _, _ in BAD_VALUES])
+def test_grammar_refuses_with_one_line(tmp_path: Path, key: str, value: object, where: str,
+                                      words: str) -> None:
+    path = tmp_path / "inv.yaml"
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(with_value(key, value), str(path), check_files=False)
+    message = str(info.value)
+    assert message.isprintable(), message  # one line: no newline, no other line break
+    assert message.startswith(f"{path}:{info.value.line}: {where}: "), message
+    assert words in message, message
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("master: {address: 2024-13-45}\nnodes: [127.0.0.11]\n", "bad value: month must be in 1..12"),
+    ("master: {address: 127.0.0.10}\nnodes: [127.0.0.11]\nimages: ['a\0']\n", "unacceptable character #x0000"),
+    ('master: {address: 127.0.0.10}\nnodes: [127.0.0.11]\n"x\\ny": 1\n', "x\\ny: unknown key"),
+    ("master: {address: 127.0.0.10}\nnodes: [127.0.0.11]\nimages: [!!int x]\n", "bad value"),
+])
+def test_yaml_level_errors_are_one_line(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(text, str(tmp_path / "inv.yaml"))
+    assert str(info.value).isprintable() and words in str(info.value), str(info.value)
+    assert info.value.line is not None
+
+
+def test_registry_settings_hold_docker_container_names() -> None:
+    assert RegistrySettings(address="h", container="my.registry_1-x").container == "my.registry_1-x"
+    for bad in ("r", "-r", "r;id", "r b", ""):
+        with pytest.raises(ValueError, match="container name"):
+            RegistrySettings(address="h", container=bad)
+
+
+def test_hostile_username_cli_exit_2_one_line_before_any_host(tmp_path: Path) -> None:
+    """The CLI refuses the inventory of issue 12 (2): exit 2, one line naming file, line and key."""
+    path = tmp_path / "inventory.yaml"
+    path.write_text(with_value("registry.auth.username", "u\ntouch /tmp/pwned"))
+    proc = subprocess.run([sys.executable, "-m", "nodecfg", "registry-up", "-i", str(path)],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "PW": "secret"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"{path}:" in proc.stderr and "registry.auth.username" in proc.stderr

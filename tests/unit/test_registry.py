@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from nodecfg import registry
+from nodecfg import registry, ssh
+from nodecfg.errors import UsageError
 from nodecfg.images import plan_targets
 from nodecfg.inventory import RegistryAuth, RegistrySettings, Secret
 from nodecfg.registry import (
@@ -92,15 +95,17 @@ def test_htpasswd_accepted_by_apache_format_checkers_if_available() -> None:
 
 
 def test_scripts_keep_the_password_off_argv() -> None:
-    """The password only appears inside here-documents (stdin), never as a command argument."""
+    """The password only travels base64-encoded in a here-document (stdin), never as an argument."""
     settings = RegistrySettings(address="127.0.0.1", auth=RegistryAuth("puller", password_env="X"))
     creds = ("puller", Secret('s3cr"et\\pw'))
     targets = plan_targets(["busybox:1.36"])
     for script in (registry.facts_script(settings, targets, ["sha256:1"], creds),
                    registry.apply_script(SPEC, "create", settings, "puller:$2b$hash\n", targets, creds)):
-        for line in script.splitlines():
-            if "s3cr" in line:
-                assert line.startswith('user = "puller:s3cr\\"et\\\\pw"'), line
+        assert "s3cr" not in script
+        lines = script.splitlines()
+        start = lines.index("base64 -d > \"$ncfg\" <<'NODECFG_EOF'")
+        assert lines[start + 2] == "NODECFG_EOF"
+        assert base64.b64decode(lines[start + 1]) == b'user = "puller:s3cr\\"et\\\\pw"\n'
         # and the script is valid shell
         assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
 
@@ -126,3 +131,106 @@ def test_parse_facts() -> None:
     assert facts.manifests == {"library/busybox:1.36": "sha256:cfg", "pause:3.9": ""}
     empty = parse_facts("docker\t\ncontainer\t\nhttp\t000\n")
     assert empty.container is None and empty.http_status == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12: values reach the master's scripts as data, never as shell text
+
+HOSTILE_USER = "u\nNODECFG_EOF\ntouch {pwned}\ncat <<'NODECFG_EOF'"
+
+
+def _stub_bin(tmp_path: Path) -> Path:
+    """`docker` and `curl` stand-ins, so a master script can really run here, unprivileged."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\necho stub-id\n")
+    (bin_dir / "curl").write_text("#!/bin/sh\necho 200\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return bin_dir
+
+
+def _run_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, username: str, password: str,
+               data_dir: str) -> subprocess.CompletedProcess[str]:
+    auth_dir = tmp_path / "auth"
+    monkeypatch.setattr(registry, "AUTH_DIR", str(auth_dir))
+    spec = ContainerSpec("sha256:aaa", 5000, data_dir, auth=True)
+    settings = RegistrySettings(address="127.0.0.1", data_dir=data_dir)
+    htpasswd = f"{username}:$2b$10$hash\n"
+    script = registry.apply_script(spec, "recreate", settings, htpasswd, plan_targets(["busybox:1.36"]),
+                                   (username, Secret(password)))
+    env = {"PATH": f"{_stub_bin(tmp_path)}:/usr/bin:/bin"}
+    return subprocess.run(["sh", "-s"], input=script, text=True, capture_output=True, env=env,
+                          cwd=tmp_path, check=False)
+
+
+def test_a_username_cannot_end_the_htpasswd_here_doc(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reproduction of issue 12 (2): a newline in the username ended the here-doc and the lines
+    after it ran as root. The script is run for real here (stub docker/curl, a temp AUTH_DIR)."""
+    pwned = tmp_path / "pwned"
+    user = HOSTILE_USER.format(pwned=pwned)
+    proc = _run_apply(tmp_path, monkeypatch, user, "pw", str(tmp_path / "data"))
+    assert not pwned.exists(), proc.stderr
+    # the file holds exactly the bytes it was given
+    assert (tmp_path / "auth" / "htpasswd").read_text() == f"{user}:$2b$10$hash\n"
+
+
+def test_shell_metacharacters_in_values_are_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user, password = "o'brien$x`id`", "p\"w'$(touch pwned)\\`x`"
+    data_dir = str(tmp_path / "d $(touch pwned) 'q'")
+    proc = _run_apply(tmp_path, monkeypatch, user, password, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert Path(data_dir).is_dir()
+    assert (tmp_path / "auth" / "htpasswd").read_text().startswith(f"{user}:$2b$")
+
+
+def test_curl_config_holds_the_credentials_on_one_line() -> None:
+    """A newline in a value would add curl options (`output = ...`): curl's own escapes instead."""
+    prelude = registry.curl_auth_prelude(("a\nurl = x", Secret('p"\\\t\r')))
+    b64 = prelude.split("<<'NODECFG_EOF'\n", 1)[1].split("\n", 1)[0]
+    assert base64.b64decode(b64).decode() == 'user = "a\\nurl = x:p\\"\\\\\\t\\r"\n'
+    with pytest.raises(ValueError, match="NUL"):
+        registry.curl_auth_prelude(("a\0", Secret("p")))
+
+
+def test_catalog_repositories_from_the_master_are_quoted() -> None:
+    settings = RegistrySettings(address="127.0.0.1")
+    script = registry.tags_script(settings, ["ok/repo", "x$(touch pwned)"], None)
+    assert "'http://127.0.0.1:5000/v2/x$(touch pwned)/tags/list'" in script
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+
+
+def test_down_script_quotes_its_values() -> None:
+    settings = RegistrySettings(address="127.0.0.1", data_dir="/srv/a b;c")
+    script = registry.down_script(settings, purge=True)
+    assert "rm -rf '/srv/a b;c' " in script
+
+
+class _NoImages:
+    def get(self, ref: str) -> None:
+        import docker
+
+        raise docker.errors.ImageNotFound(f"No such image: {ref}")
+
+
+class _Client:
+    images = _NoImages()
+
+
+def test_registry_image_on_neither_side_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 (7): this path raised NameError (`docker` was imported for typing only)."""
+    calls: list[str] = []
+
+    def fake_run(c: object, command: str, **_: object) -> ssh.RunResult:
+        calls.append(command)
+        return ssh.RunResult(command, 0, "docker\t24.0.7\nregimage\t\nhttp\t000\n", "")
+
+    monkeypatch.setattr(registry, "_docker", _Client)
+    monkeypatch.setattr(registry, "_master_connection", lambda inv: (object(), None))
+    monkeypatch.setattr(registry.ssh, "run", fake_run)
+    monkeypatch.setattr(registry.ssh, "close", lambda c: None)
+    with pytest.raises(UsageError, match=r"registry:2 is neither on the master nor on this machine"):
+        registry.registry_up(None)
+    assert calls == ["sh -s"]  # facts only: nothing was loaded or started

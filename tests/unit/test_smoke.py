@@ -128,11 +128,12 @@ def test_unreachable_names_node() -> None:
     assert "from node1 (10.1.1.2)" in checks[0].detail
 
 
-def test_probe_script_is_valid_shell_and_keeps_secret_in_heredoc() -> None:
+def test_probe_script_is_valid_shell_and_keeps_secret_encoded() -> None:
     script = probe_script(PLAN, ("puller", Secret("pw-123")))
     assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
-    lines = [ln for ln in script.splitlines() if "pw-123" in ln]
-    assert lines == ['user = "puller:pw-123"']
+    assert "pw-123" not in script  # the credentials travel base64-encoded, decoded into a 0600 file
+    i = script.splitlines().index("base64 -d > \"$ncfg\" <<'NODECFG_EOF'")
+    assert base64.b64decode(script.splitlines()[i + 1]) == b'user = "puller:pw-123"\n'
     # a mirror pull is only attempted when the node's config names the registry
     assert "nomirror" in script
 
