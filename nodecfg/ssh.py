@@ -120,7 +120,11 @@ def parse_gateway(spec: str, defaults: SshSettings) -> tuple[str, str, int]:
     given; the user is the host's own unless given."""
     from nodecfg.inventory import split_gateway
 
-    user, host, port = split_gateway(spec)
+    try:
+        user, host, port = split_gateway(spec)
+    except ValueError:
+        # the inventory's gateways are checked when it loads; this one came from ~/.ssh/config
+        raise HostError(f"jump host {spec!r} (ProxyJump in ~/.ssh/config) is not [user@]host[:port]") from None
     return user or defaults.user, host, port or 22
 
 
