@@ -12,11 +12,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from nodecfg import __version__
 from nodecfg.errors import NodecfgError, UsageError
-from nodecfg.inventory import DEFAULT_INVENTORY, Inventory, load_inventory
+from nodecfg.inventory import DEFAULT_INVENTORY, Inventory, load_inventory, parse_inventory
+
+if TYPE_CHECKING:
+    from nodecfg.bundle.manifests import Platform
+    from nodecfg.bundle.sources import Endpoint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +55,24 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected node names separated by commas")
     return names
+
+
+def _platform(text: str) -> Platform:
+    from nodecfg.bundle.manifests import parse_platform
+
+    try:
+        return parse_platform(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _source(text: str) -> tuple[str, Endpoint]:
+    from nodecfg.bundle.sources import parse_source_option
+
+    try:
+        return parse_source_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_inventory(p: argparse.ArgumentParser) -> None:
@@ -112,6 +134,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="image to pull (default: the first inventory image)")
     p.set_defaults(func=_cmd_smoke_test)
 
+    _add_bundle(sub)
+
     lab = sub.add_parser("lab", help="a local fleet of real systemd nodes for demos and tests",
                          description="A master and N Debian nodes (systemd, sshd, docker, "
                          "containerd) as containers on this machine's Docker engine.")
@@ -140,6 +164,37 @@ def make_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=lambda _args: _fail_usage(
         "lab: choose an action: up, down, status, inventory, flavors"))
     return parser
+
+
+def _add_bundle(sub: argparse._SubParsersAction[_Parser]) -> None:
+    bundle = sub.add_parser("bundle", help="one file holding images for an offline site, upstream digests kept",
+                            description="An image bundle: one tar file holding an OCI image layout, "
+                            "made on the connected side from the images' upstream registries.")
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", parser_class=_Parser)
+    p = bundle_sub.add_parser("create", help="fetch the images into a bundle file",
+                              description="Fetch the inventory's images (and --images-file's) from their "
+                              "upstream registries over the registry HTTP API into one bundle file: every "
+                              "platform and every upstream digest kept unless --platform. An interrupted "
+                              "run resumes from FILE.partial/.")
+    _add_inventory(p)
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the bundle file to write")
+    p.add_argument("--images-file", metavar="FILE", action="append", default=[],
+                   help="more images, one reference per line (kubespray's images.list format)")
+    p.add_argument("--platform", metavar="OS/ARCH", action="append", type=_platform, default=[],
+                   help="keep only this platform of multi-platform images (repeatable; rewrites their "
+                   "index digest; default: every platform)")
+    p.add_argument("--source", metavar="HOST=URL", action="append", type=_source, default=[],
+                   help="fetch images of upstream HOST from URL instead (a mirror; repeatable; over the "
+                   "inventory's bundle.sources)")
+    p.set_defaults(func=_cmd_bundle_create)
+    p = bundle_sub.add_parser("inspect", help="list a bundle's images, platforms, digests and sizes")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print it as JSON on stdout")
+    p.set_defaults(func=_cmd_bundle_inspect)
+    p = bundle_sub.add_parser("verify", help="check every blob of a bundle (sha256, presence, size)")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=_cmd_bundle_verify)
+    bundle.set_defaults(func=lambda _args: _fail_usage("bundle: choose an action: create, inspect, verify"))
 
 
 def _fail_usage(message: str) -> int:
@@ -218,6 +273,71 @@ def _cmd_smoke_test(args: argparse.Namespace) -> int:
                               on_done=report.host_done(args.json))
     report.smoke_recap(result, as_json=args.json)
     return result.exit_code
+
+
+def _bundle_inventory(args: argparse.Namespace) -> Inventory | None:
+    """The inventory for `bundle create`: optional, and only its images and bundle sources
+    matter, so its SSH keys need not exist on this (connected) side."""
+    path = args.inventory
+    if path is None:
+        if not Path(DEFAULT_INVENTORY).exists():
+            return None
+        path = DEFAULT_INVENTORY
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return load_inventory(path)  # raises its one-line error
+    return parse_inventory(text, str(path), check_files=False) if text.strip() else load_inventory(path)
+
+
+def _cmd_bundle_create(args: argparse.Namespace) -> int:
+    from nodecfg.bundle import create, sources
+    from nodecfg.images import plan_targets
+
+    inv = _bundle_inventory(args)
+    images = list(inv.images) if inv else []
+    for path in args.images_file:
+        images += sources.read_images_file(path)
+    if not images:
+        raise UsageError("bundle create: no images: list them under `images:` in the inventory "
+                         "or pass --images-file FILE")
+    refs = plan_targets(images)
+    srcs = sources.parse_sources(dict(inv.bundle_sources) if inv else {})
+    srcs.update(dict(args.source))
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a directory; name the bundle file, e.g. {out / 'images.tar'}")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: the directory {out.parent} does not exist")
+    try:
+        result = create.create_bundle(refs, out, platforms=tuple(dict.fromkeys(args.platform)), sources=srcs)
+    except KeyboardInterrupt:
+        _say(f"what was fetched is kept in {create.work_dir_for(out)}/; the same command resumes")
+        raise
+    print(create.summary(result))
+    return 0
+
+
+def _cmd_bundle_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from nodecfg.bundle import inspect
+
+    info = inspect.inspect_bundle(args.file)
+    print(json.dumps(inspect.to_json(info), indent=2) if args.json else inspect.render(info))
+    return 0
+
+
+def _cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from nodecfg.bundle import inspect
+    from nodecfg.bundle.progress import Bar, human
+
+    with Bar(True) as bar:
+        result = inspect.verify_bundle(args.file, on_bytes=bar.advance,
+                                       on_total=lambda total: bar.phase("verifying", total))
+    print(f"{result.path}: ok: {result.images} image(s), {result.blobs} blobs, {human(result.blob_bytes)}, "
+          "every sha256 and every reference checked")
+    return 0
 
 
 def _cmd_lab_up(args: argparse.Namespace) -> int:

@@ -44,3 +44,11 @@ class UnreachableError(HostError):
 
 class LabError(NodecfgError):
     """The local lab fleet could not be built, started or stopped."""
+
+
+class BundleError(NodecfgError):
+    """An image bundle is missing a blob, truncated, corrupt, or not a bundle at all (exit 1)."""
+
+
+class FetchError(NodecfgError):
+    """An image could not be fetched from its upstream registry (unreachable, 401, 404, bad digest)."""

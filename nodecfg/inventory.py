@@ -163,6 +163,7 @@ class Inventory:
     registry: RegistrySettings
     images: tuple[str, ...] = ()
     path: Path | None = None
+    bundle_sources: tuple[tuple[str, str], ...] = ()  # (upstream host, URL) for `bundle create`
 
     def with_connect_timeout(self, seconds: float) -> Inventory:
         """The same inventory with every host's SSH connect timeout set (the --timeout flag)."""
@@ -532,7 +533,7 @@ def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bo
     doc = _compose(text, path)
     c = _Checker(doc)
     base_dir = Path(path).resolve().parent
-    top = c.mapping(doc.data, "", ("ssh", "registry", "images", "master", "nodes"))
+    top = c.mapping(doc.data, "", ("ssh", "registry", "images", "master", "nodes", "bundle"))
     defaults = SshSettings()
     if "ssh" in top:
         c.mapping(top["ssh"], "ssh", _SSH_KEYS)
@@ -559,13 +560,35 @@ def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bo
         seen_names[node.name] = i
     registry = _registry(c, top.get("registry", {}), master, base_dir)
     images = _images(c, top["images"]) if "images" in top else ()
+    bundle_sources = _bundle_sources(c, top["bundle"]) if "bundle" in top else ()
     if check_files:
         for key, host in [("master", master), *((f"nodes[{i}]", n) for i, n in enumerate(nodes))]:
             if host.ssh.key is not None and not host.ssh.key.is_file():
                 where = f"{key}.key" if "key" in _raw_host(top, key) else "ssh.key"
                 raise c.err(where, f"SSH key file not found: {host.ssh.key}")
     return Inventory(master=master, nodes=nodes, registry=registry, images=images,
-                     path=Path(path))
+                     path=Path(path), bundle_sources=bundle_sources)
+
+
+def _bundle_sources(c: _Checker, raw: Any) -> tuple[tuple[str, str], ...]:
+    """`bundle: {sources: {upstream-host: URL}}`: where `bundle create` fetches each upstream from."""
+    from nodecfg.bundle.sources import canonical_host, source_problem
+
+    bundle = c.mapping(raw, "bundle", ("sources",))
+    sources = bundle.get("sources", {})
+    if not isinstance(sources, dict):
+        raise c.err("bundle.sources", f"expected a mapping of upstream host to URL, got {_kind(sources)}")
+    out: dict[str, str] = {}
+    for host, url in sources.items():
+        problem = source_problem(host, url)
+        if problem:
+            raise c.err(f"bundle.sources.{host}", problem)
+        name = canonical_host(host)
+        if name in out:
+            raise c.err(f"bundle.sources.{host}", f"{name} is listed twice (docker.io, index.docker.io "
+                        "and registry-1.docker.io are one registry)")
+        out[name] = url.strip()
+    return tuple(out.items())
 
 
 def _raw_host(top: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -361,3 +361,29 @@ def test_hostile_username_cli_exit_2_one_line_before_any_host(tmp_path: Path) ->
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert f"{path}:" in proc.stderr and "registry.auth.username" in proc.stderr
+
+
+BUNDLE_BASE = "master: {address: 10.0.0.1}\nnodes: [{address: 10.0.0.2}]\n"
+
+
+@pytest.mark.parametrize(("bundle", "error"), [
+    ("bundle: {sources: {docker.io: 'http://127.0.0.1:5055', quay.io: 'https://mirror.corp/quay'}}", None),
+    ("bundle: {sources: [x]}", "expected a mapping of upstream host to URL"),
+    ("bundle: {sources: {'x y': 'http://127.0.0.1:5055'}}", "is not a registry host"),
+    ("bundle: {sources: {docker.io: 'ftp://x'}}", "invalid URL"),
+    ("bundle: {sources: {docker.io: 'http://a:5000', index.docker.io: 'http://b:5000'}}", "listed twice"),
+    ("bundle: {source: {}}", "unknown key"),
+])
+def test_bundle_sources(bundle: str, error: str | None) -> None:
+    from nodecfg.errors import InventoryError
+    from nodecfg.inventory import parse_inventory
+
+    text = BUNDLE_BASE + bundle + "\n"
+    if error is None:
+        inv = parse_inventory(text, "inv.yaml", check_files=False)
+        assert inv.bundle_sources == (("docker.io", "http://127.0.0.1:5055"), ("quay.io", "https://mirror.corp/quay"))
+        return
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(text, "inv.yaml", check_files=False)
+    assert error in str(info.value) and "\n" not in str(info.value)
+    assert "inv.yaml:3" in str(info.value)
