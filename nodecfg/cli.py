@@ -80,15 +80,23 @@ def _add_inventory(p: argparse.ArgumentParser) -> None:
                    help=f"inventory file (default: ./{DEFAULT_INVENTORY})")
 
 
-def _add_fleet(p: argparse.ArgumentParser) -> None:
+CONNECT_TIMEOUT_HELP = ("seconds for the SSH connect (default: the inventory's ssh.connect_timeout, "
+                        "else 10); each node's probe is bounded on its own (300 s, a CRI pull 60 s)")
+STEP_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on a node: gathering facts, writing "
+                     "and validating, each reload or restart coming back, each verify, a rollback "
+                     "(default: connect per the inventory's ssh.connect_timeout, else 10; each step 60). "
+                     "A node past it is failed and named, its runtime left as found or rolled back; "
+                     "the other nodes go on")
+
+
+def _add_fleet(p: argparse.ArgumentParser, timeout_help: str = CONNECT_TIMEOUT_HELP) -> None:
     from nodecfg.fleet import DEFAULT_FORKS
 
     p.add_argument("--forks", type=_positive_int, default=DEFAULT_FORKS, metavar="N",
                    help=f"nodes worked on at once (default: {DEFAULT_FORKS})")
     p.add_argument("--limit", type=_names, default=None, metavar="NAMES",
                    help="only these nodes (names or addresses, comma-separated)")
-    p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
-                   help="SSH connect timeout in seconds (default: the inventory's, else 10)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S", help=timeout_help)
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
 
 
@@ -118,7 +126,7 @@ def make_parser() -> argparse.ArgumentParser:
                        "containerd mirror configs, validate, reload or restart only what changed, "
                        "verify, and roll back a node whose runtime doesn't come back.")
     _add_inventory(p)
-    _add_fleet(p)
+    _add_fleet(p, STEP_TIMEOUT_HELP)
     p.add_argument("--check", action="store_true", help="show what would change; change nothing")
     p.add_argument("--diff", action="store_true", help="print unified diffs of changed files")
     p.add_argument("--ask-become-pass", action="store_true",
@@ -256,7 +264,8 @@ def _cmd_configure_nodes(args: argparse.Namespace) -> int:
         from nodecfg.inventory import Secret
 
         become_pass = Secret(getpass.getpass("BECOME password: "))
-    options = configure.Options(check=args.check, diff=args.diff, become_password=become_pass)
+    options = configure.Options(check=args.check, diff=args.diff, become_password=become_pass,
+                                **({"step_timeout": args.timeout} if args.timeout is not None else {}))
     fleet = configure.configure_nodes(inv, hosts, options, forks=args.forks,
                                       on_done=report.host_done(args.json))
     report.configure_recap(fleet, options, as_json=args.json)

@@ -5,21 +5,35 @@ should say is decided by the pure planners in `runtimes/docker.py` and `runtimes
 `apply_script` turns a plan into the one shell script that changes the node; `configure_node`
 checks the result and calls `rollback_script` when a runtime did not take the change.
 
-apply writes every changed file to a temp file beside it, validates it (JSON and TOML here before
-sending; on the node `dockerd --validate` where docker has it, `containerd -c FILE config dump`),
-keeps the previous version as `<file>.nodecfg-<time>.bak`, renames the temp file into place,
-reloads docker / restarts containerd (side by side) only when their config changed, and checks the
-*effect*: `docker info` lists the registry, containerd answers with its CRI plugin loaded and the
-config dump shows config_path. A runtime whose change did not take is rolled back: backups
-restored, runtime recovered, node failed. Every wait on a node is bounded.
+Facts are not trusted blindly: every file is *exists* (its exact bytes, mode, owner, the target of
+a symlink), *absent*, or *unreadable* (never taken for absent), and the output must end with its
+end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
+before anything is planned; a file that is not UTF-8 is refused (it can't be merged), not rewritten.
+
+apply sends each changed file's bytes base64-encoded and writes them exactly to a temp file beside
+the file it replaces (a symlink's target: the link is kept), with the old file's mode and owner,
+validates it (JSON and TOML here before sending; on the node `dockerd --validate` where docker has
+it, `containerd -c FILE config dump`), checks every target is still what facts saw (sha256, or
+absent: compare-and-swap, else nothing is written), keeps the previous version as
+`<file>.nodecfg-<time>.bak`, renames the temp file into place, reloads docker / restarts
+containerd only when their config changed, and checks the *effect*: `docker info` lists the
+registry, containerd answers with its CRI plugin loaded and the config dump shows config_path.
+A runtime whose change did not take is rolled back: backups restored, runtime recovered, node
+failed. Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
+validation, each reload or restart (queued with `--no-block`, then polled), each verify, the
+rollback; a node's errors reach the operator as one line, secrets masked.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import difflib
+import hashlib
 import json
+import posixpath
 import shlex
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,7 +45,18 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.runtimes import containerd as ctd
 from nodecfg.runtimes import docker as dkr
-from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, unit_states, wait_until
+from nodecfg.runtimes.common import (
+    FileChange,
+    FileFact,
+    FileState,
+    RuntimePlan,
+    ServiceFacts,
+    mask_secrets,
+    one_line,
+    secret_values,
+    settle_units,
+    unit_states,
+)
 
 RUNTIMES = ("docker", "containerd")
 UNIT_PROPS = ("LoadState", "ActiveState", "UnitFileState", "ActiveEnterTimestampMonotonic",
@@ -43,21 +68,76 @@ class Options:
     check: bool = False
     diff: bool = False
     become_password: Secret | None = None
+    # seconds each step on a node may take (facts, apply, each reload/restart, verify, rollback);
+    # `--timeout` sets it and the SSH connect timeout alike
+    step_timeout: float = 60.0
 
 
 # ---------------------------------------------------------------------------------------------
 # facts
 
+FACTS_END = "end\tnodecfg-facts"
+# every node script: messages in English (they are parsed), and the sbin dirs a login user's PATH
+# lacks (dockerd is in /usr/sbin: without them docker would look "not installed")
+SCRIPT_ENV = "export LC_ALL=C PATH=\"$PATH:/usr/local/sbin:/usr/sbin:/sbin\""
+FIXED_FILES = (dkr.DAEMON_JSON, dkr.ROOT_DOCKER_CONFIG, ctd.CONFIG_TOML)
+
+# Each config file is reported as `path\t<path>\tfile\t<real path>\t<mode uid gid size>`,
+# `path\t<path>\tabsent` or `path\t<path>\tunreadable\t<why>`; a certs dir as `dir\t<dir>\tlisted`
+# (its hosts.toml files follow), `absent` or `unreadable`. The bytes of the readable files come in
+# one tar archive (two processes, whatever the number of files), then tar's exit code. A stat error
+# other than "No such file" (EACCES on /root for a login user) is *unreadable*, never absent.
+_FACT_FN = r"""fact() {
+  case $seen in *"
+$1
+"*) return;; esac
+  seen="$seen$1
+"
+  if [ -e "$1" ]; then
+    if [ ! -f "$1" ]; then printf 'path\t%s\tunreadable\tnot a regular file\n' "$1"
+    elif [ ! -r "$1" ]; then printf 'path\t%s\tunreadable\tPermission denied\n' "$1"
+    else
+      real=$1; [ -L "$1" ] && real=$(readlink -f -- "$1")
+      printf 'path\t%s\tfile\t%s\t%s\n' "$1" "$real" "$(stat -L -c '%a %u %g %s' -- "$1")"
+      readable="$readable$1
+"
+    fi
+  elif [ -L "$1" ]; then printf 'path\t%s\tunreadable\ta symlink to a missing file (%s)\n' "$1" "$(readlink -- "$1")"
+  else
+    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
+    case $err in
+      *"No such file"*|*"Not a directory"*) printf 'path\t%s\tabsent\n' "$1";;
+      *) printf 'path\t%s\tunreadable\t%s\n' "$1" "${err##*: }";;
+    esac
+  fi
+}
+listdir() {
+  if [ -d "$1" ] && [ -r "$1" ] && [ -x "$1" ]; then
+    printf 'dir\t%s\tlisted\n' "$1"
+    for h in "$1"/*/hosts.toml; do if [ -e "$h" ] || [ -L "$h" ]; then fact "$h"; fi; done
+  elif [ -d "$1" ]; then printf 'dir\t%s\tunreadable\tPermission denied\n' "$1"
+  elif [ -e "$1" ]; then printf 'dir\t%s\tunreadable\tnot a directory\n' "$1"
+  else
+    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
+    case $err in
+      *"No such file"*|*"Not a directory"*) printf 'dir\t%s\tabsent\n' "$1";;
+      *) printf 'dir\t%s\tunreadable\t%s\n' "$1" "${err##*: }";;
+    esac
+  fi
+}"""
+
 
 def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> str:
-    """One command that prints everything the planners need, as tab-separated lines."""
+    """One command that prints everything the planners need, as tab-separated lines, and ends
+    with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the node."""
     props = " ".join(f"-p {p}" for p in UNIT_PROPS)
-    dirs = " ".join(shlex.quote(d) for d in (ctd.DEFAULT_CERTS_D, *extra_dirs))
-    files = " ".join(shlex.quote(f) for f in (dkr.DAEMON_JSON, dkr.ROOT_DOCKER_CONFIG,
-                                              ctd.CONFIG_TOML, *extra_files))
+    dirs = " ".join(shlex.quote(d) for d in dict.fromkeys((ctd.DEFAULT_CERTS_D, *extra_dirs)))
+    files = " ".join(shlex.quote(f) for f in dict.fromkeys((*FIXED_FILES, *extra_files)))
     return f"""\
-f() {{ [ -f "$1" ] && printf 'file\\t%s\\t%s\\n' "$1" "$(base64 -w0 < "$1")"; }}
-units=$(systemctl show docker.service containerd.service -p Id {props} 2>/dev/null)
+{SCRIPT_ENV}
+exec 3>&1
+units=$(systemctl show docker.service containerd.service -p Id {props} 2>/dev/null) || \\
+  printf 'error.systemctl\\t%s\\n' "$(systemctl show docker.service -p Id 2>&1 >/dev/null | tail -n 1)"
 printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} {{
   id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) {{ id = substr($i, 4); sub(/\\.service$/, "", id) }}
   for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\\t%s\\n", id, $i }}'
@@ -65,29 +145,58 @@ printf 'bin.docker\\t%s\\n' "$(command -v dockerd)"
 printf 'bin.containerd\\t%s\\n' "$(command -v containerd)"
 # the running dockerd answers /version in a few ms; starting the dockerd binary costs ~40 ms CPU,
 # which on a busy node is most of the facts' cost
-dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \
+dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \\
      | grep -o '"Version":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
-if [ -n "$dv" ]; then printf 'version.docker\tDocker version %s\n' "$dv"
-else printf 'version.docker\t%s\n' "$(dockerd --version 2>/dev/null)"; fi
+if [ -n "$dv" ]; then printf 'version.docker\\tDocker version %s\\n' "$dv"
+else printf 'version.docker\\t%s\\n' "$(dockerd --version 2>/dev/null)"; fi
 printf 'version.containerd\\t%s\\n' "$(containerd --version 2>/dev/null)"
 pid=$(printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} /Id=docker.service/ {{
   for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }}')
 if [ "${{pid:-0}}" -gt 0 ] 2>/dev/null; then printf 'cmdline.docker\\t%s\\n' "$(base64 -w0 < /proc/$pid/cmdline)"; fi
-# every config file in one archive: two processes, whatever the number of files
-set --
-for p in {files}; do [ -f "$p" ] && set -- "$@" "$p"; done
-for d in {dirs}; do for h in "$d"/*/hosts.toml; do [ -f "$h" ] && set -- "$@" "$h"; done; done
-if ! command -v tar >/dev/null; then for p in "$@"; do f "$p"; done
-elif [ $# -gt 0 ]; then printf 'files\\t%s\\n' "$(tar -chf - -P -- "$@" 2>/dev/null | base64 -w0)"; fi
-true
+{_FACT_FN}
+seen='
+'
+readable=
+for p in {files}; do fact "$p"; done
+for d in {dirs}; do listdir "$d"; done
+set -f; IFS='
+'; set -- $readable; unset IFS; set +f
+if [ $# -gt 0 ]; then
+  if command -v tar >/dev/null 2>&1; then
+    printf 'files\\t'
+    rc=$( {{ {{ tar -chf - -P -- "$@" 2>/dev/null; echo $? >&4; }} | base64 -w0 >&3; }} 4>&1 )
+    printf '\\ntar\\t%s\\n' "$rc"
+  else
+    for p in "$@"; do printf 'file\\t%s\\t' "$p"; base64 -w0 < "$p"; printf '\\n'; done
+  fi
+fi
+printf '{FACTS_END}\\n'
 """
+
+
+class FactsError(HostError):
+    """A node's facts are incomplete or could not be decoded: it is failed, never planned."""
 
 
 @dataclass(frozen=True)
 class NodeFacts:
     docker: dkr.DockerFacts
     containerd: ctd.ContainerdFacts
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FileFact] = field(default_factory=dict)
+    dirs: dict[str, FileFact] = field(default_factory=dict)  # certs dirs: EXISTS = listed
+    systemd_error: str = ""  # systemctl gave no unit states: nothing can be planned
+
+    def file(self, path: str) -> FileFact | None:
+        """What facts know of `path`; None when they never looked (gather them, then plan)."""
+        if path in self.files:
+            return self.files[path]
+        if path.endswith("/hosts.toml"):
+            d = self.dirs.get(path.rsplit("/", 2)[0])
+            if d is not None and d.state is FileState.UNREADABLE:
+                return FileFact(path, FileState.UNREADABLE, reason=f"{d.path}: {d.reason}")
+            if d is not None:
+                return FileFact(path, FileState.ABSENT)
+        return None
 
 
 def _exec_argv(value: str) -> tuple[str, ...]:
@@ -102,39 +211,92 @@ def _exec_argv(value: str) -> tuple[str, ...]:
         return tuple(argv.split())
 
 
-def _untar(b64: str) -> dict[str, str]:
-    """path -> text of the regular files in a base64 tar (absolute member names, `tar -P`)."""
+def _untar(b64: str) -> dict[str, bytes]:
+    """path -> bytes of the files in a base64 tar (absolute member names, `tar -P`); raises
+    ValueError when the archive is damaged (truncated output, a tar that died)."""
+    import binascii
     import io
     import tarfile
 
-    out: dict[str, str] = {}
+    out: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(b64)), mode="r:") as tar:
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(b64, validate=True)), mode="r:") as tar:
             for member in tar:
-                data = tar.extractfile(member) if member.isfile() else None
-                if data is not None:
-                    out["/" + member.name.lstrip("/")] = data.read().decode("utf-8", "replace")
-    except (tarfile.TarError, ValueError):
-        pass
+                if member.isfile() or member.islnk():  # two paths to one inode: a hard-link member
+                    data = tar.extractfile(member)
+                    if data is not None:
+                        out["/" + member.name.lstrip("/")] = data.read()
+    except (tarfile.TarError, binascii.Error, ValueError, KeyError) as exc:
+        raise ValueError(f"the facts archive is damaged ({exc})") from None
     return out
 
 
+def _file_fact(path: str, rest: list[str], data: dict[str, bytes], archive_problem: str) -> FileFact:
+    state = rest[0] if rest else ""
+    if state == "absent":
+        return FileFact(path, FileState.ABSENT)
+    if state == "unreadable":
+        return FileFact(path, FileState.UNREADABLE, reason=rest[1] if len(rest) > 1 else "unreadable")
+    if state != "file" or len(rest) < 3 or len(rest[2].split()) != 4:
+        return FileFact(path, FileState.UNREADABLE, reason="facts about it are garbled")
+    mode, uid, gid, size = rest[2].split()
+    real = rest[1] or path
+    if path not in data:
+        return FileFact(path, FileState.UNREADABLE, reason=archive_problem or "missing from the facts")
+    if len(data[path]) != int(size):
+        return FileFact(path, FileState.UNREADABLE,
+                        reason=f"changed while it was read ({size} bytes, {len(data[path])} read)")
+    return FileFact(path, FileState.EXISTS, data[path], real, int(mode, 8), int(uid), int(gid))
+
+
 def parse_facts(output: str) -> NodeFacts:
+    """The facts script's output -> NodeFacts. Raises FactsError when the output is incomplete
+    (no end marker: a timeout, a killed script) or has no unit states; a file whose bytes did not
+    arrive intact is UNREADABLE, never absent."""
+    lines = output.splitlines()
+    if not lines or lines[-1] != FACTS_END:
+        raise FactsError("the facts output is incomplete (it ended before its end marker)")
     units: dict[str, dict[str, str]] = {r: {} for r in RUNTIMES}
     misc: dict[str, str] = {}
-    files: dict[str, str] = {}
-    for line in output.splitlines():
+    paths: dict[str, list[str]] = {}
+    dirs: dict[str, FileFact] = {}
+    data: dict[str, bytes] = {}
+    archive_problem = ""
+    for line in lines[:-1]:
         key, _, rest = line.partition("\t")
         if key.startswith("unit."):
             prop, _, value = rest.partition("=")
             units.setdefault(key[5:], {})[prop] = value
+        elif key == "path":
+            path, *fields = rest.split("\t")
+            paths[path] = fields
+        elif key == "dir":
+            path, _, state = rest.partition("\t")
+            state, _, why = state.partition("\t")
+            dirs[path] = FileFact(path, {"listed": FileState.EXISTS, "absent": FileState.ABSENT}.get(
+                state, FileState.UNREADABLE), reason=why or state)
         elif key == "files":
-            files.update(_untar(rest))
+            try:
+                data.update(_untar(rest))
+            except ValueError as exc:
+                archive_problem = str(exc)
         elif key == "file":
             path, _, b64 = rest.partition("\t")
-            files[path] = base64.b64decode(b64).decode("utf-8", "replace")
+            with contextlib.suppress(ValueError):  # if not, its size check makes it unreadable
+                data[path] = base64.b64decode(b64, validate=True)
+        elif key == "tar":
+            if rest != "0" and not archive_problem:
+                archive_problem = f"not in the facts archive (tar exit {rest or '?'})"
         else:
             misc[key] = rest
+    systemd_error = "" if any(units.values()) else (
+        one_line(misc.get("error.systemctl", "")) or "systemctl printed no unit states")
+    files = {p: _file_fact(p, f, data, archive_problem) for p, f in paths.items()}
+
+    def text(path: str) -> str | None:
+        fact = files.get(path)
+        return fact.text() if fact is not None else None
+
     services = {}
     for rt in RUNTIMES:
         u = units.get(rt, {})
@@ -154,22 +316,24 @@ def parse_facts(output: str) -> NodeFacts:
     cmdline_b64 = misc.get("cmdline.docker", "")
     cmdline = tuple(a for a in base64.b64decode(cmdline_b64).decode("utf-8", "replace").split("\0")
                     if a) if cmdline_b64 else services["docker"].exec_start
+    daemon_json_path = dkr.config_file_flag(cmdline) or dkr.DAEMON_JSON
     docker_facts = dkr.DockerFacts(
         service=services["docker"],
-        daemon_json=files.get(dkr.config_file_flag(cmdline) or dkr.DAEMON_JSON),
-        daemon_json_path=dkr.config_file_flag(cmdline) or dkr.DAEMON_JSON,
-        client_config=files.get(dkr.ROOT_DOCKER_CONFIG),
+        daemon_json=text(daemon_json_path),
+        daemon_json_path=daemon_json_path,
+        client_config=text(dkr.ROOT_DOCKER_CONFIG),
         cmdline=cmdline,
         drop_ins=services["docker"].drop_ins,
     )
     cfg_file = _containerd_config_flag(services["containerd"].exec_start) or ctd.CONFIG_TOML
+    hosts = {p: f.text() for p, f in files.items() if p.endswith("/hosts.toml")}
     containerd_facts = ctd.ContainerdFacts(
         service=services["containerd"],
-        config_toml=files.get(cfg_file),
+        config_toml=text(cfg_file),
         config_file=cfg_file,
-        hosts={p: t for p, t in files.items() if p.endswith("/hosts.toml")},
+        hosts={p: t for p, t in hosts.items() if t is not None},
     )
-    return NodeFacts(docker_facts, containerd_facts, files)
+    return NodeFacts(docker_facts, containerd_facts, files, dirs, systemd_error)
 
 
 def _version_word(words: list[str], runtime: str) -> str:
@@ -215,12 +379,19 @@ def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | N
 
 
 def unified_diff(change: FileChange) -> str:
+    """The change as a unified diff, credentials masked on both sides (`mask_secrets`): a password
+    already in the node's file is as secret as the one nodecfg adds. Files nodecfg writes its own
+    credentials into are not shown at all."""
     if change.secret:
         return f"--- {change.path}\n+++ {change.path}\n(contents hidden: the file holds credentials)\n"
-    old = (change.old or "").splitlines(keepends=True)
-    new = change.content.splitlines(keepends=True)
-    return "".join(difflib.unified_diff(old, new, f"{change.path} (before)" if change.old is not None
-                                        else "/dev/null", f"{change.path} (nodecfg)"))
+    # diff the real lines (a changed password is a changed line), then mask each line of the diff
+    # with the credentials found in either version
+    values = secret_values(change.old or "") | secret_values(change.content)
+    diff = difflib.unified_diff((change.old or "").splitlines(keepends=True),
+                                change.content.splitlines(keepends=True),
+                                f"{change.path} (before)" if change.old is not None else "/dev/null",
+                                f"{change.path} (nodecfg)")
+    return "".join(mask_secrets(line, values) for line in diff)
 
 
 def _validate_content(change: FileChange) -> str | None:
@@ -235,59 +406,153 @@ def _validate_content(change: FileChange) -> str | None:
     return None
 
 
+def unknown_paths(plan: NodePlan, facts: NodeFacts) -> tuple[str, ...]:
+    """Files the plan writes that facts never looked at (a `--config-file` daemon.json, a custom
+    certs dir, a moved mirror's hosts.toml): gather them before planning for real."""
+    return tuple(f.path for f in plan.files if facts.file(f.path) is None)
+
+
+def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str, str]]:
+    """The planners see only the files that could be read as text; a file they would write over
+    that was really there must not be clobbered. Returns the plan with every runtime that would
+    write over a non-UTF-8 file failed (it can't be merged; left untouched), and the files that
+    could not be read at all (path -> why), which fail the whole node."""
+    unreadable: dict[str, str] = {}
+    runtimes: dict[str, RuntimePlan] = {}
+    for rp in plan.runtimes:
+        refused = []
+        for f in rp.files:
+            fact = facts.file(f.path)
+            if fact is None or fact.state is FileState.UNREADABLE:
+                unreadable[f.path] = fact.reason if fact is not None else "the facts did not cover it"
+            elif (why := fact.not_utf8()) is not None:
+                refused.append(why)
+        runtimes[rp.runtime] = (RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused
+                                else rp)
+    return NodePlan(docker=runtimes["docker"], containerd=runtimes["containerd"]), unreadable
+
+
+def targets(plan: NodePlan, facts: NodeFacts) -> dict[str, FileFact]:
+    """What apply compares and writes, per planned path: facts' view (EXISTS or ABSENT)."""
+    out = {}
+    for f in plan.files:
+        fact = facts.file(f.path)
+        assert fact is not None and fact.state is not FileState.UNREADABLE, f.path
+        out[f.path] = fact
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-# apply (the scripts are pure functions of the plan)
+# apply (the scripts are pure functions of the plan and the facts)
+
+APPLY_END = "end\tapply"
+ROLLBACK_END = "end\trollback"
+
+# compare-and-swap: the file is still what facts saw ($3: its sha256, or `absent`), or nothing is
+# written. $1 the path, $2 the file a write replaces (a symlink's target, else $1).
+_CAS_FN = r"""cas() {
+  if [ "$3" = absent ]; then
+    if [ -e "$1" ] || [ -L "$1" ]; then
+      printf 'conflict\t%s\t%s\n' "$1" 'created on the node since its facts were read'; return 1; fi
+    return 0
+  fi
+  if [ "$1" = "$2" ]; then
+    if [ -L "$1" ]; then
+      printf 'conflict\t%s\t%s\n' "$1" 'replaced by a symlink since its facts were read'; return 1; fi
+  elif [ "$(readlink -f -- "$1")" != "$2" ]; then
+    printf 'conflict\t%s\t%s\n' "$1" 'its symlink was changed since its facts were read'; return 1
+  fi
+  s=$(sha256sum < "$2" 2>/dev/null) || s=
+  [ "${s%% *}" = "$3" ] && return 0
+  printf 'conflict\t%s\t%s\n' "$1" 'changed on the node since its facts were read'; return 1
+}
+fail() { printf 'invalid\t%s\t%s\n' "$1" "$(printf '%s\n' "$2" | grep -v '^$' | tail -n 1)"; bad=1; }"""
 
 
-def apply_script(plan: NodePlan, endpoint: str, mirror_docker_io: bool) -> str:
-    """The one script that changes a node. Few processes: on a busy node every fork costs, so the
-    temp files are written by the shell's own printf with their mode set by umask, under noclobber
-    (`set -C`: a temp name that already exists is an error, never followed), and the backups are
-    hard links to the previous files (the rename then leaves them untouched)."""
-    lines = ["umask 022", "ts=$(date +%Y%m%d%H%M%S)", "bad=0", "temps=", "set -C"]
+def _real(change: FileChange, fact: FileFact) -> str:
+    """The file a write replaces: a symlink's target (the link is kept), else the path."""
+    return fact.real_path if fact.exists and fact.real_path else change.path
+
+
+def target_mode(change: FileChange, fact: FileFact) -> int:
+    """An existing file keeps its mode (a 0600 daemon.json stays 0600); a file that holds
+    credentials is never left more open than planned. A new file gets the planned mode."""
+    if not fact.exists or fact.mode is None:
+        return change.mode
+    return fact.mode & change.mode if change.secret else fact.mode
+
+
+def backup_path(change: FileChange, fact: FileFact, stamp: str) -> str:
+    return f"{_real(change, fact)}.nodecfg-{stamp}.bak"
+
+
+def apply_script(plan: NodePlan, files: dict[str, FileFact], endpoint: str, mirror_docker_io: bool,
+                 deadline: float = 10, stamp: str = "0") -> str:
+    """The one script that changes a node. Every file's bytes travel base64-encoded and are written
+    exactly (`base64 -d`) to a temp file beside the file they replace (a symlink's target: the link
+    is kept), under noclobber, with the old file's mode and owner; validated; then every target is
+    checked to be what facts saw (`cas`: sha256, or still absent) — if one is not, nothing is
+    written. The previous files are kept as hard links `<file>.nodecfg-<stamp>.bak`. Restarts and
+    reloads are queued (`--no-block`) and waited for at most `deadline` seconds, as is each check;
+    the script ends with `APPLY_END`."""
+    q = shlex.quote
+    lines = [SCRIPT_ENV, "umask 022", "bad=0", "temps=", "dump=", "set -C", _CAS_FN]
     for i, f in enumerate(plan.files):
-        directory = f.path.rsplit("/", 1)[0]
-        d = shlex.quote(directory)
-        t = f"t{i}"
+        fact = files[f.path]
+        real = _real(f, fact)
+        directory = posixpath.dirname(real) or "/"
+        path, t = q(f.path), f"t{i}"
+        data = base64.b64encode(f.content.encode("utf-8")).decode()
+        mode = target_mode(f, fact)
+        keep = (f" && err=$(chown {fact.uid}:{fact.gid} \"${t}\" 2>&1 && chmod {mode:o} \"${t}\" 2>&1)"
+                if fact.exists and fact.uid is not None else "")
         lines += [
-            f"[ -d {d} ] || mkdir -p {d}",
-            f"{t}={shlex.quote(f'{directory}/.nodecfg.{i}.')}$$",
+            f"{t}={q(f'{directory}/.nodecfg.{i}.')}$$",
             f'temps="$temps ${t}"',
-            f"umask {0o777 & ~f.mode:03o}",
-            f"printf '%s' {shlex.quote(f.content)} > \"${t}\" || {{ printf 'invalid\\t%s\\t%s\\n' "
-            f"{shlex.quote(f.path)} 'cannot create a temp file'; bad=1; }}",
+            f"[ -d {q(directory)} ] || err=$(mkdir -p -- {q(directory)} 2>&1) || fail {path} \"$err\"",
+            f"umask {0o777 & ~(mode & 0o777):03o}",
+            f"err=$(printf '%s' {q(data)} | base64 -d 2>&1 > \"${t}\"){keep} || fail {path} \"$err\"",
             "umask 022",
         ]
         if f.validate == "containerd":
             # containerd's own reading of the new file; the verify after the restart reuses it
-            lines.append(f"if dump=$(containerd -c \"${t}\" config dump 2>\"${t}.err\"); then "
-                         "printf 'containerd.dump\\t%s\\n' \"$(printf '%s\\n' \"$dump\" | base64 -w0)\"; "
-                         f"else printf 'invalid\\t%s\\t%s\\n' {shlex.quote(f.path)} "
-                         f"\"$(tail -n 1 \"${t}.err\")\"; bad=1; fi; rm -f \"${t}.err\"")
-        check = {"dockerd": f"dockerd --validate --config-file \"${t}\""}.get(f.validate)
-        if check:
-            lines.append(f"if ! out=$({check} 2>&1 >/dev/null); then printf 'invalid\\t%s\\t%s\\n' "
-                         f"{shlex.quote(f.path)} \"$(printf '%s' \"$out\" | tail -n 1)\"; bad=1; fi")
-    lines.append("if [ $bad = 1 ]; then rm -f $temps; exit 0; fi")
+            lines.append(f"if dump=$(timeout {deadline:g} containerd -c \"${t}\" config dump 2>\"${t}.err\"); "
+                         "then printf 'containerd.dump\\t%s\\n' \"$(printf '%s\\n' \"$dump\" | base64 -w0)\"; "
+                         f"else fail {path} \"$(cat \"${t}.err\")\"; fi; rm -f \"${t}.err\"")
+        elif f.validate == "dockerd":
+            lines.append(f"out=$(timeout {deadline:g} dockerd --validate --config-file \"${t}\" 2>&1 "
+                         f">/dev/null) || fail {path} \"$out\"")
+    lines.append(f"if [ $bad = 1 ]; then rm -f $temps; printf '{APPLY_END}\\n'; exit 0; fi")
+    for f in plan.files:
+        fact = files[f.path]
+        lines.append(f"cas {q(f.path)} {q(_real(f, fact))} {fact.sha256 or 'absent'} || bad=1")
+    lines.append(f"if [ $bad = 1 ]; then rm -f $temps; printf '{APPLY_END}\\n'; exit 0; fi")
     for i, f in enumerate(plan.files):
-        p = shlex.quote(f.path)
-        lines += [
-            f"if [ -e {p} ]; then ln -f {p} {p}.nodecfg-$ts.bak && "
-            f"printf 'backup\\t%s\\t%s\\n' {p} {p}.nodecfg-$ts.bak; fi",
-            f"mv -f \"$t{i}\" {p} && printf 'wrote\\t%s\\n' {p}",
-        ]
-    # containerd's restart and docker's reload are independent: run them side by side
-    for rp in plan.runtimes:
-        if rp.action != "none":
-            lines.append(f"(systemctl {rp.action} {rp.runtime}.service 2>&1 | tail -n 1 | "
-                         f"sed 's/^/actionlog.{rp.runtime}\\t/') &")
-    lines.append("wait")
-    if plan.containerd.action == "restart":
-        lines.append(ctd.verify_script())
-    if plan.docker.action == "reload":
-        lines.append(dkr.verify_script(endpoint, mirror_docker_io))
-    lines += [_state_probe(), "true"]
+        fact = files[f.path]
+        path, real, bak = q(f.path), q(_real(f, fact)), q(backup_path(f, fact, stamp))
+        if fact.exists:
+            lines.append(f"{{ ln -f {real} {bak} 2>/dev/null || cp -p {real} {bak}; }} && "
+                         f"printf 'backup\\t%s\\t%s\\n' {path} {bak}")
+        lines.append(f"mv -f \"$t{i}\" {real} && printf 'wrote\\t%s\\n' {path}")
+    # docker first: its reload needs nothing from containerd, but systemd queues a docker job
+    # behind a pending containerd job (docker is ordered After= it), so a containerd start that
+    # hangs would hold docker's reload too. Each runtime: queue, wait (bounded), verify (bounded).
+    for rp, verify in ((plan.docker, dkr.verify_script(endpoint, mirror_docker_io, deadline)),
+                       (plan.containerd, ctd.verify_script(deadline))):
+        if rp.action == "none":
+            continue
+        lines += [f"timeout {deadline:g} systemctl --no-block {rp.action} {rp.runtime}.service "
+                  f"2>&1 | tail -n 1 | sed 's/^/actionlog.{rp.runtime}\\t/'",
+                  settle_units(deadline, (rp.runtime,)),
+                  f"case \"$settled\" in *\"settled.{rp.runtime}\tactive\t\"*) {verify};; esac"]
+    lines += [_state_probe(), f"printf '{APPLY_END}\\n'"]
     return "\n".join(lines) + "\n"
+
+
+def apply_budget(deadline: float) -> float:
+    """How long the apply script may run in all: writing and validating, and each runtime's
+    reload or restart and its verify get `deadline` each."""
+    return 6 * deadline + 5
 
 
 def _state_probe() -> str:
@@ -295,26 +560,57 @@ def _state_probe() -> str:
     return unit_states("after.", ("ActiveState", "ActiveEnterTimestampMonotonic"))
 
 
-def rollback_script(plan: RuntimePlan, written: dict[str, str | None]) -> str:
-    """Put back the previous files of one runtime and bring it back up."""
-    lines = []
-    for f in plan.files:
-        if f.path not in written:
-            continue
-        p = shlex.quote(f.path)
-        backup = written[f.path]
-        lines.append(f"mv -f {shlex.quote(backup)} {p}" if backup else f"rm -f {p}")
+def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active: bool,
+                    deadline: float = 10, stamp: str = "0") -> str:
+    """Put back one runtime's previous files and bring it back as it was, every wait bounded.
+
+    Works from the plan and facts alone (the apply may have died half-way): a backup that exists
+    is renamed back; a file that did not exist before is removed if it holds what nodecfg wrote.
+    A start that hangs (an ExecStartPre that never returns) is cancelled by `systemctl stop`, then
+    the runtime is started again with its old config and waited for, at most `deadline` seconds;
+    a start still queued then is left to systemd and said."""
+    q = shlex.quote
     unit = f"{plan.runtime}.service"
+    lines = [SCRIPT_ENV, "restored=0"]
+    for i, f in enumerate(plan.files):
+        fact = files[f.path]
+        real = _real(f, fact)
+        lines.append(f"rm -f {q(f'{posixpath.dirname(real)}/.nodecfg.{i}.')}* 2>/dev/null")
+        if fact.exists:
+            bak = q(backup_path(f, fact, stamp))
+            lines.append(f"if [ -e {bak} ]; then mv -f {bak} {q(real)} && "
+                         f"printf 'restored\\t%s\\n' {q(f.path)} && restored=1; fi")
+        else:
+            ours = hashlib.sha256(f.content.encode("utf-8")).hexdigest()
+            lines.append(f"if [ -f {q(real)} ]; then s=$(sha256sum < {q(real)}); "
+                         f"if [ \"${{s%% *}}\" = {ours} ]; then rm -f {q(real)} && "
+                         f"printf 'removed\\t%s\\n' {q(f.path)} && restored=1; fi; fi")
+    changed = "[ $restored = 1 ]" if plan.action != "none" else "false"
+    down = "! systemctl is-active -q " + unit if was_active else "false"
+    lines.append(f"job=$(systemctl show -p Job --value {unit} 2>/dev/null)")
     if plan.runtime == "containerd":
-        lines.append(f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit}")
+        lines.append(
+            f"if {changed} || [ -n \"$job\" ] || {down}; then "
+            f"timeout {deadline:g} systemctl stop {unit} >/dev/null 2>&1; "
+            f"systemctl reset-failed {unit} 2>/dev/null; " + (
+                f"timeout {deadline:g} systemctl --no-block start {unit} 2>&1 | tail -n 1 | "
+                f"sed 's/^/actionlog.{plan.runtime}\\t/'; " if was_active else "")
+            + "fi")
     else:
-        lines.append(f"if systemctl is-active -q {unit}; then systemctl reload {unit}; else "
-                     f"systemctl reset-failed {unit} 2>/dev/null; systemctl start {unit}; fi")
-    probe = ("timeout 3 ctr --connect-timeout 1s version" if plan.runtime == "containerd"
-             else "timeout 5 docker info")
-    lines.append(wait_until(f"{probe} >/dev/null 2>&1", 15))
-    lines += [_state_probe(), "true"]
+        lines.append(
+            f"[ -n \"$job\" ] && timeout {deadline:g} systemctl cancel \"$job\" 2>/dev/null; "
+            f"if {changed} || {down}; then "
+            f"if systemctl is-active -q {unit}; then timeout {deadline:g} systemctl --no-block reload "
+            f"{unit}; else systemctl reset-failed {unit} 2>/dev/null; "
+            f"timeout {deadline:g} systemctl --no-block start {unit}; fi 2>&1 | tail -n 1 | "
+            f"sed 's/^/actionlog.{plan.runtime}\\t/'; fi")
+    lines += [settle_units(deadline, (plan.runtime,), "after."), f"printf '{ROLLBACK_END}\\n'"]
     return "\n".join(lines) + "\n"
+
+
+def rollback_budget(deadline: float) -> float:
+    """The stop of a hung start and the wait for the restarted runtime get `deadline` each."""
+    return 3 * deadline + 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,59 +658,127 @@ def _outcome_from_plan(rp: RuntimePlan, svc: ServiceFacts, check: bool) -> Runti
                           tuple(f.path for f in rp.files), rp.note, svc.version, svc.active)
 
 
-def _parse_apply(output: str) -> tuple[dict[str, str], dict[str, str | None], dict[str, str]]:
-    invalid: dict[str, str] = {}
-    written: dict[str, str | None] = {}
-    values: dict[str, str] = {}
+@dataclass(frozen=True)
+class ApplyReport:
+    """What the apply script said, line by line."""
+
+    complete: bool = False  # its end marker arrived
+    invalid: dict[str, str] = field(default_factory=dict)  # path -> why (nothing written)
+    conflicts: dict[str, str] = field(default_factory=dict)  # path -> what changed (nothing written)
+    written: dict[str, str | None] = field(default_factory=dict)  # path -> its backup
+    values: dict[str, str] = field(default_factory=dict)
+
+
+def parse_apply(output: str) -> ApplyReport:
+    report = ApplyReport(complete=APPLY_END in output.splitlines())
     backups: dict[str, str] = {}
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
+        path, _, why = rest.partition("\t")
         if key == "invalid":
-            path, _, why = rest.partition("\t")
-            invalid[path] = why
+            report.invalid[path] = one_line(why) or "rejected"
+        elif key == "conflict":
+            report.conflicts[path] = why
         elif key == "backup":
-            path, _, bak = rest.partition("\t")
-            backups[path] = bak
+            backups[path] = why
         elif key == "wrote":
-            written[rest] = backups.get(rest)
-        else:
-            values[key] = rest
-    return invalid, written, values
+            report.written[rest] = backups.get(rest)
+        elif key != "end":
+            report.values[key] = rest
+    return report
+
+
+def _settled(values: dict[str, str], runtime: str, prefix: str = "settled.") -> tuple[str, str, str, str]:
+    """(ActiveState, SubState, Result, Job) of a runtime as a settle loop left it."""
+    fields = [*values.get(f"{prefix}{runtime}", "").split("\t"), "", "", "", ""]
+    return fields[0], fields[1], fields[2], fields[3]
 
 
 def _runtime_error(rp: RuntimePlan, values: dict[str, str], endpoint: str, mirror: bool,
-                   certs_dir: str) -> str | None:
-    after = values.get(f"after.{rp.runtime}", "").split("\t")[0]
+                   certs_dir: str, deadline: float) -> str | None:
     if rp.action == "none":
         return None
-    if after != "active":
-        log = values.get(f"actionlog.{rp.runtime}", "")
-        return f"{rp.runtime} is {after or 'gone'} after {rp.action}" + (f": {log}" if log else "")
+    state, sub, result, job = _settled(values, rp.runtime)
+    log = one_line(values.get(f"actionlog.{rp.runtime}", ""))
+    if job:
+        return (f"{rp.runtime} did not come back within {deadline:g}s of its {rp.action} "
+                f"({state}: {sub})")
+    if state != "active":
+        how = ", ".join(x for x in (sub, result if result != "success" else "") if x)
+        return (f"{rp.runtime} is {state or 'gone'}{f' ({how})' if how else ''} after its {rp.action}"
+                + (f": {log}" if log else ""))
     if rp.runtime == "docker":
         return dkr.check_effect(values.get("docker.info", ""), endpoint, mirror)
     return ctd.check_effect(values.get("containerd.dump", ""), values.get("containerd.cri", ""),
                             certs_dir)
 
 
+def _by_reason(unreadable: dict[str, str]) -> str:
+    """`a, b: Permission denied; c: not a regular file`."""
+    groups: dict[str, list[str]] = {}
+    for path, why in unreadable.items():
+        groups.setdefault(why, []).append(path)
+    return "; ".join(f"{', '.join(paths)}: {why}" for why, paths in groups.items())
+
+
+_NOT_ROOT = ("Permission denied", "Operation not permitted", "Failed to connect to bus",
+             "Access denied", "Interactive authentication required")
+
+
+def _hint(reason: str, host: Host) -> str:
+    """What to do about a node's refusal, when it is clear."""
+    if "a password is required" in reason or "a terminal is required" in reason:
+        return " — use --ask-become-pass, or a NOPASSWD sudo rule for this user"
+    if any(s in reason for s in _NOT_ROOT) and not host.ssh.become and host.ssh.user != "root":
+        return " — set become: true"
+    return ""
+
+
 def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                    credentials: tuple[str, str] | None) -> NodeOutcome:
-    """Facts, plan, apply and verify one node over an open connection `c`."""
+    """Facts, plan, apply and verify one node over an open connection `c`.
+
+    Every step on the node has a deadline, `options.step_timeout` (`--timeout`): facts, the
+    validation, the restart or reload, each verify and a rollback get that long each, enforced on
+    the node (`timeout`, bounded polls) and again here (`ssh.run(timeout=...)`)."""
     become = host.ssh.become
+    deadline = options.step_timeout
+    stamp = time.strftime("%Y%m%d%H%M%S")
 
-    def sh(script: str) -> ssh.RunResult:
-        return ssh.run(c, "sh -s", stdin=script.encode(), become=become,
-                       become_password=options.become_password)
+    def sh(script: str, budget: float, step: str) -> ssh.RunResult:
+        try:
+            return ssh.run(c, f"timeout -k 2 {budget:g} sh -s", stdin=script.encode(),
+                           become=become, become_password=options.become_password,
+                           timeout=budget + 5)
+        except HostError as exc:
+            why = (f"no answer within {budget + 5:g}s" if "timed out" in str(exc)
+                   else one_line(str(exc)))
+            raise HostError(f"{host}: {step}: {why}") from None
 
-    res = sh(facts_script())
-    if not res.ok or "unit.docker" not in res.stdout:
-        raise HostError(f"{host}: gathering facts failed: {res.brief()}")
-    facts = parse_facts(res.stdout)
+    def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
+        res = sh(facts_script(files, dirs), deadline, "gathering facts")
+        try:
+            return parse_facts(res.stdout)
+        except FactsError as exc:
+            why = (f"no answer within {deadline:g}s" if res.exit_code in (124, 137)
+                   else one_line(res.stderr) or str(exc))
+            raise HostError(f"{host}: gathering facts failed: {why}{_hint(why, host)}") from None
+
+    facts = gather((), ())
+    if facts.systemd_error:  # nothing can be planned; a file it can't read says more, if any
+        unreadable = {p: f.reason for p, f in facts.files.items() if f.state is FileState.UNREADABLE}
+        why = (f"cannot read {_by_reason(unreadable)}" if unreadable
+               else f"cannot query systemd: {facts.systemd_error}")
+        raise HostError(f"{host}: {why}{_hint(why, host)}")
     plan = plan_node(facts, inv, credentials)
-    certs_dir = _certs_dir(plan)
-    if certs_dir != ctd.DEFAULT_CERTS_D or facts.docker.daemon_json_path != dkr.DAEMON_JSON:
-        res = sh(facts_script((facts.docker.daemon_json_path,), (certs_dir,)))
-        facts = parse_facts(res.stdout)
+    missing = unknown_paths(plan, facts)
+    if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
+        facts = gather(missing, (_certs_dir(plan),))
         plan = plan_node(facts, inv, credentials)
+    plan, unreadable = refuse_unsafe(plan, facts)
+    if unreadable:
+        why = f"cannot read {_by_reason(unreadable)}"
+        raise HostError(f"{host}: {why}{_hint(why, host)}")
     for f in plan.files:
         problem = _validate_content(f)
         if problem:
@@ -423,36 +787,65 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     outcomes = {rp.runtime: _outcome_from_plan(rp, svc[rp.runtime], options.check)
                 for rp in plan.runtimes}
     diffs = tuple(unified_diff(f) for f in plan.files) if options.diff else ()
-    failed = [o for o in outcomes.values() if o.status == "failed"]
     if options.check or not plan.files:
-        return _finish(outcomes, diffs, failed)
+        return _finish(outcomes, diffs)
     reg = inv.registry
     mirror = "docker.io" in reg.mirrors
-    res = sh(apply_script(plan, reg.endpoint, mirror))
-    if not res.ok:
-        raise HostError(f"{host}: applying the plan failed: {res.brief()}")
-    invalid, written, values = _parse_apply(res.stdout)
-    if invalid:
-        why = "; ".join(f"{p}: {w}" for p, w in invalid.items())
+    certs_dir = _certs_dir(plan)
+    files = targets(plan, facts)
+
+    def rollback(rp: RuntimePlan, error: str) -> None:
+        try:
+            rb = sh(rollback_script(rp, files, was_active=svc[rp.runtime].active, deadline=deadline,
+                                    stamp=stamp), rollback_budget(deadline), "rolling back")
+            values = parse_apply(rb.stdout).values
+            state, sub, _, job = _settled(values, rp.runtime, "after.")
+            back = f"{rp.runtime} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
+                                                                 else "")
+            if job:
+                back += f", its start still queued after {deadline:g}s"
+            if ROLLBACK_END not in rb.stdout.splitlines():
+                back += f" (the rollback did not finish: {one_line(rb.stderr) or 'cut short'})"
+            note = f"{error}; previous files restored, {back}"
+        except HostError as exc:
+            state, note = "", f"{error}; rolling back failed: {one_line(str(exc))}"
+        outcomes[rp.runtime] = replace(outcomes[rp.runtime], status="rolled back",
+                                       active=state == "active", note=note)
+
+    try:
+        res = sh(apply_script(plan, files, reg.endpoint, mirror, deadline, stamp),
+                 apply_budget(deadline), "applying")
+        report = parse_apply(res.stdout)
+        lost = "" if report.complete else (
+            f"no answer within {apply_budget(deadline):g}s" if res.exit_code in (124, 137)
+            else one_line(res.stderr) or "the apply script was cut short")
+    except HostError as exc:
+        report, lost = ApplyReport(), one_line(str(exc))
+    if lost:  # the node's state is unknown: put back every runtime that had something to write
+        for rp in (plan.docker, plan.containerd):
+            if rp.files:
+                rollback(rp, f"applying did not finish ({lost}{_hint(lost, host)})")
+        return _finish(outcomes, diffs)
+    refused = {**report.invalid, **report.conflicts}
+    if refused:
+        why = "; ".join(f"{p}: {w}" for p, w in refused.items())
+        what = "nothing written" if report.conflicts else "rejected on the node, nothing written"
         for rt, o in outcomes.items():
-            if any(f in invalid for f in o.files):
+            if o.files:
                 outcomes[rt] = replace(o, status="failed", action="none",
-                                       note=f"validation failed, nothing written: {why}")
-        return _finish(outcomes, diffs, [o for o in outcomes.values() if o.status == "failed"])
+                                       note=f"{what}: {why}{_hint(why, host)}")
+        return _finish(outcomes, diffs)
+    errors = {}
     for rp in plan.runtimes:
-        error = _runtime_error(rp, values, reg.endpoint, mirror, certs_dir)
-        active = values.get(f"after.{rp.runtime}", "").startswith("active")
+        active = report.values.get(f"after.{rp.runtime}", "").startswith("active")
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], active=active)
-        if error is None:
-            continue
-        rb = sh(rollback_script(rp, written))
-        state = dict(line.split("\t", 1) for line in rb.stdout.splitlines() if "\t" in line)
-        back = state.get(f"after.{rp.runtime}", "").split("\t")[0]
-        outcomes[rp.runtime] = replace(
-            outcomes[rp.runtime], status="rolled back", active=back == "active",
-            note=f"{error}; previous files restored, {rp.runtime} {back or 'state unknown'}")
-    failed = [o for o in outcomes.values() if o.status in ("failed", "rolled back")]
-    return _finish(outcomes, diffs, failed)
+        errors[rp.runtime] = _runtime_error(rp, report.values, reg.endpoint, mirror, certs_dir,
+                                            deadline)
+    for rp in (plan.docker, plan.containerd):  # docker first, as in apply
+        error = errors[rp.runtime]
+        if error is not None:
+            rollback(rp, error)
+    return _finish(outcomes, diffs)
 
 
 def _certs_dir(plan: NodePlan) -> str:
@@ -462,9 +855,11 @@ def _certs_dir(plan: NodePlan) -> str:
     return ctd.DEFAULT_CERTS_D
 
 
-def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...],
-            failed: list[RuntimeOutcome]) -> NodeOutcome:
-    error = "; ".join(f"{o.runtime}: {o.note}" for o in failed)
+def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> NodeOutcome:
+    """The node's outcome: every note one line (it may quote a node), the error their summary."""
+    outcomes = {rt: replace(o, note=one_line(o.note)) for rt, o in outcomes.items()}
+    failed = [o for o in outcomes.values() if o.status in ("failed", "rolled back")]
+    error = one_line("; ".join(f"{o.runtime}: {o.note}" for o in failed))
     return NodeOutcome(outcomes["docker"], outcomes["containerd"], diffs, error)
 
 
@@ -476,10 +871,13 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
         credentials = (inv.registry.auth.username, inv.registry.auth.password().reveal())
 
     def one(host: Host) -> NodeOutcome:
-        c = ssh.connect(host)
         try:
-            return configure_node(c, host, inv, options, credentials)
-        finally:
-            ssh.close(c)
+            c = ssh.connect(host)
+            try:
+                return configure_node(c, host, inv, options, credentials)
+            finally:
+                ssh.close(c)
+        except HostError as exc:  # a node's error is one line, whatever it came from
+            raise type(exc)(one_line(str(exc))) from None
 
     return run_fleet(hosts, one, forks=forks, on_done=on_done)

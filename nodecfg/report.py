@@ -9,6 +9,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from nodecfg.fleet import FleetResult, HostResult
+from nodecfg.runtimes.common import MESSAGE_LIMIT, mask_secrets
 
 
 def _err(message: str) -> None:
@@ -33,7 +34,20 @@ def host_done(as_json: bool) -> Callable[[HostResult[Any]], None]:
 
 
 def first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    """The first line of a message, secrets masked, at most MESSAGE_LIMIT characters."""
+    line = mask_secrets(text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= MESSAGE_LIMIT else line[:MESSAGE_LIMIT - 1].rstrip() + "…"
+
+
+def _masked(obj: Any) -> Any:
+    """Every string in a JSON-able structure with its secrets masked (`mask_secrets`)."""
+    if isinstance(obj, str):
+        return mask_secrets(obj)
+    if isinstance(obj, dict):
+        return {k: _masked(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_masked(v) for v in obj]
+    return obj
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -102,8 +116,8 @@ def registry_down(result: Any) -> None:
     print(f"{result.master}: {what}; {data}")
 
 
-def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any]) -> None:
-    _json({
+def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any], *, mask: bool = False) -> None:
+    _json((_masked if mask else _same)({
         "ok": not fleet.failed,
         "hosts": [
             {"name": r.host.name, "address": r.host.address, "ok": r.ok,
@@ -111,7 +125,11 @@ def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any]) -> None:
              **({"result": render(r.value)} if r.value is not None else {})}
             for r in fleet.results
         ],
-    })
+    }))
+
+
+def _same(obj: Any) -> Any:
+    return obj
 
 
 def _runtime_cell(o: Any) -> str:
@@ -121,18 +139,21 @@ def _runtime_cell(o: Any) -> str:
 
 
 def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> None:
+    """Diffs (masked where they are made, and here again), the recap table, the count. Every
+    string that came from a node goes through `mask_secrets`, in the table and in --json."""
     if as_json:
         fleet_json(fleet, lambda v: {
             "changed": v.changed, "files_changed": list(v.files_changed),
             "docker": asdict(v.docker), "containerd": asdict(v.containerd),
             **({"diffs": list(v.diffs)} if v.diffs else {}),
-        })
+        }, mask=True)
         return
     for r in fleet.results:
         if r.value is not None and r.value.diffs:
             print(f"--- {r.host} ---")
-            for d in r.value.diffs:
-                print(d, end="" if d.endswith("\n") else "\n")
+            for diff in r.value.diffs:
+                text = mask_secrets(diff)
+                print(text, end="" if text.endswith("\n") else "\n")
     rows = []
     for r in fleet.results:
         v = r.value
@@ -141,7 +162,7 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
                          ("UNREACHABLE: " if r.unreachable else "FAILED: ") + first_line(r.error)])
             continue
         actions = [f"{o.runtime} {o.action}" for o in (v.containerd, v.docker) if o.action != "none"]
-        notes = [f"{o.runtime}: {o.note}" for o in (v.containerd, v.docker) if o.note]
+        notes = [f"{o.runtime}: {first_line(o.note)}" for o in (v.containerd, v.docker) if o.note]
         result = ("FAILED: " + first_line(r.error)) if r.error else (
             ("would change" if options.check else "changed") if v.changed else "ok")
         if notes and not r.error:

@@ -1,9 +1,17 @@
-"""Shapes shared by the runtime planners (a service's facts, a file to write, a runtime's plan) and
-the shell fragments every node script uses (a bounded wait, the runtimes' unit states)."""
+"""Shapes shared by the runtime planners (a service's facts, a file as read from a node, a file to
+write, a runtime's plan), the text rules every report follows (secrets masked, a node's errors in
+one line) and the shell fragments every node script uses (a bounded wait, settling units)."""
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,60 @@ class ServiceFacts:
     def major(self) -> int:
         head = self.version.lstrip("v").split(".")[0]
         return int(head) if head.isdigit() else 0
+
+
+class FileState(enum.Enum):
+    """What facts know of a file. As pyinfra: *absent* (None there) is not *unreadable* (False):
+    a file that could not be read is never taken for a missing one."""
+
+    EXISTS = "exists"
+    ABSENT = "absent"
+    UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class FileFact:
+    """One file on a node as facts saw it: its bytes, and where and how it sits.
+
+    `real_path` is the file a write must replace: the symlink's target when `path` is a link
+    (sites keep configs in a managed dir and link them), else `path` itself."""
+
+    path: str
+    state: FileState
+    data: bytes | None = None  # EXISTS: the exact bytes
+    real_path: str = ""
+    mode: int | None = None  # permission bits (stat %a)
+    uid: int | None = None
+    gid: int | None = None
+    reason: str = ""  # UNREADABLE: why, in one line
+
+    @property
+    def exists(self) -> bool:
+        return self.state is FileState.EXISTS
+
+    @property
+    def sha256(self) -> str | None:
+        return hashlib.sha256(self.data).hexdigest() if self.data is not None else None
+
+    def text(self) -> str | None:
+        """The content as text for the planners, None unless it exists and is valid UTF-8."""
+        if self.data is None:
+            return None
+        try:
+            return self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def not_utf8(self) -> str | None:
+        """Why the bytes are not UTF-8 text (None when they are, or there are none)."""
+        if self.data is None:
+            return None
+        try:
+            self.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (f"{self.path} is not UTF-8 text (byte 0x{self.data[exc.start]:02x} at offset "
+                    f"{exc.start}); it can't be merged as TOML or JSON: left untouched")
+        return None
 
 
 @dataclass(frozen=True)
@@ -72,3 +134,109 @@ def unit_states(prefix: str, props: tuple[str, ...]) -> str:
             f"awk 'BEGIN {{ RS = \"\"; FS = \"\\n\" }} {{ id = \"\";{resets} "
             f"for (i = 1; i <= NF; i++) {{ split($i, kv, \"=\"); if (kv[1] == \"Id\") id = kv[2]; {take} }} "
             f"sub(/\\.service$/, \"\", id); printf \"{prefix}%s{fields}\\n\", id{values} }}'")
+
+
+def settle_units(seconds: float, runtimes: tuple[str, ...], prefix: str = "settled.") -> str:
+    """Shell: wait (bounded) until systemd has no job queued for the runtimes' units, then print
+    `<prefix><runtime>\\t<ActiveState>\\t<SubState>\\t<Result>\\t<Job>` per unit. A start that hangs
+    (an ExecStartPre that never returns) still has its job at the deadline; a start that failed
+    and waits to be retried settles as `activating auto-restart`. Sets `$settled` to the lines."""
+    units = " ".join(f"{r}.service" for r in runtimes)
+    props = ("ActiveState", "SubState", "Result", "Job")
+    return (
+        f"end=$(( $(date +%s) + {seconds:g} )); while :; do "
+        f"out=$(systemctl show {units} -p Id {' '.join(f'-p {p}' for p in props)} 2>/dev/null); "
+        "case \"$out\" in *Job=[0-9]*) ;; *) break;; esac; "
+        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.2; done; "
+        "settled=$(printf '%s\\n' \"$out\" | awk 'BEGIN { RS = \"\"; FS = \"\\n\" } { split(\"\", v); "
+        "for (i = 1; i <= NF; i++) { k = substr($i, 1, index($i, \"=\") - 1); "
+        "v[k] = substr($i, index($i, \"=\") + 1) } id = v[\"Id\"]; sub(/\\.service$/, \"\", id); "
+        f"printf \"{prefix}%s\\t%s\\t%s\\t%s\\t%s\\n\", id, v[\"ActiveState\"], v[\"SubState\"], "
+        "v[\"Result\"], v[\"Job\"] }'); printf '%s\\n' \"$settled\""
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# what an operator reads: secrets masked, a node's errors in one line
+
+MASK = "***"
+SECRET_KEYS = frozenset({"password", "passwd", "auth", "identitytoken", "registrytoken",
+                         "authorization", "token", "secret", "x-registry-auth"})
+_STR = r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\''
+# TOML `key = "v"` / `key = ["v", ...]` (also inside inline tables and after dotted keys)
+_TOML_KV = re.compile(r'(?P<key>"[^"\n]*"|\'[^\'\n]*\'|[A-Za-z0-9_-]+)(?P<sep>\s*=\s*)'
+                      rf'(?P<val>{_STR}|\[[^\]\n]*\])')
+# JSON `"key": "v"`
+_JSON_KV = re.compile(rf'(?P<key>"(?:[^"\\\n]|\\.)*")(?P<sep>\s*:\s*)(?P<val>{_STR})')
+# `Authorization: Basic xyz` in free text (an error line, a header dump)
+_HEADER = re.compile(r"(?i)\b(authorization|proxy-authorization)(\s*[:=]\s*)(basic|bearer)\s+[^\s\"',;]+")
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.strip("\"'").lower()
+    return k in SECRET_KEYS or k.endswith(("password", "token", "secret"))
+
+
+_CREDENTIAL = re.compile(r"""^\[?\s*["'](basic|bearer)\s""", re.IGNORECASE)
+
+
+def _mask_kv(match: re.Match[str]) -> str:
+    if not _is_secret_key(match.group("key")) and not _CREDENTIAL.match(match.group("val")):
+        return match.group(0)
+    return f'{match.group("key")}{match.group("sep")}"{MASK}"'
+
+
+def _secret_values(doc: Any, under_secret: bool = False) -> Iterator[str]:
+    if isinstance(doc, dict):  # a table's own keys decide (`auth.username` is not a secret)
+        for key, value in doc.items():
+            yield from _secret_values(value, _is_secret_key(str(key)))
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from _secret_values(value, under_secret)
+    elif isinstance(doc, str) and under_secret and doc:
+        yield doc
+
+
+def secret_values(text: str) -> set[str]:
+    """Every credential value in `text` parsed as JSON or TOML (nothing when it parses as
+    neither); a multi-line value also gives each of its lines, so a diff line holding one is
+    masked too."""
+    values: set[str] = set()
+    for parse in (json.loads, tomllib.loads):
+        try:
+            found = set(_secret_values(parse(text)))
+        except (ValueError, tomllib.TOMLDecodeError, RecursionError):
+            continue
+        values |= found | {ln.strip() for v in found for ln in v.splitlines()}
+    return {v for v in values if len(v) >= 4 and v != MASK}  # shorter ones would garble text
+
+
+def mask_secrets(text: str, values: set[str] | None = None) -> str:
+    """`text` with every credential value replaced by `***`, whatever the format: the values of
+    TOML and JSON keys such as password, auth, identitytoken, registrytoken and Authorization
+    headers (hosts.toml `header`, docker's config.json `auths`), `Basic`/`Bearer` values under any
+    key, and `Authorization: Basic ...` in free text. Line structure is kept.
+
+    Two passes: each line by pattern (works on broken files, fragments, a diff's lines), then
+    every value of `values` (default: `secret_values(text)`) wherever it appears (multi-line
+    strings, arrays over several lines)."""
+    out = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)} {MASK}", text)
+    out = _JSON_KV.sub(_mask_kv, out)
+    out = _TOML_KV.sub(_mask_kv, out)
+    for value in sorted(secret_values(text) if values is None else values, key=len, reverse=True):
+        out = out.replace(value, MASK)
+    return out
+
+
+MESSAGE_LIMIT = 300
+_BLOB = re.compile(r"^\S{80,}$")  # base64, a hex dump: output, never a reason
+_RECORD = re.compile(r"^[a-z][\w.-]*\t")  # a tagged line of a node script: data, not a reason
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A node's raw output (or a long message) as one meaningful line of at most `limit`
+    characters: the last line that is neither a blob nor a script's data record, secrets masked."""
+    lines = [ln.strip() for ln in mask_secrets(text).splitlines()]
+    meaningful = [ln for ln in lines if ln and not _BLOB.match(ln) and not _RECORD.match(ln)]
+    line = " ".join((meaningful[-1] if meaningful else "").split())
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"

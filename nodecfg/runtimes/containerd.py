@@ -236,7 +236,7 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
     return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)
 
 
-def verify_script(wait_seconds: int = 20) -> str:
+def verify_script(wait_seconds: float = 20) -> str:
     """After a restart: wait (bounded) until containerd answers with its plugin list, then report
     the CRI plugin's status (the running daemon loaded the new config) and the config dump.
 
@@ -247,7 +247,7 @@ def verify_script(wait_seconds: int = 20) -> str:
         wait_until("plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null)",
                    wait_seconds, 0.2) + "; "
         "[ -z \"$dump\" ] && printf 'containerd.dump\\t%s\\n' "
-        "\"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"; "
+        f"\"$(timeout {wait_seconds:g} containerd config dump 2>/dev/null | base64 -w0)\"; "
         "printf 'containerd.cri\\t%s\\n' \"$(printf '%s\\n' \"$plugins\" | "
         "awk '$2 == \"io.containerd.grpc.v1.cri\" || $2 == \"cri\" {print $NF; exit}')\""
     )

@@ -201,7 +201,7 @@ INFO_FN = ("dinfo() { curl -sf --max-time 5 --unix-socket /var/run/docker.sock h
 DOCKERD_VALIDATE_MAJOR = 23  # `dockerd --validate` exists from docker 23
 
 
-def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: int = 10) -> str:
+def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: float = 10) -> str:
     """Poll `docker info` (bounded) until the registry is listed; dockerd applies SIGHUP asynchronously."""
     wanted = [endpoint, *([f"http://{endpoint}/"] if mirror_docker_io else [])]
     listed = " && ".join(f"case \"$info\" in *{shlex.quote(w)}*) true;; *) false;; esac" for w in wanted)

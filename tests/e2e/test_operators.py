@@ -17,7 +17,8 @@ import pytest
 from nodecfg import lab as labmod
 from tests.e2e.conftest import Lab, by_name, nodecfg, start_lab
 
-GATEWAY_BLOCK = "iptables -I INPUT -p tcp --dport 22 -s 172.29.77.1 -j REJECT"
+# this machine's address on the lab network: the subnet's first host
+GATEWAY_BLOCK = f"iptables -I INPUT -p tcp --dport 22 -s {next(labmod.lab_subnet().hosts())} -j REJECT"
 
 
 def hosts_yaml(lab: Lab) -> str:
