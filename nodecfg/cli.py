@@ -111,6 +111,10 @@ def make_parser() -> argparse.ArgumentParser:
                        "master lacks it) and push the inventory's images into it. Without an "
                        "inventory, runs on this machine's own Docker engine.")
     _add_inventory(p)
+    p.add_argument("--bundle", metavar="FILE", default=None,
+                   help="push the images of this bundle file (from `bundle create`) over the registry's HTTP "
+                   "API through SSH, upstream digests kept; the registry's image comes from the bundle too, "
+                   "so this machine needs no Docker engine")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.set_defaults(func=_cmd_registry_up)
 
@@ -194,6 +198,9 @@ def _add_bundle(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--source", metavar="HOST=URL", action="append", type=_source, default=[],
                    help="fetch images of upstream HOST from URL instead (a mirror; repeatable; over the "
                    "inventory's bundle.sources)")
+    p.add_argument("--no-registry-image", action="store_true",
+                   help="leave out the registry's own image (the inventory's registry.image, default "
+                   "registry:2), which `registry-up --bundle` loads on a master that lacks it")
     p.set_defaults(func=_cmd_bundle_create)
     p = bundle_sub.add_parser("inspect", help="list a bundle's images, platforms, digests and sizes")
     p.add_argument("file", metavar="FILE")
@@ -237,7 +244,8 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
     from nodecfg import registry, report
 
     inv = _inventory(args, optional=True)
-    result = registry.registry_up(inv, progress=report.progress(args.json))
+    bundle = Path(args.bundle) if args.bundle else None
+    result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle)
     report.registry_up(result, as_json=args.json)
     return result.exit_code
 
@@ -311,6 +319,16 @@ def _cmd_bundle_create(args: argparse.Namespace) -> int:
         raise UsageError("bundle create: no images: list them under `images:` in the inventory "
                          "or pass --images-file FILE")
     refs = plan_targets(images)
+    roles: dict[str, str] = {}
+    if inv is not None and not args.no_registry_image:
+        from nodecfg.images import parse_ref
+
+        reg = parse_ref(inv.registry.image)
+        if any(r.upstream == reg.upstream for r in refs):
+            roles[reg.upstream] = "image,registry"
+        else:
+            refs.append(reg)
+            roles[reg.upstream] = "registry"
     srcs = sources.parse_sources(dict(inv.bundle_sources) if inv else {})
     srcs.update(dict(args.source))
     out = Path(args.output)
@@ -319,7 +337,8 @@ def _cmd_bundle_create(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"-o {out}: the directory {out.parent} does not exist")
     try:
-        result = create.create_bundle(refs, out, platforms=tuple(dict.fromkeys(args.platform)), sources=srcs)
+        result = create.create_bundle(refs, out, platforms=tuple(dict.fromkeys(args.platform)), sources=srcs,
+                                      roles=roles)
     except KeyboardInterrupt:
         _say(f"what was fetched is kept in {create.work_dir_for(out)}/; the same command resumes")
         raise

@@ -23,7 +23,8 @@ import json
 import shlex
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodecfg import ssh
@@ -194,6 +195,7 @@ def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids:
 {curl_auth_prelude(auth)}
 command -v curl >/dev/null || printf 'nocurl\\t\\n'
 printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
+printf 'platform\\t%s\\n' "$(docker version --format '{{{{.Server.Os}}}}/{{{{.Server.Arch}}}}' 2>/dev/null)"
 printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.quote(settings.image)} 2>/dev/null)"
 printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')"
 if [ -r {htpasswd} ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {htpasswd})"; fi
@@ -249,6 +251,7 @@ class MasterFacts:
     present: frozenset[str] = frozenset()
     manifests: dict[str, str] = field(default_factory=dict)  # target -> config digest ("" none)
     container_id: str = ""
+    platform: str = ""  # the master engine's os/arch, e.g. linux/amd64
 
 
 def parse_facts(output: str) -> MasterFacts:
@@ -258,6 +261,8 @@ def parse_facts(output: str) -> MasterFacts:
         key, _, rest = line.partition("\t")
         if key == "docker":
             values["docker_version"] = rest.strip()
+        elif key == "platform":
+            values["platform"] = rest.strip()
         elif key == "regimage":
             values["registry_image_id"] = rest.strip()
         elif key == "container" and rest.strip():
@@ -317,6 +322,7 @@ class RegistryUpResult:
     images: tuple[ImageOutcome, ...]
     catalog: dict[str, list[str]]
     auth: bool
+    transfer: dict[str, Any] | None = None  # registry-up --bundle: what went over the wire
 
     @property
     def exit_code(self) -> int:
@@ -405,9 +411,13 @@ def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
     return settings.auth.username, password
 
 
-def registry_up(inv: Inventory | None, *, progress: Progress = _quiet) -> RegistryUpResult:
-    """Start the registry on the master (or locally) and push the inventory's images."""
+def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
+                bundle: Path | None = None) -> RegistryUpResult:
+    """Start the registry on the master (or locally) and push the inventory's images: from this
+    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here)."""
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
+    if bundle is not None:
+        return _registry_up_bundle(inv, settings, bundle, progress)
     image_refs = list(inv.images) if inv else []
     targets = plan_targets(image_refs)  # usage errors before anything is contacted
     sources: dict[str, str] = {}
@@ -444,31 +454,40 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet) -> Regist
                 raise HostError(f"{where}: docker load of {settings.image} failed: {load.brief()}")
             reg_image_id, shipped = reg_local.id, True
 
-        htpasswd_new = None
-        auth_changed = False
-        if creds is not None and not htpasswd_matches(facts.htpasswd, creds[0], creds[1]):
-            htpasswd_new, auth_changed = htpasswd_line(*creds), True
-        spec = ContainerSpec(reg_image_id, settings.port, settings.data_dir, creds is not None,
-                             settings.container)
-        action, reasons = container_changes(spec, facts.container)
-        if action == "keep" and auth_changed:
-            action, reasons = "restart", ["credentials changed"]
-        if action == "keep" and facts.http_status not in (200, 401):
-            action, reasons = "restart", [f"registry not answering (HTTP {facts.http_status or 'none'})"]
-        container_id = (facts.container or {}).get("Id", "")
-        if action != "keep" or htpasswd_new is not None:
-            progress(f"{where}: registry container: {action} ({'; '.join(reasons)})")
-            res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds))
-            if not res.ok:
-                raise HostError(f"{where}: starting the registry failed: {res.brief()}")
-            facts = parse_facts(res.stdout)
-            container_id = facts.container_id
+        action, reasons, container_id, facts = _ensure_container(
+            sh, settings, facts, creds, reg_image_id, targets, progress, where)
         outcomes = _push_images(c, become, settings, local, facts, creds, client, progress, where)
         catalog = _catalog(c, become, settings, creds)
     finally:
         ssh.close(c)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
                             tuple(outcomes), catalog, creds is not None)
+
+
+def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySettings, facts: MasterFacts,
+                      creds: tuple[str, Secret] | None, reg_image_id: str, targets: list[ImageRef],
+                      progress: Progress, where: str) -> tuple[str, list[str], str, MasterFacts]:
+    """(Re)start the registry container if it differs from the spec: (action, reasons, id, facts)."""
+    htpasswd_new = None
+    auth_changed = False
+    if creds is not None and not htpasswd_matches(facts.htpasswd, creds[0], creds[1]):
+        htpasswd_new, auth_changed = htpasswd_line(*creds), True
+    spec = ContainerSpec(reg_image_id, settings.port, settings.data_dir, creds is not None,
+                         settings.container)
+    action, reasons = container_changes(spec, facts.container)
+    if action == "keep" and auth_changed:
+        action, reasons = "restart", ["credentials changed"]
+    if action == "keep" and facts.http_status not in (200, 401):
+        action, reasons = "restart", [f"registry not answering (HTTP {facts.http_status or 'none'})"]
+    container_id = (facts.container or {}).get("Id", "")
+    if action != "keep" or htpasswd_new is not None:
+        progress(f"{where}: registry container: {action} ({'; '.join(reasons)})")
+        res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds))
+        if not res.ok:
+            raise HostError(f"{where}: starting the registry failed: {res.brief()}")
+        facts = parse_facts(res.stdout)
+        container_id = facts.container_id
+    return action, reasons, container_id, facts
 
 
 def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_LocalImage],
@@ -589,3 +608,90 @@ def catalog_on_master(inv: Inventory) -> dict[str, list[str]]:
         return _catalog(c, host.ssh.become if host else False, inv.registry, creds)
     finally:
         ssh.close(c)
+
+
+# ---------------------------------------------------------------------------------------------
+# registry-up --bundle: everything from a bundle file, over the registry's HTTP API through SSH
+
+
+def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path: Path,
+                        progress: Progress) -> RegistryUpResult:
+    from nodecfg.bundle import dockerarchive, push, remote
+    from nodecfg.bundle.manifests import parse_platform
+    from nodecfg.bundle.reader import Bundle
+
+    creds = _credentials(settings)
+    wanted = plan_targets(list(inv.images) if inv else [])  # usage errors before anything is contacted
+    with Bundle.open(path) as b:
+        reg_upstream = parse_ref(settings.image).upstream
+        reg_entry = next((e for e in b.entries if parse_ref(e.ref).upstream == reg_upstream), None)
+        entries = [e for e in b.entries if e.pushed]
+        have = {parse_ref(e.ref).upstream for e in entries}
+        missing = [r.upstream for r in wanted if r.upstream not in have]
+        if missing:
+            raise UsageError(f"{path}: the inventory's image(s) {', '.join(missing)} are not in the bundle; "
+                             "run `nodecfg bundle create` with this inventory again")
+        plan_targets([e.ref for e in entries])  # two bundle images on one registry path: refused here
+        images = push.images_to_push(b, entries)
+
+        c, host = _master_connection(inv)
+        become = host.ssh.become if host else False
+        where = str(host) if host else "localhost"
+
+        def sh(script: str) -> ssh.RunResult:
+            return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+
+        try:
+            progress(f"{where}: gathering facts")
+            res = sh(facts_script(settings, [], [], creds))
+            facts = parse_facts(res.stdout)
+            if not facts.docker_version:
+                raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
+            if "nocurl\t" in res.stdout:
+                raise HostError(f"{where}: the master has no curl, which registry-up uses to wait for the "
+                                "registry on the master; install it there (apt-get install curl)")
+            shipped = False
+            reg_image_id = facts.registry_image_id
+            if not reg_image_id:
+                if reg_entry is None:
+                    raise UsageError(f"{path}: the master has no {settings.image} and the bundle does not hold "
+                                     "it; make the bundle with `nodecfg bundle create -i INVENTORY` (without "
+                                     "--no-registry-image)")
+                try:
+                    platform = parse_platform(facts.platform)
+                except ValueError:
+                    raise HostError(f"{where}: cannot tell the master engine's platform "
+                                    f"({facts.platform!r})") from None
+                progress(f"{where}: loading {settings.image} ({platform}) from the bundle (docker load)")
+                load = ssh.run(c, "docker load", become=become,
+                               stdin=dockerarchive.load_stream(b, reg_entry, platform, settings.image))
+                if not load.ok:
+                    raise HostError(f"{where}: docker load of {settings.image} failed: {load.brief()}")
+                q = shlex.quote(settings.image)
+                reg_image_id = ssh.run(c, f"docker image inspect --format '{{{{.Id}}}}' {q}",
+                                       become=become).stdout.strip()
+                if not reg_image_id:
+                    raise HostError(f"{where}: {settings.image} is not there after docker load: {load.brief()}")
+                shipped = True
+            action, reasons, container_id, facts = _ensure_container(
+                sh, settings, facts, creds, reg_image_id, [], progress, where)
+            connect = remote.connector(c, settings.port)
+            results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
+                                              width=_push_width())
+            catalog = push.catalog(connect, creds)
+        finally:
+            ssh.close(c)
+    outcomes = tuple(ImageOutcome(r.push.entry.ref, r.push.ref.target, r.push.size, r.action, r.seconds, r.error)
+                     for r in results)
+    return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
+                            outcomes, catalog, creds is not None, transfer=asdict(stats))
+
+
+def _push_width() -> int:
+    """Blobs in flight; NODECFG_PUSH_WIDTH overrides the default (for measuring)."""
+    import os
+
+    from nodecfg.bundle.push import WIDTH
+
+    raw = os.environ.get("NODECFG_PUSH_WIDTH", "")
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 32 else WIDTH

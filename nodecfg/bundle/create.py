@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,13 +59,17 @@ def work_dir_for(out: Path) -> Path:
 
 def create_bundle(refs: Sequence[ImageRef], out: Path, *, platforms: Sequence[Platform] = (),
                   sources: Mapping[str, Endpoint] | None = None, client: RegistryClient | None = None,
-                  show_progress: bool = True, workers: int = WORKERS) -> CreateResult:
+                  show_progress: bool = True, workers: int = WORKERS,
+                  roles: Mapping[str, str] | None = None) -> CreateResult:
+    """`roles`: upstream reference -> index.json role annotation (the registry's own image)."""
     started = time.monotonic()
     client = client or RegistryClient()
     work = WorkDir(work_dir_for(out))
     try:
         with Bar(show_progress) as bar:
             plans = _resolve_all(client, work, refs, platforms, sources or {}, bar, workers)
+            plans = [replace(p, entry=replace(p.entry, role=(roles or {}).get(p.ref.upstream, "")))
+                     for p in plans]
             manifests: dict[str, Descriptor] = {}
             wanted: dict[str, tuple[ImagePlan, Descriptor]] = {}
             for plan in plans:

@@ -35,6 +35,7 @@ from nodecfg.bundle.manifests import (
     OCI_INDEX,
     ORIGINAL_DIGEST,
     REF_NAME,
+    ROLE,
     Descriptor,
     digest_hex,
     sha256_digest,
@@ -60,6 +61,17 @@ class IndexEntry:
     descriptor: Descriptor
     original_digest: str | None = None
     platforms: tuple[str, ...] = ()
+    role: str = ""  # "" (an image to push), "registry" (only the registry's image), "image,registry"
+
+    @property
+    def is_registry(self) -> bool:
+        return "registry" in self.role.split(",")
+
+    @property
+    def pushed(self) -> bool:
+        """Does `registry-up --bundle` push it into the registry? Everything but an image that is
+        only there to run the registry."""
+        return self.role != "registry"
 
 
 def index_document(entries: Sequence[IndexEntry]) -> bytes:
@@ -70,6 +82,8 @@ def index_document(entries: Sequence[IndexEntry]) -> bytes:
         if e.original_digest:
             notes[ORIGINAL_DIGEST] = e.original_digest
             notes[KEPT_PLATFORMS] = ",".join(e.platforms)
+        if e.role:
+            notes[ROLE] = e.role
         d = e.descriptor
         manifests.append({"mediaType": d.media_type, "digest": d.digest, "size": d.size, "annotations": notes})
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
@@ -83,7 +97,8 @@ def entry_from(raw: Descriptor) -> IndexEntry:
         raise ValueError(f"index.json: {raw.digest} has no {REF_NAME} annotation")
     platforms = raw.annotations.get(KEPT_PLATFORMS, "")
     return IndexEntry(ref, Descriptor(raw.media_type, raw.digest, raw.size),
-                      raw.annotations.get(ORIGINAL_DIGEST), tuple(p for p in platforms.split(",") if p))
+                      raw.annotations.get(ORIGINAL_DIGEST), tuple(p for p in platforms.split(",") if p),
+                      raw.annotations.get(ROLE, ""))
 
 
 class WorkDir:

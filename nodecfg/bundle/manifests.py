@@ -30,6 +30,7 @@ REF_NAME = "org.opencontainers.image.ref.name"       # the upstream reference, e
 CONTAINERD_NAME = "io.containerd.image.name"         # the same, so `ctr image import` names it right
 ORIGINAL_DIGEST = "io.nodecfg.bundle.original-digest"  # upstream's index digest, when --platform rewrote it
 KEPT_PLATFORMS = "io.nodecfg.bundle.platforms"       # the --platform list that rewrote it, comma-separated
+ROLE = "io.nodecfg.bundle.role"  # "registry": the registry's own image, not pushed; "image,registry": both
 # buildx attestations: a manifest for platform unknown/unknown that points at the image it describes
 _REFERENCE_TYPE = "vnd.docker.reference.type"
 _REFERENCE_DIGEST = "vnd.docker.reference.digest"

@@ -112,7 +112,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _create(up: Upstream, inputs: tuple[Path, Path], out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     inv, images = inputs
     return nodecfg("bundle", "create", "-i", str(inv), "--images-file", str(images), "-o", str(out),
-                   *up.sources(), *extra, timeout=60)
+                   "--no-registry-image", *up.sources(), *extra, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_interrupted_create_resumes(upstream: Upstream, inputs: tuple[Path, Path
     bundle identical to one made in a single run."""
     out, front = tmp_path / "resumed.tar", upstream.front
     inv, images = inputs
-    argv = [*cli(), "bundle", "create", "-i", str(inv), "--images-file", str(images), "-o", str(out),
+    argv = [*cli(), "bundle", "create", "-i", str(inv), "--no-registry-image", "--images-file", str(images), "-o", str(out),
             *upstream.sources()]
     big = f"/blobs/{upstream.big}"
     work = out.with_name("resumed.tar.partial") / "blobs" / "sha256"

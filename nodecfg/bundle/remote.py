@@ -1,0 +1,56 @@
+"""HTTP/1.1 to the registry on the master, spoken straight over SSH channels.
+
+Each HTTP connection is one paramiko `direct-tcpip` channel (what `ssh -L` opens) from the master's
+SSH connection to 127.0.0.1:<registry.port> on the master, so only SSH has to reach the master: no
+local listener, no socket file, nothing another local user could connect to. A paramiko Channel is
+socket-like (sendall, recv, makefile, settimeout), so `http.client` runs on it unchanged.
+Without an inventory (the registry on this machine), a plain TCP connection to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nodecfg.errors import HostError
+
+if TYPE_CHECKING:
+    import paramiko
+
+Connect = Callable[[], http.client.HTTPConnection]
+WINDOW = 8 << 20  # our receive window per channel; replies are small, this only matters for GETs
+
+
+class ChannelHTTPConnection(http.client.HTTPConnection):
+    """An HTTPConnection whose socket is a direct-tcpip channel over an open SSH transport."""
+
+    def __init__(self, transport: paramiko.Transport, port: int, timeout: float = 60.0) -> None:
+        super().__init__("127.0.0.1", port, timeout=timeout)
+        self._transport = transport
+
+    def connect(self) -> None:
+        import paramiko
+
+        try:
+            chan = self._transport.open_channel("direct-tcpip", ("127.0.0.1", self.port), ("127.0.0.1", 0),
+                                                window_size=WINDOW, timeout=self.timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostError(f"cannot open an SSH port forward to 127.0.0.1:{self.port} on the master "
+                            f"({exc or type(exc).__name__}); does sshd allow TCP forwarding "
+                            "(AllowTcpForwarding)?") from None
+        chan.settimeout(self.timeout)
+        self.sock = chan
+
+
+def connector(c: Any, port: int, timeout: float = 60.0) -> Connect:
+    """A factory of HTTP connections to the registry: over `c`'s SSH transport, or local TCP when
+    `c` is the LocalConnection (registry-up without an inventory)."""
+    from nodecfg import ssh
+
+    if isinstance(c, ssh.LocalConnection):
+        return lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    transport = c.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise HostError(f"{c.host}: SSH connection is closed")
+    return lambda: ChannelHTTPConnection(transport, port, timeout)
