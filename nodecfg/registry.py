@@ -396,6 +396,21 @@ def _save_stream(client: docker.DockerClient, ref: str) -> Iterator[bytes]:
     yield from client.images.get(ref).save(chunk_size=1 << 20, named=True)
 
 
+def _master_facts(sh: Callable[[str], ssh.RunResult], where: str, script: str,
+                  progress: Progress) -> MasterFacts:
+    """Run the master's facts script; a master without docker or curl fails here, in one line."""
+    progress(f"{where}: gathering facts")
+    res = sh(script)
+    facts = parse_facts(res.stdout)
+    if not facts.docker_version:
+        raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
+    if "nocurl\t" in res.stdout:
+        # the registry's HTTP API is checked from the master itself (nodes need no curl)
+        raise HostError(f"{where}: the master has no curl, which registry-up uses to talk to the "
+                        "registry on the master; install it there (apt-get install curl)")
+    return facts
+
+
 def _master_connection(inv: Inventory | None) -> tuple[Any, Host | None]:
     if inv is None:
         return ssh.LocalConnection(), None
@@ -435,15 +450,8 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
 
     try:
-        progress(f"{where}: gathering facts")
-        res = sh(facts_script(settings, targets, [i.image_id for i in local], creds))
-        facts = parse_facts(res.stdout)
-        if not facts.docker_version:
-            raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
-        if "nocurl\t" in res.stdout:
-            # the registry's HTTP API is checked from the master itself (nodes need no curl)
-            raise HostError(f"{where}: the master has no curl, which registry-up uses to talk to the "
-                            "registry on the master; install it there (apt-get install curl)")
+        facts = _master_facts(sh, where, facts_script(settings, targets, [i.image_id for i in local], creds),
+                              progress)
         shipped = False
         reg_image_id = facts.registry_image_id
         if not reg_image_id:
@@ -642,14 +650,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
             return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
 
         try:
-            progress(f"{where}: gathering facts")
-            res = sh(facts_script(settings, [], [], creds))
-            facts = parse_facts(res.stdout)
-            if not facts.docker_version:
-                raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
-            if "nocurl\t" in res.stdout:
-                raise HostError(f"{where}: the master has no curl, which registry-up uses to wait for the "
-                                "registry on the master; install it there (apt-get install curl)")
+            facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
             shipped = False
             reg_image_id = facts.registry_image_id
             if not reg_image_id:
