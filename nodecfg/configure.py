@@ -1,9 +1,10 @@
 """configure-nodes: per node, facts (one command) -> a pure NodePlan -> apply (one command).
 
 Where a change goes: what is read from a node is `facts_script` / `parse_facts`; what the files
-should say is decided by the pure planners in `runtimes/docker.py` and `runtimes/containerd.py`;
-`apply_script` turns a plan into the one shell script that changes the node; `configure_node`
-checks the result and calls `rollback_script` when a runtime did not take the change.
+should say is decided by the pure planners of the registered runtimes (`nodecfg/runtimes/`, one
+module each behind `runtimes.base.Runtime`; nothing here names one); `apply_script` turns a plan
+into the one shell script that changes the node; `configure_node` checks the result and calls
+`rollback_script` when a runtime did not take the change.
 
 Facts are not trusted blindly: every file is *exists* (its exact bytes, mode, owner, the target of
 a symlink), *absent*, or *unreadable* (never taken for absent), and the output must end with its
@@ -39,12 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nodecfg import runtimes as registry
 from nodecfg import ssh
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret
-from nodecfg.runtimes import containerd as ctd
-from nodecfg.runtimes import docker as dkr
+from nodecfg.runtimes.base import OutcomeAction, OutcomeStatus, RuntimeFacts, Want
 from nodecfg.runtimes.common import (
     FileChange,
     FileFact,
@@ -58,7 +59,6 @@ from nodecfg.runtimes.common import (
     unit_states,
 )
 
-RUNTIMES = ("docker", "containerd")
 UNIT_PROPS = ("LoadState", "ActiveState", "UnitFileState", "ActiveEnterTimestampMonotonic",
               "MainPID", "ExecStart", "DropInPaths")
 
@@ -80,7 +80,6 @@ FACTS_END = "end\tnodecfg-facts"
 # every node script: messages in English (they are parsed), and the sbin dirs a login user's PATH
 # lacks (dockerd is in /usr/sbin: without them docker would look "not installed")
 SCRIPT_ENV = "export LC_ALL=C PATH=\"$PATH:/usr/local/sbin:/usr/sbin:/sbin\""
-FIXED_FILES = (dkr.DAEMON_JSON, dkr.ROOT_DOCKER_CONFIG, ctd.CONFIG_TOML)
 
 # Each config file is reported as `path\t<path>\tfile\t<real path>\t<mode uid gid size>`,
 # `path\t<path>\tabsent` or `path\t<path>\tunreadable\t<why>`; a certs dir as `dir\t<dir>\tlisted`
@@ -131,28 +130,22 @@ def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] 
     """One command that prints everything the planners need, as tab-separated lines, and ends
     with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the node."""
     props = " ".join(f"-p {p}" for p in UNIT_PROPS)
-    dirs = " ".join(shlex.quote(d) for d in dict.fromkeys((ctd.DEFAULT_CERTS_D, *extra_dirs)))
-    files = " ".join(shlex.quote(f) for f in dict.fromkeys((*FIXED_FILES, *extra_files)))
+    runtimes = registry.registered()
+    units = " ".join(f"{rt.name}.service" for rt in runtimes)
+    dirs = " ".join(shlex.quote(d) for d in dict.fromkeys(
+        (*(d for rt in runtimes for d in rt.fact_dirs), *extra_dirs)))
+    files = " ".join(shlex.quote(f) for f in dict.fromkeys(
+        (*(f for rt in runtimes for f in rt.fact_files), *extra_files)))
+    own = "\n".join(rt.facts_fragment() for rt in runtimes)
     return f"""\
 {SCRIPT_ENV}
 exec 3>&1
-units=$(systemctl show docker.service containerd.service -p Id {props} 2>/dev/null) || \\
-  printf 'error.systemctl\\t%s\\n' "$(systemctl show docker.service -p Id 2>&1 >/dev/null | tail -n 1)"
+units=$(systemctl show {units} -p Id {props} 2>/dev/null) || \\
+  printf 'error.systemctl\\t%s\\n' "$(systemctl show {runtimes[0].name}.service -p Id 2>&1 >/dev/null | tail -n 1)"
 printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} {{
   id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) {{ id = substr($i, 4); sub(/\\.service$/, "", id) }}
   for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\\t%s\\n", id, $i }}'
-printf 'bin.docker\\t%s\\n' "$(command -v dockerd)"
-printf 'bin.containerd\\t%s\\n' "$(command -v containerd)"
-# the running dockerd answers /version in a few ms; starting the dockerd binary costs ~40 ms CPU,
-# which on a busy node is most of the facts' cost
-dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \\
-     | grep -o '"Version":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
-if [ -n "$dv" ]; then printf 'version.docker\\tDocker version %s\\n' "$dv"
-else printf 'version.docker\\t%s\\n' "$(dockerd --version 2>/dev/null)"; fi
-printf 'version.containerd\\t%s\\n' "$(containerd --version 2>/dev/null)"
-pid=$(printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} /Id=docker.service/ {{
-  for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }}')
-if [ "${{pid:-0}}" -gt 0 ] 2>/dev/null; then printf 'cmdline.docker\\t%s\\n' "$(base64 -w0 < /proc/$pid/cmdline)"; fi
+{own}
 {_FACT_FN}
 seen='
 '
@@ -180,8 +173,7 @@ class FactsError(HostError):
 
 @dataclass(frozen=True)
 class NodeFacts:
-    docker: dkr.DockerFacts
-    containerd: ctd.ContainerdFacts
+    runtimes: dict[str, RuntimeFacts]  # runtime name -> its own facts
     files: dict[str, FileFact] = field(default_factory=dict)
     dirs: dict[str, FileFact] = field(default_factory=dict)  # certs dirs: EXISTS = listed
     systemd_error: str = ""  # systemctl gave no unit states: nothing can be planned
@@ -256,7 +248,8 @@ def parse_facts(output: str) -> NodeFacts:
     lines = output.splitlines()
     if not lines or lines[-1] != FACTS_END:
         raise FactsError("the facts output is incomplete (it ended before its end marker)")
-    units: dict[str, dict[str, str]] = {r: {} for r in RUNTIMES}
+    runtimes = registry.registered()
+    units: dict[str, dict[str, str]] = {rt.name: {} for rt in runtimes}
     misc: dict[str, str] = {}
     paths: dict[str, list[str]] = {}
     dirs: dict[str, FileFact] = {}
@@ -293,63 +286,23 @@ def parse_facts(output: str) -> NodeFacts:
         one_line(misc.get("error.systemctl", "")) or "systemctl printed no unit states")
     files = {p: _file_fact(p, f, data, archive_problem) for p, f in paths.items()}
 
-    def text(path: str) -> str | None:
-        fact = files.get(path)
-        return fact.text() if fact is not None else None
-
-    services = {}
-    for rt in RUNTIMES:
-        u = units.get(rt, {})
+    own: dict[str, RuntimeFacts] = {}
+    for rt in runtimes:
+        u = units.get(rt.name, {})
         load = u.get("LoadState", "not-found")
-        version = misc.get(f"version.{rt}", "").split()
-        services[rt] = ServiceFacts(
-            name=rt,
-            installed=bool(misc.get(f"bin.{rt}")) and load != "not-found",
+        service = ServiceFacts(
+            name=rt.name,
+            installed=bool(misc.get(f"bin.{rt.name}")) and load != "not-found",
             masked=load == "masked" or u.get("UnitFileState", "") in ("masked", "masked-runtime"),
             active=u.get("ActiveState") == "active",
             active_since=u.get("ActiveEnterTimestampMonotonic", ""),
             main_pid=int(u.get("MainPID", "0") or 0),
-            version=_version_word(version, rt),
+            version=rt.version_of(misc.get(f"version.{rt.name}", "")),
             exec_start=_exec_argv(u.get("ExecStart", "")),
             drop_ins=tuple(u.get("DropInPaths", "").split()),
         )
-    cmdline_b64 = misc.get("cmdline.docker", "")
-    cmdline = tuple(a for a in base64.b64decode(cmdline_b64).decode("utf-8", "replace").split("\0")
-                    if a) if cmdline_b64 else services["docker"].exec_start
-    daemon_json_path = dkr.config_file_flag(cmdline) or dkr.DAEMON_JSON
-    docker_facts = dkr.DockerFacts(
-        service=services["docker"],
-        daemon_json=text(daemon_json_path),
-        daemon_json_path=daemon_json_path,
-        client_config=text(dkr.ROOT_DOCKER_CONFIG),
-        cmdline=cmdline,
-        drop_ins=services["docker"].drop_ins,
-    )
-    cfg_file = _containerd_config_flag(services["containerd"].exec_start) or ctd.CONFIG_TOML
-    hosts = {p: f.text() for p, f in files.items() if p.endswith("/hosts.toml")}
-    containerd_facts = ctd.ContainerdFacts(
-        service=services["containerd"],
-        config_toml=text(cfg_file),
-        config_file=cfg_file,
-        hosts={p: t for p, t in hosts.items() if t is not None},
-    )
-    return NodeFacts(docker_facts, containerd_facts, files, dirs, systemd_error)
-
-
-def _version_word(words: list[str], runtime: str) -> str:
-    """'Docker version 20.10.24+dfsg1, build ...' -> 20.10.24+dfsg1; containerd's third word."""
-    if runtime == "docker":
-        return words[2].rstrip(",") if len(words) > 2 else ""
-    return words[2] if len(words) > 2 else ""
-
-
-def _containerd_config_flag(argv: tuple[str, ...]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+        own[rt.name] = rt.read_facts(service, misc, files)
+    return NodeFacts(own, files, dirs, systemd_error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,12 +311,17 @@ def _containerd_config_flag(argv: tuple[str, ...]) -> str | None:
 
 @dataclass(frozen=True)
 class NodePlan:
-    docker: RuntimePlan
-    containerd: RuntimePlan
+    plans: tuple[RuntimePlan, ...]  # one per runtime, lowest layer first (`registry.by_layer`)
 
     @property
     def runtimes(self) -> tuple[RuntimePlan, ...]:
-        return (self.containerd, self.docker)  # containerd first: docker talks to it
+        return self.plans
+
+    def __getitem__(self, runtime: str) -> RuntimePlan:
+        for rp in self.plans:
+            if rp.runtime == runtime:
+                return rp
+        raise KeyError(runtime)
 
     @property
     def files(self) -> tuple[FileChange, ...]:
@@ -371,11 +329,12 @@ class NodePlan:
 
 
 def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | None) -> NodePlan:
-    reg = inv.registry
-    return NodePlan(
-        docker=dkr.plan_docker(facts.docker, reg.endpoint, "docker.io" in reg.mirrors, credentials),
-        containerd=ctd.plan_containerd(facts.containerd, reg.endpoint, reg.mirrors, credentials),
-    )
+    want = want_of(inv, credentials)
+    return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in registry.by_layer()))
+
+
+def want_of(inv: Inventory, credentials: tuple[str, str] | None) -> Want:
+    return Want(inv.registry.endpoint, inv.registry.mirrors, credentials)
 
 
 def unified_diff(change: FileChange) -> str:
@@ -394,12 +353,13 @@ def unified_diff(change: FileChange) -> str:
     return "".join(mask_secrets(line, values) for line in diff)
 
 
-def _validate_content(change: FileChange) -> str | None:
+def _validate_content(change: FileChange, runtime: str) -> str | None:
     """Local validation before anything is sent: the text must parse as its format."""
+    fmt = registry.named(runtime).formats.get(change.validate, change.validate)
     try:
-        if change.validate in ("json", "dockerd"):
+        if fmt == "json":
             json.loads(change.content)
-        elif change.validate in ("toml", "containerd"):
+        elif fmt == "toml":
             tomllib.loads(change.content)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         return f"{change.path}: generated content does not parse ({exc})"
@@ -418,7 +378,7 @@ def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str,
     write over a non-UTF-8 file failed (it can't be merged; left untouched), and the files that
     could not be read at all (path -> why), which fail the whole node."""
     unreadable: dict[str, str] = {}
-    runtimes: dict[str, RuntimePlan] = {}
+    runtimes: list[RuntimePlan] = []
     for rp in plan.runtimes:
         refused = []
         for f in rp.files:
@@ -427,9 +387,8 @@ def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str,
                 unreadable[f.path] = fact.reason if fact is not None else "the facts did not cover it"
             elif (why := fact.not_utf8()) is not None:
                 refused.append(why)
-        runtimes[rp.runtime] = (RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused
-                                else rp)
-    return NodePlan(docker=runtimes["docker"], containerd=runtimes["containerd"]), unreadable
+        runtimes.append(RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused else rp)
+    return NodePlan(tuple(runtimes)), unreadable
 
 
 def targets(plan: NodePlan, facts: NodeFacts) -> dict[str, FileFact]:
@@ -486,8 +445,8 @@ def backup_path(change: FileChange, fact: FileFact, stamp: str) -> str:
     return f"{_real(change, fact)}.nodecfg-{stamp}.bak"
 
 
-def apply_script(plan: NodePlan, files: dict[str, FileFact], endpoint: str, mirror_docker_io: bool,
-                 deadline: float = 10, stamp: str = "0") -> str:
+def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadline: float = 10,
+                 stamp: str = "0") -> str:
     """The one script that changes a node. Every file's bytes travel base64-encoded and are written
     exactly (`base64 -d`) to a temp file beside the file they replace (a symlink's target: the link
     is kept), under noclobber, with the old file's mode and owner; validated; then every target is
@@ -497,6 +456,7 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], endpoint: str, mirr
     the script ends with `APPLY_END`."""
     q = shlex.quote
     lines = [SCRIPT_ENV, "umask 022", "bad=0", "temps=", "dump=", "set -C", _CAS_FN]
+    owner = {f.path: registry.named(rp.runtime) for rp in plan.runtimes for f in rp.files}
     for i, f in enumerate(plan.files):
         fact = files[f.path]
         real = _real(f, fact)
@@ -514,14 +474,9 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], endpoint: str, mirr
             f"err=$(printf '%s' {q(data)} | base64 -d 2>&1 > \"${t}\"){keep} || fail {path} \"$err\"",
             "umask 022",
         ]
-        if f.validate == "containerd":
-            # containerd's own reading of the new file; the verify after the restart reuses it
-            lines.append(f"if dump=$(timeout {deadline:g} containerd -c \"${t}\" config dump 2>\"${t}.err\"); "
-                         "then printf 'containerd.dump\\t%s\\n' \"$(printf '%s\\n' \"$dump\" | base64 -w0)\"; "
-                         f"else fail {path} \"$(cat \"${t}.err\")\"; fi; rm -f \"${t}.err\"")
-        elif f.validate == "dockerd":
-            lines.append(f"out=$(timeout {deadline:g} dockerd --validate --config-file \"${t}\" 2>&1 "
-                         f">/dev/null) || fail {path} \"$out\"")
+        check = owner[f.path].validate_fragment(f, t, path, deadline)  # the runtime's own reading
+        if check:
+            lines.append(check)
     lines.append(f"if [ $bad = 1 ]; then rm -f $temps; printf '{APPLY_END}\\n'; exit 0; fi")
     for f in plan.files:
         fact = files[f.path]
@@ -534,13 +489,15 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], endpoint: str, mirr
             lines.append(f"{{ ln -f {real} {bak} 2>/dev/null || cp -p {real} {bak}; }} && "
                          f"printf 'backup\\t%s\\t%s\\n' {path} {bak}")
         lines.append(f"mv -f \"$t{i}\" {real} && printf 'wrote\\t%s\\n' {path}")
-    # docker first: its reload needs nothing from containerd, but systemd queues a docker job
-    # behind a pending containerd job (docker is ordered After= it), so a containerd start that
-    # hangs would hold docker's reload too. Each runtime: queue, wait (bounded), verify (bounded).
-    for rp, verify in ((plan.docker, dkr.verify_script(endpoint, mirror_docker_io, deadline)),
-                       (plan.containerd, ctd.verify_script(deadline))):
+    # highest layer first: docker's reload needs nothing from containerd, but systemd queues a
+    # docker job behind a pending containerd job (docker is ordered After= it), so a containerd
+    # start that hangs would hold docker's reload too. Each runtime: queue, wait (bounded), verify
+    # (bounded).
+    for rt in registry.by_layer(reverse=True):
+        rp = plan[rt.name]
         if rp.action == "none":
             continue
+        verify = rt.verify_fragment(want, deadline)
         lines += [f"timeout {deadline:g} systemctl --no-block {rp.action} {rp.runtime}.service "
                   f"2>&1 | tail -n 1 | sed 's/^/actionlog.{rp.runtime}\\t/'",
                   settle_units(deadline, (rp.runtime,)),
@@ -557,7 +514,8 @@ def apply_budget(deadline: float) -> float:
 
 def _state_probe() -> str:
     """`after.<runtime>\\t<ActiveState>\\t<ActiveEnterTimestampMonotonic>`, one systemctl call."""
-    return unit_states("after.", ("ActiveState", "ActiveEnterTimestampMonotonic"))
+    return unit_states("after.", ("ActiveState", "ActiveEnterTimestampMonotonic"),
+                       tuple(rt.name for rt in registry.registered()))
 
 
 def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active: bool,
@@ -588,22 +546,8 @@ def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active
     changed = "[ $restored = 1 ]" if plan.action != "none" else "false"
     down = "! systemctl is-active -q " + unit if was_active else "false"
     lines.append(f"job=$(systemctl show -p Job --value {unit} 2>/dev/null)")
-    if plan.runtime == "containerd":
-        lines.append(
-            f"if {changed} || [ -n \"$job\" ] || {down}; then "
-            f"timeout {deadline:g} systemctl stop {unit} >/dev/null 2>&1; "
-            f"systemctl reset-failed {unit} 2>/dev/null; " + (
-                f"timeout {deadline:g} systemctl --no-block start {unit} 2>&1 | tail -n 1 | "
-                f"sed 's/^/actionlog.{plan.runtime}\\t/'; " if was_active else "")
-            + "fi")
-    else:
-        lines.append(
-            f"[ -n \"$job\" ] && timeout {deadline:g} systemctl cancel \"$job\" 2>/dev/null; "
-            f"if {changed} || {down}; then "
-            f"if systemctl is-active -q {unit}; then timeout {deadline:g} systemctl --no-block reload "
-            f"{unit}; else systemctl reset-failed {unit} 2>/dev/null; "
-            f"timeout {deadline:g} systemctl --no-block start {unit}; fi 2>&1 | tail -n 1 | "
-            f"sed 's/^/actionlog.{plan.runtime}\\t/'; fi")
+    lines.append(registry.named(plan.runtime).rollback_fragment(
+        changed=changed, down=down, was_active=was_active, deadline=deadline))
     lines += [settle_units(deadline, (plan.runtime,), "after."), f"printf '{ROLLBACK_END}\\n'"]
     return "\n".join(lines) + "\n"
 
@@ -620,8 +564,8 @@ def rollback_budget(deadline: float) -> float:
 @dataclass(frozen=True)
 class RuntimeOutcome:
     runtime: str
-    status: str  # unchanged | changed | would change | masked | absent | failed | rolled back
-    action: str = "none"  # none | reloaded | restarted | would reload | would restart
+    status: OutcomeStatus
+    action: OutcomeAction = "none"
     files: tuple[str, ...] = ()
     note: str = ""
     version: str = ""
@@ -630,14 +574,13 @@ class RuntimeOutcome:
 
 @dataclass(frozen=True)
 class NodeOutcome:
-    docker: RuntimeOutcome
-    containerd: RuntimeOutcome
+    runtimes: dict[str, RuntimeOutcome]  # runtime name -> outcome, lowest layer first
     diffs: tuple[str, ...] = ()
     error: str = ""
 
     @property
     def files_changed(self) -> tuple[str, ...]:
-        return (*self.containerd.files, *self.docker.files)
+        return tuple(f for o in self.runtimes.values() for f in o.files)
 
     @property
     def changed(self) -> bool:
@@ -651,9 +594,9 @@ def _outcome_from_plan(rp: RuntimePlan, svc: ServiceFacts, check: bool) -> Runti
     if not rp.files:
         return RuntimeOutcome(rp.runtime, "unchanged", note=rp.note, version=svc.version,
                               active=svc.active)
-    action = {"reload": "reloaded", "restart": "restarted"}.get(rp.action, "none")
-    if check:
-        action = {"reload": "would reload", "restart": "would restart"}.get(rp.action, "none")
+    done: dict[str, OutcomeAction] = {"reload": "reloaded", "restart": "restarted"}
+    would: dict[str, OutcomeAction] = {"reload": "would reload", "restart": "would restart"}
+    action = (would if check else done).get(rp.action, "none")
     return RuntimeOutcome(rp.runtime, "would change" if check else "changed", action,
                           tuple(f.path for f in rp.files), rp.note, svc.version, svc.active)
 
@@ -694,8 +637,7 @@ def _settled(values: dict[str, str], runtime: str, prefix: str = "settled.") -> 
     return fields[0], fields[1], fields[2], fields[3]
 
 
-def _runtime_error(rp: RuntimePlan, values: dict[str, str], endpoint: str, mirror: bool,
-                   certs_dir: str, deadline: float) -> str | None:
+def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline: float) -> str | None:
     if rp.action == "none":
         return None
     state, sub, result, job = _settled(values, rp.runtime)
@@ -707,10 +649,7 @@ def _runtime_error(rp: RuntimePlan, values: dict[str, str], endpoint: str, mirro
         how = ", ".join(x for x in (sub, result if result != "success" else "") if x)
         return (f"{rp.runtime} is {state or 'gone'}{f' ({how})' if how else ''} after its {rp.action}"
                 + (f": {log}" if log else ""))
-    if rp.runtime == "docker":
-        return dkr.check_effect(values.get("docker.info", ""), endpoint, mirror)
-    return ctd.check_effect(values.get("containerd.dump", ""), values.get("containerd.cri", ""),
-                            certs_dir)
+    return registry.named(rp.runtime).check_effect(rp, values, want)
 
 
 def _by_reason(unreadable: dict[str, str]) -> str:
@@ -773,26 +712,28 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     plan = plan_node(facts, inv, credentials)
     missing = unknown_paths(plan, facts)
     if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
-        facts = gather(missing, (_certs_dir(plan),))
+        facts = gather(missing, tuple(d for rp in plan.runtimes
+                                      for d in registry.named(rp.runtime).dirs_to_list(rp)))
         plan = plan_node(facts, inv, credentials)
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:
         why = f"cannot read {_by_reason(unreadable)}"
         raise HostError(f"{host}: {why}{_hint(why, host)}")
-    for f in plan.files:
-        problem = _validate_content(f)
-        if problem:
-            raise HostError(f"{host}: {problem}")
-    svc = {"docker": facts.docker.service, "containerd": facts.containerd.service}
+    for rp in plan.runtimes:
+        for f in rp.files:
+            problem = _validate_content(f, rp.runtime)
+            if problem:
+                raise HostError(f"{host}: {problem}")
+    svc = {name: rf.service for name, rf in facts.runtimes.items()}
     outcomes = {rp.runtime: _outcome_from_plan(rp, svc[rp.runtime], options.check)
                 for rp in plan.runtimes}
     diffs = tuple(unified_diff(f) for f in plan.files) if options.diff else ()
     if options.check or not plan.files:
         return _finish(outcomes, diffs)
-    reg = inv.registry
-    mirror = "docker.io" in reg.mirrors
-    certs_dir = _certs_dir(plan)
+    want = want_of(inv, credentials)
     files = targets(plan, facts)
+    # highest layer first, as apply acts (a rollback's start must not queue behind another's)
+    last_first = tuple(plan[rt.name] for rt in registry.by_layer(reverse=True))
 
     def rollback(rp: RuntimePlan, error: str) -> None:
         try:
@@ -813,7 +754,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                                        active=state == "active", note=note)
 
     try:
-        res = sh(apply_script(plan, files, reg.endpoint, mirror, deadline, stamp),
+        res = sh(apply_script(plan, files, want, deadline, stamp),
                  apply_budget(deadline), "applying")
         report = parse_apply(res.stdout)
         lost = "" if report.complete else (
@@ -822,7 +763,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     except HostError as exc:
         report, lost = ApplyReport(), one_line(str(exc))
     if lost:  # the node's state is unknown: put back every runtime that had something to write
-        for rp in (plan.docker, plan.containerd):
+        for rp in last_first:
             if rp.files:
                 rollback(rp, f"applying did not finish ({lost}{_hint(lost, host)})")
         return _finish(outcomes, diffs)
@@ -839,20 +780,12 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     for rp in plan.runtimes:
         active = report.values.get(f"after.{rp.runtime}", "").startswith("active")
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], active=active)
-        errors[rp.runtime] = _runtime_error(rp, report.values, reg.endpoint, mirror, certs_dir,
-                                            deadline)
-    for rp in (plan.docker, plan.containerd):  # docker first, as in apply
+        errors[rp.runtime] = _runtime_error(rp, report.values, want, deadline)
+    for rp in last_first:
         error = errors[rp.runtime]
         if error is not None:
             rollback(rp, error)
     return _finish(outcomes, diffs)
-
-
-def _certs_dir(plan: NodePlan) -> str:
-    for f in plan.containerd.files:
-        if f.path.endswith("/hosts.toml"):
-            return f.path.rsplit("/", 2)[0]
-    return ctd.DEFAULT_CERTS_D
 
 
 def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> NodeOutcome:
@@ -860,7 +793,7 @@ def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> Node
     outcomes = {rt: replace(o, note=one_line(o.note)) for rt, o in outcomes.items()}
     failed = [o for o in outcomes.values() if o.status in ("failed", "rolled back")]
     error = one_line("; ".join(f"{o.runtime}: {o.note}" for o in failed))
-    return NodeOutcome(outcomes["docker"], outcomes["containerd"], diffs, error)
+    return NodeOutcome(outcomes, diffs, error)
 
 
 def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *, forks: int,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from nodecfg import runtimes as registry
 from nodecfg.fleet import FleetResult, HostResult
 from nodecfg.runtimes.common import MESSAGE_LIMIT, mask_secrets
 
@@ -144,7 +145,7 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
     if as_json:
         fleet_json(fleet, lambda v: {
             "changed": v.changed, "files_changed": list(v.files_changed),
-            "docker": asdict(v.docker), "containerd": asdict(v.containerd),
+            **{rt.name: asdict(v.runtimes[rt.name]) for rt in registry.registered()},
             **({"diffs": list(v.diffs)} if v.diffs else {}),
         }, mask=True)
         return
@@ -154,31 +155,34 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
             for diff in r.value.diffs:
                 text = mask_secrets(diff)
                 print(text, end="" if text.endswith("\n") else "\n")
+    names = [rt.name for rt in registry.registered()]
     rows = []
     for r in fleet.results:
         v = r.value
         if v is None:
-            rows.append([r.host.name, "-", "-", "-", "-",
+            rows.append([r.host.name, *(["-"] * (len(names) + 2)),
                          ("UNREACHABLE: " if r.unreachable else "FAILED: ") + first_line(r.error)])
             continue
-        actions = [f"{o.runtime} {o.action}" for o in (v.containerd, v.docker) if o.action != "none"]
-        notes = [f"{o.runtime}: {first_line(o.note)}" for o in (v.containerd, v.docker) if o.note]
+        work = [v.runtimes[rt.name] for rt in registry.by_layer()]  # lowest layer first
+        actions = [f"{o.runtime} {o.action}" for o in work if o.action != "none"]
+        notes = [f"{o.runtime}: {first_line(o.note)}" for o in work if o.note]
         result = ("FAILED: " + first_line(r.error)) if r.error else (
             ("would change" if options.check else "changed") if v.changed else "ok")
         if notes and not r.error:
             result += " (" + "; ".join(notes) + ")"
-        rows.append([r.host.name, _runtime_cell(v.docker), _runtime_cell(v.containerd),
+        rows.append([r.host.name, *(_runtime_cell(v.runtimes[n]) for n in names),
                      str(len(v.files_changed)), ", ".join(actions) or "-", result])
     title = "RECAP (check mode: nothing was changed)" if options.check else "RECAP"
-    _table(title, ["node", "docker", "containerd", "files", "reloaded/restarted", "result"], rows)
+    _table(title, ["node", *names, "files", "reloaded/restarted", "result"], rows)
     ok = len(fleet.succeeded)
     changed = sum(1 for r in fleet.results if r.value is not None and r.value.changed and r.ok)
     print(f"{len(fleet.results)} node(s): {ok} ok ({changed} changed), {len(fleet.failed)} failed")
 
 
 def smoke_recap(result: Any, *, as_json: bool) -> None:
-    from nodecfg.smoke import CHECKS
+    from nodecfg.smoke import check_names
 
+    checks = check_names()
     fleet = result.fleet
     if as_json:
         fleet_json(fleet, lambda v: {"checks": [asdict(ch) for ch in v.checks]})
@@ -189,18 +193,18 @@ def smoke_recap(result: Any, *, as_json: bool) -> None:
         if r.value is None:
             reason = first_line(r.error)
             rows.append([r.host.name, "UNREACHABLE" if r.unreachable else "FAIL",
-                         *(["-"] * (len(CHECKS) - 1)), "FAILED"])
+                         *(["-"] * (len(checks) - 1)), "FAILED"])
             problems.append(f"{r.host}: {'SSH unreachable: ' if r.unreachable else ''}{reason}")
             continue
         by_name = {ch.name: ch for ch in r.value.checks}
-        rows.append([r.host.name, *(by_name[n].status if n in by_name else "-" for n in CHECKS),
+        rows.append([r.host.name, *(by_name[n].status if n in by_name else "-" for n in checks),
                      "passed" if r.ok else "FAILED"])
         for ch in r.value.checks:
             if ch.status == "FAIL":
                 problems.append(f"{r.host}: {ch.name}: {ch.detail}")
     plan = result.plan
     _table(f"smoke-test: {plan.image.upstream} via {plan.endpoint}",
-           ["node", *CHECKS, "verdict"], rows)
+           ["node", *checks, "verdict"], rows)
     for line in problems:
         print(f"  {line}")
     passed, failed = len(fleet.succeeded), len(fleet.failed)

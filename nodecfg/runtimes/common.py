@@ -1,119 +1,26 @@
-"""Shapes shared by the runtime planners (a service's facts, a file as read from a node, a file to
-write, a runtime's plan), the text rules every report follows (secrets masked, a node's errors in
-one line) and the shell fragments every node script uses (a bounded wait, settling units)."""
+"""The text rules every report follows (secrets masked, a node's errors in one line) and the shell
+fragments every node script uses (a bounded wait, settling units). The shapes the runtimes share
+(a service's facts, a file as read from a node, a file to write, a runtime's plan) live in
+`base.py` and are re-exported here."""
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import json
 import re
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
+from nodecfg.runtimes.base import (  # re-exported: the shapes every runtime shares
+    FileChange,
+    FileFact,
+    FileState,
+    RuntimePlan,
+    ServiceFacts,
+)
 
-@dataclass(frozen=True)
-class ServiceFacts:
-    """What systemd says about a runtime's unit, plus its version."""
-
-    name: str
-    installed: bool = False
-    masked: bool = False
-    active: bool = False
-    active_since: str = ""  # ActiveEnterTimestampMonotonic: changes on every (re)start
-    main_pid: int = 0
-    version: str = ""
-    exec_start: tuple[str, ...] = ()
-    drop_ins: tuple[str, ...] = ()
-
-    @property
-    def major(self) -> int:
-        head = self.version.lstrip("v").split(".")[0]
-        return int(head) if head.isdigit() else 0
-
-
-class FileState(enum.Enum):
-    """What facts know of a file. As pyinfra: *absent* (None there) is not *unreadable* (False):
-    a file that could not be read is never taken for a missing one."""
-
-    EXISTS = "exists"
-    ABSENT = "absent"
-    UNREADABLE = "unreadable"
-
-
-@dataclass(frozen=True)
-class FileFact:
-    """One file on a node as facts saw it: its bytes, and where and how it sits.
-
-    `real_path` is the file a write must replace: the symlink's target when `path` is a link
-    (sites keep configs in a managed dir and link them), else `path` itself."""
-
-    path: str
-    state: FileState
-    data: bytes | None = None  # EXISTS: the exact bytes
-    real_path: str = ""
-    mode: int | None = None  # permission bits (stat %a)
-    uid: int | None = None
-    gid: int | None = None
-    reason: str = ""  # UNREADABLE: why, in one line
-
-    @property
-    def exists(self) -> bool:
-        return self.state is FileState.EXISTS
-
-    @property
-    def sha256(self) -> str | None:
-        return hashlib.sha256(self.data).hexdigest() if self.data is not None else None
-
-    def text(self) -> str | None:
-        """The content as text for the planners, None unless it exists and is valid UTF-8."""
-        if self.data is None:
-            return None
-        try:
-            return self.data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-    def not_utf8(self) -> str | None:
-        """Why the bytes are not UTF-8 text (None when they are, or there are none)."""
-        if self.data is None:
-            return None
-        try:
-            self.data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return (f"{self.path} is not UTF-8 text (byte 0x{self.data[exc.start]:02x} at offset "
-                    f"{exc.start}); it can't be merged as TOML or JSON: left untouched")
-        return None
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """One file to (over)write atomically on a node, the previous version kept as a backup."""
-
-    path: str
-    content: str
-    mode: int
-    old: str | None  # None: the file doesn't exist yet
-    reason: str
-    secret: bool = False  # never shown in --diff or logs
-    validate: str = ""  # "json" | "dockerd" | "toml" | "containerd" | ""
-
-
-@dataclass(frozen=True)
-class RuntimePlan:
-    """What one runtime on one node needs."""
-
-    runtime: str  # docker | containerd
-    status: str  # configure | absent | masked | failed
-    note: str = ""
-    files: tuple[FileChange, ...] = field(default_factory=tuple)
-    action: str = "none"  # none | reload | restart
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.files)
+__all__ = ["FileChange", "FileFact", "FileState", "RuntimePlan", "ServiceFacts", "mask_secrets",
+           "one_line", "secret_values", "settle_units", "unit_states", "wait_until"]
 
 
 def wait_until(condition: str, seconds: float, interval: float = 0.25) -> str:
@@ -122,15 +29,16 @@ def wait_until(condition: str, seconds: float, interval: float = 0.25) -> str:
             f"[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep {interval:g}; done")
 
 
-def unit_states(prefix: str, props: tuple[str, ...]) -> str:
-    """Shell: one `systemctl show` for docker and containerd, one line per unit:
+def unit_states(prefix: str, props: tuple[str, ...], runtimes: tuple[str, ...]) -> str:
+    """Shell: one `systemctl show` for the runtimes' units, one line per unit:
     `<prefix><runtime>\\t<prop1>\\t<prop2>...` (the runtime without `.service`)."""
+    units = " ".join(f"{r}.service" for r in runtimes)
     flags = " ".join(f"-p {p}" for p in ("Id", *props))
     take = " ".join(f'else if (kv[1] == "{p}") v{i} = kv[2];' for i, p in enumerate(props))
     fields = "".join("\\t%s" for _ in props)
     values = "".join(f", v{i}" for i in range(len(props)))
     resets = "".join(f' v{i} = "";' for i in range(len(props)))
-    return (f"systemctl show docker.service containerd.service {flags} 2>/dev/null | "
+    return (f"systemctl show {units} {flags} 2>/dev/null | "
             f"awk 'BEGIN {{ RS = \"\"; FS = \"\\n\" }} {{ id = \"\";{resets} "
             f"for (i = 1; i <= NF; i++) {{ split($i, kv, \"=\"); if (kv[1] == \"Id\") id = kv[2]; {take} }} "
             f"sub(/\\.service$/, \"\", id); printf \"{prefix}%s{fields}\\n\", id{values} }}'")

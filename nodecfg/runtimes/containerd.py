@@ -11,13 +11,29 @@ A hosts.toml change needs no restart; a config.toml change needs one.
 from __future__ import annotations
 
 import base64
+import shlex
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
-from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, wait_until
+from nodecfg.runtimes.base import (
+    Action,
+    Check,
+    FileChange,
+    FileFact,
+    RuntimePlan,
+    ServiceFacts,
+    SmokePlan,
+    Want,
+    first,
+    parse_probe,
+    pull_problem,
+    rc_msg,
+)
+from nodecfg.runtimes.common import wait_until
 
 CONFIG_TOML = "/etc/containerd/config.toml"
 DEFAULT_CERTS_D = "/etc/containerd/certs.d"
@@ -229,7 +245,7 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
             files.append(FileChange(path, text, 0o600 if authorization else 0o644, existing,
                                     f"mirror for {upstream}", secret=authorization is not None,
                                     validate="toml"))
-    action = "restart" if edit.text is not None and svc.active else "none"
+    action: Action = "restart" if edit.text is not None and svc.active else "none"
     notes = list(edit.notes)
     if edit.text is not None and not svc.active:
         notes.append("not running: config written, not started")
@@ -279,3 +295,212 @@ def check_effect(dump_b64: str, cri_status: str, certs_dir: str) -> str | None:
     if cri_status and cri_status != "ok":
         return f"containerd's CRI plugin did not load (status {cri_status}); check its config"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the Runtime: facts, plan, apply/verify/rollback fragments, smoke probe and diagnoses
+
+CRI_TIMEOUT = 60.0  # one CRI pull, connect to answer
+
+
+def config_flag(argv: tuple[str, ...]) -> str | None:
+    """`-c FILE` / `--config FILE` from containerd's ExecStart."""
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def certs_dir_of(plan: RuntimePlan) -> str:
+    """The certs dir a containerd plan writes its hosts.toml files into."""
+    for f in plan.files:
+        if f.path.endswith("/hosts.toml"):
+            return f.path.rsplit("/", 2)[0]
+    return DEFAULT_CERTS_D
+
+
+def _pull_ctr(tag: str, ref: str) -> str:
+    q = shlex.quote(ref)
+    # the CRI plugin adds a `sha256:<config id>` ref beside every image in k8s.io. Ours goes too, or
+    # each run would leave one behind; it is the new sha256: ref whose target digest is our image's.
+    # Refs that others (the kubelet) made meanwhile point elsewhere and stay.
+    return (f"before=$(ctr -n k8s.io images ls -q 2>/dev/null); "
+            f"had=$(printf '%s\\n' \"$before\" | grep -qxF {q} && echo yes); "
+            f"out=$(ctr -n k8s.io images pull --hosts-dir \"$certs\" {q} 2>&1); rc=$?; "
+            f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
+            f"if command -v crictl >/dev/null; then out=$(crictl pull {q} 2>&1); "
+            f"printf 'crictl\\t%s\\t%s\\n' \"$?\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; fi; "
+            f"if [ -z \"$had\" ] && [ $rc = 0 ]; then "
+            f"listed=$(ctr -n k8s.io images ls 2>/dev/null); "
+            f"digest=$(printf '%s\\n' \"$listed\" | awk -v r={q} '$1 == r {{print $3; exit}}'); "
+            f"new=$(printf '%s\\n' \"$listed\" | "
+            f"awk -v d=\"$digest\" 'd != \"\" && $1 ~ /^sha256:/ && $3 == d {{print $1}}' | "
+            f"grep -vxF -e \"${{before:-@none@}}\"); "
+            f"ctr -n k8s.io images rm {q} $new >/dev/null 2>&1; fi")
+
+
+def ctr_script(plan: SmokePlan, certs: str) -> str:
+    """Second step on a node whose containerd is active: ctr pulls by upstream name through the
+    certs dir that the running containerd's config_path names (read from its config dump)."""
+    ep = plan.endpoint
+    upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
+    hosts_toml = f"{certs}/{upstream}/hosts.toml"
+    return "\n".join([
+        f"certs={shlex.quote(certs)}",
+        "printf 'containerd.certs\\t%s\\n' \"$certs\"",
+        f"if grep -qF {shlex.quote(f'http://{ep}')} {shlex.quote(hosts_toml)} 2>/dev/null; then",
+        "  " + _pull_ctr("containerd.pull", plan.ctr_ref),
+        "else printf 'containerd.pull\\tnomirror\\t\\n'; fi",
+        "true",
+    ]) + "\n"
+
+
+def _cri_check(vals: Mapping[str, list[str]], plan: SmokePlan, manifest: str) -> Check:
+    """The kubelet's own path: CRI ImageService.PullImage on containerd's socket."""
+    status, msg = rc_msg(vals["cri"])
+    if status == "ok":
+        return Check("cri", "ok", f"CRI PullImage {plan.ctr_ref} (the kubelet's path)")
+    if status != "fail":
+        return Check("cri", "skip", msg or "not checked")
+    ctr_ok = first(vals, "containerd.pull") == "0"
+    if ctr_ok and manifest != "404":
+        config_path = dumped_config_path(first(vals, "containerd.dump")) or ""
+        why = (f"; config_path {config_path} is a list, which containerd 2's transfer service does "
+               "not split (containerd#12415): run configure-nodes" if ":" in config_path else "")
+        return Check("cri", "FAIL", "config_path not honoured by the CRI image service: ctr pulled "
+                     f"{plan.ctr_ref} through certs.d, the kubelet's PullImage did not{why} "
+                     f"(containerd said: {msg})")
+    return Check("cri", "FAIL", pull_problem(msg, "the CRI image service", plan.endpoint, manifest))
+
+
+class Containerd:
+    """containerd: config.toml's config_path and the certs.d hosts.toml files; a restart when
+    config.toml changed (hosts.toml files are read per pull)."""
+
+    name: str = "containerd"
+    layer: int = 0
+    fact_files: tuple[str, ...] = (CONFIG_TOML,)
+    fact_dirs: tuple[str, ...] = (DEFAULT_CERTS_D,)
+    formats: Mapping[str, str] = {"containerd": "toml"}
+    checks: tuple[str, ...] = ("containerd", "config_path", "cri", "crictl")
+
+    def facts_fragment(self) -> str:
+        return ("printf 'bin.containerd\\t%s\\n' \"$(command -v containerd)\"\n"
+                "printf 'version.containerd\\t%s\\n' \"$(containerd --version 2>/dev/null)\"")
+
+    def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
+                   files: Mapping[str, FileFact]) -> ContainerdFacts:
+        del values
+        cfg_file = config_flag(service.exec_start) or CONFIG_TOML
+        fact = files.get(cfg_file)
+        hosts = {p: f.text() for p, f in files.items() if p.endswith("/hosts.toml")}
+        return ContainerdFacts(service=service, config_toml=fact.text() if fact is not None else None,
+                               config_file=cfg_file,
+                               hosts={p: t for p, t in hosts.items() if t is not None})
+
+    def version_of(self, line: str) -> str:
+        """'containerd github.com/containerd/containerd 1.6.20~ds1 ...' -> 1.6.20~ds1."""
+        words = line.split()
+        return words[2] if len(words) > 2 else ""
+
+    def plan(self, facts: ContainerdFacts, want: Want) -> RuntimePlan:
+        return plan_containerd(facts, want.endpoint, want.mirrors, want.credentials)
+
+    def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
+        return (certs_dir_of(plan),)
+
+    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
+        if change.validate != "containerd":
+            return ""
+        # containerd's own reading of the new file; the verify after the restart reuses it
+        return (f"if dump=$(timeout {deadline:g} containerd -c \"${temp}\" config dump 2>\"${temp}.err\"); "
+                "then printf 'containerd.dump\\t%s\\n' \"$(printf '%s\\n' \"$dump\" | base64 -w0)\"; "
+                f"else fail {path} \"$(cat \"${temp}.err\")\"; fi; rm -f \"${temp}.err\"")
+
+    def verify_fragment(self, want: Want, deadline: float) -> str:
+        del want
+        return verify_script(deadline)
+
+    def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
+        del want
+        return check_effect(values.get("containerd.dump", ""), values.get("containerd.cri", ""),
+                            certs_dir_of(plan))
+
+    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
+        """A hung start (an ExecStartPre that never returns) is stopped, then containerd is started
+        on its restored files if it was running."""
+        unit = "containerd.service"
+        return (f"if {changed} || [ -n \"$job\" ] || {down}; then "
+                f"timeout {deadline:g} systemctl stop {unit} >/dev/null 2>&1; "
+                f"systemctl reset-failed {unit} 2>/dev/null; " + (
+                    f"timeout {deadline:g} systemctl --no-block start {unit} 2>&1 | tail -n 1 | "
+                    "sed 's/^/actionlog.containerd\\t/'; " if was_active else "")
+                + "fi")
+
+    def probe_fragment(self, plan: SmokePlan) -> str:
+        # its effective config, read as TOML on this side (dumped_config_path); the pulls need the
+        # certs dir it names, so they run in a second step (probe_more)
+        del plan
+        return ("printf 'containerd.dump\\t%s\\n' "
+                "\"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"")
+
+    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        """ctr by upstream name through the certs dir the running config names, then the
+        kubelet's path, CRI PullImage on containerd's socket."""
+        if "containerd.dump" not in vals:
+            return ""
+        from nodecfg import ssh
+        from nodecfg.cri import pull_via_cri
+
+        config_path = dumped_config_path(vals["containerd.dump"][0]) or ""
+        certs = config_path.split(":")[0] or DEFAULT_CERTS_D
+        res = ssh.run(c, "sh -s", stdin=ctr_script(plan, certs).encode(), become=become, timeout=300)
+        output = "\n" + res.stdout
+        if (parse_probe(res.stdout).get("containerd.pull") or ["nomirror"])[0] != "nomirror":
+            cri = pull_via_cri(c, plan.ctr_ref, become=become, timeout=CRI_TIMEOUT)
+            detail = base64.b64encode(cri.detail.encode()).decode()
+            output += f"\ncri\t{cri.status}\t{detail}\n"
+        return output
+
+    def down_checks(self, state: str | None) -> tuple[Check, ...]:
+        return (Check("config_path", "skip", state),) if state else ()
+
+    def diagnose(self, vals: Mapping[str, list[str]], plan: SmokePlan) -> tuple[Check, ...]:
+        ep = plan.endpoint
+        manifest = first(vals, "manifest")
+        checks: list[Check] = []
+        if "containerd.pull" in vals:
+            certs = first(vals, "containerd.certs")
+            rc, msg = rc_msg(vals["containerd.pull"])
+            upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
+            if rc == "nomirror":
+                checks.append(Check("containerd", "FAIL", f"no mirror config for {upstream}: "
+                                    f"{certs}/{upstream}/hosts.toml is missing or does not name "
+                                    f"http://{ep}; run configure-nodes"))
+            else:
+                ref = plan.image.upstream if upstream != ep else f"{ep}/{plan.image.target}"
+                checks.append(Check("containerd", "ok" if rc == "0" else "FAIL",
+                                    f"ctr pull {ref} via {certs}" if rc == "0"
+                                    else pull_problem(msg, "containerd", ep, manifest)))
+        if "containerd.dump" in vals:
+            cp = dumped_config_path(first(vals, "containerd.dump"))
+            if cp is None:
+                checks.append(Check("config_path", "FAIL", "containerd config dump gave no readable "
+                                    "config: containerd does not answer"))
+            else:
+                checks.append(Check("config_path", "ok" if cp else "FAIL",
+                                    f"CRI config_path = {cp}" if cp else
+                                    "CRI config_path not in effect (containerd config dump shows none): "
+                                    "kubelet pulls ignore certs.d; run configure-nodes"))
+        if "cri" in vals:
+            checks.append(_cri_check(vals, plan, manifest))
+        if "crictl" in vals:
+            rc, msg = rc_msg(vals["crictl"])
+            checks.append(Check("crictl", "ok" if rc == "0" else "FAIL",
+                                "crictl pull" if rc == "0" else pull_problem(msg, "crictl (CRI)", ep, manifest)))
+        return tuple(checks)
+
+
+RUNTIME = Containerd()

@@ -32,6 +32,7 @@ from nodecfg.configure import (
     unknown_paths,
 )
 from nodecfg.inventory import parse_inventory
+from nodecfg.runtimes.base import Want
 from nodecfg.runtimes.common import FileChange, FileFact, FileState, RuntimePlan, mask_secrets
 
 FACTS = Path(__file__).parent / "fixtures" / "facts"
@@ -150,9 +151,9 @@ def test_non_utf8_config_is_refused_not_rewritten() -> None:
     assert fact is not None and fact.data == latin1  # bytes kept as they are
     plan, unreadable = refuse_unsafe(plan_node(facts, INV, None), facts)
     assert not unreadable
-    assert plan.docker.status == "failed" and plan.docker.files == ()
-    assert "not UTF-8" in plan.docker.note and "0xe9" in plan.docker.note
-    assert plan.containerd.status == "configure"  # the other runtime is not held back
+    assert plan["docker"].status == "failed" and plan["docker"].files == ()
+    assert "not UTF-8" in plan["docker"].note and "0xe9" in plan["docker"].note
+    assert plan["containerd"].status == "configure"  # the other runtime is not held back
 
 
 def test_unknown_paths_ask_for_a_second_look() -> None:
@@ -165,7 +166,7 @@ def test_unknown_paths_ask_for_a_second_look() -> None:
 
 def test_parse_facts_from_a_real_node() -> None:
     facts = parse_facts((FACTS / "configured-bookworm.txt").read_text())
-    d, c = facts.docker, facts.containerd
+    d, c = facts.runtimes["docker"], facts.runtimes["containerd"]
     assert d.service.installed and d.service.active and not d.service.masked
     assert d.service.version == "20.10.24+dfsg1" and d.service.major == 20
     assert d.cmdline[0] == "/usr/sbin/dockerd" and "--containerd=/run/containerd/containerd.sock" in d.cmdline
@@ -179,7 +180,7 @@ def test_configured_node_plans_nothing() -> None:
     facts = parse_facts((FACTS / "configured-bookworm.txt").read_text())
     plan = plan_node(facts, INV, None)
     assert plan.files == ()
-    assert plan.docker.action == plan.containerd.action == "none"
+    assert plan["docker"].action == plan["containerd"].action == "none"
 
 
 def test_fresh_node_plans_files_and_actions() -> None:
@@ -194,14 +195,14 @@ def test_fresh_node_plans_files_and_actions() -> None:
     assert "/etc/docker/daemon.json" in paths
     assert "/etc/containerd/certs.d/registry.k8s.io/hosts.toml" in paths
     assert "/etc/containerd/config.toml" not in paths  # config_path was already there
-    assert plan.docker.action == "reload" and plan.containerd.action == "none"
+    assert plan["docker"].action == "reload" and plan["containerd"].action == "none"
 
 
 def test_masked_runtime_is_skipped() -> None:
     text = (FACTS / "configured-bookworm.txt").read_text().replace(
         "unit.docker\tUnitFileState=enabled", "unit.docker\tUnitFileState=masked")
     plan = plan_node(parse_facts(text), INV, None)
-    assert plan.docker.status == "masked" and plan.docker.files == ()
+    assert plan["docker"].status == "masked" and plan["docker"].files == ()
 
 
 def test_facts_script_run_locally(tmp_path: Path) -> None:
@@ -297,9 +298,8 @@ def test_diff_hides_files_nodecfg_writes_credentials_into() -> None:
 def _plan(*changes: FileChange, docker_action: str = "none", containerd_action: str = "none") -> NodePlan:
     docker = tuple(c for c in changes if "docker" in c.path)
     containerd = tuple(c for c in changes if "docker" not in c.path)
-    return NodePlan(docker=RuntimePlan("docker", "configure", files=docker, action=docker_action),
-                    containerd=RuntimePlan("containerd", "configure", files=containerd,
-                                           action=containerd_action))
+    return NodePlan((RuntimePlan("containerd", "configure", files=containerd, action=containerd_action),
+                     RuntimePlan("docker", "configure", files=docker, action=docker_action)))
 
 
 def _exists(path: Path, real: Path | None = None) -> FileFact:
@@ -321,7 +321,7 @@ def test_apply_script_is_valid_shell_and_orders_its_steps() -> None:
                           validate="containerd"))
     files = {c.path: FileFact(c.path, FileState.ABSENT) for c in changes}
     script = apply_script(_plan(*changes, docker_action="reload", containerd_action="restart"),
-                          files, "10.1.1.1:5000", True, 20)
+                          files, Want("10.1.1.1:5000", ("docker.io",)), 20)
     assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
     # containerd first (docker talks to it): its file is $t0, daemon.json $t1
     assert script.index("containerd -c \"$t0\" config dump") < script.index("cas ")
@@ -349,7 +349,7 @@ def test_apply_writes_exact_bytes_keeps_link_mode_and_owner(tmp_path: Path) -> N
     changes = (FileChange(str(link), content, 0o644, '{"debug": true}\n', "x"),
                FileChange(str(new_file), 'server = "x"\n', 0o644, None, "y"))
     files = {str(link): _exists(link, target), str(new_file): FileFact(str(new_file), FileState.ABSENT)}
-    report = parse_apply(_run(apply_script(_plan(*changes), files, "e:5000", False, 5, "STAMP")))
+    report = parse_apply(_run(apply_script(_plan(*changes), files, Want("e:5000", ()), 5, "STAMP")))
     assert report.complete and not report.invalid and not report.conflicts
     assert link.is_symlink() and link.resolve() == target  # the link is kept
     assert target.read_bytes() == content.encode()  # its target edited, exactly
@@ -370,7 +370,7 @@ def test_apply_writes_nothing_when_a_file_changed_since_facts(tmp_path: Path, wh
     files = {str(a): _exists(a), str(b): FileFact(str(b), FileState.ABSENT)}
     changes = (FileChange(str(a), '{"a": 2}\n', 0o644, '{"a": 1}\n', "x"),
                FileChange(str(b), 'k = "v"\n', 0o644, None, "y"))
-    script = apply_script(_plan(*changes), files, "e:5000", False, 5, "S")
+    script = apply_script(_plan(*changes), files, Want("e:5000", ()), 5, "S")
     if what == "changed":  # someone edited a.json after the facts were read
         a.write_text('{"a": 1, "theirs": true}\n')
     elif what == "created":
@@ -392,7 +392,7 @@ def test_apply_script_quotes_every_value_from_a_node(tmp_path: Path) -> None:
     evil = tmp_path / "$(touch PWNED) `touch PWNED2`; x" / "it's.toml"
     change = FileChange(str(evil), 'k = "$(id)"\n', 0o644, None, "x")
     report = parse_apply(_run(apply_script(_plan(change), {str(evil): FileFact(str(evil), FileState.ABSENT)},
-                                           "e:5000", False, 5)))
+                                           Want("e:5000", ()), 5)))
     assert report.written == {str(evil): None}
     assert evil.read_text() == 'k = "$(id)"\n'
     assert not (Path.cwd() / "PWNED").exists() and not (tmp_path / "PWNED").exists()
@@ -417,9 +417,9 @@ def test_rollback_restores_backups_and_removes_new_files(tmp_path: Path) -> None
     changes = (FileChange(str(old), "version = 2\nnew = 1\n", 0o644, "version = 2\n", "x"),
                FileChange(str(new), 'server = "s"\n', 0o644, None, "y"))
     plan = _plan(*changes)
-    report = parse_apply(_run(apply_script(plan, files, "e:5000", False, 5, "S1")))
+    report = parse_apply(_run(apply_script(plan, files, Want("e:5000", ()), 5, "S1")))
     assert report.written and old.read_text() == "version = 2\nnew = 1\n" and new.exists()
-    script = rollback_script(plan.containerd, files, was_active=False, deadline=5, stamp="S1")
+    script = rollback_script(plan["containerd"], files, was_active=False, deadline=5, stamp="S1")
     out = _run(script)
     assert f"restored\t{old}" in out and f"removed\t{new}" in out
     assert old.read_text() == "version = 2\n" and old.stat().st_mode & 0o777 == 0o640

@@ -1,0 +1,315 @@
+"""The Runtime protocol: what one container runtime supplies to configure-nodes, smoke-test and
+the reports, and the typed statuses they share.
+
+A runtime is one module under `nodecfg/runtimes/` holding one object that satisfies `Runtime`
+(registered in `nodecfg/runtimes/__init__.py`). configure.py, smoke.py and report.py only ever
+iterate over the registry; everything that names a unit, a config file or a CLI lives here:
+
+- facts: its unit, the files and dirs facts must read, a shell fragment for what else it needs
+  (binary, version, ...), and `read_facts` turning all that into its own facts object;
+- plan: `plan(facts, want)`, pure; the least disruptive action is in the plan (`reload` or
+  `restart`, or `none`), and `rollback_fragment` undoes it;
+- apply and verify: a node-side validation of a written file, the verify fragment run after the
+  action, and `check_effect` reading what the verify printed;
+- smoke: its probe fragment (run when its unit is active), an optional second step on the
+  connection, its checks' names (the recap's columns) and `diagnose`.
+
+Statuses are `Literal`s: with mypy's strict_equality a misspelt status is an error wherever it is
+assigned or compared, and their values are exactly the strings the reports print.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from nodecfg.images import ImageRef
+
+# what a planner decided for a runtime on a node
+PlanStatus = Literal["configure", "absent", "masked", "failed"]
+# the least disruptive action that makes a config change take
+Action = Literal["none", "reload", "restart"]
+# what configure-nodes reports per runtime
+OutcomeStatus = Literal["unchanged", "changed", "would change", "masked", "absent", "failed",
+                        "rolled back"]
+OutcomeAction = Literal["none", "reloaded", "restarted", "would reload", "would restart"]
+# one smoke-test check
+CheckStatus = Literal["ok", "FAIL", "skip"]
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What systemd says about a runtime's unit, plus its version."""
+
+    name: str
+    installed: bool = False
+    masked: bool = False
+    active: bool = False
+    active_since: str = ""  # ActiveEnterTimestampMonotonic: changes on every (re)start
+    main_pid: int = 0
+    version: str = ""
+    exec_start: tuple[str, ...] = ()
+    drop_ins: tuple[str, ...] = ()
+
+    @property
+    def major(self) -> int:
+        head = self.version.lstrip("v").split(".")[0]
+        return int(head) if head.isdigit() else 0
+
+
+class FileState(enum.Enum):
+    """What facts know of a file. As pyinfra: *absent* (None there) is not *unreadable* (False):
+    a file that could not be read is never taken for a missing one."""
+
+    EXISTS = "exists"
+    ABSENT = "absent"
+    UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class FileFact:
+    """One file on a node as facts saw it: its bytes, and where and how it sits.
+
+    `real_path` is the file a write must replace: the symlink's target when `path` is a link
+    (sites keep configs in a managed dir and link them), else `path` itself."""
+
+    path: str
+    state: FileState
+    data: bytes | None = None  # EXISTS: the exact bytes
+    real_path: str = ""
+    mode: int | None = None  # permission bits (stat %a)
+    uid: int | None = None
+    gid: int | None = None
+    reason: str = ""  # UNREADABLE: why, in one line
+
+    @property
+    def exists(self) -> bool:
+        return self.state is FileState.EXISTS
+
+    @property
+    def sha256(self) -> str | None:
+        return hashlib.sha256(self.data).hexdigest() if self.data is not None else None
+
+    def text(self) -> str | None:
+        """The content as text for the planners, None unless it exists and is valid UTF-8."""
+        if self.data is None:
+            return None
+        try:
+            return self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def not_utf8(self) -> str | None:
+        """Why the bytes are not UTF-8 text (None when they are, or there are none)."""
+        if self.data is None:
+            return None
+        try:
+            self.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (f"{self.path} is not UTF-8 text (byte 0x{self.data[exc.start]:02x} at offset "
+                    f"{exc.start}); it can't be merged as TOML or JSON: left untouched")
+        return None
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file to (over)write atomically on a node, the previous version kept as a backup."""
+
+    path: str
+    content: str
+    mode: int
+    old: str | None  # None: the file doesn't exist yet
+    reason: str
+    secret: bool = False  # never shown in --diff or logs
+    validate: str = ""  # "json" | "dockerd" | "toml" | "containerd" | ""
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """What one runtime on one node needs."""
+
+    runtime: str  # the runtime's name
+    status: PlanStatus
+    note: str = ""
+    files: tuple[FileChange, ...] = field(default_factory=tuple)
+    action: Action = "none"
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files)
+
+
+@dataclass(frozen=True)
+class Want:
+    """What the inventory asks of every runtime: the planners' and verifiers' input."""
+
+    endpoint: str
+    mirrors: tuple[str, ...]
+    credentials: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: CheckStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SmokePlan:
+    """What to pull where: decided once for the whole fleet."""
+
+    endpoint: str
+    image: ImageRef  # pulled as <endpoint>/<target> by docker, and by upstream name by containerd
+    hub_image: ImageRef | None  # a docker.io image for docker's registry-mirrors check
+    mirrors: tuple[str, ...]
+    has_auth: bool
+
+    @property
+    def ctr_ref(self) -> str:
+        """What containerd pulls: the upstream name when it is mirrored (as the kubelet asks for
+        it), else the registry's own name."""
+        if self.image.registry in self.mirrors:
+            return self.image.upstream
+        return f"{self.endpoint}/{self.image.target}"
+
+
+class RuntimeFacts(Protocol):
+    """A runtime's own facts: whatever its planner needs, and at least its unit's state."""
+
+    @property
+    def service(self) -> ServiceFacts: ...
+
+
+F = TypeVar("F", bound=RuntimeFacts)
+
+
+class Runtime(Protocol[F]):
+    """One container runtime. Names are the `<name>` of its unit `<name>.service` and of every
+    tagged line its fragments print (`version.<name>`, `<name>.pull`, ...)."""
+
+    name: str
+    # files are written and results listed lowest layer first; reloads/restarts and rollbacks go
+    # highest first, so a runtime's action never queues behind one of the runtime it talks to
+    layer: int
+    fact_files: tuple[str, ...]  # config files facts always read
+    fact_dirs: tuple[str, ...]  # dirs whose `*/hosts.toml` facts always read
+    formats: Mapping[str, str]  # FileChange.validate -> the format it is parsed as here
+    checks: tuple[str, ...]  # its smoke-test checks, in the recap's column order
+
+    # facts
+    def facts_fragment(self) -> str:
+        """Shell printing `bin.<name>`, `version.<name>` and any other tagged line it needs;
+        `$units` holds `systemctl show` of every runtime's unit."""
+        ...
+
+    def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
+                   files: Mapping[str, FileFact]) -> F:
+        """Its facts from its unit's state, the facts' tagged values and the files read."""
+        ...
+
+    def version_of(self, line: str) -> str:
+        """`version.<name>` as printed -> the bare version."""
+        ...
+
+    # plan (pure)
+    def plan(self, facts: F, want: Want) -> RuntimePlan: ...
+
+    def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
+        """Dirs a second facts look must list for this plan (a custom certs dir)."""
+        ...
+
+    # apply, verify, rollback (shell fragments; pure)
+    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
+        """Shell validating the temp file `"$<temp>"` on the node ("" when it has no validator);
+        calls `fail <path> "<why>"` when it is refused."""
+        ...
+
+    def verify_fragment(self, want: Want, deadline: float) -> str:
+        """Shell run once its action settled active: prints what `check_effect` reads."""
+        ...
+
+    def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
+        """None when the running runtime shows the change, else why not."""
+        ...
+
+    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
+        """Shell bringing the runtime back on its restored files. `changed`/`down` are shell
+        conditions (files were restored; it was active and is not); `$job` is its queued job."""
+        ...
+
+    # smoke-test
+    def probe_fragment(self, plan: SmokePlan) -> str:
+        """Shell lines run when its unit is active (one probe script for every runtime)."""
+        ...
+
+    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        """A second step over the open connection, given the first probe's values: more lines
+        of output ("" when none)."""
+        ...
+
+    def down_checks(self, state: str | None) -> tuple[Check, ...]:
+        """Its other checks when its unit is not active (`state`: masked / not installed; None
+        when it is down)."""
+        ...
+
+    def diagnose(self, vals: Mapping[str, list[str]], plan: SmokePlan) -> tuple[Check, ...]:
+        """Its checks from the probe's values (pure)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# what every runtime's diagnosis uses
+
+
+def rc_msg(parts: list[str]) -> tuple[str, str]:
+    """`<rc>\\t<base64 message>` fields -> (rc, message)."""
+    rc = parts[0] if parts else ""
+    raw = parts[1] if len(parts) > 1 else ""
+    try:
+        msg = base64.b64decode(raw).decode("utf-8", "replace").strip()
+    except ValueError:
+        msg = raw
+    return rc, msg
+
+
+def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:
+    low = msg.lower()
+    if manifest == "404":
+        # containerd falls back to the upstream after the mirror's 404, and then reports the
+        # upstream's (offline) error: the registry's own answer is the real reason
+        return (f"manifest unknown: the registry at {ep} does not have this image; run registry-up "
+                f"(the node's {what} said: {msg})")
+    if "http response to https client" in low:
+        return (f"HTTP answered where HTTPS was expected: {what} does not treat {ep} as a plain-HTTP "
+                "registry (insecure-registries / hosts.toml missing); run configure-nodes")
+    if "manifest unknown" in low or ("not found" in low and "manifest" in low) or "not found: not found" in low:
+        return f"manifest unknown: the image is not in the registry; run registry-up ({msg})"
+    if "unauthorized" in low or "no basic auth" in low or "401" in low:
+        return f"401: {what} has no or wrong credentials for {ep} ({msg})"
+    if "connection refused" in low or "no route" in low or "i/o timeout" in low:
+        return f"registry unreachable from the node for {what} ({msg})"
+    return msg or "failed"
+
+
+def parse_probe(output: str) -> dict[str, list[str]]:
+    """A probe's tab-separated lines: key -> fields (`unit.<runtime>` -> [active, enabled])."""
+    vals: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        key, _, rest = line.partition("\t")
+        if key == "unit":
+            name, active, enabled = [*rest.split("\t"), "", ""][:3]
+            vals[f"unit.{name}"] = [active, enabled]
+        else:
+            vals[key] = rest.split("\t")
+    return vals
+
+
+def first(vals: Mapping[str, list[str]], key: str) -> str:
+    """The first field of a probe value, "" when absent."""
+    return (vals.get(key) or [""])[0]

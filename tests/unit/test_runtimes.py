@@ -1,0 +1,216 @@
+"""The Runtime protocol: a third runtime registered in `nodecfg.runtimes.RUNTIMES` is planned,
+applied, reported and smoke-tested by configure.py, smoke.py and report.py without any change to
+them. The fake here is the whole of what a new runtime supplies (its module would also bring
+templates and tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodecfg import configure, report, smoke, ssh
+from nodecfg import runtimes as registry
+from nodecfg.fleet import FleetResult, HostResult
+from nodecfg.images import parse_ref
+from nodecfg.inventory import Host, parse_inventory
+from nodecfg.runtimes.base import (
+    Check,
+    FileChange,
+    FileFact,
+    Runtime,
+    RuntimePlan,
+    ServiceFacts,
+    SmokePlan,
+    Want,
+    first,
+)
+
+CONF = "/etc/fakert/registries.conf"
+INV = parse_inventory("master: {address: 172.29.77.10}\nnodes: [172.29.77.11]\n", "inv.yaml")
+FACTS = Path(__file__).parent / "fixtures" / "facts" / "configured-bookworm.txt"
+
+
+@dataclass(frozen=True)
+class FakeFacts:
+    service: ServiceFacts
+    conf: str | None
+
+
+class FakeRuntime:
+    """A runtime with one config file, reloaded when it changes."""
+
+    name: str = "fakert"
+    layer: int = 2  # talks to docker, say: acts first, listed last
+    fact_files: tuple[str, ...] = (CONF,)
+    fact_dirs: tuple[str, ...] = ()
+    formats: Mapping[str, str] = {"fakert": "toml"}
+    checks: tuple[str, ...] = ("fakert",)
+
+    def facts_fragment(self) -> str:
+        return ("printf 'bin.fakert\\t%s\\n' \"$(command -v fakert)\"\n"
+                "printf 'version.fakert\\t%s\\n' \"$(fakert --version 2>/dev/null)\"")
+
+    def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
+                   files: Mapping[str, FileFact]) -> FakeFacts:
+        del values
+        fact = files.get(CONF)
+        return FakeFacts(service, fact.text() if fact is not None else None)
+
+    def version_of(self, line: str) -> str:
+        words = line.split()
+        return words[2] if len(words) > 2 else ""
+
+    def plan(self, facts: FakeFacts, want: Want) -> RuntimePlan:
+        if not facts.service.installed:
+            return RuntimePlan(self.name, "absent", "not installed; skipped")
+        wanted = f'mirror = "{want.endpoint}"\n'
+        if facts.conf == wanted:
+            return RuntimePlan(self.name, "configure")
+        change = FileChange(CONF, wanted, 0o644, facts.conf, "mirror set", validate="fakert")
+        return RuntimePlan(self.name, "configure", "", (change,),
+                           "reload" if facts.service.active else "none")
+
+    def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
+        del plan
+        return ()
+
+    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
+        return f"fakert check \"${temp}\" || fail {path} rejected" if change.validate == "fakert" else ""
+
+    def verify_fragment(self, want: Want, deadline: float) -> str:
+        return f"printf 'fakert.mirror\\t%s\\n' \"$(fakert mirrors)\"  # {want.endpoint} {deadline:g}"
+
+    def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
+        del plan
+        return None if values.get("fakert.mirror") == want.endpoint else "fakert did not take it"
+
+    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
+        return f"if {changed} || {down}; then timeout {deadline:g} systemctl --no-block reload fakert.service; fi"
+
+    def probe_fragment(self, plan: SmokePlan) -> str:
+        return f"printf 'fakert.pull\\t%s\\n' \"$(fakert pull {plan.image.upstream} >/dev/null; echo $?)\""
+
+    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        del c, become, plan, vals
+        return ""
+
+    def down_checks(self, state: str | None) -> tuple[Check, ...]:
+        del state
+        return ()
+
+    def diagnose(self, vals: Mapping[str, list[str]], plan: SmokePlan) -> tuple[Check, ...]:
+        if "fakert.pull" not in vals:
+            return ()
+        ok = first(vals, "fakert.pull") == "0"
+        return (Check("fakert", "ok" if ok else "FAIL",
+                      f"fakert pull {plan.image.upstream}" if ok else "fakert pull failed"),)
+
+
+FAKE: Runtime[Any] = FakeRuntime()  # mypy: the fake satisfies the protocol
+
+
+@pytest.fixture
+def with_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "RUNTIMES", (*registry.RUNTIMES, FAKE))
+
+
+def _facts_output(conf: str = "absent", active: str = "active") -> str:
+    """A real node's facts plus the fake runtime's unit, binary, version and config file."""
+    text = FACTS.read_text().rstrip("\n").split("\n")
+    end = text.pop()
+    extra = ["unit.fakert\tLoadState=loaded", f"unit.fakert\tActiveState={active}",
+             "unit.fakert\tUnitFileState=enabled", "bin.fakert\t/usr/bin/fakert",
+             "version.fakert\tfakert version 1.2.3", f"path\t{CONF}\t{conf}"]
+    return "\n".join([*extra, *text, end]) + "\n"
+
+
+def _cells(line: str) -> list[str]:
+    return [w for w in line.split() if w.strip("┃│|━─")]
+
+
+def test_registry_and_the_real_runtimes_satisfy_the_protocol() -> None:
+    assert [rt.name for rt in registry.RUNTIMES] == ["docker", "containerd"]
+    assert [rt.name for rt in registry.by_layer()] == ["containerd", "docker"]
+    for rt in registry.RUNTIMES:
+        assert registry.named(rt.name) is rt
+    assert smoke.check_names() == ("registry", "docker", "docker mirror", "containerd", "config_path",
+                                   "cri", "crictl")
+
+
+@pytest.mark.usefixtures("with_fake")
+def test_configure_facts_plan_and_apply_take_a_new_runtime() -> None:
+    script = configure.facts_script()
+    assert "systemctl show docker.service containerd.service fakert.service" in script
+    assert "printf 'bin.fakert" in script and CONF in script
+    facts = configure.parse_facts(_facts_output())
+    fake = facts.runtimes["fakert"]
+    assert isinstance(fake, FakeFacts) and fake.service.version == "1.2.3" and fake.conf is None
+    plan = configure.plan_node(facts, INV, None)
+    assert [rp.runtime for rp in plan.runtimes] == ["containerd", "docker", "fakert"]
+    assert plan["fakert"].action == "reload" and plan["fakert"].files[0].path == CONF
+    assert plan.files == (plan["fakert"].files[0],)  # the real node was already configured
+    plan, unreadable = configure.refuse_unsafe(plan, facts)
+    assert not unreadable and configure.unknown_paths(plan, facts) == ()
+    apply = configure.apply_script(plan, configure.targets(plan, facts),
+                                   configure.want_of(INV, None), 5, "S")
+    assert 'fakert check "$t0" || fail /etc/fakert/registries.conf rejected' in apply
+    assert "systemctl --no-block reload fakert.service" in apply
+    assert "printf 'fakert.mirror" in apply
+    rollback = configure.rollback_script(plan["fakert"], configure.targets(plan, facts),
+                                         was_active=True, deadline=5, stamp="S")
+    assert "systemctl --no-block reload fakert.service" in rollback
+
+
+@pytest.mark.usefixtures("with_fake")
+def test_configure_node_and_its_report_list_a_new_runtime(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """configure-nodes --check on a node with the fake runtime: its outcome, the recap's column,
+    and the --json key, through the real configure_node and report code."""
+    def fake_run(c: Any, command: str, **_: Any) -> ssh.RunResult:
+        del c
+        return ssh.RunResult(command, 0, _facts_output(), "")
+
+    monkeypatch.setattr(ssh, "run", fake_run)
+    host = Host("node1", "172.29.77.11")
+    outcome = configure.configure_node(None, host, INV, configure.Options(check=True), None)
+    assert outcome.runtimes["fakert"].status == "would change"
+    assert outcome.runtimes["fakert"].action == "would reload"
+    assert outcome.runtimes["docker"].status == "unchanged"
+    assert outcome.files_changed == (CONF,)
+    fleet = FleetResult((HostResult(host, outcome),))
+    report.configure_recap(fleet, configure.Options(check=True), as_json=True)
+    result = json.loads(capsys.readouterr().out)["hosts"][0]["result"]
+    assert list(result)[:5] == ["changed", "files_changed", "docker", "containerd", "fakert"]
+    assert result["fakert"]["status"] == "would change"
+    report.configure_recap(fleet, configure.Options(check=True), as_json=False)
+    table = capsys.readouterr().out
+    header = next(ln for ln in table.splitlines() if "node" in ln and "files" in ln)
+    assert _cells(header)[:4] == ["node", "docker", "containerd", "fakert"]
+    assert "fakert would reload" in table and "would change" in table
+
+
+@pytest.mark.usefixtures("with_fake")
+def test_smoke_probes_and_diagnoses_a_new_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = SmokePlan("10.1.1.1:5000", parse_ref("docker.io/library/busybox:1.36"), None,
+                     ("docker.io",), False)
+    script = smoke.probe_script(plan, None)
+    assert "fakert.service" in script and "if active fakert; then" in script
+    assert smoke.check_names()[-1] == "fakert"
+    out = ("unit\tdocker\tinactive\tnot-found\nunit\tcontainerd\tinactive\tnot-found\n"
+           "unit\tfakert\tactive\tenabled\nreach\tcurl\t0\t200\nfakert.pull\t0\n")
+    checks = smoke.diagnose(out, plan, "node1")
+    by_name = {ch.name: ch for ch in checks}
+    assert by_name["fakert"].status == "ok" and "busybox" in by_name["fakert"].detail
+    assert "runtime" not in by_name  # an active runtime, even a new one, is a runtime
+    down = smoke.diagnose(out.replace("fakert\tactive", "fakert\tfailed"), plan, "node1")
+    assert Check("fakert", "FAIL", "fakert is failed (enabled: enabled): runtime down") in down
+    host = Host("node1", "10.1.1.2")
+    fleet = FleetResult((HostResult(host, smoke.NodeSmoke(checks)),))
+    report.smoke_recap(smoke.SmokeResult(plan, fleet), as_json=False)
+    header = next(ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("node"))
+    assert _cells(header)[-2:] == ["fakert", "verdict"]
