@@ -396,6 +396,18 @@ def _save_stream(client: docker.DockerClient, ref: str) -> Iterator[bytes]:
     yield from client.images.get(ref).save(chunk_size=1 << 20, named=True)
 
 
+def _master_session(inv: Inventory | None) -> tuple[Any, Host | None, str, Callable[[str], ssh.RunResult]]:
+    """The master's connection, its host (None: this machine), its name for messages, and how a
+    script runs there (on stdin, through sudo when the master's `become` says so)."""
+    c, host = _master_connection(inv)
+    become = host.ssh.become if host else False
+
+    def sh(script: str) -> ssh.RunResult:
+        return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+
+    return c, host, str(host) if host else "localhost", sh
+
+
 def _master_facts(sh: Callable[[str], ssh.RunResult], where: str, script: str,
                   progress: Progress) -> MasterFacts:
     """Run the master's facts script; a master without docker or curl fails here, in one line."""
@@ -442,13 +454,8 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     client = _docker()
     local = _local_images(client, targets, sources, progress)
 
-    c, host = _master_connection(inv)
+    c, host, where, sh = _master_session(inv)
     become = host.ssh.become if host else False
-    where = str(host) if host else "localhost"
-
-    def sh(script: str) -> ssh.RunResult:
-        return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
-
     try:
         facts = _master_facts(sh, where, facts_script(settings, targets, [i.image_id for i in local], creds),
                               progress)
@@ -642,13 +649,8 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
         plan_targets([e.ref for e in entries])  # two bundle images on one registry path: refused here
         images = push.images_to_push(b, entries)
 
-        c, host = _master_connection(inv)
+        c, host, where, sh = _master_session(inv)
         become = host.ssh.become if host else False
-        where = str(host) if host else "localhost"
-
-        def sh(script: str) -> ssh.RunResult:
-            return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
-
         try:
             facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
             shipped = False

@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Iterator
 from typing import Any
 
+from nodecfg.errors import NodecfgError
 from nodecfg.runtimes.base import (  # re-exported: the shapes every runtime shares
     FileChange,
     FileFact,
@@ -21,6 +22,20 @@ from nodecfg.runtimes.base import (  # re-exported: the shapes every runtime sha
 
 __all__ = ["FileChange", "FileFact", "FileState", "RuntimePlan", "ServiceFacts", "mask_secrets",
            "one_line", "secret_values", "settle_units", "unit_states", "wait_until"]
+
+
+def json_object(existing: str | None, source: str, error: type[NodecfgError]) -> dict[str, Any]:
+    """An existing JSON config file as its object ({} when absent or empty), or `error` in one line
+    when it is not one: such a file is left untouched."""
+    if existing is None or not existing.strip():
+        return {}
+    try:
+        doc = json.loads(existing)
+    except ValueError as exc:
+        raise error(f"{source} is not valid JSON ({exc}); left untouched") from None
+    if not isinstance(doc, dict):
+        raise error(f"{source} is not a JSON object; left untouched")
+    return doc
 
 
 def wait_until(condition: str, seconds: float, interval: float = 0.25) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
-from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts
+from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, json_object
 
 RUNTIME = "containers"
 MAIN_CONF = "/etc/containers/registries.conf"
@@ -195,15 +195,7 @@ def merge_auth_json(existing: str | None, endpoint: str, username: str, password
     """auth.json with the registry's credentials (containers-auth.json(5)); None when already there.
     Every other entry is kept. containers/image looks credentials up by the host it contacts, the
     mirror's, so the endpoint's entry serves pulls by upstream name too."""
-    if existing is None or not existing.strip():
-        doc: dict[str, Any] = {}
-    else:
-        try:
-            doc = json.loads(existing)
-        except ValueError:
-            raise ConfError(f"{source} is not valid JSON; left untouched") from None
-        if not isinstance(doc, dict):
-            raise ConfError(f"{source} is not a JSON object; left untouched")
+    doc = json_object(existing, source, ConfError)
     auths = doc.setdefault("auths", {})
     if not isinstance(auths, dict) or not isinstance(auths.get(endpoint, {}), dict):
         raise ConfError(f"{source}: auths is not an object of objects; left untouched")

@@ -30,7 +30,7 @@ from nodecfg.runtimes.base import (
     pull_problem,
     rc_msg,
 )
-from nodecfg.runtimes.common import wait_until
+from nodecfg.runtimes.common import json_object, wait_until
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -91,15 +91,7 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
     entry is kept, in order. Raises MergeError when the file can't be merged safely.
     """
     notes: list[str] = []
-    if existing is None or not existing.strip():
-        doc: dict[str, Any] = {}
-    else:
-        try:
-            doc = json.loads(existing)
-        except ValueError as exc:
-            raise MergeError(f"{source} is not valid JSON ({exc}); left untouched") from None
-        if not isinstance(doc, dict):
-            raise MergeError(f"{source} is not a JSON object; left untouched")
+    doc = json_object(existing, source, MergeError)
     changed = False
     for key, entries in wanted.items():
         if key in flags:
@@ -139,15 +131,7 @@ def merge_client_config(existing: str | None, endpoint: str, username: str, pass
     Hub (`https://index.docker.io/v1/`), so with docker.io mirrored they go there too — unless the
     file already holds other Docker Hub credentials, which are kept (with a note).
     """
-    if existing is None or not existing.strip():
-        doc: dict[str, Any] = {}
-    else:
-        try:
-            doc = json.loads(existing)
-        except ValueError:
-            raise MergeError(f"{source} is not valid JSON; left untouched") from None
-        if not isinstance(doc, dict):
-            raise MergeError(f"{source} is not a JSON object; left untouched")
+    doc = json_object(existing, source, MergeError)
     auths = doc.setdefault("auths", {})
     if not isinstance(auths, dict):
         raise MergeError(f"{source}: auths is not an object; left untouched")

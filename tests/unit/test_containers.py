@@ -8,6 +8,7 @@ node's `registries.conf`, `registries.conf.d/*.conf` and `auth.json` when it has
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -126,12 +127,13 @@ def test_non_conf_files_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(("existing", "error"), [
-    ("{", "/etc/containers/auth.json is not valid JSON; left untouched"),
+    ("{", "/etc/containers/auth.json is not valid JSON (Expecting property name enclosed in double quotes: "
+          "line 1 column 2 (char 1)); left untouched"),
     ("[]", "/etc/containers/auth.json is not a JSON object; left untouched"),
     ('{"auths": []}', "/etc/containers/auth.json: auths is not an object of objects; left untouched"),
 ])
 def test_auth_json_that_cannot_be_merged_fails_the_plan(existing: str, error: str) -> None:
-    with pytest.raises(ConfError, match="^" + error.replace(".", r"\.") + "$"):
+    with pytest.raises(ConfError, match="^" + re.escape(error) + "$"):
         merge_auth_json(existing, EP, "u", "p")
     plan = plan_containers(ContainersFacts(podman_installed=True, auth_json=existing), EP, (), ("u", "p"))
     assert (plan.status, plan.note, plan.files) == ("failed", error, ())
