@@ -45,7 +45,15 @@ from nodecfg import ssh
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret
-from nodecfg.runtimes.base import OutcomeAction, OutcomeStatus, RuntimeFacts, Want
+from nodecfg.runtimes.base import (
+    OutcomeAction,
+    OutcomeStatus,
+    RuntimeFacts,
+    Want,
+    split_fact_dir,
+    unit_of,
+    verifies_unchanged,
+)
 from nodecfg.runtimes.common import (
     FileChange,
     FileFact,
@@ -113,7 +121,7 @@ $1
 listdir() {
   if [ -d "$1" ] && [ -r "$1" ] && [ -x "$1" ]; then
     printf 'dir\t%s\tlisted\n' "$1"
-    for h in "$1"/*/hosts.toml; do if [ -e "$h" ] || [ -L "$h" ]; then fact "$h"; fi; done
+    for h in "$1"/$2; do if [ -e "$h" ] || [ -L "$h" ]; then fact "$h"; fi; done
   elif [ -d "$1" ]; then printf 'dir\t%s\tunreadable\tPermission denied\n' "$1"
   elif [ -e "$1" ]; then printf 'dir\t%s\tunreadable\tnot a directory\n' "$1"
   else
@@ -131,9 +139,10 @@ def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] 
     with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the node."""
     props = " ".join(f"-p {p}" for p in UNIT_PROPS)
     runtimes = registry.registered()
-    units = " ".join(f"{rt.name}.service" for rt in runtimes)
-    dirs = " ".join(shlex.quote(d) for d in dict.fromkeys(
-        (*(d for rt in runtimes for d in rt.fact_dirs), *extra_dirs)))
+    units = " ".join(f"{unit_of(rt)}.service" for rt in runtimes)
+    dirs = "\n".join(f"listdir {shlex.quote(d)} {shlex.quote(g)}" for d, g in (
+        split_fact_dir(e) for e in dict.fromkeys((*(d for rt in runtimes for d in rt.fact_dirs),
+                                                   *extra_dirs))))
     files = " ".join(shlex.quote(f) for f in dict.fromkeys(
         (*(f for rt in runtimes for f in rt.fact_files), *extra_files)))
     own = "\n".join(rt.facts_fragment() for rt in runtimes)
@@ -141,7 +150,7 @@ def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] 
 {SCRIPT_ENV}
 exec 3>&1
 units=$(systemctl show {units} -p Id {props} 2>/dev/null) || \\
-  printf 'error.systemctl\\t%s\\n' "$(systemctl show {runtimes[0].name}.service -p Id 2>&1 >/dev/null | tail -n 1)"
+  printf 'error.systemctl\\t%s\\n' "$(systemctl show {unit_of(runtimes[0])}.service -p Id 2>&1 >/dev/null | tail -n 1)"
 printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} {{
   id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) {{ id = substr($i, 4); sub(/\\.service$/, "", id) }}
   for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\\t%s\\n", id, $i }}'
@@ -151,7 +160,7 @@ seen='
 '
 readable=
 for p in {files}; do fact "$p"; done
-for d in {dirs}; do listdir "$d"; done
+{dirs}
 set -f; IFS='
 '; set -- $readable; unset IFS; set +f
 if [ $# -gt 0 ]; then
@@ -249,7 +258,7 @@ def parse_facts(output: str) -> NodeFacts:
     if not lines or lines[-1] != FACTS_END:
         raise FactsError("the facts output is incomplete (it ended before its end marker)")
     runtimes = registry.registered()
-    units: dict[str, dict[str, str]] = {rt.name: {} for rt in runtimes}
+    units: dict[str, dict[str, str]] = {unit_of(rt): {} for rt in runtimes}
     misc: dict[str, str] = {}
     paths: dict[str, list[str]] = {}
     dirs: dict[str, FileFact] = {}
@@ -288,7 +297,7 @@ def parse_facts(output: str) -> NodeFacts:
 
     own: dict[str, RuntimeFacts] = {}
     for rt in runtimes:
-        u = units.get(rt.name, {})
+        u = units.get(unit_of(rt), {})
         load = u.get("LoadState", "not-found")
         service = ServiceFacts(
             name=rt.name,
@@ -493,15 +502,21 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
     # docker job behind a pending containerd job (docker is ordered After= it), so a containerd
     # start that hangs would hold docker's reload too. Each runtime: queue, wait (bounded), verify
     # (bounded).
+    planned = {rp.runtime for rp in plan.runtimes}
     for rt in registry.by_layer(reverse=True):
+        if rt.name not in planned:  # a plan made for fewer runtimes (tests)
+            continue
         rp = plan[rt.name]
         if rp.action == "none":
+            if rp.files and verifies_unchanged(rt):  # read per command: its files are in effect
+                lines.append(rt.verify_fragment(want, deadline))
             continue
         verify = rt.verify_fragment(want, deadline)
-        lines += [f"timeout {deadline:g} systemctl --no-block {rp.action} {rp.runtime}.service "
+        unit = unit_of(rt)
+        lines += [f"timeout {deadline:g} systemctl --no-block {rp.action} {unit}.service "
                   f"2>&1 | tail -n 1 | sed 's/^/actionlog.{rp.runtime}\\t/'",
-                  settle_units(deadline, (rp.runtime,)),
-                  f"case \"$settled\" in *\"settled.{rp.runtime}\tactive\t\"*) {verify};; esac"]
+                  settle_units(deadline, (unit,)),
+                  f"case \"$settled\" in *\"settled.{unit}\tactive\t\"*) {verify};; esac"]
     lines += [_state_probe(), f"printf '{APPLY_END}\\n'"]
     return "\n".join(lines) + "\n"
 
@@ -515,7 +530,7 @@ def apply_budget(deadline: float) -> float:
 def _state_probe() -> str:
     """`after.<runtime>\\t<ActiveState>\\t<ActiveEnterTimestampMonotonic>`, one systemctl call."""
     return unit_states("after.", ("ActiveState", "ActiveEnterTimestampMonotonic"),
-                       tuple(rt.name for rt in registry.registered()))
+                       tuple(dict.fromkeys(unit_of(rt) for rt in registry.registered())))
 
 
 def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active: bool,
@@ -528,7 +543,7 @@ def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active
     the runtime is started again with its old config and waited for, at most `deadline` seconds;
     a start still queued then is left to systemd and said."""
     q = shlex.quote
-    unit = f"{plan.runtime}.service"
+    unit = f"{unit_of(registry.named(plan.runtime))}.service"
     lines = [SCRIPT_ENV, "restored=0"]
     for i, f in enumerate(plan.files):
         fact = files[f.path]
@@ -548,7 +563,8 @@ def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active
     lines.append(f"job=$(systemctl show -p Job --value {unit} 2>/dev/null)")
     lines.append(registry.named(plan.runtime).rollback_fragment(
         changed=changed, down=down, was_active=was_active, deadline=deadline))
-    lines += [settle_units(deadline, (plan.runtime,), "after."), f"printf '{ROLLBACK_END}\\n'"]
+    lines += [settle_units(deadline, (unit.removesuffix(".service"),), "after."),
+              f"printf '{ROLLBACK_END}\\n'"]
     return "\n".join(lines) + "\n"
 
 
@@ -638,9 +654,10 @@ def _settled(values: dict[str, str], runtime: str, prefix: str = "settled.") -> 
 
 
 def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline: float) -> str | None:
+    rt = registry.named(rp.runtime)
     if rp.action == "none":
-        return None
-    state, sub, result, job = _settled(values, rp.runtime)
+        return rt.check_effect(rp, values, want) if rp.files and verifies_unchanged(rt) else None
+    state, sub, result, job = _settled(values, unit_of(rt))
     log = one_line(values.get(f"actionlog.{rp.runtime}", ""))
     if job:
         return (f"{rp.runtime} did not come back within {deadline:g}s of its {rp.action} "
@@ -649,7 +666,7 @@ def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline
         how = ", ".join(x for x in (sub, result if result != "success" else "") if x)
         return (f"{rp.runtime} is {state or 'gone'}{f' ({how})' if how else ''} after its {rp.action}"
                 + (f": {log}" if log else ""))
-    return registry.named(rp.runtime).check_effect(rp, values, want)
+    return rt.check_effect(rp, values, want)
 
 
 def _by_reason(unreadable: dict[str, str]) -> str:
@@ -740,9 +757,10 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             rb = sh(rollback_script(rp, files, was_active=svc[rp.runtime].active, deadline=deadline,
                                     stamp=stamp), rollback_budget(deadline), "rolling back")
             values = parse_apply(rb.stdout).values
-            state, sub, _, job = _settled(values, rp.runtime, "after.")
-            back = f"{rp.runtime} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
-                                                                 else "")
+            unit = unit_of(registry.named(rp.runtime))
+            state, sub, _, job = _settled(values, unit, "after.")
+            back = f"{unit} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
+                                                           else "")
             if job:
                 back += f", its start still queued after {deadline:g}s"
             if ROLLBACK_END not in rb.stdout.splitlines():
@@ -778,7 +796,8 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         return _finish(outcomes, diffs)
     errors = {}
     for rp in plan.runtimes:
-        active = report.values.get(f"after.{rp.runtime}", "").startswith("active")
+        unit = unit_of(registry.named(rp.runtime))
+        active = report.values.get(f"after.{unit}", "").startswith("active")
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], active=active)
         errors[rp.runtime] = _runtime_error(rp, report.values, want, deadline)
     for rp in last_first:

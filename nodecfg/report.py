@@ -53,13 +53,14 @@ def _masked(obj: Any) -> Any:
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
+    for row in rows:  # cells are text, never markup (a note may quote TOML's `[[registry]]`)
+        table.add_row(*(escape(cell) for cell in row))
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(width=200, highlight=False)

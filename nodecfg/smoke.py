@@ -22,7 +22,7 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.registry import MANIFEST_TYPES, curl_auth_prelude
-from nodecfg.runtimes.base import Check, SmokePlan, parse_probe
+from nodecfg.runtimes.base import Check, SmokePlan, parse_probe, unit_of
 from nodecfg.runtimes.common import unit_states
 
 __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "parse_probe",
@@ -104,7 +104,7 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
     manifest_url = f"http://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}"
     accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in (*MANIFEST_TYPES, *INDEX_TYPES))
     runtimes = registry.registered()
-    names = tuple(rt.name for rt in runtimes)
+    names = tuple(dict.fromkeys(unit_of(rt) for rt in runtimes))
     lines = [
         curl_auth_prelude(credentials),
         # every runtime's unit in one systemctl call: `unit <runtime> <ActiveState> <UnitFileState>`
@@ -115,7 +115,7 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str
         reach_probe(url, host, port, accept, manifest_url),
     ]
     for rt in runtimes:  # each runtime's own probe, when its unit is active
-        lines += [f"if active {rt.name}; then",
+        lines += [f"if active {unit_of(rt)}; then",
                   *("  " + ln for ln in rt.probe_fragment(plan).splitlines()), "fi"]
     lines.append("true")
     return "\n".join(lines) + "\n"
@@ -151,22 +151,24 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
                             f"registry unreachable from {node}: http://{ep}/v2/: {why}"))
     active_runtimes = 0
     runtimes = registry.registered()
-    for rt in runtimes:
-        active, enabled = vals.get(f"unit.{rt.name}", ["", ""])
+    for rt in runtimes:  # its unit-state check is named by its unit (`unit_of`: usually its name)
+        unit = unit_of(rt)
+        active, enabled = vals.get(f"unit.{unit}", ["", ""])
         if active == "active":
             active_runtimes += 1
             continue
         state = "masked" if enabled == "masked" else ("not installed" if enabled in ("", "not-found")
                                                      and active in ("inactive", "") else None)
         if state:
-            checks.append(Check(rt.name, "skip", state))
+            checks.append(Check(unit, "skip", state))
         else:
-            checks.append(Check(rt.name, "FAIL", f"{rt.name} is {active or 'unknown'} (enabled: "
+            checks.append(Check(unit, "FAIL", f"{unit} is {active or 'unknown'} (enabled: "
                                 f"{enabled or '?'}): runtime down"))
         checks.extend(rt.down_checks(state))
     for rt in runtimes:
         checks.extend(rt.diagnose(vals, plan))
-    if active_runtimes == 0:
+    # a runtime without a unit of its own (podman) that pulled counts as one the node has
+    if active_runtimes == 0 and not any(ch.status == "ok" and ch.name != "registry" for ch in checks):
         checks.append(Check("runtime", "FAIL", "no container runtime is active on this node"))
     return tuple(checks)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodecfg.runtimes import containerd, docker
+from nodecfg.runtimes import containerd, containers, docker
 from nodecfg.runtimes.base import Runtime
 
-RUNTIMES: tuple[Runtime[Any], ...] = (docker.RUNTIME, containerd.RUNTIME)
+RUNTIMES: tuple[Runtime[Any], ...] = (docker.RUNTIME, containerd.RUNTIME, containers.RUNTIME)
 
 
 def registered() -> tuple[Runtime[Any], ...]:

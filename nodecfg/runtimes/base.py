@@ -190,15 +190,18 @@ F = TypeVar("F", bound=RuntimeFacts)
 
 
 class Runtime(Protocol[F]):
-    """One container runtime. Names are the `<name>` of its unit `<name>.service` and of every
-    tagged line its fragments print (`version.<name>`, `<name>.pull`, ...)."""
+    """One container runtime. Names are the `<name>` of its unit `<name>.service` (unless it has a
+    `unit` attribute naming another one: `unit_of`) and of every tagged line its fragments print
+    (`version.<name>`, `<name>.pull`, ...)."""
 
     name: str
     # files are written and results listed lowest layer first; reloads/restarts and rollbacks go
     # highest first, so a runtime's action never queues behind one of the runtime it talks to
     layer: int
     fact_files: tuple[str, ...]  # config files facts always read
-    fact_dirs: tuple[str, ...]  # dirs whose `*/hosts.toml` facts always read
+    # dirs whose `*/hosts.toml` facts always read; `<dir>/<glob>` (a `*` in its last part) reads
+    # the files matching that glob instead
+    fact_dirs: tuple[str, ...]
     formats: Mapping[str, str]  # FileChange.validate -> the format it is parsed as here
     checks: tuple[str, ...]  # its smoke-test checks, in the recap's column order
 
@@ -261,6 +264,27 @@ class Runtime(Protocol[F]):
     def diagnose(self, vals: Mapping[str, list[str]], plan: SmokePlan) -> tuple[Check, ...]:
         """Its checks from the probe's values (pure)."""
         ...
+
+
+def unit_of(rt: Runtime[Any]) -> str:
+    """Its systemd unit without `.service`: its `unit` attribute when it has one (a runtime whose
+    name is not its unit's, as `containers` and crio.service), else its name."""
+    return str(getattr(rt, "unit", "") or rt.name)
+
+
+def verifies_unchanged(rt: Runtime[Any]) -> bool:
+    """Its `verify_fragment` also runs, and `check_effect` also judges, after files were written
+    with no reload or restart (`verify_without_action`: a tool that reads its config per command,
+    as podman). Without it, as for docker and containerd, there is nothing to verify then."""
+    return bool(getattr(rt, "verify_without_action", False))
+
+
+def split_fact_dir(entry: str) -> tuple[str, str]:
+    """A `fact_dirs` entry -> (dir, glob): `/d` -> (`/d`, `*/hosts.toml`), `/d/*.conf` -> (`/d`, `*.conf`)."""
+    head, _, last = entry.rstrip("/").rpartition("/")
+    if "*" in last and head:
+        return head, last
+    return entry, "*/hosts.toml"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,22 +20,39 @@ aliases) and redeclares a prefix, or a longer prefix under a mirrored upstream a
 
 CRI-O re-reads registries.conf on SIGHUP (`systemctl reload crio`); podman reads it per command.
 Credentials in auth.json are read per pull, so auth.json alone costs no reload.
+
+The registered runtime (`RUNTIME`, named `containers`, its unit crio.service) is "installed" when
+crio or podman is. Its verify reads `podman info --format json` (the registries podman resolves,
+parsed here) after every write, and its smoke probe pulls with podman by upstream name through
+the mirror, removing the image after unless the node already had it. Root podman does not read
+/etc/containers/auth.json by default: a 401 names REGISTRY_AUTH_FILE / --authfile.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shlex
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
+from nodecfg.runtimes.base import (
+    Check,
+    FileFact,
+    SmokePlan,
+    Want,
+    first,
+    parse_probe,
+    pull_problem,
+    rc_msg,
+)
 from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, json_object
 
-RUNTIME = "containers"
+NAME = "containers"
 MAIN_CONF = "/etc/containers/registries.conf"
 DROP_IN_DIR = "/etc/containers/registries.conf.d"
 DROP_IN_NAME = "99-nodecfg.conf"
@@ -53,6 +70,17 @@ class ContainersFacts:
     registries_conf: str | None = None  # /etc/containers/registries.conf; None: no file
     drop_ins: Mapping[str, str] = field(default_factory=dict)  # registries.conf.d/*.conf path -> text
     auth_json: str | None = None  # /etc/containers/auth.json; None: no file
+    podman_version: str = ""
+
+    @property
+    def service(self) -> ServiceFacts:
+        """The runtime as a whole for the reports: crio's unit (its state, its rollback), installed
+        when crio or podman is, with both versions."""
+        versions = [f"crio {self.crio.version}" if self.crio.installed and self.crio.version else "",
+                    f"podman {self.podman_version}" if self.podman_installed and self.podman_version
+                    else ""]
+        return replace(self.crio, name=NAME, installed=self.crio.installed or self.podman_installed,
+                       version=", ".join(v for v in versions if v))
 
 
 class ConfError(NodecfgError):
@@ -211,9 +239,9 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
     """Decide what CRI-O and podman on one node need: the drop-in, auth.json, reload or nothing."""
     crio = facts.crio
     if not crio.installed and not facts.podman_installed:
-        return RuntimePlan(RUNTIME, "absent", "neither CRI-O nor podman installed; skipped")
+        return RuntimePlan(NAME, "absent", "neither CRI-O nor podman installed; skipped")
     if crio.installed and crio.masked and not facts.podman_installed:
-        return RuntimePlan(RUNTIME, "masked", "crio masked; skipped (left masked)")
+        return RuntimePlan(NAME, "masked", "crio masked; skipped (left masked)")
     try:
         before, after = _read_sources(facts)
         upstreams, notes = _upstreams(mirrors, endpoint, before)
@@ -222,7 +250,7 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
         text = render_drop_in(endpoint, upstreams, insecure)
         auth = merge_auth_json(facts.auth_json, endpoint, *credentials) if credentials else None
     except ConfError as exc:
-        return RuntimePlan(RUNTIME, "failed", str(exc))
+        return RuntimePlan(NAME, "failed", str(exc))
     existing = facts.drop_ins.get(DROP_IN)
     files: list[FileChange] = []
     if existing != text:
@@ -243,4 +271,253 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
             action = "reload"  # SIGHUP: CRI-O re-reads registries.conf and its drop-ins
         else:
             notes.append("crio not running: config written, not started")
-    return RuntimePlan(RUNTIME, "configure", "; ".join(notes), tuple(files), action)
+    return RuntimePlan(NAME, "configure", "; ".join(notes), tuple(files), action)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Runtime: facts, plan, apply/verify/rollback fragments, smoke probe and diagnoses
+
+SCRIPT_ENV = "export LC_ALL=C PATH=\"$PATH:/usr/local/sbin:/usr/sbin:/sbin\""
+INFO_TIMEOUT = 30.0  # podman info (it may set up its storage on a first run)
+PULL_TIMEOUT = 120.0  # one podman pull through the mirror
+
+
+def podman_registries(info_b64: str) -> dict[str, Any] | None:
+    """`registries` of `podman info --format json` (base64): prefix -> its entry (Prefix,
+    Location, Insecure, Blocked, Mirrors: [{Location, Insecure}]). None when it is no JSON object."""
+    try:
+        info = json.loads(base64.b64decode(info_b64).decode("utf-8", "replace")) if info_b64 else None
+    except ValueError:
+        return None
+    if not isinstance(info, dict):
+        return None
+    regs = info.get("registries") or {}
+    return {k: v for k, v in regs.items() if isinstance(v, dict)} if isinstance(regs, dict) else {}
+
+
+def mirror_problem(regs: Mapping[str, Any], upstream: str, endpoint: str) -> str | None:
+    """None when podman resolves `upstream` with the registry as its first mirror, else what it has."""
+    entry = regs.get(upstream)
+    mirrors = [m.get("Location") for m in (entry or {}).get("Mirrors") or [] if isinstance(m, dict)]
+    if entry is not None and mirrors and str(mirrors[0]).rstrip("/") == endpoint:
+        return None
+    has = f"mirrors {', '.join(map(str, mirrors))}" if mirrors else "no mirror"
+    return (f"podman info shows {has} for {upstream}, not {endpoint}"
+            + ("" if entry is not None else f" (no [[registry]] for {upstream})"))
+
+
+def _mirrored(want_mirrors: tuple[str, ...], endpoint: str) -> list[str]:
+    return [m for m in dict.fromkeys(want_mirrors) if m != endpoint]
+
+
+def _info_line(deadline: float) -> str:
+    return (f"printf 'containers.info\\t%s\\n' \"$(timeout {deadline:g} podman info --format json "
+            "2>/dev/null | base64 -w0)\"")
+
+
+def podman_look(plan: SmokePlan) -> str:
+    """First smoke step: is podman there, what registries it resolves, has it the image already."""
+    ref = shlex.quote(plan.ctr_ref)
+    return "\n".join([
+        SCRIPT_ENV,
+        "if ! command -v podman >/dev/null 2>&1; then printf 'podman\\tno\\n'; exit 0; fi",
+        "printf 'podman\\tyes\\t%s\\n' \"$(podman --version 2>/dev/null)\"",
+        _info_line(INFO_TIMEOUT),
+        f"if podman image exists {ref} 2>/dev/null; then printf 'podman.had\\tyes\\n'; fi",
+        "true",
+    ]) + "\n"
+
+
+def podman_pull(plan: SmokePlan, had: bool) -> str:
+    """Second smoke step: pull by the name the kubelet would use, bounded; then remove the image
+    unless the node had it before."""
+    ref = shlex.quote(plan.ctr_ref)
+    lines = [
+        SCRIPT_ENV,
+        f"out=$(timeout {PULL_TIMEOUT:g} podman pull -q {ref} 2>&1); rc=$?",
+        "printf 'podman.pull\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | grep -v '^$' | tail -n 1 "
+        "| base64 -w0)\"",
+    ]
+    if not had:
+        lines.append(f"[ $rc = 0 ] && podman rmi {ref} >/dev/null 2>&1")
+    return "\n".join([*lines, "true"]) + "\n"
+
+
+def podman_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None:
+    """The podman check from the smoke probe's values (pure); None when podman was not probed."""
+    if "podman" not in vals:
+        return None
+    if first(vals, "podman") != "yes":
+        return Check("podman", "skip", "not installed")
+    ep = plan.endpoint
+    regs = podman_registries(first(vals, "containers.info"))
+    if regs is None:
+        return Check("podman", "FAIL", "podman info --format json gave no readable JSON: podman "
+                     "does not work on this node")
+    mirrored = plan.image.registry in plan.mirrors and plan.image.registry != ep
+    if mirrored:
+        problem = mirror_problem(regs, plan.image.registry, ep)
+        if problem is not None:
+            return Check("podman", "FAIL", f"no mirror config for {plan.image.registry}: {problem}; "
+                         f"{DROP_IN} is missing or was overridden; run configure-nodes")
+    return _pull_check(vals, plan, mirrored)
+
+
+def _pull_check(vals: Mapping[str, list[str]], plan: SmokePlan, mirrored: bool) -> Check:
+    ep = plan.endpoint
+    if "podman.pull" not in vals:
+        return Check("podman", "FAIL", "podman pull did not run")
+    rc, msg = rc_msg(vals["podman.pull"])
+    if rc == "0":
+        via = f" via the mirror {ep}" if mirrored else ""
+        return Check("podman", "ok", f"podman pull {plan.ctr_ref}{via}")
+    if rc == "124":
+        return Check("podman", "FAIL", f"podman pull {plan.ctr_ref} did not finish within "
+                     f"{PULL_TIMEOUT:g}s ({msg})")
+    why = pull_problem(msg, "podman", ep, first(vals, "manifest"))
+    if why.startswith("401"):
+        why += (f"; root podman does not read {AUTH_JSON} by default: set REGISTRY_AUTH_FILE="
+                f"{AUTH_JSON} or pass --authfile {AUTH_JSON} (CRI-O: global_auth_file)")
+    return Check("podman", "FAIL", why)
+
+
+def crio_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None:
+    """crio (active): the drop-in it reads mirrors the image's upstream at the registry."""
+    if "containers.dropin" not in vals:
+        return None
+    raw = first(vals, "containers.dropin")
+    try:
+        text = base64.b64decode(raw).decode("utf-8") if raw else None
+    except ValueError:
+        text = None
+    if not text:
+        return Check("crio", "FAIL", f"{DROP_IN} is missing: CRI-O pulls go to the upstreams; "
+                     "run configure-nodes")
+    prefixes = [plan.image.registry] if plan.image.registry in plan.mirrors else []
+    try:
+        check_drop_in(text, plan.endpoint, [p for p in prefixes if p != plan.endpoint])
+    except ConfError as exc:
+        return Check("crio", "FAIL", f"{exc}; run configure-nodes")
+    return Check("crio", "ok", f"active; {DROP_IN} mirrors {', '.join(prefixes) or 'the registry'} "
+                 f"at {plan.endpoint}")
+
+
+class Containers:
+    """CRI-O and podman: the registries.conf.d drop-in and auth.json; a reload of a running crio
+    when the drop-in changed (podman reads it per command)."""
+
+    name: str = NAME
+    unit: str = "crio"  # podman has none
+    layer: int = 2  # talks to neither docker nor containerd: acts first, listed last
+    fact_files: tuple[str, ...] = (MAIN_CONF, DROP_IN, AUTH_JSON)
+    fact_dirs: tuple[str, ...] = (f"{DROP_IN_DIR}/*.conf",)
+    formats: Mapping[str, str] = {"toml": "toml", "json": "json"}
+    checks: tuple[str, ...] = ("crio", "podman")
+    verify_without_action: bool = True  # podman reads its config per command: verify every write
+
+    def facts_fragment(self) -> str:
+        return ("printf 'bin.containers\\t%s\\n' \"$(command -v crio)\"\n"
+                "printf 'version.containers\\t%s\\n' \"$(crio --version 2>/dev/null | head -n 1)\"\n"
+                "printf 'containers.podman\\t%s\\t%s\\n' \"$(command -v podman)\" "
+                "\"$(podman --version 2>/dev/null)\"")
+
+    def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
+                   files: Mapping[str, FileFact]) -> ContainersFacts:
+        podman_path, _, podman_version = values.get("containers.podman", "").partition("\t")
+
+        def text(path: str) -> str | None:
+            fact = files.get(path)
+            return fact.text() if fact is not None else None
+
+        drop_ins = {p: t for p, f in files.items()
+                    if p.startswith(DROP_IN_DIR + "/") and p.endswith(".conf")
+                    and (t := f.text()) is not None}
+        return ContainersFacts(crio=replace(service, name="crio"), podman_installed=bool(podman_path),
+                               registries_conf=text(MAIN_CONF), drop_ins=drop_ins,
+                               auth_json=text(AUTH_JSON),
+                               podman_version=self.version_of(podman_version))
+
+    def version_of(self, line: str) -> str:
+        """'crio version 1.30.1' / 'podman version 5.4.2' -> the version."""
+        words = line.split()
+        return words[-1] if len(words) > 2 else ""
+
+    def plan(self, facts: ContainersFacts, want: Want) -> RuntimePlan:
+        return plan_containers(facts, want.endpoint, want.mirrors, want.credentials)
+
+    def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
+        del plan
+        return ()
+
+    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
+        del change, temp, path, deadline  # TOML and JSON: parsed before anything is sent
+        return ""
+
+    def verify_fragment(self, want: Want, deadline: float) -> str:
+        """After the write (and crio's reload, when it ran and crio settled active): the registries
+        podman resolves now."""
+        del want
+        return f"if command -v podman >/dev/null 2>&1; then {_info_line(deadline)}; fi"
+
+    def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
+        """None when podman (if installed) resolves every mirrored upstream at the registry first;
+        an upstream the plan said another file overrides is not held against it."""
+        if "containers.info" not in values:
+            return None  # crio only: it settled active after its reload
+        regs = podman_registries(values["containers.info"])
+        if regs is None:
+            return "podman info --format json gave no readable JSON after the write"
+        for upstream in _mirrored(want.mirrors, want.endpoint):
+            if f"redeclares [[registry]] {upstream}:" in plan.note:
+                continue
+            problem = mirror_problem(regs, upstream, want.endpoint)
+            if problem is not None:
+                return problem
+        return None
+
+    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
+        """A running crio reloads its restored drop-in; one that went down is started."""
+        del was_active
+        unit = "crio.service"
+        return (f"[ -n \"$job\" ] && timeout {deadline:g} systemctl cancel \"$job\" 2>/dev/null; "
+                f"if {changed} || {down}; then "
+                f"if systemctl is-active -q {unit}; then timeout {deadline:g} systemctl --no-block reload "
+                f"{unit}; else systemctl reset-failed {unit} 2>/dev/null; "
+                f"timeout {deadline:g} systemctl --no-block start {unit}; fi 2>&1 | tail -n 1 | "
+                "sed 's/^/actionlog.containers\\t/'; fi")
+
+    def probe_fragment(self, plan: SmokePlan) -> str:
+        """crio active: the drop-in it reads (parsed as TOML on this side)."""
+        del plan
+        return f"printf 'containers.dropin\\t%s\\n' \"$(base64 -w0 < {DROP_IN} 2>/dev/null)\""
+
+    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        """podman, whatever crio's state: look (installed? its registries? the image there?), then
+        pull by upstream name only when the mirror is in place (else an offline node would go to
+        the upstream)."""
+        del vals
+        from nodecfg import ssh
+
+        res = ssh.run(c, "sh -s", stdin=podman_look(plan).encode(), become=become,
+                      timeout=INFO_TIMEOUT + 30)
+        output = "\n" + res.stdout
+        look = parse_probe(res.stdout)
+        if first(look, "podman") != "yes":
+            return output if "podman\t" in res.stdout else output + "\npodman\tno\n"
+        regs = podman_registries(first(look, "containers.info"))
+        mirrored = plan.image.registry in plan.mirrors and plan.image.registry != plan.endpoint
+        if regs is None or (mirrored and mirror_problem(regs, plan.image.registry, plan.endpoint)):
+            return output
+        pull = ssh.run(c, "sh -s", stdin=podman_pull(plan, "podman.had" in look).encode(),
+                       become=become, timeout=PULL_TIMEOUT + 30)
+        return output + "\n" + pull.stdout
+
+    def down_checks(self, state: str | None) -> tuple[Check, ...]:
+        del state  # podman is checked whatever crio's state (probe_more)
+        return ()
+
+    def diagnose(self, vals: Mapping[str, list[str]], plan: SmokePlan) -> tuple[Check, ...]:
+        return tuple(ch for ch in (crio_check(vals, plan), podman_check(vals, plan)) if ch is not None)
+
+
+RUNTIME = Containers()

@@ -10,6 +10,9 @@ node4  containerd2  a version-2 config.toml kept from containerd 1.x (containerd
 node5  containerd2  no config.toml at all, and neither curl nor wget (a minimal image)
 node6  containerd2  a config.toml without `version` (containerd 2 reads its registry settings from
                     the version-3 image-service section there)
+
+The containerd2 nodes have podman 5.4 (no CRI-O: Debian does not package it); bookworm and trixie
+nodes have neither: the `containers` runtime is absent there, and its smoke checks skip.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from tests.e2e.conftest import Lab, by_name, nodecfg, run_json, start_lab
 
 FLAVORS = ("bookworm", "trixie", "containerd2", "containerd2", "containerd2", "containerd2")
 NODES = ("node1", "node2", "node3", "node4", "node5", "node6")
+PODMAN_NODES = ("node3", "node4", "node5", "node6")  # the containerd2 flavor has podman
+NO_PODMAN = ("node1", "node2")
+DROP_IN = "/etc/containers/registries.conf.d/99-nodecfg.conf"
 NO_VERSION = "# no version line: an old hand-written file\n[plugins.cri]\n  enable_selinux = false\n"
 V2_CONFIG = """\
 # kept from the containerd 1.x days
@@ -53,6 +59,10 @@ def start_times(lab: Lab, name: str) -> str:
     return lab.ssh(name, "systemctl show -p ActiveEnterTimestampMonotonic --value docker containerd").stdout
 
 
+def registries_conf(lab: Lab, name: str) -> str:
+    return lab.ssh(name, "sha256sum /etc/containers/registries.conf").stdout
+
+
 def dumped_config_path(lab: Lab, name: str) -> str:
     dump = tomllib.loads(lab.ssh(name, "containerd config dump").stdout)
     section = ("io.containerd.cri.v1.images" if dump.get("version", 1) >= 3 else "io.containerd.grpc.v1.cri")
@@ -81,6 +91,7 @@ def test_versions_are_todays_stacks(fleet: Lab) -> None:
 def test_configure_every_flavor_then_rerun_restarts_nothing(fleet: Lab) -> None:
     inv = str(fleet.inventory)
     v3_before = fleet.ssh("node3", "cat /etc/containerd/config.toml").stdout
+    distro_conf = {n: registries_conf(fleet, n) for n in PODMAN_NODES}
     rc, data, err = run_json("configure-nodes", "-i", inv)
     assert rc == 0, (err, data)
     hosts = by_name(data)
@@ -108,6 +119,21 @@ def test_configure_every_flavor_then_rerun_restarts_nothing(fleet: Lab) -> None:
     assert no_version.startswith(NO_VERSION) and "version" not in tomllib.loads(no_version)
     # docker 28 took the registry by a reload, not a restart
     assert hosts["node3"]["result"]["docker"]["action"] == "reloaded", hosts["node3"]
+    # podman: the drop-in written (no reload: podman reads it per command), verified by
+    # `podman info`; the distro's registries.conf byte for byte as it was
+    endpoint = fleet.inventory_data()["master"]["address"] + ":5000"
+    for name in PODMAN_NODES:
+        podman = hosts[name]["result"]["containers"]
+        assert podman["status"] == "changed" and podman["action"] == "none", (name, podman)
+        assert podman["files"] == [DROP_IN] and podman["version"].startswith("podman 5."), podman
+        drop_in = tomllib.loads(fleet.ssh(name, f"cat {DROP_IN}").stdout)
+        mirrors = {r["prefix"]: r["mirror"][0] for r in drop_in["registry"] if "prefix" in r}
+        assert mirrors["docker.io"] == {"location": endpoint, "insecure": True}, mirrors
+        assert set(mirrors) == {"docker.io", "registry.k8s.io", "quay.io"}, mirrors
+        assert registries_conf(fleet, name) == distro_conf[name], name
+    for name in NO_PODMAN:
+        assert hosts[name]["result"]["containers"]["status"] == "absent", hosts[name]
+        assert fleet.ssh(name, f"test -e {DROP_IN}", check=False).returncode == 1
 
     before = {n: start_times(fleet, n) for n in NODES}
     rc, again, err = run_json("configure-nodes", "-i", inv)
@@ -116,6 +142,8 @@ def test_configure_every_flavor_then_rerun_restarts_nothing(fleet: Lab) -> None:
         host = by_name(again)[name]
         assert host["result"]["changed"] is False, host
         assert start_times(fleet, name) == before[name], f"{name} restarted a runtime on a re-run"
+        assert host["result"]["containers"]["status"] == (
+            "unchanged" if name in PODMAN_NODES else "absent"), host
 
 
 def test_smoke_passes_on_every_flavor(fleet: Lab) -> None:
@@ -128,6 +156,24 @@ def test_smoke_passes_on_every_flavor(fleet: Lab) -> None:
         assert got["registry"]["status"] == "ok", (name, got["registry"])
     node5 = {c["name"]: c for c in by_name(data)["node5"]["result"]["checks"]}
     assert "(python3)" in node5["registry"]["detail"], node5["registry"]
+    # podman pulled the image by its upstream name through the mirror; nodes without it skip
+    for name in NODES:
+        got = {c["name"]: c for c in by_name(data)[name]["result"]["checks"]}
+        assert got["crio"] == {"name": "crio", "status": "skip", "detail": "not installed"}, got
+        if name in NO_PODMAN:
+            assert got["podman"]["status"] == "skip", (name, got["podman"])
+            continue
+        assert got["podman"]["status"] == "ok", (name, got["podman"])
+        assert got["podman"]["detail"] == (
+            "podman pull docker.io/library/busybox:1.36 via the mirror "
+            f"{fleet.inventory_data()['master']['address']}:5000"), got["podman"]
+        # ... and left the node's image store as it found it
+        assert fleet.ssh(name, "podman image exists docker.io/library/busybox:1.36",
+                         check=False).returncode == 1, name
+    log = fleet.ssh("master", "docker logs registry 2>&1").stdout
+    for name in PODMAN_NODES:
+        assert any(f"{fleet.hosts[name]} - -" in ln and "/v2/library/busybox/manifests/1.36" in ln
+                   and "containers/" in ln for ln in log.splitlines()), f"no podman pull from {name}"
 
 
 def test_cri_pull_proves_the_kubelets_path(fleet: Lab) -> None:

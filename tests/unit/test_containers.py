@@ -7,14 +7,23 @@ node's `registries.conf`, `registries.conf.d/*.conf` and `auth.json` when it has
 
 from __future__ import annotations
 
+import base64 as _b64
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nodecfg.runtimes.common import ServiceFacts
+from nodecfg import configure, smoke, ssh
+from nodecfg import runtimes as registry
+from nodecfg.images import parse_ref
+from nodecfg.inventory import parse_inventory
+from nodecfg.runtimes import containers
+from nodecfg.runtimes.base import Check, SmokePlan, Want, split_fact_dir, unit_of
+from nodecfg.runtimes.common import RuntimePlan, ServiceFacts
 from nodecfg.runtimes.containers import (
     AUTH_JSON,
     DROP_IN,
@@ -151,3 +160,292 @@ def test_check_drop_in_rejects_what_was_not_meant() -> None:
     with pytest.raises(ConfError):
         check_drop_in("[registries.search]\nregistries = []\n", EP, [])
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the registered runtime: facts, apply/verify/rollback fragments, smoke probe and diagnoses
+
+FACTS = Path(__file__).parent / "fixtures" / "facts" / "configured-bookworm.txt"
+INV = parse_inventory("master: {address: 172.29.77.10}\nnodes: [172.29.77.11]\n", "inv.yaml")
+WANT = Want(EP, ("docker.io", "registry.k8s.io"))
+PLAN = SmokePlan(EP, parse_ref("docker.io/library/busybox:1.36"), None, ("docker.io", "registry.k8s.io"),
+                 False)
+SHORTNAMES = f"{DROP_IN_DIR}/shortnames.conf"
+
+
+def _b(text: str) -> str:
+    return _b64.b64encode(text.encode()).decode()
+
+
+def _info(registries: dict[str, Any]) -> str:
+    return _b(json.dumps({"host": {}, "registries": registries}))
+
+
+def _entry(prefix: str, *mirrors: str) -> dict[str, Any]:
+    return {"Prefix": prefix, "Location": prefix, "Insecure": False, "Blocked": False,
+            "Mirrors": [{"Location": m, "Insecure": True} for m in mirrors]}
+
+
+GOOD_INFO = _info({"docker.io": _entry("docker.io", EP), "registry.k8s.io": _entry("registry.k8s.io", EP)})
+
+
+def _facts_output(*, podman: bool = True, crio: str = "", files: dict[str, str] | None = None) -> str:
+    """A real node's facts plus the containers runtime's lines: podman (or not), crio's unit
+    (`crio`: its ActiveState, "" for no unit) and /etc/containers files."""
+    text = FACTS.read_text().rstrip("\n").split("\n")
+    end = text.pop()
+    extra = [f"containers.podman\t{'/usr/bin/podman' if podman else ''}\t"
+             f"{'podman version 5.4.2' if podman else ''}"]
+    if crio:
+        extra += ["unit.crio\tLoadState=loaded", f"unit.crio\tActiveState={crio}",
+                  "unit.crio\tUnitFileState=enabled", "bin.containers\t/usr/bin/crio",
+                  "version.containers\tcrio version 1.30.1"]
+    else:
+        extra += ["unit.crio\tLoadState=not-found", "unit.crio\tActiveState=inactive",
+                  "bin.containers\t", "version.containers\t"]
+    files = files if files is not None else {MAIN_CONF: "# distro defaults\n"}
+    for path in (MAIN_CONF, DROP_IN, AUTH_JSON):
+        if path not in files:
+            extra.append(f"path\t{path}\tabsent")
+    for path, content in files.items():
+        extra += [f"path\t{path}\tfile\t{path}\t644 0 0 {len(content.encode())}",
+                  f"file\t{path}\t{_b(content)}"]
+    return "\n".join([*extra, *text, end]) + "\n"
+
+
+def test_registered_with_its_unit_and_layer() -> None:
+    rt = registry.named("containers")
+    assert rt is containers.RUNTIME and unit_of(rt) == "crio"
+    assert [unit_of(r) for r in registry.RUNTIMES] == ["docker", "containerd", "crio"]
+    assert registry.by_layer(reverse=True)[0] is rt  # acts first: it talks to neither other runtime
+    assert smoke.check_names()[-2:] == ("crio", "podman")
+
+
+def test_split_fact_dir() -> None:
+    assert split_fact_dir("/etc/containerd/certs.d") == ("/etc/containerd/certs.d", "*/hosts.toml")
+    assert split_fact_dir(f"{DROP_IN_DIR}/*.conf") == (DROP_IN_DIR, "*.conf")
+
+
+def test_facts_script_reads_the_drop_ins_by_glob(tmp_path: Path) -> None:
+    script = configure.facts_script()
+    assert "crio.service" in script and f"listdir {DROP_IN_DIR} '*.conf'" in script
+    assert "listdir /etc/containerd/certs.d '*/hosts.toml'" in script
+    d = tmp_path / "registries.conf.d"
+    d.mkdir()
+    (d / "10-site.conf").write_text('[[registry]]\nprefix = "quay.io"\nlocation = "quay.io"\n')
+    (d / "README").write_text("not a drop-in\n")
+    out = subprocess.run(["sh", "-s"], input=configure.facts_script((), (f"{d}/*.conf",)),
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    facts = configure.parse_facts(out)
+    assert set(facts.files) >= {f"{d}/10-site.conf"} and f"{d}/README" not in facts.files
+    assert facts.dirs[str(d)].exists
+
+
+def test_read_facts_podman_only_node() -> None:
+    site = f"{DROP_IN_DIR}/10-site.conf"
+    facts = configure.parse_facts(_facts_output(files={MAIN_CONF: "# distro\n", site: "# x\n",
+                                                       SHORTNAMES: "[aliases]\n"}))
+    cf = facts.runtimes["containers"]
+    assert isinstance(cf, ContainersFacts)
+    assert cf.podman_installed and cf.podman_version == "5.4.2" and not cf.crio.installed
+    assert cf.registries_conf == "# distro\n" and cf.auth_json is None
+    assert set(cf.drop_ins) == {site, SHORTNAMES}
+    assert cf.service.installed and cf.service.version == "podman 5.4.2" and not cf.service.active
+    # docker and containerd read as before
+    assert facts.runtimes["docker"].service.active and facts.runtimes["containerd"].service.installed
+
+
+def test_read_facts_neither_installed_is_absent() -> None:
+    facts = configure.parse_facts(_facts_output(podman=False, files={}))
+    plan = configure.plan_node(facts, INV, None)
+    assert plan["containers"].status == "absent" and plan["containers"].files == ()
+    assert plan.files == ()  # the fixture node is configured for docker and containerd
+
+
+def test_podman_node_plan_and_apply_verify_without_a_reload() -> None:
+    facts = configure.parse_facts(_facts_output())
+    plan = configure.plan_node(facts, INV, None)
+    rp = plan["containers"]
+    assert rp.status == "configure" and rp.action == "none" and [f.path for f in rp.files] == [DROP_IN]
+    plan, unreadable = configure.refuse_unsafe(plan, facts)
+    assert not unreadable and configure.unknown_paths(plan, facts) == ()
+    want = configure.want_of(INV, None)
+    script = configure.apply_script(plan, configure.targets(plan, facts), want, 5, "S")
+    assert "podman info --format json" in script
+    assert "systemctl --no-block" not in script
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    # its verify is judged although nothing was reloaded
+    ep = INV.registry.endpoint
+    good = _info({u: _entry(u, ep) for u in INV.registry.mirrors})
+    assert configure._runtime_error(rp, {"containers.info": good}, want, 5) is None
+    bad = _info({"docker.io": _entry("docker.io")})
+    assert "podman info shows no mirror for docker.io" in (
+        configure._runtime_error(rp, {"containers.info": bad}, want, 5) or "")
+    # a re-run on the written drop-in changes nothing
+    again = configure.parse_facts(_facts_output(files={MAIN_CONF: "# distro defaults\n",
+                                                       DROP_IN: rp.files[0].content}))
+    assert configure.plan_node(again, INV, None)["containers"].files == ()
+
+
+def test_active_crio_is_reloaded_then_rolled_back_by_its_unit() -> None:
+    facts = configure.parse_facts(_facts_output(podman=False, crio="active"))
+    cf = facts.runtimes["containers"]
+    assert isinstance(cf, ContainersFacts) and cf.crio.active and cf.service.version == "crio 1.30.1"
+    plan = configure.plan_node(facts, INV, None)
+    rp = plan["containers"]
+    assert rp.action == "reload"
+    files = configure.targets(plan, facts)
+    script = configure.apply_script(plan, files, configure.want_of(INV, None), 5, "S")
+    assert "systemctl --no-block reload crio.service" in script
+    assert 'settled.crio\tactive\t' in script and "actionlog.containers" in script
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    values = {"settled.crio": "active\trunning\tsuccess\t"}  # crio only: settled active is the proof
+    assert configure._runtime_error(rp, values, configure.want_of(INV, None), 5) is None
+    values = {"settled.crio": "failed\tfailed\texit-code\t", "actionlog.containers": "boom"}
+    assert configure._runtime_error(rp, values, configure.want_of(INV, None), 5) == (
+        "containers is failed (failed, exit-code) after its reload: boom")
+    rollback = configure.rollback_script(rp, files, was_active=True, deadline=5, stamp="S")
+    assert "systemctl --no-block reload crio.service" in rollback
+    assert "! systemctl is-active -q crio.service" in rollback and "after.crio" not in rollback
+    subprocess.run(["sh", "-n"], input=rollback, text=True, check=True)
+
+
+def test_check_effect() -> None:
+    rt = containers.RUNTIME
+    plan = RuntimePlan("containers", "configure", files=())
+    assert rt.check_effect(plan, {}, WANT) is None  # no podman: crio's settled state decides
+    assert rt.check_effect(plan, {"containers.info": GOOD_INFO}, WANT) is None
+    assert "no readable JSON" in (rt.check_effect(plan, {"containers.info": ""}, WANT) or "")
+    other = _info({"docker.io": _entry("docker.io", "mirror.example:5000", EP),
+                   "registry.k8s.io": _entry("registry.k8s.io", EP)})
+    assert rt.check_effect(plan, {"containers.info": other}, WANT) == (
+        f"podman info shows mirrors mirror.example:5000, {EP} for docker.io, not {EP}")
+    missing = _info({"registry.k8s.io": _entry("registry.k8s.io", EP)})
+    assert "(no [[registry]] for docker.io)" in (rt.check_effect(plan, {"containers.info": missing}, WANT) or "")
+    # an override the plan already reported is not held against the write
+    noted = RuntimePlan("containers", "configure", f"{DROP_IN_DIR}/zz.conf loads after 99-nodecfg.conf "
+                        "and redeclares [[registry]] docker.io: its entry wins, ...")
+    assert rt.check_effect(noted, {"containers.info": other}, WANT) is None
+
+
+def _smoke(*lines: str, crio: str = "inactive\tnot-found") -> tuple[Check, ...]:
+    out = ("unit\tdocker\tactive\tenabled\nunit\tcontainerd\tinactive\tnot-found\n"
+           f"unit\tcrio\t{crio}\nreach\tcurl\t0\t200\n" + "\n".join(lines) + "\n")
+    return smoke.diagnose(out, PLAN, "node1")
+
+
+def _named(checks: tuple[Check, ...]) -> dict[str, Check]:
+    return {ch.name: ch for ch in checks}
+
+
+def test_smoke_podman_ok_and_not_installed() -> None:
+    got = _named(_smoke("podman\tyes\tpodman version 5.4.2", f"containers.info\t{GOOD_INFO}",
+                        "podman.pull\t0\t"))
+    assert got["podman"] == Check("podman", "ok", f"podman pull docker.io/library/busybox:1.36 via the "
+                                  f"mirror {EP}")
+    assert got["crio"] == Check("crio", "skip", "not installed")
+    got = _named(_smoke("podman\tno"))
+    assert got["podman"] == Check("podman", "skip", "not installed")
+    assert all(ch.status != "FAIL" for ch in got.values() if ch.name in ("crio", "podman"))
+
+
+def test_smoke_podman_without_the_mirror_fails_without_pulling() -> None:
+    info = _info({"registry.k8s.io": _entry("registry.k8s.io", EP)})
+    got = _named(_smoke("podman\tyes", f"containers.info\t{info}"))
+    assert got["podman"].status == "FAIL"
+    assert got["podman"].detail.startswith("no mirror config for docker.io: podman info shows no "
+                                           "mirror for docker.io")
+    assert "run configure-nodes" in got["podman"].detail
+
+
+def test_smoke_podman_401_names_the_authfile() -> None:
+    msg = _b("Error: initializing source docker://docker.io/library/busybox:1.36: unauthorized: "
+             "authentication required")
+    got = _named(_smoke("podman\tyes", f"containers.info\t{GOOD_INFO}", f"podman.pull\t125\t{msg}"))
+    assert got["podman"].status == "FAIL" and got["podman"].detail.startswith("401: podman has no")
+    assert "REGISTRY_AUTH_FILE=/etc/containers/auth.json" in got["podman"].detail
+    assert "--authfile" in got["podman"].detail
+
+
+def test_smoke_podman_other_failures() -> None:
+    https = _b('Error: pinging container registry 10.1.1.1:5000: Get "https://10.1.1.1:5000/v2/": '
+               "http: server gave HTTP response to HTTPS client")
+    got = _named(_smoke("podman\tyes", f"containers.info\t{GOOD_INFO}", f"podman.pull\t125\t{https}"))
+    assert got["podman"].detail.startswith("HTTP answered where HTTPS was expected: podman")
+    got = _named(_smoke("podman\tyes", f"containers.info\t{GOOD_INFO}", "podman.pull\t124\t"))
+    assert "did not finish within 120s" in got["podman"].detail
+    got = _named(_smoke("podman\tyes", "containers.info\t"))
+    assert got["podman"] == Check("podman", "FAIL", "podman info --format json gave no readable "
+                                  "JSON: podman does not work on this node")
+
+
+def test_smoke_active_crio_reads_its_drop_in() -> None:
+    facts = ContainersFacts(crio=ServiceFacts("crio", installed=True, active=True))
+    text = plan_containers(facts, EP, ("docker.io",), None).files[0].content
+    got = _named(_smoke(f"containers.dropin\t{_b(text)}", "podman\tno", crio="active\tenabled"))
+    assert got["crio"].status == "ok" and "mirrors docker.io" in got["crio"].detail
+    got = _named(_smoke("containers.dropin\t", "podman\tno", crio="active\tenabled"))
+    assert got["crio"].status == "FAIL" and "is missing" in got["crio"].detail
+    got = _named(_smoke("podman\tno", crio="failed\tenabled"))
+    assert got["crio"] == Check("crio", "FAIL", "crio is failed (enabled: enabled): runtime down")
+
+
+def test_probe_script_runs_crio_probe_only_when_active() -> None:
+    script = smoke.probe_script(PLAN, None)
+    assert "crio.service" in script and "if active crio; then" in script
+    assert f"base64 -w0 < {DROP_IN}" in script
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+
+
+class _Node:
+    """ssh.run on a fake node: answers the look script with `look`, records every script."""
+
+    def __init__(self, look: str) -> None:
+        self.look = look
+        self.scripts: list[str] = []
+
+    def run(self, c: Any, command: str, **kw: Any) -> ssh.RunResult:
+        del c
+        script = kw["stdin"].decode()
+        self.scripts.append(script)
+        out = self.look if "podman image exists" in script or "command -v podman" in script else \
+            "podman.pull\t0\t\n"
+        return ssh.RunResult(command, 0, out, "")
+
+
+@pytest.mark.parametrize(("look", "pulls", "removes"), [
+    ("podman\tno\n", False, False),
+    (f"podman\tyes\tpodman version 5.4.2\ncontainers.info\t{GOOD_INFO}\n", True, True),
+    (f"podman\tyes\ncontainers.info\t{GOOD_INFO}\npodman.had\tyes\n", True, False),  # the node's own
+    (f"podman\tyes\ncontainers.info\t{_info({})}\n", False, False),  # no mirror: never the upstream
+])
+def test_probe_more_pulls_by_upstream_name_only_through_the_mirror(
+        monkeypatch: pytest.MonkeyPatch, look: str, pulls: bool, removes: bool) -> None:
+    node = _Node(look)
+    monkeypatch.setattr(ssh, "run", node.run)
+    out = containers.RUNTIME.probe_more(None, False, PLAN, {})
+    assert len(node.scripts) == (2 if pulls else 1)
+    for script in node.scripts:
+        subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    if pulls:
+        assert "timeout 120 podman pull -q docker.io/library/busybox:1.36" in node.scripts[1]
+        assert ("podman rmi docker.io/library/busybox:1.36" in node.scripts[1]) is removes
+        assert "podman.pull\t0" in out
+
+
+def test_version_of() -> None:
+    assert containers.RUNTIME.version_of("crio version 1.30.1") == "1.30.1"
+    assert containers.RUNTIME.version_of("podman version 5.4.2") == "5.4.2"
+    assert containers.RUNTIME.version_of("") == ""
+
+
+def test_smoke_podman_only_node_is_not_runtime_down() -> None:
+    """A node whose only runtime is podman (no unit of its own): its pull is the runtime that works."""
+    out = ("unit\tdocker\tinactive\tnot-found\nunit\tcontainerd\tinactive\tnot-found\n"
+           "unit\tcrio\tinactive\tnot-found\nreach\tcurl\t0\t200\n"
+           f"podman\tyes\tpodman version 5.4.2\ncontainers.info\t{GOOD_INFO}\npodman.pull\t0\t\n")
+    got = _named(smoke.diagnose(out, PLAN, "node1"))
+    assert got["podman"].status == "ok"
+    assert "runtime" not in got
+    nothing = _named(smoke.diagnose(out.replace("podman\tyes", "podman\tno"), PLAN, "node1"))
+    assert nothing["runtime"].status == "FAIL"

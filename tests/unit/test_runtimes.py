@@ -134,24 +134,24 @@ def _cells(line: str) -> list[str]:
 
 
 def test_registry_and_the_real_runtimes_satisfy_the_protocol() -> None:
-    assert [rt.name for rt in registry.RUNTIMES] == ["docker", "containerd"]
-    assert [rt.name for rt in registry.by_layer()] == ["containerd", "docker"]
+    assert [rt.name for rt in registry.RUNTIMES] == ["docker", "containerd", "containers"]
+    assert [rt.name for rt in registry.by_layer()] == ["containerd", "docker", "containers"]
     for rt in registry.RUNTIMES:
         assert registry.named(rt.name) is rt
     assert smoke.check_names() == ("registry", "docker", "docker mirror", "containerd", "config_path",
-                                   "cri", "crictl")
+                                   "cri", "crictl", "crio", "podman")
 
 
 @pytest.mark.usefixtures("with_fake")
 def test_configure_facts_plan_and_apply_take_a_new_runtime() -> None:
     script = configure.facts_script()
-    assert "systemctl show docker.service containerd.service fakert.service" in script
+    assert "systemctl show docker.service containerd.service crio.service fakert.service" in script
     assert "printf 'bin.fakert" in script and CONF in script
     facts = configure.parse_facts(_facts_output())
     fake = facts.runtimes["fakert"]
     assert isinstance(fake, FakeFacts) and fake.service.version == "1.2.3" and fake.conf is None
     plan = configure.plan_node(facts, INV, None)
-    assert [rp.runtime for rp in plan.runtimes] == ["containerd", "docker", "fakert"]
+    assert [rp.runtime for rp in plan.runtimes] == ["containerd", "docker", "containers", "fakert"]
     assert plan["fakert"].action == "reload" and plan["fakert"].files[0].path == CONF
     assert plan.files == (plan["fakert"].files[0],)  # the real node was already configured
     plan, unreadable = configure.refuse_unsafe(plan, facts)
@@ -185,12 +185,13 @@ def test_configure_node_and_its_report_list_a_new_runtime(monkeypatch: pytest.Mo
     fleet = FleetResult((HostResult(host, outcome),))
     report.configure_recap(fleet, configure.Options(check=True), as_json=True)
     result = json.loads(capsys.readouterr().out)["hosts"][0]["result"]
-    assert list(result)[:5] == ["changed", "files_changed", "docker", "containerd", "fakert"]
+    assert list(result)[:6] == ["changed", "files_changed", "docker", "containerd", "containers",
+                                "fakert"]
     assert result["fakert"]["status"] == "would change"
     report.configure_recap(fleet, configure.Options(check=True), as_json=False)
     table = capsys.readouterr().out
     header = next(ln for ln in table.splitlines() if "node" in ln and "files" in ln)
-    assert _cells(header)[:4] == ["node", "docker", "containerd", "fakert"]
+    assert _cells(header)[:5] == ["node", "docker", "containerd", "containers", "fakert"]
     assert "fakert would reload" in table and "would change" in table
 
 
