@@ -137,6 +137,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="prompt once for the sudo password of become users")
     p.set_defaults(func=_cmd_configure_nodes)
 
+    p = sub.add_parser("kubespray-vars", help="print kubespray's offline.yml registry values",
+                       description="Print the offline.yml values (registry_host and every "
+                       "*_image_repo) that point kubespray at what registry-up pushed. Contacts no host.")
+    _add_inventory(p)
+    p.add_argument("--json", action="store_true", help="print the values as JSON on stdout")
+    p.set_defaults(func=_cmd_kubespray_vars)
+
     p = sub.add_parser("smoke-test", help="prove every node can pull from the registry",
                        description="On every node, for each active runtime, reach the registry "
                        "and pull an image through the mirror config; diagnose what fails.")
@@ -280,6 +287,18 @@ def _cmd_configure_nodes(args: argparse.Namespace) -> int:
     return fleet.exit_code
 
 
+def _cmd_kubespray_vars(args: argparse.Namespace) -> int:
+    import json
+
+    from nodecfg import kubespray
+
+    inv = _offline_inventory(args, optional=False)
+    assert inv is not None
+    print(json.dumps(kubespray.offline_vars(inv), indent=2) if args.json else kubespray.offline_yaml(inv),
+          end="\n" if args.json else "")
+    return 0
+
+
 def _cmd_smoke_test(args: argparse.Namespace) -> int:
     from nodecfg import report, smoke
 
@@ -292,12 +311,12 @@ def _cmd_smoke_test(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _bundle_inventory(args: argparse.Namespace) -> Inventory | None:
-    """The inventory for `bundle create`: optional, and only its images and bundle sources
-    matter, so its SSH keys need not exist on this (connected) side."""
+def _offline_inventory(args: argparse.Namespace, *, optional: bool = True) -> Inventory | None:
+    """The inventory for commands that contact no host (`bundle create`, `kubespray-vars`): only
+    its images, registry and bundle sources matter, so its SSH keys need not exist here."""
     path = args.inventory
     if path is None:
-        if not Path(DEFAULT_INVENTORY).exists():
+        if optional and not Path(DEFAULT_INVENTORY).exists():
             return None
         path = DEFAULT_INVENTORY
     try:
@@ -311,7 +330,7 @@ def _cmd_bundle_create(args: argparse.Namespace) -> int:
     from nodecfg.bundle import create, sources
     from nodecfg.images import plan_targets
 
-    inv = _bundle_inventory(args)
+    inv = _offline_inventory(args)
     images = list(inv.images) if inv else []
     for path in args.images_file:
         images += sources.read_images_file(path)

@@ -12,7 +12,7 @@ import pytest
 from nodecfg.cli import main
 from nodecfg.errors import UsageError
 
-COMMANDS = ("registry-up", "registry-down", "configure-nodes", "smoke-test", "lab")
+COMMANDS = ("registry-up", "registry-down", "configure-nodes", "smoke-test", "kubespray-vars", "lab")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
