@@ -171,6 +171,14 @@ class RegistryAPI:
             h["Authorization"] = self._auth
         return h
 
+    def _answer(self, conn: http.client.HTTPConnection) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """The response to the request just sent; a connection the registry closes is let go."""
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.will_close:
+            self._drop()
+        return resp.status, resp.headers, data
+
     def call(self, method: str, path: str, body: bytes = b"",
              headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request; a dropped keep-alive connection is retried once on a new channel."""
@@ -178,16 +186,11 @@ class RegistryAPI:
             try:
                 conn = self._conn()
                 conn.request(method, path, body=body or None, headers=self._headers(headers))
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.will_close:
-                    self._drop()
-                return resp.status, resp.headers, data
+                return self._answer(conn)
             except (http.client.HTTPException, OSError) as exc:
                 self._drop()
                 if attempt:
-                    raise PushError(f"{method} {_short(path)}: the connection to the registry broke "
-                                    f"({exc or type(exc).__name__})") from None
+                    raise _broke(method, path, exc) from None
         raise AssertionError("unreachable")
 
     def put_stream(self, path: str, size: int, chunks: Iterator[bytes]
@@ -203,18 +206,18 @@ class RegistryAPI:
             conn.endheaders()
             for chunk in chunks:
                 conn.send(chunk)
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.will_close:
-                self._drop()
-            return resp.status, resp.headers, data
+            return self._answer(conn)
         except (http.client.HTTPException, OSError) as exc:
             self._drop()
-            raise PushError(f"PUT {_short(path)}: the connection to the registry broke "
-                            f"({exc or type(exc).__name__})") from None
+            raise _broke("PUT", path, exc) from None
         except BaseException:
             self._drop()
             raise
+
+
+def _broke(method: str, path: str, exc: BaseException) -> PushError:
+    return PushError(f"{method} {_short(path)}: the connection to the registry broke "
+                     f"({exc or type(exc).__name__})")
 
 
 def _short(path: str) -> str:
