@@ -15,7 +15,9 @@ configs and commands on the nodes (where they are quoted as well):
     registry.data_dir           absolute, printable, no ':' (docker -v), no '.' or '..' parts, not /
     name                        [A-Za-z0-9][A-Za-z0-9_.-]*, 253 at most
     user, gateway's user        a login name: [A-Za-z0-9_][A-Za-z0-9_.@-]*, optional final '$'
-    key, known_hosts, password_file    paths without control characters
+    key, known_hosts, password_file, registry.tls.{ca_dir,cert,key,ca}
+                                paths without control characters
+    registry.tls                true/false, {ca_dir}, or {cert, key, ca} (all three)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import yaml
 
 from nodecfg.errors import InventoryError, UsageError
 from nodecfg.images import is_dns_name, is_registry_host, parse_ref, plan_targets, reference_error
+from nodecfg.tls import TlsSettings
 
 DEFAULT_INVENTORY = "inventory.yaml"
 DEFAULT_MIRRORS = ("docker.io", "registry.k8s.io", "quay.io")
@@ -143,11 +146,16 @@ class RegistrySettings:
     data_dir: str = "/var/lib/registry"
     image: str = "registry:2"
     container: str = "registry"
+    tls: TlsSettings | None = None  # None: plain HTTP
 
     def __post_init__(self) -> None:
         # not an inventory key, but it lands in commands on the master: hold it to docker's rule
         if not CONTAINER_NAME.fullmatch(self.container):
             raise ValueError(f"not a docker container name: {self.container!r}")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def endpoint(self) -> str:
@@ -483,8 +491,26 @@ def _auth(c: _Checker, raw: Any, base_dir: Path) -> RegistryAuth:
                         password_file=_path(c, entry["password_file"], "registry.auth.password_file", base_dir))
 
 
+def _tls(c: _Checker, raw: Any, base_dir: Path) -> TlsSettings | None:
+    """`tls: true` (a generated CA), `tls: {ca_dir: D}`, or `tls: {cert: F, key: F, ca: F}`."""
+    if isinstance(raw, bool):
+        return TlsSettings() if raw else None
+    entry = c.mapping(raw, "registry.tls", ("ca_dir", "cert", "key", "ca"))
+    brought = [k for k in ("cert", "key", "ca") if k in entry]
+    if "ca_dir" in entry and brought:
+        raise c.err("registry.tls", "give either ca_dir (a generated CA) or cert, key and ca (your own), not both")
+    if brought:
+        if len(brought) != 3:
+            lack = next(k for k in ("cert", "key", "ca") if k not in entry)
+            raise c.err(f"registry.tls.{lack}", "required key missing (cert, key and ca go together)")
+        return TlsSettings(**{k: _path(c, entry[k], f"registry.tls.{k}", base_dir) for k in brought})
+    if "ca_dir" in entry:
+        return TlsSettings(ca_dir=_path(c, entry["ca_dir"], "registry.tls.ca_dir", base_dir))
+    return TlsSettings()
+
+
 def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySettings:
-    entry = c.mapping(raw, "registry", ("port", "address", "mirrors", "auth", "data_dir", "image"))
+    entry = c.mapping(raw, "registry", ("port", "address", "mirrors", "auth", "data_dir", "image", "tls"))
     kwargs: dict[str, Any] = {"address": master.address}
     if "port" in entry:
         kwargs["port"] = c.integer(entry["port"], "registry.port", 1, 65535)
@@ -504,6 +530,8 @@ def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySe
         kwargs["auth"] = _auth(c, entry["auth"], base_dir)
     if "data_dir" in entry:
         kwargs["data_dir"] = _remote_dir(c, entry["data_dir"], "registry.data_dir")
+    if "tls" in entry:
+        kwargs["tls"] = _tls(c, entry["tls"], base_dir)
     if "image" in entry:
         image = c.string(entry["image"], "registry.image")
         problem = reference_error(image)

@@ -14,6 +14,7 @@ import yaml
 
 from nodecfg.errors import InventoryError, UsageError
 from nodecfg.inventory import Inventory, RegistrySettings, Secret, load_inventory, parse_inventory
+from nodecfg.tls import TlsSettings
 
 GOOD = """\
 ssh:
@@ -315,6 +316,11 @@ BAD_VALUES = [
     ("ssh.gateway", "u@fe80::1%x", "ssh.gateway", "jump host"),
     ("ssh.key", "/tmp/a\nb", "ssh.key", "control characters"),
     ("ssh.known_hosts", "/tmp/a\0b", "ssh.known_hosts", "control characters"),
+    ("registry.tls", "yes", "registry.tls", "expected a mapping"),
+    ("registry.tls", {"cert": "a.crt", "key": "a.key"}, "registry.tls.ca", "cert, key and ca go together"),
+    ("registry.tls", {"ca_dir": "/x", "cert": "a"}, "registry.tls", "not both"),
+    ("registry.tls", {"ca_dir": "/x\ny"}, "registry.tls.ca_dir", "control characters"),
+    ("registry.tls", {"certificate": "a"}, "registry.tls.certificate", "unknown key"),
 ]
 
 
@@ -387,3 +393,20 @@ def test_bundle_sources(bundle: str, error: str | None) -> None:
         parse_inventory(text, "inv.yaml", check_files=False)
     assert error in str(info.value) and "\n" not in str(info.value)
     assert "inv.yaml:3" in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (True, TlsSettings()),
+    ({"ca_dir": "/srv/ca"}, TlsSettings(ca_dir=Path("/srv/ca"))),
+    ({"ca_dir": "ca"}, "relative"),
+    ({"cert": "/c", "key": "/k", "ca": "/a"}, TlsSettings(cert=Path("/c"), key=Path("/k"), ca=Path("/a"))),
+])
+def test_registry_tls(tmp_path: Path, value: object, expected: object) -> None:
+    inv = parse_inventory(with_value("registry.tls", value), str(tmp_path / "inv.yaml"), check_files=False)
+    assert inv.registry.scheme == "https"
+    off = parse_inventory(with_value("registry.tls", False), str(tmp_path / "inv.yaml"), check_files=False)
+    assert off.registry.tls is None and off.registry.scheme == "http"
+    if expected == "relative":
+        assert inv.registry.tls == TlsSettings(ca_dir=tmp_path / "ca")
+    else:
+        assert inv.registry.tls == expected

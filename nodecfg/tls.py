@@ -1,0 +1,306 @@
+"""The registry's TLS material: a CA that lives on the operator machine and a server certificate.
+
+`registry: {tls: true}` makes nodecfg generate both with the `cryptography` library (no openssl):
+
+- the CA (ECDSA P-256, 10 years) in the CA directory — by default
+  `${XDG_DATA_HOME:-~/.local/share}/nodecfg/ca`, or `$NODECFG_CA_DIR`, or `registry.tls.ca_dir` —
+  as `ca.crt` (0644) and `ca.key` (0600, the directory 0700);
+- a server certificate for the registry (ECDSA P-256, 1 year) whose SANs are the registry address,
+  the master's name and address, `localhost` and 127.0.0.1 (the master's own checks go through
+  the loopback), kept beside the CA as `<host>_<port>.crt` / `.key` (0600) so a re-run reuses it.
+
+`registry: {tls: {cert: F, key: F, ca: F}}` brings your own instead; nodecfg then only checks that
+the files parse, match and chain, and never writes them.
+
+Everything here is pure given `now` and the bytes read, except `ensure_generated`, which reads and
+writes the CA directory. Renewal happens when less than `RENEW_BEFORE` remains, when the wanted
+names are not all covered, or when the certificate was not issued by the CA; nodes trust the CA,
+so a renewed server certificate changes nothing on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from nodecfg.errors import UsageError
+
+CA_LIFETIME = dt.timedelta(days=3650)
+SERVER_LIFETIME = dt.timedelta(days=365)
+RENEW_BEFORE = dt.timedelta(days=30)
+BACKDATE = dt.timedelta(minutes=5)  # tolerate a node clock slightly behind the operator's
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """`registry.tls` from the inventory: generated (ca_dir) or brought (cert, key, ca)."""
+
+    ca_dir: Path | None = None  # generated: where the CA lives (None: the default)
+    cert: Path | None = None  # brought: all three set
+    key: Path | None = None
+    ca: Path | None = None
+
+    @property
+    def provided(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """What the master serves and what the nodes trust, as PEM bytes."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+    ca_path: Path | None  # where the CA certificate lives on this machine (for messages)
+    issued: str = ""  # "" when reused, else why a new server certificate was issued
+
+
+def default_ca_dir() -> Path:
+    env = os.environ.get("NODECFG_CA_DIR")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "nodecfg" / "ca"
+
+
+# ---------------------------------------------------------------------------------------------
+# names
+
+
+def _san_entries(names: Iterable[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    seen: set[str] = set()
+    for raw in names:
+        name = raw.strip("[]").lower()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            out.append(x509.DNSName(name))
+    return out
+
+
+def wanted_names(registry_address: str, master_name: str, master_address: str) -> tuple[str, ...]:
+    """The SANs a registry certificate needs: every name a node or the master may dial."""
+    names: list[str] = []
+    for raw in (registry_address, master_address, master_name, "localhost", "127.0.0.1"):
+        n = raw.strip("[]").lower()
+        if n and n not in names:
+            names.append(n)
+    return tuple(names)
+
+
+def cert_names(cert: x509.Certificate) -> set[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v).lower() for v in san.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in san.get_values_for_type(x509.IPAddress)}
+
+
+# ---------------------------------------------------------------------------------------------
+# generation (pure given now)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def make_ca(now: dt.datetime, common_name: str = "nodecfg registry CA") -> tuple[bytes, bytes]:
+    """A new CA: (certificate PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nodecfg")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE).not_valid_after(now + CA_LIFETIME)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def make_server_cert(ca_pem: bytes, ca_key_pem: bytes, names: Iterable[str],
+                     now: dt.datetime) -> tuple[bytes, bytes]:
+    """A server certificate for `names` (first one is the subject CN): (certificate PEM, key PEM)."""
+    names = list(names)
+    if not names:
+        raise ValueError("a server certificate needs at least one name")
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0].strip("[]"))]))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(min(now + SERVER_LIFETIME, ca.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(_san_entries(names)), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks (pure given now)
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(cert.public_key().public_bytes(serialization.Encoding.PEM, spki)
+                == key.public_key().public_bytes(serialization.Encoding.PEM, spki))
+
+
+def renewal_reason(cert_pem: bytes, ca_pem: bytes, names: Iterable[str], now: dt.datetime,
+                   before: dt.timedelta = RENEW_BEFORE) -> str | None:
+    """Why the server certificate must be issued again, or None if it is still good."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return "the certificate does not parse"
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    if not issued_by(cert, ca):
+        return "it was not issued by this CA"
+    left = cert.not_valid_after_utc - now
+    if left < before:
+        return f"it expires in {max(left.days, 0)} days (renewed when fewer than {before.days} remain)"
+    missing = sorted({n.strip("[]").lower() for n in names} - cert_names(cert))
+    if missing:
+        return f"it does not name {', '.join(missing)}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the CA directory (the only part that touches disk)
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"registry.tls: cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def server_file_stem(registry_address: str, port: int) -> str:
+    return f"{registry_address.strip('[]').replace(':', '_')}_{port}"
+
+
+def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.datetime) -> TlsMaterial:
+    """Load or make the CA in `ca_dir`, and load or (re)issue the server certificate `stem`."""
+    ca_crt, ca_key = ca_dir / "ca.crt", ca_dir / "ca.key"
+    srv_crt, srv_key = ca_dir / f"{stem}.crt", ca_dir / f"{stem}.key"
+    try:
+        ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if ca_crt.exists() != ca_key.exists():
+            have, lack = (ca_crt, ca_key) if ca_crt.exists() else (ca_key, ca_crt)
+            raise UsageError(f"registry.tls: {have} exists but {lack} does not; restore it or remove both "
+                             "to make a new CA (every node must then trust the new one)")
+        if not ca_crt.exists():
+            cert_pem, key_pem = make_ca(now)
+            _write_private(ca_key, key_pem, 0o600)
+            _write_private(ca_crt, cert_pem, 0o644)
+        ca_pem = ca_crt.read_bytes()
+        ca_key_pem = ca_key.read_bytes()
+        issued = ""
+        if srv_crt.exists() and srv_key.exists():
+            cert_pem, key_pem = srv_crt.read_bytes(), srv_key.read_bytes()
+            why = renewal_reason(cert_pem, ca_pem, names, now)
+            if why is None and not key_matches(cert_pem, key_pem):
+                why = "its key does not match"
+        else:
+            why = "there was none"
+        if why is not None:
+            cert_pem, key_pem = make_server_cert(ca_pem, ca_key_pem, names, now)
+            _write_private(srv_key, key_pem, 0o600)
+            _write_private(srv_crt, cert_pem, 0o644)
+            issued = why
+    except OSError as exc:
+        raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"registry.tls: CA directory {ca_dir}: a file does not parse ({exc})") from None
+    return TlsMaterial(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, ca_path=ca_crt, issued=issued)
+
+
+def load_provided(settings: TlsSettings, names: Iterable[str], now: dt.datetime) -> TlsMaterial:
+    """Bring-your-own material: read and check it (parses, key matches, chains, names, dates)."""
+    assert settings.cert and settings.key and settings.ca
+    cert_pem = _read(settings.cert, "certificate")
+    key_pem = _read(settings.key, "key")
+    ca_pem = _read(settings.ca, "CA certificate")
+    try:
+        x509.load_pem_x509_certificate(ca_pem)
+        if not key_matches(cert_pem, key_pem):
+            raise UsageError(f"registry.tls.key: {settings.key} is not the key of {settings.cert}")
+    except ValueError as exc:
+        raise UsageError(f"registry.tls: a file does not parse ({exc})") from None
+    why = renewal_reason(cert_pem, ca_pem, names, now, before=dt.timedelta(0))
+    if why is not None:
+        raise UsageError(f"registry.tls.cert: {settings.cert} cannot serve the registry: {why}")
+    return TlsMaterial(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, ca_path=settings.ca)
+
+
+def material(settings: TlsSettings, *, registry_address: str, port: int, master_name: str,
+             master_address: str, now: dt.datetime | None = None) -> TlsMaterial:
+    """The TLS material for this inventory: generated (and kept) or brought."""
+    now = now or dt.datetime.now(dt.UTC)
+    names = wanted_names(registry_address, master_name, master_address)
+    if settings.provided:
+        # a brought certificate must name what nodes dial; localhost is nodecfg's own wish
+        return load_provided(settings, names[:1], now)
+    return ensure_generated(settings.ca_dir or default_ca_dir(), names,
+                            server_file_stem(registry_address, port), now)
