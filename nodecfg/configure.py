@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import posixpath
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodecfg import runtimes as registry
-from nodecfg import ssh
+from nodecfg import ssh, tls
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret
@@ -66,6 +67,7 @@ from nodecfg.runtimes.common import (
     settle_units,
     unit_states,
 )
+from nodecfg.tls import TlsSettings
 
 UNIT_PROPS = ("LoadState", "ActiveState", "UnitFileState", "ActiveEnterTimestampMonotonic",
               "MainPID", "ExecStart", "DropInPaths")
@@ -343,7 +345,14 @@ def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | N
 
 
 def want_of(inv: Inventory, credentials: tuple[str, str] | None) -> Want:
-    return Want(inv.registry.endpoint, inv.registry.mirrors, credentials)
+    ca = _nodes_ca(inv.registry.tls) if inv.registry.tls is not None else None
+    return Want(inv.registry.endpoint, inv.registry.mirrors, credentials, ca)
+
+
+@functools.cache
+def _nodes_ca(settings: TlsSettings) -> str:
+    """The CA the nodes must trust, read (or made) once per run."""
+    return tls.ca_for_nodes(settings).decode()
 
 
 def unified_diff(change: FileChange) -> str:
@@ -821,6 +830,7 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
     credentials = None
     if inv.registry.auth is not None:
         credentials = (inv.registry.auth.username, inv.registry.auth.password().reveal())
+    want_of(inv, credentials)  # a CA that can't be read fails here, before any host is contacted
 
     def one(host: Host) -> NodeOutcome:
         try:

@@ -240,22 +240,26 @@ def server_file_stem(registry_address: str, port: int) -> str:
     return f"{registry_address.strip('[]').replace(':', '_')}_{port}"
 
 
+def _ensure_ca(ca_dir: Path, now: dt.datetime) -> tuple[bytes, bytes]:
+    ca_crt, ca_key = ca_dir / "ca.crt", ca_dir / "ca.key"
+    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if ca_crt.exists() != ca_key.exists():
+        have, lack = (ca_crt, ca_key) if ca_crt.exists() else (ca_key, ca_crt)
+        raise UsageError(f"registry.tls: {have} exists but {lack} does not; restore it or remove both "
+                         "to make a new CA (every node must then trust the new one)")
+    if not ca_crt.exists():
+        cert_pem, key_pem = make_ca(now)
+        _write_private(ca_key, key_pem, 0o600)
+        _write_private(ca_crt, cert_pem, 0o644)
+    return ca_crt.read_bytes(), ca_key.read_bytes()
+
+
 def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.datetime) -> TlsMaterial:
     """Load or make the CA in `ca_dir`, and load or (re)issue the server certificate `stem`."""
-    ca_crt, ca_key = ca_dir / "ca.crt", ca_dir / "ca.key"
+    ca_crt = ca_dir / "ca.crt"
     srv_crt, srv_key = ca_dir / f"{stem}.crt", ca_dir / f"{stem}.key"
     try:
-        ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if ca_crt.exists() != ca_key.exists():
-            have, lack = (ca_crt, ca_key) if ca_crt.exists() else (ca_key, ca_crt)
-            raise UsageError(f"registry.tls: {have} exists but {lack} does not; restore it or remove both "
-                             "to make a new CA (every node must then trust the new one)")
-        if not ca_crt.exists():
-            cert_pem, key_pem = make_ca(now)
-            _write_private(ca_key, key_pem, 0o600)
-            _write_private(ca_crt, cert_pem, 0o644)
-        ca_pem = ca_crt.read_bytes()
-        ca_key_pem = ca_key.read_bytes()
+        ca_pem, ca_key_pem = _ensure_ca(ca_dir, now)
         issued = ""
         if srv_crt.exists() and srv_key.exists():
             cert_pem, key_pem = srv_crt.read_bytes(), srv_key.read_bytes()
@@ -304,3 +308,20 @@ def material(settings: TlsSettings, *, registry_address: str, port: int, master_
         return load_provided(settings, names[:1], now)
     return ensure_generated(settings.ca_dir or default_ca_dir(), names,
                             server_file_stem(registry_address, port), now)
+
+
+def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None) -> bytes:
+    """The CA certificate every node must trust (made now if the CA does not exist yet)."""
+    if settings.provided:
+        assert settings.ca is not None
+        pem = _read(settings.ca, "CA certificate")
+        try:
+            x509.load_pem_x509_certificate(pem)
+        except ValueError as exc:
+            raise UsageError(f"registry.tls.ca: {settings.ca} does not parse ({exc})") from None
+        return pem
+    ca_dir = settings.ca_dir or default_ca_dir()
+    try:
+        return _ensure_ca(ca_dir, now or dt.datetime.now(dt.UTC))[0]
+    except OSError as exc:
+        raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None

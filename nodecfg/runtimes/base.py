@@ -151,6 +151,7 @@ class Want:
     endpoint: str
     mirrors: tuple[str, ...]
     credentials: tuple[str, str] | None = None
+    ca_pem: str | None = None  # the registry's CA when it serves TLS; None: plain HTTP
 
 
 @dataclass(frozen=True)
@@ -280,10 +281,12 @@ def verifies_unchanged(rt: Runtime[Any]) -> bool:
 
 
 def split_fact_dir(entry: str) -> tuple[str, str]:
-    """A `fact_dirs` entry -> (dir, glob): `/d` -> (`/d`, `*/hosts.toml`), `/d/*.conf` -> (`/d`, `*.conf`)."""
-    head, _, last = entry.rstrip("/").rpartition("/")
-    if "*" in last and head:
-        return head, last
+    """A `fact_dirs` entry -> (dir, glob): `/d` -> (`/d`, `*/hosts.toml`), `/d/*.conf` -> (`/d`, `*.conf`),
+    `/d/*/ca.crt` -> (`/d`, `*/ca.crt`)."""
+    parts = entry.rstrip("/").split("/")
+    star = next((i for i, p in enumerate(parts) if "*" in p), None)
+    if star is not None and star > 1:
+        return "/".join(parts[:star]), "/".join(parts[star:])
     return entry, "*/hosts.toml"
 
 

@@ -157,21 +157,24 @@ def set_config_path(existing: str | None, containerd_major: int,
 
 
 def render_hosts(upstream: str, endpoint: str, authorization: str | None,
-                 extra_hosts: tuple[str, ...] = ()) -> str:
-    """hosts.toml for `upstream` (or for the registry itself when upstream == endpoint)."""
+                 extra_hosts: tuple[str, ...] = (), ca: str | None = None) -> str:
+    """hosts.toml for `upstream` (or for the registry itself when upstream == endpoint); `ca`: the
+    path of the registry's CA on the node when it serves TLS (None: plain HTTP)."""
     own = upstream == endpoint
-    server = f"http://{endpoint}" if own else UPSTREAM_SERVERS.get(upstream, f"https://{upstream}")
-    text = render("hosts.toml.j2", upstream=upstream, endpoint=endpoint, server=server,
+    scheme = "https" if ca else "http"
+    server = f"{scheme}://{endpoint}" if own else UPSTREAM_SERVERS.get(upstream, f"https://{upstream}")
+    text = render("hosts.toml.j2", upstream=upstream, endpoint=endpoint, server=server, scheme=scheme,
                   capabilities=["pull", "resolve", "push"] if own else ["pull", "resolve"],
-                  authorization=authorization)
+                  authorization=authorization, ca=ca)
     for host in extra_hosts:
-        if host.rstrip("/") in (server, f"http://{endpoint}"):
+        if host.rstrip("/") in (server, f"http://{endpoint}", f"https://{endpoint}"):
             continue
         text += f'\n[host."{host}"]\n  capabilities = ["pull", "resolve"]\n'
     return text
 
 
-def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str) -> str | None:
+def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
+                scheme: str = "http") -> str | None:
     """The hosts.toml to write, or None when `existing` already does what `rendered` does.
 
     A file nodecfg wrote is replaced; a foreign one keeps its server and its other hosts, with the
@@ -189,7 +192,8 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str)
         raise TomlMergeError(f"{source} is not valid TOML ({exc}); containerd ignores it; "
                              "fix or remove it") from None
     new = tomllib.loads(rendered)
-    ours = f"http://{endpoint}"
+    ours = f"{scheme}://{endpoint}"
+    stale = {f"http://{endpoint}", f"https://{endpoint}"} - {ours}  # the registry under its other scheme
     old_hosts = old.get("host") or {}
     if old_hosts and next(iter(old_hosts)) == ours and old_hosts[ours] == new["host"][ours]:
         return None
@@ -199,12 +203,12 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str)
     for key, value in old.items():
         if key != "host":
             doc[key] = value
-    if "server" not in doc:
+    if "server" not in doc or str(doc["server"]).rstrip("/") in stale:
         doc["server"] = new["server"]
     hosts = tomlkit.table(is_super_table=True)
     hosts[ours] = new["host"][ours]
     for name, value in old_hosts.items():
-        if name != ours:
+        if name != ours and name.rstrip("/") not in stale:
             hosts[name] = value
     doc["host"] = hosts
     return tomlkit.dumps(doc)
@@ -215,7 +219,7 @@ def basic_auth(username: str, password: str) -> str:
 
 
 def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, ...],
-                    credentials: tuple[str, str] | None) -> RuntimePlan:
+                    credentials: tuple[str, str] | None, ca_pem: str | None = None) -> RuntimePlan:
     svc = facts.service
     if not svc.installed:
         return RuntimePlan("containerd", "absent", "not installed; skipped")
@@ -230,15 +234,19 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
         files.append(FileChange(facts.config_file, edit.text, 0o644, facts.config_toml,
                                 "config_path set", validate="containerd"))
     authorization = basic_auth(*credentials) if credentials else None
+    ca = f"{edit.certs_dir}/{endpoint}/ca.crt" if ca_pem is not None else None
+    if ca is not None and ca_pem is not None and facts.hosts.get(ca) != ca_pem:
+        # read per pull like hosts.toml: no restart for it
+        files.append(FileChange(ca, ca_pem, 0o644, facts.hosts.get(ca), "the registry's CA"))
     upstreams = [endpoint, *mirrors, *(h for h in edit.moved_mirrors if h not in mirrors
                                        and h != endpoint)]
     for upstream in upstreams:
         path = f"{edit.certs_dir}/{upstream}/hosts.toml"
         rendered = render_hosts(upstream, endpoint, authorization,
-                                edit.moved_mirrors.get(upstream, ()))
+                                edit.moved_mirrors.get(upstream, ()), ca)
         existing = facts.hosts.get(path)
         try:
-            text = merge_hosts(existing, rendered, endpoint, path)
+            text = merge_hosts(existing, rendered, endpoint, path, "https" if ca else "http")
         except TomlMergeError as exc:
             return RuntimePlan("containerd", "failed", str(exc))
         if text is not None:
@@ -382,7 +390,7 @@ class Containerd:
     name: str = "containerd"
     layer: int = 0
     fact_files: tuple[str, ...] = (CONFIG_TOML,)
-    fact_dirs: tuple[str, ...] = (DEFAULT_CERTS_D,)
+    fact_dirs: tuple[str, ...] = (DEFAULT_CERTS_D, f"{DEFAULT_CERTS_D}/*/ca.crt")
     formats: Mapping[str, str] = {"containerd": "toml"}
     checks: tuple[str, ...] = ("containerd", "config_path", "cri", "crictl")
 
@@ -395,7 +403,7 @@ class Containerd:
         del values
         cfg_file = config_flag(service.exec_start) or CONFIG_TOML
         fact = files.get(cfg_file)
-        hosts = {p: f.text() for p, f in files.items() if p.endswith("/hosts.toml")}
+        hosts = {p: f.text() for p, f in files.items() if p.endswith(("/hosts.toml", "/ca.crt"))}
         return ContainerdFacts(service=service, config_toml=fact.text() if fact is not None else None,
                                config_file=cfg_file,
                                hosts={p: t for p, t in hosts.items() if t is not None})
@@ -406,7 +414,7 @@ class Containerd:
         return words[2] if len(words) > 2 else ""
 
     def plan(self, facts: ContainerdFacts, want: Want) -> RuntimePlan:
-        return plan_containerd(facts, want.endpoint, want.mirrors, want.credentials)
+        return plan_containerd(facts, want.endpoint, want.mirrors, want.credentials, want.ca_pem)
 
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         return (certs_dir_of(plan),)

@@ -57,6 +57,7 @@ MAIN_CONF = "/etc/containers/registries.conf"
 DROP_IN_DIR = "/etc/containers/registries.conf.d"
 DROP_IN_NAME = "99-nodecfg.conf"
 DROP_IN = f"{DROP_IN_DIR}/{DROP_IN_NAME}"
+CERTS_D = "/etc/containers/certs.d"  # containers-certs.d(5): <host:port>/ca.crt
 AUTH_JSON = "/etc/containers/auth.json"
 MANAGED_MARK = "# Managed by nodecfg"
 V1_TABLES = ("search", "insecure", "block")
@@ -71,6 +72,7 @@ class ContainersFacts:
     drop_ins: Mapping[str, str] = field(default_factory=dict)  # registries.conf.d/*.conf path -> text
     auth_json: str | None = None  # /etc/containers/auth.json; None: no file
     podman_version: str = ""
+    ca_files: Mapping[str, str] = field(default_factory=dict)  # certs.d/*/ca.crt path -> text
 
     @property
     def service(self) -> ServiceFacts:
@@ -234,8 +236,12 @@ def merge_auth_json(existing: str | None, endpoint: str, username: str, password
     return json.dumps(doc, indent=2) + "\n"
 
 
+def ca_path(endpoint: str) -> str:
+    return f"{CERTS_D}/{endpoint}/ca.crt"
+
+
 def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, ...],
-                    credentials: tuple[str, str] | None, *, insecure: bool = True) -> RuntimePlan:
+                    credentials: tuple[str, str] | None, ca_pem: str | None = None) -> RuntimePlan:
     """Decide what CRI-O and podman on one node need: the drop-in, auth.json, reload or nothing."""
     crio = facts.crio
     if not crio.installed and not facts.podman_installed:
@@ -247,7 +253,7 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
         upstreams, notes = _upstreams(mirrors, endpoint, before)
         prefixes = [u.prefix for u in upstreams]
         notes += _overrides(prefixes, before, later=False) + _overrides(prefixes, after, later=True)
-        text = render_drop_in(endpoint, upstreams, insecure)
+        text = render_drop_in(endpoint, upstreams, insecure=ca_pem is None)
         auth = merge_auth_json(facts.auth_json, endpoint, *credentials) if credentials else None
     except ConfError as exc:
         return RuntimePlan(NAME, "failed", str(exc))
@@ -258,6 +264,10 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
             notes.append(f"{DROP_IN} had no nodecfg mark; replaced (the old one is kept as a backup)")
         files.append(FileChange(DROP_IN, text, 0o644, existing, "registry mirrors drop-in",
                                 validate="toml"))
+    if ca_pem is not None and facts.ca_files.get(ca_path(endpoint)) != ca_pem:
+        # read per pull by podman and CRI-O alike: no reload for it
+        files.append(FileChange(ca_path(endpoint), ca_pem, 0o644, facts.ca_files.get(ca_path(endpoint)),
+                                "the registry's CA"))
     if auth is not None:
         files.append(FileChange(AUTH_JSON, auth, 0o600, facts.auth_json, "registry credentials",
                                 secret=True, validate="json"))
@@ -410,7 +420,7 @@ class Containers:
     unit: str = "crio"  # podman has none
     layer: int = 2  # talks to neither docker nor containerd: acts first, listed last
     fact_files: tuple[str, ...] = (MAIN_CONF, DROP_IN, AUTH_JSON)
-    fact_dirs: tuple[str, ...] = (f"{DROP_IN_DIR}/*.conf",)
+    fact_dirs: tuple[str, ...] = (f"{DROP_IN_DIR}/*.conf", f"{CERTS_D}/*/ca.crt")
     formats: Mapping[str, str] = {"toml": "toml", "json": "json"}
     checks: tuple[str, ...] = ("crio", "podman")
     verify_without_action: bool = True  # podman reads its config per command: verify every write
@@ -435,7 +445,9 @@ class Containers:
         return ContainersFacts(crio=replace(service, name="crio"), podman_installed=bool(podman_path),
                                registries_conf=text(MAIN_CONF), drop_ins=drop_ins,
                                auth_json=text(AUTH_JSON),
-                               podman_version=self.version_of(podman_version))
+                               podman_version=self.version_of(podman_version),
+                               ca_files={p: t for p, f in files.items() if p.startswith(f"{CERTS_D}/")
+                                         and (t := f.text()) is not None})
 
     def version_of(self, line: str) -> str:
         """'crio version 1.30.1' / 'podman version 5.4.2' -> the version."""
@@ -443,7 +455,7 @@ class Containers:
         return words[-1] if len(words) > 2 else ""
 
     def plan(self, facts: ContainersFacts, want: Want) -> RuntimePlan:
-        return plan_containers(facts, want.endpoint, want.mirrors, want.credentials)
+        return plan_containers(facts, want.endpoint, want.mirrors, want.credentials, want.ca_pem)
 
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         del plan

@@ -12,7 +12,7 @@ import base64
 import json
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nodecfg.errors import NodecfgError
@@ -34,6 +34,7 @@ from nodecfg.runtimes.common import json_object, wait_until
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
+CERTS_D = "/etc/docker/certs.d"
 FLAG_KEYS = {"--insecure-registry": "insecure-registries", "--registry-mirror": "registry-mirrors"}
 
 
@@ -49,6 +50,7 @@ class DockerFacts:
     client_config: str | None = None  # root's ~/.docker/config.json
     cmdline: tuple[str, ...] = ()  # the dockerd command line in effect (or the unit's ExecStart)
     drop_ins: tuple[str, ...] = ()
+    ca_files: Mapping[str, str] = field(default_factory=dict)  # certs.d/*/ca.crt read
 
 
 def flag_values(cmdline: tuple[str, ...]) -> dict[str, list[str]]:
@@ -73,10 +75,25 @@ def config_file_flag(cmdline: tuple[str, ...]) -> str | None:
     return None
 
 
-def desired_settings(endpoint: str, mirror_docker_io: bool) -> dict[str, list[str]]:
+def desired_settings(endpoint: str, mirror_docker_io: bool, tls: bool = False) -> dict[str, list[str]]:
     """What nodecfg wants in daemon.json, from templates/daemon.json.j2."""
-    rendered = render("daemon.json.j2", endpoint=endpoint, mirror_docker_io=mirror_docker_io)
+    rendered = render("daemon.json.j2", endpoint=endpoint, mirror_docker_io=mirror_docker_io, tls=tls)
     return dict(json.loads(rendered))
+
+
+def unwanted_settings(endpoint: str, tls: bool) -> dict[str, list[str]]:
+    """Entries for the registry that contradict the wanted scheme: over TLS it must not be an
+    insecure registry (docker would then skip verification) nor an http:// mirror; over HTTP an
+    https:// mirror of it is stale. Entries for other registries are never touched."""
+    if tls:
+        return {"insecure-registries": [endpoint, f"http://{endpoint}", f"https://{endpoint}"],
+                "registry-mirrors": [f"http://{endpoint}"]}
+    return {"registry-mirrors": [f"https://{endpoint}"]}
+
+
+def ca_path(endpoint: str) -> str:
+    """Where dockerd looks for the CA of a registry (and of a mirror) at `endpoint`."""
+    return f"{CERTS_D}/{endpoint}/ca.crt"
 
 
 def _mirror_matches(entry: str, wanted: str) -> bool:
@@ -84,7 +101,8 @@ def _mirror_matches(entry: str, wanted: str) -> bool:
 
 
 def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
-                      flags: dict[str, list[str]], source: str = DAEMON_JSON) -> tuple[str | None, list[str]]:
+                      flags: dict[str, list[str]], source: str = DAEMON_JSON,
+                      unwanted: Mapping[str, list[str]] | None = None) -> tuple[str | None, list[str]]:
     """Merge `wanted` list entries into an existing daemon.json text.
 
     Returns (new text or None when nothing changes, notes). Every other key and every existing list
@@ -93,6 +111,23 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
     notes: list[str] = []
     doc = json_object(existing, source, MergeError)
     changed = False
+    for key, entries in (unwanted or {}).items():
+        held = [f for f in flags.get(key, []) if any(_mirror_matches(f, e) for e in entries)]
+        if held:
+            flag = "--insecure-registry" if key == "insecure-registries" else "--registry-mirror"
+            raise MergeError(f"dockerd is started with {flag} {held[0]} (a unit drop-in or DOCKER_OPTS), "
+                             "which contradicts the registry's TLS setting; remove that flag")
+        current = doc.get(key)
+        if not isinstance(current, list):
+            continue
+        kept = [c for c in current if not (isinstance(c, str) and any(_mirror_matches(c, e) for e in entries))]
+        if kept != current:
+            notes.append(f"removed {', '.join(c for c in current if c not in kept)} from {key}")
+            if kept:
+                doc[key] = kept
+            else:
+                del doc[key]
+            changed = True
     for key, entries in wanted.items():
         if key in flags:
             covered = all(any(_mirror_matches(f, e) for f in flags[key]) for e in entries)
@@ -154,7 +189,7 @@ def merge_client_config(existing: str | None, endpoint: str, username: str, pass
 
 
 def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
-                credentials: tuple[str, str] | None) -> RuntimePlan:
+                credentials: tuple[str, str] | None, ca_pem: str | None = None) -> RuntimePlan:
     """Decide what docker on one node needs: files to write and reload or nothing."""
     svc = facts.service
     if not svc.installed:
@@ -163,8 +198,10 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
         return RuntimePlan("docker", "masked", "masked; skipped (left masked)")
     path = config_file_flag(facts.cmdline) or DAEMON_JSON
     try:
-        text, notes = merge_daemon_json(facts.daemon_json, desired_settings(endpoint, mirror_docker_io),
-                                        flag_values(facts.cmdline), path)
+        text, notes = merge_daemon_json(facts.daemon_json,
+                                        desired_settings(endpoint, mirror_docker_io, ca_pem is not None),
+                                        flag_values(facts.cmdline), path,
+                                        unwanted_settings(endpoint, ca_pem is not None))
     except MergeError as exc:
         return RuntimePlan("docker", "failed", str(exc))
     files = []
@@ -172,6 +209,10 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
         files.append(FileChange(path, text, 0o644, facts.daemon_json, "registry settings merged",
                                 validate="dockerd" if facts.service.major >= DOCKERD_VALIDATE_MAJOR
                                 else "json"))
+    if ca_pem is not None and facts.ca_files.get(ca_path(endpoint)) != ca_pem:
+        # read on every pull: no reload for it
+        files.append(FileChange(ca_path(endpoint), ca_pem, 0o644, facts.ca_files.get(ca_path(endpoint)),
+                                "the registry's CA"))
     if credentials is not None:
         try:
             client, client_notes = merge_client_config(facts.client_config, endpoint, *credentials,
@@ -199,16 +240,19 @@ INFO_FN = ("dinfo() { curl -sf --max-time 5 --unix-socket /var/run/docker.sock h
 DOCKERD_VALIDATE_MAJOR = 23  # `dockerd --validate` exists from docker 23
 
 
-def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: float = 10) -> str:
+def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: float = 10, tls: bool = False) -> str:
     """Poll `docker info` (bounded) until the registry is listed; dockerd applies SIGHUP asynchronously."""
-    wanted = [endpoint, *([f"http://{endpoint}/"] if mirror_docker_io else [])]
+    scheme = "https" if tls else "http"
+    wanted = [*([] if tls else [endpoint]), *([f"{scheme}://{endpoint}/"] if mirror_docker_io else [])]
     listed = " && ".join(f"case \"$info\" in *{shlex.quote(w)}*) true;; *) false;; esac" for w in wanted)
+    listed = listed or "[ -n \"$info\" ]"
     return (f"{INFO_FN}; " + wait_until(f"{{ info=$(dinfo); {listed}; }}", wait_seconds)
             + "; printf 'docker.info\\t%s\\n' \"$info\"")
 
 
-def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool) -> str | None:
-    """None if `docker info` shows the registry as insecure (and the mirror); else why not."""
+def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool, tls: bool = False) -> str | None:
+    """None if `docker info` shows the registry as wanted — insecure over HTTP, not insecure over
+    TLS — and the mirror with its scheme; else why not."""
     try:
         cfg = json.loads(info_json) if info_json.strip() else None
     except ValueError:
@@ -218,12 +262,16 @@ def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool) -> str |
     if not isinstance(cfg, dict):
         return "docker does not answer after the reload"
     index = (cfg.get("IndexConfigs") or {}).get(endpoint)
-    if not index or index.get("Secure") is not False:
+    if tls:
+        if index and index.get("Secure") is False:
+            return f"docker info still lists {endpoint} as an insecure registry (config not applied)"
+    elif not index or index.get("Secure") is not False:
         return f"docker info does not list {endpoint} as an insecure registry (config not applied)"
     if mirror_docker_io:
+        mirror = f"{'https' if tls else 'http'}://{endpoint}"
         mirrors = [m.rstrip("/") for m in cfg.get("Mirrors") or []]
-        if f"http://{endpoint}" not in mirrors:
-            return f"docker info does not list http://{endpoint} as a registry mirror"
+        if mirror not in mirrors:
+            return f"docker info does not list {mirror} as a registry mirror"
     return None
 
 
@@ -276,7 +324,7 @@ class Docker:
     name: str = "docker"
     layer: int = 1  # dockerd talks to containerd
     fact_files: tuple[str, ...] = (DAEMON_JSON, ROOT_DOCKER_CONFIG)
-    fact_dirs: tuple[str, ...] = ()
+    fact_dirs: tuple[str, ...] = (f"{CERTS_D}/*/ca.crt",)
     formats: Mapping[str, str] = {"dockerd": "json"}
     checks: tuple[str, ...] = ("docker", "docker mirror")
 
@@ -289,9 +337,10 @@ class Docker:
         cmdline = tuple(a for a in base64.b64decode(cmdline_b64).decode("utf-8", "replace").split("\0")
                         if a) if cmdline_b64 else service.exec_start
         path = config_file_flag(cmdline) or DAEMON_JSON
+        cas = {p: t for p, f in files.items() if p.startswith(f"{CERTS_D}/") and (t := f.text()) is not None}
         return DockerFacts(service=service, daemon_json=_text(files, path), daemon_json_path=path,
                            client_config=_text(files, ROOT_DOCKER_CONFIG), cmdline=cmdline,
-                           drop_ins=service.drop_ins)
+                           drop_ins=service.drop_ins, ca_files=cas)
 
     def version_of(self, line: str) -> str:
         """'Docker version 20.10.24+dfsg1, build ...' -> 20.10.24+dfsg1."""
@@ -299,7 +348,7 @@ class Docker:
         return words[2].rstrip(",") if len(words) > 2 else ""
 
     def plan(self, facts: DockerFacts, want: Want) -> RuntimePlan:
-        return plan_docker(facts, want.endpoint, "docker.io" in want.mirrors, want.credentials)
+        return plan_docker(facts, want.endpoint, "docker.io" in want.mirrors, want.credentials, want.ca_pem)
 
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         del plan
@@ -312,11 +361,12 @@ class Docker:
                 f">/dev/null) || fail {path} \"$out\"")
 
     def verify_fragment(self, want: Want, deadline: float) -> str:
-        return verify_script(want.endpoint, "docker.io" in want.mirrors, deadline)
+        return verify_script(want.endpoint, "docker.io" in want.mirrors, deadline, want.ca_pem is not None)
 
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del plan
-        return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors)
+        return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors,
+                            want.ca_pem is not None)
 
     def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
         """A queued job is cancelled; a running dockerd reloads its restored file, a stopped one

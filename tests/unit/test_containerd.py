@@ -209,3 +209,44 @@ def test_verify_script_waits_are_bounded() -> None:
     script = verify_script(7)
     assert "end=$(( $(date +%s) + 7 ))" in script
     assert "timeout 7 containerd config dump" in script and "timeout 3 ctr" in script
+
+
+CA = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+
+
+def test_render_hosts_tls_has_ca_and_never_skip_verify() -> None:
+    ca = f"/etc/containerd/certs.d/{EP}/ca.crt"
+    for upstream in ("docker.io", EP):
+        doc = tomllib.loads(render_hosts(upstream, EP, "Basic dTpw", (), ca))
+        host = doc["host"][f"https://{EP}"]
+        assert host["ca"] == ca and "skip_verify" not in host
+        assert host["header"]["Authorization"] == "Basic dTpw"
+        assert f"http://{EP}" not in doc["host"]
+    assert tomllib.loads(render_hosts(EP, EP, None, (), ca))["server"] == f"https://{EP}"
+
+
+def test_merge_hosts_switching_scheme_drops_the_stale_host() -> None:
+    ca = f"/etc/containerd/certs.d/{EP}/ca.crt"
+    foreign = ('server = "https://registry-1.docker.io"\n\n'
+               f'[host."http://{EP}"]\n  capabilities = ["pull", "resolve"]\n'
+               '[host."https://mirror.corp"]\n  capabilities = ["pull", "resolve"]\n')
+    got = merge_hosts(foreign, render_hosts("docker.io", EP, None, (), ca), EP, "x", "https")
+    assert got is not None
+    assert list(tomllib.loads(got)["host"]) == [f"https://{EP}", "https://mirror.corp"]
+    # and back to plain HTTP
+    back = merge_hosts(got, render_hosts("docker.io", EP, None), EP, "x", "http")
+    assert back is not None and list(tomllib.loads(back)["host"]) == [f"http://{EP}", "https://mirror.corp"]
+
+
+def test_plan_tls_writes_the_ca_beside_the_hosts_files_without_a_restart() -> None:
+    current = set_config_path(None, 1).text
+    svc = ServiceFacts("containerd", installed=True, active=True, version="1.7.24")
+    facts = ContainerdFacts(service=svc, config_toml=current)
+    plan = plan_containerd(facts, EP, ("docker.io",), None, CA)
+    ca = f"/etc/containerd/certs.d/{EP}/ca.crt"
+    assert plan.files[0].path == ca and plan.files[0].content == CA
+    assert plan.action == "none"
+    hosts = {f.path: f.content for f in plan.files[1:]}
+    again = plan_containerd(ContainerdFacts(service=svc, config_toml=current, hosts={**hosts, ca: CA}),
+                            EP, ("docker.io",), None, CA)
+    assert again.files == ()

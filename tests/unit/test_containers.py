@@ -115,11 +115,19 @@ def test_no_mirrors_still_marks_the_registry_insecure() -> None:
     assert tomllib.loads(plan.files[0].content) == {"registry": [{"location": EP, "insecure": True}]}
 
 
-def test_tls_registry_is_not_insecure() -> None:
-    plan = plan_containers(ContainersFacts(podman_installed=True), EP, ("quay.io",), None, insecure=False)
+def test_tls_registry_is_not_insecure_and_its_ca_is_trusted() -> None:
+    ca = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+    plan = plan_containers(ContainersFacts(podman_installed=True), EP, ("quay.io",), None, ca)
     doc = tomllib.loads(plan.files[0].content)
     assert doc["registry"][0]["mirror"] == [{"location": EP, "insecure": False}]
     assert doc["registry"][1] == {"location": EP, "insecure": False}
+    assert [(f.path, f.content, f.mode) for f in plan.files[1:]] == [
+        (f"/etc/containers/certs.d/{EP}/ca.crt", ca, 0o644)]
+    # a re-run with the CA and the drop-in in place changes nothing
+    again = plan_containers(ContainersFacts(podman_installed=True, drop_ins={DROP_IN: plan.files[0].content},
+                                            ca_files={f"/etc/containers/certs.d/{EP}/ca.crt": ca}),
+                            EP, ("quay.io",), None, ca)
+    assert again.files == ()
 
 
 def test_drop_in_without_our_mark_is_replaced_with_a_note() -> None:

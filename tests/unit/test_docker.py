@@ -18,6 +18,7 @@ from nodecfg.runtimes.docker import (
     merge_client_config,
     merge_daemon_json,
     plan_docker,
+    unwanted_settings,
     verify_script,
 )
 
@@ -28,15 +29,17 @@ EP = "10.1.1.1:5000"
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_merge_daemon_json(case: Path) -> None:
     spec = json.loads(case.read_text())
-    wanted = desired_settings(EP, spec.get("mirror_docker_io", True))
+    tls = spec.get("tls", False)
+    wanted = desired_settings(EP, spec.get("mirror_docker_io", True), tls)
+    unwanted = unwanted_settings(EP, tls)
     existing = spec["existing"] if isinstance(spec["existing"], str | type(None)) else \
         json.dumps(spec["existing"])
     flags = flag_values(tuple(spec.get("cmdline", [])))
     if "error" in spec:
         with pytest.raises(MergeError, match=spec["error"]):
-            merge_daemon_json(existing, wanted, flags)
+            merge_daemon_json(existing, wanted, flags, unwanted=unwanted)
         return
-    text, notes = merge_daemon_json(existing, wanted, flags)
+    text, notes = merge_daemon_json(existing, wanted, flags, unwanted=unwanted)
     if spec["expected"] is None:
         assert text is None
     else:
@@ -124,3 +127,32 @@ def test_verify_script_waits_are_bounded() -> None:
     script = verify_script(EP, True, 7)
     assert "end=$(( $(date +%s) + 7 ))" in script
     assert "curl -sf --max-time 5" in script and "timeout 5 docker info" in script
+
+
+CA = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+
+
+def test_tls_plan_trusts_the_ca_and_reloads_only_for_daemon_json() -> None:
+    svc = ServiceFacts("docker", installed=True, active=True, version="28.5.2")
+    current = json.dumps({"insecure-registries": [EP], "registry-mirrors": [f"http://{EP}"]})
+    plan = plan_docker(DockerFacts(service=svc, daemon_json=current), EP, True, None, CA)
+    assert [f.path for f in plan.files] == ["/etc/docker/daemon.json", f"/etc/docker/certs.d/{EP}/ca.crt"]
+    assert json.loads(plan.files[0].content) == {"registry-mirrors": [f"https://{EP}"]}
+    assert plan.files[1].content == CA and plan.files[1].mode == 0o644
+    assert plan.action == "reload"
+    # the CA alone (daemon.json already right): written, no reload — dockerd reads it per pull
+    done = json.dumps({"registry-mirrors": [f"https://{EP}"]})
+    ca_only = plan_docker(DockerFacts(service=svc, daemon_json=done), EP, True, None, CA)
+    assert [f.path for f in ca_only.files] == [f"/etc/docker/certs.d/{EP}/ca.crt"] and ca_only.action == "none"
+    again = plan_docker(DockerFacts(service=svc, daemon_json=done,
+                                    ca_files={f"/etc/docker/certs.d/{EP}/ca.crt": CA}), EP, True, None, CA)
+    assert again.files == () and again.action == "none"
+
+
+def test_tls_check_effect() -> None:
+    good = {"IndexConfigs": {"docker.io": {"Secure": True}}, "Mirrors": [f"https://{EP}/"]}
+    assert check_effect(json.dumps(good), EP, True, tls=True) is None
+    insecure = {**good, "IndexConfigs": {EP: {"Secure": False}}}
+    assert "still lists" in (check_effect(json.dumps(insecure), EP, True, tls=True) or "")
+    assert f"https://{EP}" in (check_effect(json.dumps({**good, "Mirrors": [f"http://{EP}"]}), EP, True,
+                                            tls=True) or "")
