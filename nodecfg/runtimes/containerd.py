@@ -38,6 +38,7 @@ from nodecfg.runtimes.common import wait_until
 CONFIG_TOML = "/etc/containerd/config.toml"
 DEFAULT_CERTS_D = "/etc/containerd/certs.d"
 MANAGED_MARK = "# Managed by nodecfg"
+MERGED_MARK = "# nodecfg merged"
 UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
 
 
@@ -171,6 +172,39 @@ def render_hosts(upstream: str, endpoint: str, authorization: str | None,
     return text
 
 
+BY_HAND = "already configured (by hand)"
+
+
+def _url_key(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def hand_made_equivalent(old: dict[str, Any], new: dict[str, Any], endpoint: str) -> bool:
+    """Does a hosts.toml nodecfg did not write already send pulls to the registry first?
+
+    The same setting: the first host (or, with no host table, the server) is http://<endpoint>
+    (case and a trailing '/' aside), it can pull and resolve (containerd's default when no
+    capabilities are listed), and it carries nodecfg's Authorization header when the registry
+    has a login. Keys nodecfg does not write there (skip_verify, ...) are the operator's."""
+    ours = f"http://{endpoint}"
+    want = new["host"][ours]
+    hosts = old.get("host") or {}
+    if hosts:
+        first_url, first = next(iter(hosts.items()))
+        if _url_key(first_url) != _url_key(ours) or not isinstance(first, dict):
+            return False
+    elif _url_key(str(old.get("server", ""))) == _url_key(ours):
+        first = {}
+    else:
+        return False
+    caps = first.get("capabilities", ["pull", "resolve", "push"])
+    if not isinstance(caps, list) or not {"pull", "resolve"} <= set(caps):
+        return False
+    header = (want.get("header") or {}).get("Authorization")
+    have = (first.get("header") or {}) if isinstance(first.get("header"), dict) else {}
+    return header is None or have.get("Authorization") == header
+
+
 def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str) -> str | None:
     """The hosts.toml to write, or None when `existing` already does what `rendered` does.
 
@@ -191,10 +225,10 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str)
     new = tomllib.loads(rendered)
     ours = f"http://{endpoint}"
     old_hosts = old.get("host") or {}
-    if old_hosts and next(iter(old_hosts)) == ours and old_hosts[ours] == new["host"][ours]:
+    if hand_made_equivalent(old, new, endpoint):
         return None
     doc = tomlkit.document()
-    doc.add(tomlkit.comment("nodecfg merged this file: the local registry first, "
+    doc.add(tomlkit.comment(MERGED_MARK[2:] + " this file: the local registry first, "
                             "then the hosts it already had."))
     for key, value in old.items():
         if key != "host":
@@ -204,7 +238,7 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str)
     hosts = tomlkit.table(is_super_table=True)
     hosts[ours] = new["host"][ours]
     for name, value in old_hosts.items():
-        if name != ours:
+        if _url_key(name) != _url_key(ours):  # the operator's spelling of ours is replaced, not kept twice
             hosts[name] = value
     doc["host"] = hosts
     return tomlkit.dumps(doc)
@@ -232,6 +266,7 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
     authorization = basic_auth(*credentials) if credentials else None
     upstreams = [endpoint, *mirrors, *(h for h in edit.moved_mirrors if h not in mirrors
                                        and h != endpoint)]
+    by_hand: list[str] = []
     for upstream in upstreams:
         path = f"{edit.certs_dir}/{upstream}/hosts.toml"
         rendered = render_hosts(upstream, endpoint, authorization,
@@ -245,8 +280,12 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
             files.append(FileChange(path, text, 0o600 if authorization else 0o644, existing,
                                     f"mirror for {upstream}", secret=authorization is not None,
                                     validate="toml"))
+        elif existing is not None and not existing.lstrip().startswith((MANAGED_MARK + ":", MERGED_MARK)):
+            by_hand.append(upstream)
     action: Action = "restart" if edit.text is not None and svc.active else "none"
     notes = list(edit.notes)
+    if by_hand:  # a hosts.toml the operator wrote that already does what nodecfg's would
+        notes.append(f"{BY_HAND}: hosts.toml for {', '.join(by_hand)}")
     if edit.text is not None and not svc.active:
         notes.append("not running: config written, not started")
     return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)
