@@ -256,3 +256,18 @@ def test_a_recreate_removes_the_old_container_after_the_new_one_runs(tmp_path: P
     run = next(i for i, c in enumerate(calls) if c.startswith("run "))
     assert calls[run + 1] == "rm -f registry-nodecfg-old"  # only once the new one runs
     assert calls.count("rm -f registry-nodecfg-old") == 1
+
+
+@pytest.mark.parametrize(("registry_yaml", "explicit"), [
+    ("", set()),
+    ("registry: {port: 5000}\n", {"port"}),
+    ("registry: {data_dir: /mnt/registry, port: 5001}\n", {"port", "data_dir"}),
+])
+def test_inventory_says_which_registry_keys_it_set(registry_yaml: str, explicit: set[str]) -> None:
+    """An unset key leaves what the master already has; a set one is what the operator asked for."""
+    from nodecfg.inventory import parse_inventory
+
+    text = "master: {name: m, address: 10.0.0.1}\nnodes: [{name: n, address: 10.0.0.2}]\n" + registry_yaml
+    settings = parse_inventory(text, "i.yaml", check_files=False).registry
+    assert settings.explicit == frozenset(explicit)
+    assert registry._want(settings, None, "", replace=False).explicit == frozenset(explicit)
