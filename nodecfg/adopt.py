@@ -47,6 +47,7 @@ class Existing:
     auth: bool  # REGISTRY_AUTH=htpasswd
     auth_mounted: bool  # nodecfg's htpasswd directory at /auth
     restart_always: bool
+    tls: bool = False  # serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE)
 
     @property
     def looks_like_registry(self) -> bool:
@@ -92,6 +93,7 @@ def existing(inspect: dict[str, Any], auth_dir: str) -> Existing:
         auth="REGISTRY_AUTH=htpasswd" in env,
         auth_mounted=auth_mounted,
         restart_always=(host.get("RestartPolicy") or {}).get("Name") == "always",
+        tls=any(str(e).startswith("REGISTRY_HTTP_TLS_CERTIFICATE=") for e in env),
     )
 
 
@@ -257,6 +259,9 @@ def _adopt_refusal(want: Want, found: Found, c: Existing, where: str, kept: str)
         (c.ports != (str(want.port),),
          f"serves on port {have}; set registry.port: {have} to keep it (nodes are pointed at the "
          f"inventory's port), or pass --replace to recreate it on {want.port}"),
+        (c.tls,
+         "serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE) and nodecfg points nodes at plain HTTP; pass "
+         f"--replace to recreate it without TLS (its data in {where} is kept)"),
         ("data_dir" in want.explicit and c.data_spec != want.data_dir,
          f"keeps {kept} in {where}, registry.data_dir says {want.data_dir}; set registry.data_dir: "
          f"{where} to keep its {kept}, or pass --replace to recreate it on {want.data_dir}"),

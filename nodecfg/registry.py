@@ -250,7 +250,7 @@ def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
     elif action == "create":
         steps.append(f"if ! out=$({run} 2>&1); then {drop_created}; undo; fail \"$out\"; fi")
     elif action in ("start", "restart"):
-        steps.append(f"out=$(docker {action} {name} 2>&1) || fail \"$out\"")
+        steps.append(f"out=$(docker {action} {name} 2>&1) || {{ undo; fail \"$out\"; }}")
     steps += [
         f"[ -n \"$hadpw\" ] && rm -f {bak}",
         "i=0",

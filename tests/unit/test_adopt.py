@@ -23,7 +23,7 @@ RECIPE_DATA = "/mnt/registry"
 def container(name: str = "registry", *, own: bool | str = False, data: str | None = RECIPE_DATA,
               port: str = "5000", running: bool = True, auth: bool = False, auth_mount: bool = False,
               image: str = "registry:2", image_id: str = "sha256:aaa", restart: str = "always",
-              volume: str = "", cport: str = "5000/tcp") -> dict[str, Any]:
+              volume: str = "", cport: str = "5000/tcp", env: list[str] | None = None) -> dict[str, Any]:
     """`docker container inspect` of one container, as docker 20.10 prints it."""
     labels = {}
     if own is True:
@@ -39,7 +39,7 @@ def container(name: str = "registry", *, own: bool | str = False, data: str | No
     return {
         "Id": f"{name}-id", "Name": f"/{name}", "Image": image_id, "State": {"Running": running},
         "Config": {"Image": image, "Labels": labels,
-                   "Env": ["PATH=/bin", *(["REGISTRY_AUTH=htpasswd"] if auth else [])]},
+                   "Env": ["PATH=/bin", *(["REGISTRY_AUTH=htpasswd"] if auth else []), *(env or [])]},
         "HostConfig": {"PortBindings": {cport: [{"HostIp": "", "HostPort": port}]} if port else {},
                        "RestartPolicy": {"Name": restart}},
         "Mounts": mounts,
@@ -112,6 +112,8 @@ TABLE: list[tuple[str, Want, Found, str, tuple[str, ...]]] = [
      ("asks for a login", "registry.auth")),
     ("recipe registry refuses the inventory's login", want("auth", auth=True),
      found(container(auth=True), http=401, auth_status=401), "refuse", ("refuses registry.auth",)),
+    ("recipe registry with TLS", want(), found(container(env=["REGISTRY_HTTP_TLS_CERTIFICATE=/certs/c.crt"]),
+                                                 http=400), "refuse", ("serves HTTPS", "--replace")),
     ("not a registry under the name", want(), found(container(data=None, port="", image="nginx")), "refuse",
      ("not a registry", "--replace")),
     # --replace: recreated as nodecfg's, the data kept unless the inventory names another directory
@@ -271,3 +273,25 @@ def test_inventory_says_which_registry_keys_it_set(registry_yaml: str, explicit:
     settings = parse_inventory(text, "i.yaml", check_files=False).registry
     assert settings.explicit == frozenset(explicit)
     assert registry._want(settings, None, "", replace=False).explicit == frozenset(explicit)
+
+
+def test_check_report_names_container_data_dir_and_images(capsys: pytest.CaptureFixture[str]) -> None:
+    from nodecfg import report
+
+    plan = plan_container(want(), found(container()))
+    result = registry.RegistryCheck("master", "m:5000", plan.action, plan.reasons, "registry registry-id",
+                                    plan.note, plan.refusal, plan.data_dir, 37, False,
+                                    (registry.ImagePlan("busybox:1.36", "library/busybox:1.36", "push"),
+                                     registry.ImagePlan("pause:3.9", "pause:3.9", "in registry")))
+    report.registry_check(result, as_json=False)
+    out = capsys.readouterr().out
+    assert "check mode: nothing was changed" in out
+    assert "container registry registry-id: would adopt" in out
+    assert "data directory: /mnt/registry (37 repositories), kept" in out
+    assert "busybox:1.36 -> library/busybox:1.36: would push" in out
+    assert "pause:3.9 -> pause:3.9: already in the registry" in out
+    refused = registry.RegistryCheck("master", "m:5000", "refuse", (), "", "", "no", "/var/lib/registry",
+                                     -1, False, ())
+    assert refused.exit_code == 2
+    report.registry_check(refused, as_json=True)
+    assert json.loads(capsys.readouterr().out)["refusal"] == "no"
