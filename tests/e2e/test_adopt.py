@@ -210,3 +210,14 @@ def test_port_held_by_another_container_is_named_and_nothing_is_left(lab: Lab, t
         assert master(lab, "ls -A /etc/nodecfg/registry 2>/dev/null; ls /tmp | grep -c nodecfg-cid || true") == "0"
     finally:
         master(lab, "docker rm -f squatter >/dev/null")
+    # a process, not a container: named from `ss -ltnp` on the master
+    master(lab, "setsid python3 -m http.server 5000 >/dev/null 2>&1 < /dev/null & echo $! > /tmp/squat.pid; "
+                "for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:5000/ && break; sleep 0.1; done")
+    try:
+        proc = nodecfg("registry-up", "-i", inventory(lab, tmp, "plain"))
+        assert proc.returncode == 2, proc.stderr
+        pid = master(lab, "cat /tmp/squat.pid")
+        assert f"port 5000 on the master is held by process python3 (pid {pid})" in proc.stderr
+        assert master(lab, "docker ps -aq --filter name=^registry$") == ""
+    finally:
+        master(lab, "kill $(cat /tmp/squat.pid)")
