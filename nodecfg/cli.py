@@ -115,6 +115,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="push the images of this bundle file (from `bundle create`) over the registry's HTTP "
                    "API through SSH, upstream digests kept; the registry's image comes from the bundle too, "
                    "so this machine needs no Docker engine")
+    p.add_argument("--check", action="store_true",
+                   help="show what would be done to the registry container, its data directory and the "
+                   "images, and change nothing")
+    p.add_argument("--replace", action="store_true",
+                   help="recreate a registry container nodecfg did not make as nodecfg's own (its data "
+                   "directory is kept unless registry.data_dir names another); without it such a registry "
+                   "is adopted as it is, or refused with the setting that would keep it")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.set_defaults(func=_cmd_registry_up)
 
@@ -252,8 +259,12 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
 
     inv = _inventory(args, optional=True)
     bundle = Path(args.bundle) if args.bundle else None
-    result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle)
-    report.registry_up(result, as_json=args.json)
+    result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle,
+                                  check=args.check, replace=args.replace)
+    if isinstance(result, registry.RegistryCheck):
+        report.registry_check(result, as_json=args.json)
+    else:
+        report.registry_up(result, as_json=args.json)
     return result.exit_code
 
 

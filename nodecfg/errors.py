@@ -52,3 +52,8 @@ class BundleError(NodecfgError):
 
 class FetchError(NodecfgError):
     """An image could not be fetched from its upstream registry (unreachable, 401, 404, bad digest)."""
+
+
+class ConflictError(UsageError):
+    """What is on a host is not nodecfg's to change (a registry it did not make, a port something
+    else holds): exit 2, one line with the reason and the one setting or flag that resolves it."""

@@ -147,6 +147,7 @@ class RegistrySettings:
     image: str = "registry:2"
     container: str = "registry"
     tls: TlsSettings | None = None  # None: plain HTTP
+    explicit: frozenset[str] = frozenset()  # the keys the inventory set (the rest are defaults)
 
     def __post_init__(self) -> None:
         # not an inventory key, but it lands in commands on the master: hold it to docker's rule
@@ -538,7 +539,7 @@ def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySe
         if problem:
             raise c.err("registry.image", f"{problem} in {image!r}")
         kwargs["image"] = image
-    return RegistrySettings(**kwargs)
+    return RegistrySettings(**kwargs, explicit=frozenset(entry) & {"port", "data_dir", "auth", "image"})
 
 
 def _images(c: _Checker, raw: Any) -> tuple[str, ...]:

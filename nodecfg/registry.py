@@ -3,7 +3,8 @@
 Shape (facts -> plan -> apply):
 1. one command on the master gathers `MasterFacts` (registry image, container, htpasswd, which
    images it has, what the registry holds under each target tag);
-2. pure functions decide: `container_changes()` (keep / start / recreate, with reasons),
+2. pure functions decide: `adopt.plan_container()` (keep / start / create / recreate / adopt a
+   registry nodecfg did not make / refuse, with reasons),
    `htpasswd_matches()`, `images_to_push()`;
 3. apply: ship the registry image if the master lacks it (docker save | ssh docker load — never a
    pull on the master), (re)start the container, wait for /v2/, then load and push what's missing.
@@ -24,11 +25,12 @@ import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodecfg import ssh
-from nodecfg.errors import HostError, UsageError
+from nodecfg import adopt, ssh
+from nodecfg.errors import ConflictError, HostError, UsageError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
 from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
 
@@ -101,43 +103,13 @@ class ContainerSpec:
         q = shlex.quote
         args = ["docker", "run", "-d", "--name", q(self.name), "--restart=always",
                 "-p", f"{int(self.port)}:5000", "-v", f"{q(self.data_dir)}:/var/lib/registry",
-                "--label", f"{SPEC_LABEL}={self.digest}"]
+                "--label", f"{SPEC_LABEL}={self.digest}", "--label", f"{adopt.MANAGED_LABEL}=1"]
         if self.auth:
             args += ["-v", f"{q(AUTH_DIR)}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
                      "-e", q("REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry"),
                      "-e", "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd"]
         args.append(q(image))
         return " ".join(args)
-
-
-def container_changes(spec: ContainerSpec, inspect: dict[str, Any] | None) -> tuple[str, list[str]]:
-    """Compare `docker inspect` output with the spec: ("keep" | "start" | "create" | "recreate", why)."""
-    if not inspect:
-        return "create", ["no registry container"]
-    reasons = []
-    if inspect.get("Image") != spec.image_id:
-        reasons.append("registry image changed")
-    host_cfg = inspect.get("HostConfig") or {}
-    bindings = (host_cfg.get("PortBindings") or {}).get("5000/tcp") or []
-    ports = {b.get("HostPort") for b in bindings}
-    if ports != {str(spec.port)}:
-        reasons.append(f"port {','.join(sorted(p for p in ports if p)) or 'none'} -> {spec.port}")
-    binds = host_cfg.get("Binds") or []
-    if not any(b.split(":")[:2] == [spec.data_dir, "/var/lib/registry"] for b in binds):
-        reasons.append(f"data directory is not {spec.data_dir}")
-    if (host_cfg.get("RestartPolicy") or {}).get("Name") != "always":
-        reasons.append("restart policy is not always")
-    env = (inspect.get("Config") or {}).get("Env") or []
-    has_auth = "REGISTRY_AUTH=htpasswd" in env
-    if has_auth != spec.auth:
-        reasons.append("auth enabled" if spec.auth else "auth disabled")
-    if spec.auth and not any(b.split(":")[:2] == [AUTH_DIR, "/auth"] for b in binds):
-        reasons.append("htpasswd not mounted")
-    if reasons:
-        return "recreate", reasons
-    if not (inspect.get("State") or {}).get("Running"):
-        return "start", ["container stopped"]
-    return "keep", []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +158,32 @@ def _manifest_probe(port: int, targets: list[ImageRef]) -> str:
     return "\n".join(lines)
 
 
+_DATA_SOURCE = ("'{{range .Mounts}}{{if eq .Destination \"/var/lib/registry\"}}{{.Source}}"
+                "{{end}}{{end}}'")
+
+
+def _port_facts(settings: RegistrySettings, auth: tuple[str, Secret] | None) -> str:
+    """Who else is on the port (running containers publishing it, else a listening process), the
+    repositories in each data directory in play, and whether the inventory's login works."""
+    q = shlex.quote
+    port = int(settings.port)
+    lines = [
+        f"holders=$(docker ps -q --filter publish={port} 2>/dev/null)",
+        "for h in $holders; do printf 'holder\\t%s\\n' \"$(docker container inspect \"$h\" | tr -d '\\n')\"; done",
+        f"printf 'listen\\t%s\\n' \"$(timeout 5 ss -Hltnp 'sport = :{port}' 2>/dev/null | head -n 3 | tr '\\n' ' ')\"",
+        "nrepos() { d=\"$1/docker/registry/v2/repositories\"; "
+        "if [ -d \"$d\" ]; then n=$(timeout 10 find \"$d\" -type d -name _manifests 2>/dev/null | wc -l); "
+        "elif [ -d \"$1\" ]; then n=0; else n=-1; fi; printf 'repos\\t%s\\t%s\\n' \"$1\" \"$n\"; }",
+        f"docker container inspect --format {_DATA_SOURCE} {q(settings.container)} $holders 2>/dev/null "
+        "| while IFS= read -r src; do [ -n \"$src\" ] && nrepos \"$src\"; done",
+        f"nrepos {q(settings.data_dir)}",
+    ]
+    if auth is not None:
+        lines.append("printf 'authhttp\\t%s\\n' \"$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "
+                     f"-K \"$ncfg\" http://127.0.0.1:{port}/v2/)\"")
+    return "\n".join(lines)
+
+
 def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids: list[str],
                  auth: tuple[str, Secret] | None) -> str:
     ids = " ".join(shlex.quote(i) for i in image_ids)
@@ -193,6 +191,7 @@ def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids:
     htpasswd = shlex.quote(f"{AUTH_DIR}/htpasswd")
     return f"""\
 {curl_auth_prelude(auth)}
+{_port_facts(settings, auth)}
 command -v curl >/dev/null || printf 'nocurl\\t\\n'
 printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
 printf 'platform\\t%s\\n' "$(docker version --format '{{{{.Server.Os}}}}/{{{{.Server.Arch}}}}' 2>/dev/null)"
@@ -208,26 +207,52 @@ true
 
 def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
                  htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
-    """(Re)start the container as `action` says, wait for /v2/, then report the manifests."""
+    """(Re)start the container as `action` says, wait for /v2/, then report the manifests.
+
+    Nothing is left behind when docker refuses: a container `docker run` created but could not
+    start is removed (by the id in its --cidfile, never by name), the container a recreate
+    replaces is renamed aside and put back, and a data directory or htpasswd this run made is
+    removed again (a previous htpasswd restored). docker's whole message goes to stderr.
+    """
     q = shlex.quote
     port = int(settings.port)
-    steps = [curl_auth_prelude(auth), "set -e", f"install -d -m 755 {q(spec.data_dir)}"]
+    name, old = q(spec.name), q(f"{spec.name}-nodecfg-old")
+    pw, bak = q(f"{AUTH_DIR}/htpasswd"), q(f"{AUTH_DIR}/htpasswd.bak")
+    data = q(spec.data_dir)
+    steps = [curl_auth_prelude(auth),
+             f"pwtmp={q(f'{AUTH_DIR}/htpasswd.tmp')}",
+             "cidf=$(mktemp -u /tmp/nodecfg-cid.XXXXXX)",  # docker run refuses a cidfile that exists
+             "trap 'rm -f \"$ncfg\" \"$cidf\"; [ -n \"$pwtmp\" ] && rm -f \"$pwtmp\"' EXIT",
+             "fail() { printf '%s\\n' \"$1\" >&2; exit \"${2:-4}\"; }",
+             "madedir= hadpw=", "undo() { :; }"]
+    if spec.data_dir.startswith("/"):  # else a docker volume's name: docker's to make
+        steps += [f"[ -d {data} ] || madedir=1",
+                  f"out=$(install -d -m 755 {data} 2>&1) || fail \"$out\""]
     if htpasswd is not None:
-        tmp, final = q(f"{AUTH_DIR}/htpasswd.tmp"), q(f"{AUTH_DIR}/htpasswd")
-        steps += [f"install -d -m 700 {q(AUTH_DIR)}", "umask 077",
-                  f"base64 -d > {tmp} <<'NODECFG_EOF'\n{_b64_heredoc(htpasswd.encode())}",
-                  f"mv -f {tmp} {final}", "umask 022"]
-    name = q(spec.name)
+        steps += [f"install -d -m 700 {q(AUTH_DIR)}",
+                  f"if [ -e {pw} ]; then hadpw=1; cp -p {pw} {bak}; fi",
+                  f"(umask 077; base64 -d > \"$pwtmp\" <<'NODECFG_EOF'\n{_b64_heredoc(htpasswd.encode())}\n)",
+                  f"mv -f \"$pwtmp\" {pw}",
+                  f"undo() {{ if [ -n \"$hadpw\" ]; then mv -f {bak} {pw}; else rm -f {pw}; fi; "
+                  f"[ -n \"$madedir\" ] && rmdir {data} 2>/dev/null; }}"]
+    elif spec.data_dir.startswith("/"):
+        steps.append(f"undo() {{ [ -n \"$madedir\" ] && rmdir {data} 2>/dev/null; }}")
+    run = 'docker run --cidfile "$cidf"' + spec.run_command(settings.image)[len("docker run"):]
+    drop_created = '[ -s "$cidf" ] && docker rm -f "$(cat "$cidf")" >/dev/null 2>&1'
     if action == "recreate":
-        steps.append(f"docker rm -f {name} >/dev/null")
-    if action in ("create", "recreate"):
-        steps.append(f"{spec.run_command(settings.image)} >/dev/null")
-    elif action == "start":
-        steps.append(f"docker start {name} >/dev/null")
-    elif action == "restart":
-        steps.append(f"docker restart {name} >/dev/null")
+        steps += [
+            f"was=$(docker container inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null)",
+            f"out=$(docker stop -t 10 {name} 2>&1 >/dev/null && docker rename {name} {old} 2>&1) "
+            "|| { undo; fail \"$out\"; }",
+            f"if out=$({run} 2>&1); then docker rm -f {old} >/dev/null; else {drop_created}; "
+            f"docker rename {old} {name}; [ \"$was\" = true ] && docker start {name} >/dev/null; "
+            "undo; fail \"$out\"; fi"]
+    elif action == "create":
+        steps.append(f"if ! out=$({run} 2>&1); then {drop_created}; undo; fail \"$out\"; fi")
+    elif action in ("start", "restart"):
+        steps.append(f"out=$(docker {action} {name} 2>&1) || {{ undo; fail \"$out\"; }}")
     steps += [
-        "set +e",
+        f"[ -n \"$hadpw\" ] && rm -f {bak}",
         "i=0",
         f"while :; do code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 "
         f"http://127.0.0.1:{port}/v2/); case $code in 200|401) break;; esac; "
@@ -252,11 +277,24 @@ class MasterFacts:
     manifests: dict[str, str] = field(default_factory=dict)  # target -> config digest ("" none)
     container_id: str = ""
     platform: str = ""  # the master engine's os/arch, e.g. linux/amd64
+    holders: tuple[dict[str, Any], ...] = ()  # running containers publishing the registry's port
+    listen: str = ""  # `ss -Hltnp` lines for the port
+    auth_status: int = 0  # GET /v2/ with the inventory's credentials (0: not asked)
+    repositories: dict[str, int] = field(default_factory=dict)  # data directory -> repositories (-1: absent)
+
+    def found(self) -> adopt.Found:
+        """What adopt.plan_container() decides on."""
+        named = adopt.existing(self.container, AUTH_DIR) if self.container else None
+        holders = tuple(adopt.existing(h, AUTH_DIR) for h in self.holders)
+        if named is not None:
+            holders = tuple(h for h in holders if h.id != named.id)
+        return adopt.Found(named, holders, adopt.ss_process([self.listen]), self.http_status,
+                           self.auth_status, dict(self.repositories))
 
 
 def parse_facts(output: str) -> MasterFacts:
     """Turn the tab-separated lines of facts_script / apply_script into MasterFacts."""
-    values: dict[str, Any] = {"present": set(), "manifests": {}}
+    values: dict[str, Any] = {"present": set(), "manifests": {}, "holders": [], "repositories": {}}
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
         if key == "docker":
@@ -265,12 +303,22 @@ def parse_facts(output: str) -> MasterFacts:
             values["platform"] = rest.strip()
         elif key == "regimage":
             values["registry_image_id"] = rest.strip()
-        elif key == "container" and rest.strip():
+        elif key in ("container", "holder") and rest.strip():
             try:
                 data = json.loads(rest)
             except ValueError:
                 data = []
-            values["container"] = data[0] if data else None
+            if key == "container":
+                values["container"] = data[0] if data else None
+            elif data and isinstance(data[0], dict):
+                values["holders"].append(data[0])
+        elif key == "listen":
+            values["listen"] = rest.strip()
+        elif key == "authhttp":
+            values["auth_status"] = int(rest) if rest.strip().isdigit() else 0
+        elif key == "repos":
+            path, _, count = rest.rpartition("\t")
+            values["repositories"][path] = int(count) if count.strip().lstrip("-").isdigit() else -1
         elif key == "htpasswd" and rest.strip():
             values["htpasswd"] = base64.b64decode(rest.strip()).decode("utf-8", "replace")
         elif key == "present":
@@ -283,6 +331,7 @@ def parse_facts(output: str) -> MasterFacts:
             target, _, body = rest.partition("\t")
             values["manifests"][target] = _config_digest(body)
     values["present"] = frozenset(values["present"])
+    values["holders"] = tuple(values["holders"])
     return MasterFacts(**values)
 
 
@@ -323,6 +372,7 @@ class RegistryUpResult:
     catalog: dict[str, list[str]]
     auth: bool
     transfer: dict[str, Any] | None = None  # registry-up --bundle: what went over the wire
+    note: str = ""  # an adopted registry, or a setting kept from the container found
 
     @property
     def exit_code(self) -> int:
@@ -439,11 +489,18 @@ def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
 
 
 def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
-                bundle: Path | None = None) -> RegistryUpResult:
+                bundle: Path | None = None, check: bool = False,
+                replace: bool = False) -> RegistryUpResult | RegistryCheck:
     """Start the registry on the master (or locally) and push the inventory's images: from this
-    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here)."""
+    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here).
+
+    A registry nodecfg did not make is adopted where that is safe and refused otherwise
+    (`adopt.plan_container`); `replace` recreates it as nodecfg's own. `check` reports what would
+    be done to the container, its data directory and the images, and changes nothing."""
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
     if bundle is not None:
+        if check or replace:
+            raise UsageError(f"registry-up --bundle does not take {'--check' if check else '--replace'} yet")
         return _registry_up_bundle(inv, settings, bundle, progress)
     image_refs = list(inv.images) if inv else []
     targets = plan_targets(image_refs)  # usage errors before anything is contacted
@@ -459,50 +516,140 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     try:
         facts = _master_facts(sh, where, facts_script(settings, targets, [i.image_id for i in local], creds),
                               progress)
-        shipped = False
-        reg_image_id = facts.registry_image_id
-        if not reg_image_id:
+        reg_image_id = facts.registry_image_id or _local_image_id(client, settings.image)
+        plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
+        ship = plan.needs_image and not facts.registry_image_id
+        if check:
+            return _check_result(where, settings, facts, plan, ship, local)
+        if plan.action == "refuse":
+            raise ConflictError(f"{where}: {plan.refusal}")
+        if ship:
             progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
-            reg_local = _local_registry_image(client, settings.image)
-            load = ssh.run(c, "docker load", stdin=_save_stream(client, settings.image), become=become)
-            if not load.ok:
-                raise HostError(f"{where}: docker load of {settings.image} failed: {load.brief()}")
-            reg_image_id, shipped = reg_local.id, True
-
+            reg_image_id = _ship_registry_image(c, become, client, settings.image, where)
         action, reasons, container_id, facts = _ensure_container(
-            sh, settings, facts, creds, reg_image_id, targets, progress, where)
+            sh, settings, facts, creds, reg_image_id, targets, progress, where, plan=plan)
         outcomes = _push_images(c, become, settings, local, facts, creds, client, progress, where)
         catalog = _catalog(c, become, settings, creds)
     finally:
         ssh.close(c)
-    return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
-                            tuple(outcomes), catalog, creds is not None)
+    return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, ship,
+                            tuple(outcomes), catalog, creds is not None, note=plan.note)
+
+
+def _want(settings: RegistrySettings, creds: tuple[str, Secret] | None, image_id: str,
+          replace: bool) -> adopt.Want:
+    explicit = settings.explicit & {"port", "data_dir", "auth"}
+    return adopt.Want(settings.container, settings.port, settings.data_dir, creds is not None, image_id,
+                      settings.image, frozenset(explicit), replace)
+
+
+def _whole(res: ssh.RunResult) -> str:
+    """docker's whole message on one line (its last line alone is often "See 'docker run --help'")."""
+    text = res.stderr.strip() or res.stdout.strip()
+    return " ".join(ln.strip() for ln in text.splitlines() if ln.strip()) or f"exit code {res.exit_code}"
 
 
 def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySettings, facts: MasterFacts,
                       creds: tuple[str, Secret] | None, reg_image_id: str, targets: list[ImageRef],
-                      progress: Progress, where: str) -> tuple[str, list[str], str, MasterFacts]:
-    """(Re)start the registry container if it differs from the spec: (action, reasons, id, facts)."""
+                      progress: Progress, where: str, *, plan: adopt.ContainerPlan | None = None,
+                      replace: bool = False) -> tuple[str, list[str], str, MasterFacts]:
+    """Bring the registry container to the plan: (action, reasons, id, facts). A foreign registry
+    is left as it is (adopted) or refused (ConflictError) before anything changes."""
+    if plan is None:
+        plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
+    if plan.action == "refuse":
+        raise ConflictError(f"{where}: {plan.refusal}")
+    if plan.note:
+        progress(f"{where}: {plan.note}")
+    action: str = plan.action
+    reasons = list(plan.reasons)
     htpasswd_new = None
-    auth_changed = False
-    if creds is not None and not htpasswd_matches(facts.htpasswd, creds[0], creds[1]):
-        htpasswd_new, auth_changed = htpasswd_line(*creds), True
-    spec = ContainerSpec(reg_image_id, settings.port, settings.data_dir, creds is not None,
-                         settings.container)
-    action, reasons = container_changes(spec, facts.container)
-    if action == "keep" and auth_changed:
-        action, reasons = "restart", ["credentials changed"]
-    if action == "keep" and facts.http_status not in (200, 401):
-        action, reasons = "restart", [f"registry not answering (HTTP {facts.http_status or 'none'})"]
-    container_id = (facts.container or {}).get("Id", "")
-    if action != "keep" or htpasswd_new is not None:
-        progress(f"{where}: registry container: {action} ({'; '.join(reasons)})")
-        res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds))
-        if not res.ok:
-            raise HostError(f"{where}: starting the registry failed: {res.brief()}")
-        facts = parse_facts(res.stdout)
-        container_id = facts.container_id
-    return action, reasons, container_id, facts
+    if plan.adopted is None and creds is not None and not htpasswd_matches(facts.htpasswd, creds[0], creds[1]):
+        htpasswd_new = htpasswd_line(*creds)  # nodecfg's own htpasswd; an adopted registry keeps its own
+        if action == "keep":
+            action, reasons = "restart", ["credentials changed"]
+    container_id = plan.adopted.id if plan.adopted else str((facts.container or {}).get("Id", ""))
+    if action in ("keep", "adopt"):
+        return action, reasons, container_id, facts
+    progress(f"{where}: registry container: {action} ({'; '.join(reasons)})")
+    spec = ContainerSpec(reg_image_id, settings.port, plan.data_dir or settings.data_dir, creds is not None,
+                         plan.name or settings.container)
+    res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds))
+    if not res.ok:
+        raise HostError(f"{where}: starting the registry failed: {_whole(res)}")
+    after = parse_facts(res.stdout)
+    facts = replace_fields(facts, http_status=after.http_status, container_id=after.container_id,
+                           manifests=after.manifests)
+    return action, reasons, after.container_id, facts
+
+
+def _local_image_id(client: docker.DockerClient, image: str) -> str:
+    """The registry image's id in this machine's engine ("" when it has none: only needed if the
+    master lacks it and a container must be created)."""
+    import docker
+
+    try:
+        return str(client.images.get(image).id)
+    except docker.errors.DockerException:
+        return ""
+
+
+def _ship_registry_image(c: Any, become: bool, client: docker.DockerClient, image: str, where: str) -> str:
+    """`docker save IMAGE | ssh master 'docker load'`, then tag by id on the master.
+
+    Saved by the inventory's name (the tarball names exactly that reference, whatever other tags the
+    image has here; the SDK's `save(named=True)` would name it by its *first* tag), and tagged by
+    image id after the load, so the master has it under the inventory's name in any case."""
+    reg = _local_registry_image(client, image)
+    q = shlex.quote
+    stream = client.api.get_image(image, chunk_size=1 << 20)
+    load = ssh.run(c, f"docker load >/dev/null && docker tag {q(reg.id)} {q(image)} && "
+                   f"docker image inspect --format '{{{{.Id}}}}' {q(image)}", stdin=stream, become=become)
+    if not load.ok:
+        raise HostError(f"{where}: docker load of {image} failed: {_whole(load)}")
+    return load.stdout.strip().splitlines()[-1] if load.stdout.strip() else str(reg.id)
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    source: str
+    target: str
+    action: str  # "push" | "in registry"
+
+
+@dataclass(frozen=True)
+class RegistryCheck:
+    """registry-up --check: what would be done; nothing was changed."""
+
+    master: str
+    endpoint: str
+    container_action: str
+    container_reasons: tuple[str, ...]
+    container: str  # name and short id of the container acted on ("" none)
+    note: str
+    refusal: str
+    data_dir: str
+    repositories: int  # in data_dir (-1: the directory does not exist yet)
+    ship_registry_image: bool
+    images: tuple[ImagePlan, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.refusal else 0
+
+
+def _check_result(where: str, settings: RegistrySettings, facts: MasterFacts, plan: adopt.ContainerPlan,
+                  ship: bool, local: list[_LocalImage]) -> RegistryCheck:
+    found = facts.found()
+    acted = plan.adopted or found.named
+    data_dir = plan.data_dir or settings.data_dir
+    source = acted.data_source if acted is not None and acted.data_spec == data_dir else data_dir
+    images = tuple(ImagePlan(i.source, i.ref.target,
+                             "in registry" if facts.manifests.get(i.ref.target) == i.image_id else "push")
+                   for i in local)
+    return RegistryCheck(where, settings.endpoint, plan.action, plan.reasons,
+                         f"{acted.name} {acted.id[:12]}" if acted is not None else "", plan.note, plan.refusal,
+                         data_dir, found.repositories.get(source, -1), ship, images)
 
 
 def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_LocalImage],
@@ -569,8 +716,12 @@ def tags_script(settings: RegistrySettings, repos: list[str], creds: tuple[str, 
 
 
 def down_script(settings: RegistrySettings, purge: bool) -> str:
+    """Remove nodecfg's own container (and with `purge` its data); a foreign one is left, and said."""
     name = shlex.quote(settings.container)
+    labels = (f"'{{{{index .Config.Labels \"{adopt.MANAGED_LABEL}\"}}}}"
+              f"{{{{index .Config.Labels \"{adopt.LEGACY_LABEL}\"}}}}'")
     script = (f"if docker container inspect {name} >/dev/null 2>&1; then "
+              f"if [ -z \"$(docker container inspect --format {labels} {name})\" ]; then echo foreign; exit 0; fi; "
               f"docker rm -f {name} >/dev/null && echo removed; fi\n")
     if purge:
         script += f"rm -rf {shlex.quote(settings.data_dir)} {shlex.quote(AUTH_DIR)}\n"
@@ -611,7 +762,11 @@ def registry_down(inv: Inventory | None, *, purge: bool = False) -> RegistryDown
     finally:
         ssh.close(c)
     if not res.ok:
-        raise HostError(f"{where}: registry-down failed: {res.brief()}")
+        raise HostError(f"{where}: registry-down failed: {_whole(res)}")
+    if "foreign" in res.stdout.split():
+        raise ConflictError(f"{where}: the container {settings.container!r} was not made by nodecfg; "
+                            f"registry-down leaves it and its data (remove it yourself: docker rm -f "
+                            f"{settings.container})")
     return RegistryDownResult(where, "removed" in res.stdout, purge, settings.data_dir)
 
 

@@ -95,6 +95,8 @@ def registry_up(result: Any, *, as_json: bool) -> None:
     print(f"registry on {result.master}: {result.container_action}{reasons}; "
           f"container {result.container_id[:12]}; nodes use {result.endpoint}"
           f"{' with auth' if result.auth else ''}")
+    if result.note:
+        print(f"  {result.note}")
     if result.shipped_registry_image:
         print("  registry image shipped from this machine (the master had none)")
     if result.images:
@@ -110,6 +112,33 @@ def registry_up(result: Any, *, as_json: bool) -> None:
         print(f"  {repo}: {', '.join(tags)}")
     if not result.catalog:
         print("  (empty)")
+
+
+def registry_check(result: Any, *, as_json: bool) -> None:
+    """registry-up --check: the container, the data directory and the images, as they would go."""
+    if as_json:
+        _json({**asdict(result), "check": True})
+        return
+    print(f"registry on {result.master} (check mode: nothing was changed); nodes would use {result.endpoint}")
+    if result.refusal:
+        print(f"  container: REFUSED: {result.refusal}")
+    else:
+        reasons = f" ({'; '.join(result.container_reasons)})" if result.container_reasons else ""
+        which = f" {result.container}" if result.container else ""
+        print(f"  container{which}: would {result.container_action}{reasons}")
+    if result.note:
+        print(f"  {result.note}")
+    count = result.repositories
+    state = "does not exist yet" if count < 0 else ("empty" if count == 0 else
+                                                    f"{count} repositor{'y' if count == 1 else 'ies'}")
+    print(f"  data directory: {result.data_dir} ({state}){'' if result.refusal else ', kept'}")
+    if result.ship_registry_image:
+        print("  registry image: would be shipped from this machine (the master has none)")
+    for image in result.images:
+        print(f"  image {image.source} -> {image.target}: "
+              f"{'would push' if image.action == 'push' else 'already in the registry'}")
+    if not result.images:
+        print("  images: none in the inventory")
 
 
 def registry_down(result: Any) -> None:

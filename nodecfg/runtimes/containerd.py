@@ -38,6 +38,7 @@ from nodecfg.runtimes.common import wait_until
 CONFIG_TOML = "/etc/containerd/config.toml"
 DEFAULT_CERTS_D = "/etc/containerd/certs.d"
 MANAGED_MARK = "# Managed by nodecfg"
+MERGED_MARK = "# nodecfg merged"
 UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
 
 
@@ -173,6 +174,42 @@ def render_hosts(upstream: str, endpoint: str, authorization: str | None,
     return text
 
 
+BY_HAND = "already configured (by hand)"
+
+
+def _url_key(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def hand_made_equivalent(old: dict[str, Any], new: dict[str, Any], endpoint: str, scheme: str = "http") -> bool:
+    """Does a hosts.toml nodecfg did not write already send pulls to the registry first?
+
+    The same setting: the first host (or, with no host table, the server) is http://<endpoint>
+    (case and a trailing '/' aside), it can pull and resolve (containerd's default when no
+    capabilities are listed), and it carries nodecfg's Authorization header when the registry
+    has a login. Keys nodecfg does not write there (skip_verify, ...) are the operator's — except
+    over TLS, where the host must name nodecfg's `ca` and must not skip verification."""
+    ours = f"{scheme}://{endpoint}"
+    want = new["host"][ours]
+    hosts = old.get("host") or {}
+    if hosts:
+        first_url, first = next(iter(hosts.items()))
+        if _url_key(first_url) != _url_key(ours) or not isinstance(first, dict):
+            return False
+    elif _url_key(str(old.get("server", ""))) == _url_key(ours):
+        first = {}
+    else:
+        return False
+    caps = first.get("capabilities", ["pull", "resolve", "push"])
+    if not isinstance(caps, list) or not {"pull", "resolve"} <= set(caps):
+        return False
+    if want.get("ca") is not None and (first.get("ca") != want["ca"] or first.get("skip_verify")):
+        return False
+    header = (want.get("header") or {}).get("Authorization")
+    have = (first.get("header") or {}) if isinstance(first.get("header"), dict) else {}
+    return header is None or have.get("Authorization") == header
+
+
 def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
                 scheme: str = "http") -> str | None:
     """The hosts.toml to write, or None when `existing` already does what `rendered` does.
@@ -195,10 +232,10 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
     ours = f"{scheme}://{endpoint}"
     stale = {f"http://{endpoint}", f"https://{endpoint}"} - {ours}  # the registry under its other scheme
     old_hosts = old.get("host") or {}
-    if old_hosts and next(iter(old_hosts)) == ours and old_hosts[ours] == new["host"][ours]:
+    if hand_made_equivalent(old, new, endpoint, scheme):
         return None
     doc = tomlkit.document()
-    doc.add(tomlkit.comment("nodecfg merged this file: the local registry first, "
+    doc.add(tomlkit.comment(MERGED_MARK[2:] + " this file: the local registry first, "
                             "then the hosts it already had."))
     for key, value in old.items():
         if key != "host":
@@ -208,7 +245,8 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
     hosts = tomlkit.table(is_super_table=True)
     hosts[ours] = new["host"][ours]
     for name, value in old_hosts.items():
-        if name != ours and name.rstrip("/") not in stale:
+        if _url_key(name) != _url_key(ours) and _url_key(name) not in {_url_key(u) for u in stale}:
+            # the operator's spelling of ours is replaced, not kept twice; ours under the other scheme goes
             hosts[name] = value
     doc["host"] = hosts
     return tomlkit.dumps(doc)
@@ -240,6 +278,7 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
         files.append(FileChange(ca, ca_pem, 0o644, facts.hosts.get(ca), "the registry's CA"))
     upstreams = [endpoint, *mirrors, *(h for h in edit.moved_mirrors if h not in mirrors
                                        and h != endpoint)]
+    by_hand: list[str] = []
     for upstream in upstreams:
         path = f"{edit.certs_dir}/{upstream}/hosts.toml"
         rendered = render_hosts(upstream, endpoint, authorization,
@@ -253,8 +292,12 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
             files.append(FileChange(path, text, 0o600 if authorization else 0o644, existing,
                                     f"mirror for {upstream}", secret=authorization is not None,
                                     validate="toml"))
+        elif existing is not None and not existing.lstrip().startswith((MANAGED_MARK + ":", MERGED_MARK)):
+            by_hand.append(upstream)
     action: Action = "restart" if edit.text is not None and svc.active else "none"
     notes = list(edit.notes)
+    if by_hand:  # a hosts.toml the operator wrote that already does what nodecfg's would
+        notes.append(f"{BY_HAND}: hosts.toml for {', '.join(by_hand)}")
     if edit.text is not None and not svc.active:
         notes.append("not running: config written, not started")
     return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)

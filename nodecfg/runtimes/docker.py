@@ -96,8 +96,33 @@ def ca_path(endpoint: str) -> str:
     return f"{CERTS_D}/{endpoint}/ca.crt"
 
 
-def _mirror_matches(entry: str, wanted: str) -> bool:
-    return entry.rstrip("/") == wanted.rstrip("/")
+BY_HAND = "already configured (by hand)"
+
+
+def registry_key(key: str, entry: str) -> str:
+    """The registry an entry names, as dockerd reads it: host:port lowercased, trailing '/' dropped.
+
+    dockerd strips `http://` / `https://` from an insecure-registries entry (with a warning), so
+    "http://master:5000" there is "master:5000". A registry-mirrors entry keeps its scheme: an
+    https:// mirror is not the http:// one. Names are compared as written: "master:5000" and
+    "10.0.0.1:5000" are two registries to dockerd, which matches insecure registries by the name
+    it pulls with."""
+    text = entry.strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text.lower()
+    if key == "insecure-registries" and scheme.lower() in ("http", "https"):
+        return rest.lower()
+    return f"{scheme.lower()}://{rest.lower()}"
+
+
+def _mirror_matches(entry: str, wanted: str, key: str = "registry-mirrors") -> bool:
+    return registry_key(key, entry) == registry_key(key, wanted)
+
+
+def _nodecfg_format(text: str | None, doc: dict[str, Any]) -> bool:
+    """Is this file as nodecfg writes it (so not "by hand")?"""
+    return text == json.dumps(doc, indent=2) + "\n"
 
 
 def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
@@ -110,9 +135,11 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
     """
     notes: list[str] = []
     doc = json_object(existing, source, MergeError)
+    hand = existing is not None and not _nodecfg_format(existing, doc)
+    by_hand: list[str] = []
     changed = False
     for key, entries in (unwanted or {}).items():
-        held = [f for f in flags.get(key, []) if any(_mirror_matches(f, e) for e in entries)]
+        held = [f for f in flags.get(key, []) if any(_mirror_matches(f, e, key) for e in entries)]
         if held:
             flag = "--insecure-registry" if key == "insecure-registries" else "--registry-mirror"
             raise MergeError(f"dockerd is started with {flag} {held[0]} (a unit drop-in or DOCKER_OPTS), "
@@ -120,7 +147,7 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
         current = doc.get(key)
         if not isinstance(current, list):
             continue
-        kept = [c for c in current if not (isinstance(c, str) and any(_mirror_matches(c, e) for e in entries))]
+        kept = [c for c in current if not (isinstance(c, str) and any(_mirror_matches(c, e, key) for e in entries))]
         if kept != current:
             notes.append(f"removed {', '.join(c for c in current if c not in kept)} from {key}")
             if kept:
@@ -130,7 +157,7 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
             changed = True
     for key, entries in wanted.items():
         if key in flags:
-            covered = all(any(_mirror_matches(f, e) for f in flags[key]) for e in entries)
+            covered = all(any(_mirror_matches(f, e, key) for f in flags[key]) for e in entries)
             if covered:
                 notes.append(f"{key} already set by a dockerd flag; left out of daemon.json")
                 continue
@@ -144,11 +171,15 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
             raise MergeError(f"{source}: {key} is not a list; left untouched")
         merged = list(current)
         for entry in entries:
-            if not any(isinstance(c, str) and _mirror_matches(c, entry) for c in merged):
+            if not any(isinstance(c, str) and _mirror_matches(c, entry, key) for c in merged):
                 merged.append(entry)
         if merged != current:
             doc[key] = merged
             changed = True
+        elif hand:
+            by_hand.append(key)
+    if by_hand:  # the recipe's own entries: the same setting, kept as written
+        notes.append(BY_HAND if not changed else f"{', '.join(by_hand)} {BY_HAND}")
     if not changed:
         return None, notes
     return json.dumps(doc, indent=2) + "\n", notes

@@ -15,66 +15,12 @@ from nodecfg.images import plan_targets
 from nodecfg.inventory import RegistryAuth, RegistrySettings, Secret
 from nodecfg.registry import (
     ContainerSpec,
-    container_changes,
     htpasswd_line,
     htpasswd_matches,
     parse_facts,
 )
 
 SPEC = ContainerSpec(image_id="sha256:aaa", port=5000, data_dir="/var/lib/registry", auth=False)
-
-
-def inspect(**over: object) -> dict:
-    base = {
-        "Id": "c1", "Image": "sha256:aaa", "State": {"Running": True},
-        "Config": {"Env": ["PATH=/bin"]},
-        "HostConfig": {"PortBindings": {"5000/tcp": [{"HostIp": "", "HostPort": "5000"}]},
-                       "Binds": ["/var/lib/registry:/var/lib/registry"],
-                       "RestartPolicy": {"Name": "always"}},
-    }
-    for key, value in over.items():
-        section, _, field = key.partition("__")
-        if field:
-            base[section][field] = value
-        else:
-            base[section] = value
-    return base
-
-
-SPEC_CASES = [
-    ("missing", None, "create", "no registry container"),
-    ("same", inspect(), "keep", None),
-    ("stopped", inspect(State={"Running": False}), "start", "container stopped"),
-    ("other-image", inspect(Image="sha256:bbb"), "recreate", "registry image changed"),
-    ("other-port", inspect(HostConfig__PortBindings={"5000/tcp": [{"HostPort": "5001"}]}),
-     "recreate", "port 5001 -> 5000"),
-    ("other-data", inspect(HostConfig__Binds=["/srv/reg:/var/lib/registry"]), "recreate",
-     "data directory is not /var/lib/registry"),
-    ("no-restart", inspect(HostConfig__RestartPolicy={"Name": "no"}), "recreate",
-     "restart policy is not always"),
-    ("auth-on-container", inspect(Config={"Env": ["REGISTRY_AUTH=htpasswd"]}), "recreate",
-     "auth disabled"),
-]
-
-
-@pytest.mark.parametrize(("actual", "action", "reason"), [c[1:] for c in SPEC_CASES],
-                         ids=[c[0] for c in SPEC_CASES])
-def test_container_changes(actual: dict | None, action: str, reason: str | None) -> None:
-    got, reasons = container_changes(SPEC, actual)
-    assert got == action
-    if reason:
-        assert reason in reasons
-
-
-def test_auth_spec_needs_env_and_mount() -> None:
-    spec = ContainerSpec("sha256:aaa", 5000, "/var/lib/registry", auth=True)
-    action, reasons = container_changes(spec, inspect())
-    assert action == "recreate" and "auth enabled" in reasons
-    ok = inspect(Config={"Env": ["REGISTRY_AUTH=htpasswd"]},
-                 HostConfig__Binds=["/var/lib/registry:/var/lib/registry",
-                                    f"{registry.AUTH_DIR}:/auth:ro"])
-    assert container_changes(spec, ok) == ("keep", [])
-    assert "REGISTRY_AUTH=htpasswd" in spec.run_command("registry:2")
 
 
 def test_htpasswd_is_bcrypt_and_checkable() -> None:
