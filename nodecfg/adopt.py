@@ -48,13 +48,14 @@ class Existing:
     auth_mounted: bool  # nodecfg's htpasswd directory at /auth
     restart_always: bool
     tls: bool = False  # serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE)
+    tls_mounted: bool = False  # nodecfg's TLS directory at /certs
 
     @property
     def looks_like_registry(self) -> bool:
         return bool(self.data_source) or "5000/tcp" in self.ports or "registry" in self.image
 
 
-def existing(inspect: dict[str, Any], auth_dir: str) -> Existing:
+def existing(inspect: dict[str, Any], auth_dir: str, tls_dir: str = "") -> Existing:
     """Reduce one `docker container inspect` object."""
     cfg = inspect.get("Config") or {}
     host = inspect.get("HostConfig") or {}
@@ -66,8 +67,10 @@ def existing(inspect: dict[str, Any], auth_dir: str) -> Existing:
         ports = tuple(sorted({str(b.get("HostPort")) for bs in bindings.values() for b in bs or []
                               if b.get("HostPort")}))
     source = spec = ""
-    auth_mounted = False
+    auth_mounted = tls_mounted = False
     for m in inspect.get("Mounts") or []:
+        if tls_dir and m.get("Destination") == "/certs" and m.get("Source") == tls_dir:
+            tls_mounted = True
         if m.get("Destination") == DATA:
             source = str(m.get("Source") or "")
             spec = str(m.get("Name") or source) if m.get("Type") == "volume" else source
@@ -94,6 +97,8 @@ def existing(inspect: dict[str, Any], auth_dir: str) -> Existing:
         auth_mounted=auth_mounted,
         restart_always=(host.get("RestartPolicy") or {}).get("Name") == "always",
         tls=any(str(e).startswith("REGISTRY_HTTP_TLS_CERTIFICATE=") for e in env),
+        tls_mounted=tls_mounted or (bool(tls_dir) and any(b.split(":")[:2] == [tls_dir, "/certs"]
+                                                          for b in host.get("Binds") or [])),
     )
 
 
@@ -109,6 +114,7 @@ class Want:
     image: str = "registry:2"
     explicit: frozenset[str] = frozenset()  # of "port", "data_dir", "auth"
     replace: bool = False  # registry-up --replace
+    tls: bool = False  # registry.tls: serve HTTPS with nodecfg's certificate
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,8 @@ def _spec_reasons(want: Want, c: Existing, data_dir: str) -> list[str]:
         reasons.append("auth enabled" if want.auth else "auth disabled")
     if want.auth and not c.auth_mounted:
         reasons.append("htpasswd not mounted")
+    if c.tls != want.tls or (want.tls and not c.tls_mounted):
+        reasons.append("TLS enabled" if want.tls else "TLS disabled")
     return reasons
 
 
@@ -259,9 +267,16 @@ def _adopt_refusal(want: Want, found: Found, c: Existing, where: str, kept: str)
         (c.ports != (str(want.port),),
          f"serves on port {have}; set registry.port: {have} to keep it (nodes are pointed at the "
          f"inventory's port), or pass --replace to recreate it on {want.port}"),
-        (c.tls,
-         "serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE) and nodecfg points nodes at plain HTTP; pass "
-         f"--replace to recreate it without TLS (its data in {where} is kept)"),
+        (c.tls and not want.tls,
+         "serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE) and nodecfg points nodes at plain HTTP; set "
+         f"registry.tls: {{cert, key, ca}} to its files, or pass --replace to recreate it without TLS "
+         f"(its data in {where} is kept)"),
+        (c.tls and want.tls,
+         "serves HTTPS with a certificate nodecfg did not make; pass --replace to recreate it with "
+         f"registry.tls's certificate (its data in {where} is kept)"),
+        (want.tls and not c.tls,
+         "serves plain HTTP and registry.tls asks for HTTPS; pass --replace to recreate it with TLS "
+         f"(its data in {where} is kept), or remove registry.tls"),
         ("data_dir" in want.explicit and c.data_spec != want.data_dir,
          f"keeps {kept} in {where}, registry.data_dir says {want.data_dir}; set registry.data_dir: "
          f"{where} to keep its {kept}, or pass --replace to recreate it on {want.data_dir}"),

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import docker
 
 AUTH_DIR = "/etc/nodecfg/registry"
+TLS_DIR = "/etc/nodecfg/registry-tls"  # tls.crt, tls.key (0600) and ca.crt of a TLS registry
 SPEC_LABEL = "nodecfg.registry.spec"
 MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
                   "application/vnd.oci.image.manifest.v1+json")
@@ -93,10 +94,12 @@ class ContainerSpec:
     data_dir: str
     auth: bool
     name: str = "registry"
+    tls: bool = False
 
     @property
     def digest(self) -> str:
-        blob = json.dumps([self.image_id, self.port, self.data_dir, self.auth, self.name])
+        blob = json.dumps([self.image_id, self.port, self.data_dir, self.auth, self.name,
+                           *(["tls"] if self.tls else [])])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def run_command(self, image: str) -> str:
@@ -108,6 +111,9 @@ class ContainerSpec:
             args += ["-v", f"{q(AUTH_DIR)}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
                      "-e", q("REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry"),
                      "-e", "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd"]
+        if self.tls:
+            args += ["-v", f"{q(TLS_DIR)}:/certs:ro", "-e", "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt",
+                     "-e", "REGISTRY_HTTP_TLS_KEY=/certs/tls.key"]
         args.append(q(image))
         return " ".join(args)
 
@@ -147,13 +153,26 @@ def curl_auth_prelude(auth: tuple[str, Secret] | None) -> str:
     return "\n".join(lines)
 
 
-def _manifest_probe(port: int, targets: list[ImageRef]) -> str:
+def registry_access(settings: RegistrySettings) -> str:
+    """Shell lines defining `$reg`, the registry's base URL as seen from the master, and `rcurl`,
+    curl with what reaching it takes. Plain HTTP: http://127.0.0.1:<port>. TLS: the registry's own
+    name (https://<endpoint>), connected to 127.0.0.1 and verified with the CA nodecfg put beside
+    the certificate — the master checks the same certificate the nodes will."""
+    port = int(settings.port)
+    if settings.tls is None:
+        return f"reg=http://127.0.0.1:{port}\nrcurl() {{ curl \"$@\"; }}"
+    ca = shlex.quote(f"{TLS_DIR}/ca.crt")
+    return (f"reg={shlex.quote(f'https://{settings.endpoint}')}\n"
+            f"rcurl() {{ curl --cacert {ca} --connect-to ::127.0.0.1:{port} \"$@\"; }}")
+
+
+def _manifest_probe(targets: list[ImageRef]) -> str:
     accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in MANIFEST_TYPES)
     lines = []
     for t in targets:
-        url = f"http://127.0.0.1:{int(port)}/v2/{t.path}/manifests/{t.tag}"
+        path = f"/v2/{t.path}/manifests/{t.tag}"
         lines.append(f"printf 'manifest\\t%s\\t%s\\n' {shlex.quote(t.target)} "
-                     f"\"$(curl -s --max-time 10 -K \"$ncfg\" {accept} {shlex.quote(url)} "
+                     f"\"$(rcurl -s --max-time 10 -K \"$ncfg\" {accept} \"$reg\"{shlex.quote(path)} "
                      "| tr -d '\\n')\"")
     return "\n".join(lines)
 
@@ -179,18 +198,57 @@ def _port_facts(settings: RegistrySettings, auth: tuple[str, Secret] | None) -> 
         f"nrepos {q(settings.data_dir)}",
     ]
     if auth is not None:
-        lines.append("printf 'authhttp\\t%s\\n' \"$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "
-                     f"-K \"$ncfg\" http://127.0.0.1:{port}/v2/)\"")
+        lines.append("printf 'authhttp\\t%s\\n' \"$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 "
+                     "-K \"$ncfg\" \"$reg/v2/\")\"")
     return "\n".join(lines)
+
+
+def _tls_facts() -> str:
+    """The sha256 of the TLS files on the master (what registry-up compares with what it wants)."""
+    files = " ".join(shlex.quote(f"{TLS_DIR}/{n}") for n in TLS_NAMES)
+    return (f"if [ -d {shlex.quote(TLS_DIR)} ]; then printf 'tlsfiles\\t%s\\n' "
+            f"\"$(sha256sum {files} 2>/dev/null | cut -c1-64 | tr '\\n' ' ')\"; fi")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS registry serves with, as the master must hold it in TLS_DIR."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes
+
+    def contents(self) -> tuple[bytes, bytes, bytes]:
+        return self.cert, self.key, self.ca  # in TLS_NAMES order
+
+    @property
+    def sums(self) -> str:
+        return " ".join(hashlib.sha256(b).hexdigest() for b in self.contents())
+
+
+TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")
+
+
+def _write_tls(files: TlsFiles) -> list[str]:
+    """Shell lines writing TLS_DIR's files atomically, the key 0600, the values as base64 data."""
+    q = shlex.quote
+    steps = [f"install -d -m 700 {q(TLS_DIR)}"]
+    for name, data in zip(TLS_NAMES, files.contents(), strict=True):
+        tmp = q(f"{TLS_DIR}/.{name}.tmp")
+        mode = "600" if name.endswith(".key") else "644"
+        steps += [f"(umask 077; base64 -d > {tmp} <<'NODECFG_EOF'\n{_b64_heredoc(data)}\n)",
+                  f"chmod {mode} {tmp}", f"mv -f {tmp} {q(f'{TLS_DIR}/{name}')}"]
+    return steps
 
 
 def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids: list[str],
                  auth: tuple[str, Secret] | None) -> str:
     ids = " ".join(shlex.quote(i) for i in image_ids)
-    port = int(settings.port)
     htpasswd = shlex.quote(f"{AUTH_DIR}/htpasswd")
     return f"""\
 {curl_auth_prelude(auth)}
+{registry_access(settings)}
+{_tls_facts()}
 {_port_facts(settings, auth)}
 command -v curl >/dev/null || printf 'nocurl\\t\\n'
 printf 'docker\\t%s\\n' "$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)"
@@ -199,14 +257,15 @@ printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.
 printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')"
 if [ -r {htpasswd} ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {htpasswd})"; fi
 {f"docker image inspect --format 'present	{{{{.Id}}}}' {ids} 2>/dev/null" if ids else ""}
-printf 'http\\t%s\\n' "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://127.0.0.1:{port}/v2/)"
-{_manifest_probe(port, targets)}
+printf 'http\\t%s\\n' "$(rcurl -s -o /dev/null -w '%{{http_code}}' --max-time 3 "$reg/v2/")"
+{_manifest_probe(targets)}
 true
 """
 
 
 def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
-                 htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None) -> str:
+                 htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None,
+                 tls_files: TlsFiles | None = None) -> str:
     """(Re)start the container as `action` says, wait for /v2/, then report the manifests.
 
     Nothing is left behind when docker refuses: a container `docker run` created but could not
@@ -215,7 +274,6 @@ def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
     removed again (a previous htpasswd restored). docker's whole message goes to stderr.
     """
     q = shlex.quote
-    port = int(settings.port)
     name, old = q(spec.name), q(f"{spec.name}-nodecfg-old")
     pw, bak = q(f"{AUTH_DIR}/htpasswd"), q(f"{AUTH_DIR}/htpasswd.bak")
     data = q(spec.data_dir)
@@ -237,6 +295,9 @@ def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
                   f"[ -n \"$madedir\" ] && rmdir {data} 2>/dev/null; }}"]
     elif spec.data_dir.startswith("/"):
         steps.append(f"undo() {{ [ -n \"$madedir\" ] && rmdir {data} 2>/dev/null; }}")
+    if tls_files is not None:  # a renewed or first certificate: valid either way, so no undo
+        steps += _write_tls(tls_files)
+    steps.append(registry_access(settings))
     run = 'docker run --cidfile "$cidf"' + spec.run_command(settings.image)[len("docker run"):]
     drop_created = '[ -s "$cidf" ] && docker rm -f "$(cat "$cidf")" >/dev/null 2>&1'
     if action == "recreate":
@@ -254,13 +315,13 @@ def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
     steps += [
         f"[ -n \"$hadpw\" ] && rm -f {bak}",
         "i=0",
-        f"while :; do code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 "
-        f"http://127.0.0.1:{port}/v2/); case $code in 200|401) break;; esac; "
+        "while :; do code=$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 2 "
+        "\"$reg/v2/\"); case $code in 200|401) break;; esac; "
         "i=$((i+1)); [ $i -ge 150 ] && { echo \"registry did not answer on /v2/ (last: $code)\" >&2; "
         f"docker logs --tail 5 {name} >&2; exit 3; }}; sleep 0.2; done",
         "printf 'http\\t%s\\n' \"$code\"",
         f"printf 'id\\t%s\\n' \"$(docker container inspect --format '{{{{.Id}}}}' {name})\"",
-        _manifest_probe(port, targets),
+        _manifest_probe(targets),
         "true",
     ]
     return "\n".join(steps) + "\n"
@@ -281,11 +342,12 @@ class MasterFacts:
     listen: str = ""  # `ss -Hltnp` lines for the port
     auth_status: int = 0  # GET /v2/ with the inventory's credentials (0: not asked)
     repositories: dict[str, int] = field(default_factory=dict)  # data directory -> repositories (-1: absent)
+    tls_sums: str = ""  # sha256 of TLS_DIR's tls.crt, tls.key, ca.crt ("" none)
 
     def found(self) -> adopt.Found:
         """What adopt.plan_container() decides on."""
-        named = adopt.existing(self.container, AUTH_DIR) if self.container else None
-        holders = tuple(adopt.existing(h, AUTH_DIR) for h in self.holders)
+        named = adopt.existing(self.container, AUTH_DIR, TLS_DIR) if self.container else None
+        holders = tuple(adopt.existing(h, AUTH_DIR, TLS_DIR) for h in self.holders)
         if named is not None:
             holders = tuple(h for h in holders if h.id != named.id)
         return adopt.Found(named, holders, adopt.ss_process([self.listen]), self.http_status,
@@ -323,6 +385,8 @@ def parse_facts(output: str) -> MasterFacts:
             values["htpasswd"] = base64.b64decode(rest.strip()).decode("utf-8", "replace")
         elif key == "present":
             values["present"].add(rest.strip())
+        elif key == "tlsfiles":
+            values["tls_sums"] = " ".join(rest.split())
         elif key == "http":
             values["http_status"] = int(rest) if rest.strip().isdigit() else 0
         elif key == "id":
@@ -508,6 +572,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     for src in image_refs:
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
+    tls_files = _tls_files(inv, settings, progress)
     client = _docker()
     local = _local_images(client, targets, sources, progress)
 
@@ -527,7 +592,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
             reg_image_id = _ship_registry_image(c, become, client, settings.image, where)
         action, reasons, container_id, facts = _ensure_container(
-            sh, settings, facts, creds, reg_image_id, targets, progress, where, plan=plan)
+            sh, settings, facts, creds, reg_image_id, targets, progress, where, plan=plan, tls_files=tls_files)
         outcomes = _push_images(c, become, settings, local, facts, creds, client, progress, where)
         catalog = _catalog(c, become, settings, creds)
     finally:
@@ -536,11 +601,25 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
                             tuple(outcomes), catalog, creds is not None, note=plan.note)
 
 
+def _tls_files(inv: Inventory | None, settings: RegistrySettings, progress: Progress) -> TlsFiles | None:
+    """The certificate, key and CA the registry serves with (registry.tls), made or reused here on
+    the operator machine before the master is contacted; None for plain HTTP."""
+    if settings.tls is None or inv is None:
+        return None
+    from nodecfg import tls
+
+    m = tls.material(settings.tls, registry_address=settings.address, port=settings.port,
+                     master_name=inv.master.name, master_address=inv.master.address)
+    if m.issued:
+        progress(f"issued the registry's TLS certificate ({m.issued}); CA: {m.ca_path}")
+    return TlsFiles(m.cert_pem, m.key_pem, m.ca_pem)
+
+
 def _want(settings: RegistrySettings, creds: tuple[str, Secret] | None, image_id: str,
           replace: bool) -> adopt.Want:
     explicit = settings.explicit & {"port", "data_dir", "auth"}
     return adopt.Want(settings.container, settings.port, settings.data_dir, creds is not None, image_id,
-                      settings.image, frozenset(explicit), replace)
+                      settings.image, frozenset(explicit), replace, tls=settings.tls is not None)
 
 
 def _whole(res: ssh.RunResult) -> str:
@@ -552,7 +631,8 @@ def _whole(res: ssh.RunResult) -> str:
 def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySettings, facts: MasterFacts,
                       creds: tuple[str, Secret] | None, reg_image_id: str, targets: list[ImageRef],
                       progress: Progress, where: str, *, plan: adopt.ContainerPlan | None = None,
-                      replace: bool = False) -> tuple[str, list[str], str, MasterFacts]:
+                      replace: bool = False, tls_files: TlsFiles | None = None,
+                      ) -> tuple[str, list[str], str, MasterFacts]:
     """Bring the registry container to the plan: (action, reasons, id, facts). A foreign registry
     is left as it is (adopted) or refused (ConflictError) before anything changes."""
     if plan is None:
@@ -568,13 +648,16 @@ def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySett
         htpasswd_new = htpasswd_line(*creds)  # nodecfg's own htpasswd; an adopted registry keeps its own
         if action == "keep":
             action, reasons = "restart", ["credentials changed"]
+    tls_new = tls_files if tls_files is not None and tls_files.sums != facts.tls_sums else None
+    if tls_new is not None and plan.adopted is None and action == "keep":
+        action, reasons = "restart", ["TLS certificate changed"]  # registry:2 reads it at start
     container_id = plan.adopted.id if plan.adopted else str((facts.container or {}).get("Id", ""))
     if action in ("keep", "adopt"):
         return action, reasons, container_id, facts
     progress(f"{where}: registry container: {action} ({'; '.join(reasons)})")
     spec = ContainerSpec(reg_image_id, settings.port, plan.data_dir or settings.data_dir, creds is not None,
-                         plan.name or settings.container)
-    res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds))
+                         plan.name or settings.container, tls=settings.tls is not None)
+    res = sh(apply_script(spec, action, settings, htpasswd_new, targets, creds, tls_new))
     if not res.ok:
         raise HostError(f"{where}: starting the registry failed: {_whole(res)}")
     after = parse_facts(res.stdout)
@@ -701,18 +784,17 @@ def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_
 
 def catalog_script(settings: RegistrySettings, creds: tuple[str, Secret] | None) -> str:
     return (
-        f"{curl_auth_prelude(creds)}\n"
-        f"cat=$(curl -s --max-time 10 -K \"$ncfg\" http://127.0.0.1:{int(settings.port)}/v2/_catalog)\n"
+        f"{curl_auth_prelude(creds)}\n{registry_access(settings)}\n"
+        "cat=$(rcurl -s --max-time 10 -K \"$ncfg\" \"$reg/v2/_catalog\")\n"
         "printf 'catalog\\t%s\\n' \"$(printf '%s' \"$cat\" | tr -d '\\n')\"\n"
     )
 
 
 def tags_script(settings: RegistrySettings, repos: list[str], creds: tuple[str, Secret] | None) -> str:
     """Each repository's tags; the names come from the master's catalog, so they are quoted."""
-    base = f"http://127.0.0.1:{int(settings.port)}/v2"
-    return curl_auth_prelude(creds) + "\n" + "\n".join(
-        f"printf 'tags\\t%s\\n' \"$(curl -s --max-time 10 -K \"$ncfg\" "
-        f"{shlex.quote(f'{base}/{r}/tags/list')} | tr -d '\\n')\"" for r in repos) + "\n"
+    return curl_auth_prelude(creds) + "\n" + registry_access(settings) + "\n" + "\n".join(
+        f"printf 'tags\\t%s\\n' \"$(rcurl -s --max-time 10 -K \"$ncfg\" "
+        f"\"$reg\"{shlex.quote(f'/v2/{r}/tags/list')} | tr -d '\\n')\"" for r in repos) + "\n"
 
 
 def down_script(settings: RegistrySettings, purge: bool) -> str:
@@ -724,7 +806,7 @@ def down_script(settings: RegistrySettings, purge: bool) -> str:
               f"if [ -z \"$(docker container inspect --format {labels} {name})\" ]; then echo foreign; exit 0; fi; "
               f"docker rm -f {name} >/dev/null && echo removed; fi\n")
     if purge:
-        script += f"rm -rf {shlex.quote(settings.data_dir)} {shlex.quote(AUTH_DIR)}\n"
+        script += f"rm -rf {shlex.quote(settings.data_dir)} {shlex.quote(AUTH_DIR)} {shlex.quote(TLS_DIR)}\n"
     return script
 
 
@@ -792,6 +874,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
 
     creds = _credentials(settings)
     wanted = plan_targets(list(inv.images) if inv else [])  # usage errors before anything is contacted
+    tls_files = _tls_files(inv, settings, progress)
     with Bundle.open(path) as b:
         reg_upstream = parse_ref(settings.image).upstream
         reg_entry = next((e for e in b.entries if parse_ref(e.ref).upstream == reg_upstream), None)
@@ -832,7 +915,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                     raise HostError(f"{where}: {settings.image} is not there after docker load: {load.brief()}")
                 shipped = True
             action, reasons, container_id, facts = _ensure_container(
-                sh, settings, facts, creds, reg_image_id, [], progress, where)
+                sh, settings, facts, creds, reg_image_id, [], progress, where, tls_files=tls_files)
             connect = remote.connector(c, settings.port)
             results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
                                               width=_push_width())

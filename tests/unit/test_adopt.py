@@ -15,6 +15,7 @@ from nodecfg import adopt, registry
 from nodecfg.adopt import Found, Want, existing, plan_container, ss_process
 from nodecfg.images import plan_targets
 from nodecfg.inventory import RegistrySettings
+from nodecfg.tls import TlsSettings
 
 AUTH = registry.AUTH_DIR
 RECIPE_DATA = "/mnt/registry"
@@ -36,6 +37,8 @@ def container(name: str = "registry", *, own: bool | str = False, data: str | No
                       if volume else {"Type": "bind", "Source": data, "Destination": "/var/lib/registry"})
     if auth_mount:
         mounts.append({"Type": "bind", "Source": AUTH, "Destination": "/auth"})
+    if any(e.startswith("REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt") for e in env or []):
+        mounts.append({"Type": "bind", "Source": registry.TLS_DIR, "Destination": "/certs"})
     return {
         "Id": f"{name}-id", "Name": f"/{name}", "Image": image_id, "State": {"Running": running},
         "Config": {"Image": image, "Labels": labels,
@@ -47,18 +50,19 @@ def container(name: str = "registry", *, own: bool | str = False, data: str | No
 
 
 def want(*explicit: str, data_dir: str = "/var/lib/registry", port: int = 5000, auth: bool = False,
-         replace: bool = False) -> Want:
-    return Want("registry", port, data_dir, auth, "sha256:aaa", "registry:2", frozenset(explicit), replace)
+         replace: bool = False, tls: bool = False) -> Want:
+    return Want("registry", port, data_dir, auth, "sha256:aaa", "registry:2", frozenset(explicit), replace, tls)
 
 
 def found(named: dict[str, Any] | None = None, *holders: dict[str, Any], http: int = 200,
           auth_status: int = 0, process: str = "", repos: dict[str, int] | None = None) -> Found:
-    n = existing(named, AUTH) if named else None
-    return Found(n, tuple(existing(h, AUTH) for h in holders), process, http, auth_status,
+    n = existing(named, AUTH, registry.TLS_DIR) if named else None
+    return Found(n, tuple(existing(h, AUTH, registry.TLS_DIR) for h in holders), process, http, auth_status,
                  repos if repos is not None else {RECIPE_DATA: 37, "/var/lib/registry": -1})
 
 
 OWN = {"own": True, "data": "/var/lib/registry"}
+TLS_ENV = ["REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt", "REGISTRY_HTTP_TLS_KEY=/certs/tls.key"]
 
 # (id, want, found, action, substrings of the refusal / reasons / note)
 TABLE: list[tuple[str, Want, Found, str, tuple[str, ...]]] = [
@@ -77,6 +81,13 @@ TABLE: list[tuple[str, Want, Found, str, tuple[str, ...]]] = [
     ("own, auth now asked", want("auth", auth=True), found(container(**OWN)), "recreate", ("auth enabled",)),
     ("own, auth dropped", want(), found(container(**OWN, auth=True, auth_mount=True)), "recreate",
      ("auth disabled",)),
+    ("own, TLS now asked", want(tls=True), found(container(**OWN)), "recreate", ("TLS enabled",)),
+    ("own, TLS kept", want(tls=True), found(container(**OWN, env=TLS_ENV), http=401), "keep", ()),
+    ("own, TLS dropped", want(), found(container(**OWN, env=TLS_ENV), http=400), "recreate", ("TLS disabled",)),
+    ("recipe registry, TLS asked", want(tls=True), found(container(), http=0), "refuse",
+     ("serves plain HTTP and registry.tls asks for HTTPS", "--replace")),
+    ("foreign TLS registry, TLS asked", want(tls=True), found(container(env=["REGISTRY_HTTP_TLS_CERTIFICATE=/x"])),
+     "refuse", ("a certificate nodecfg did not make", "--replace")),
     # an unset registry.data_dir never moves the data of nodecfg's own container
     ("own, other data dir, data_dir unset", want(), found(container(own=True, data="/srv/reg")), "keep",
      ("kept its data directory /srv/reg",)),
@@ -295,3 +306,33 @@ def test_check_report_names_container_data_dir_and_images(capsys: pytest.Capture
     assert refused.exit_code == 2
     report.registry_check(refused, as_json=True)
     assert json.loads(capsys.readouterr().out)["refusal"] == "no"
+
+
+def test_tls_files_written_key_private_and_registry_run_with_them(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "TLS_DIR", str(tmp_path / "tls"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(STUB)
+    (bin_dir / "curl").write_text("#!/bin/sh\necho \"$*\" >> \"$LOG.curl\"; echo 401\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    spec = registry.ContainerSpec("sha256:aaa", 5000, str(tmp_path / "data"), auth=False, tls=True)
+    settings = RegistrySettings(address="10.0.0.9", data_dir=str(tmp_path / "data"), tls=TlsSettings())
+    files = registry.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")
+    script = registry.apply_script(spec, "create", settings, None, plan_targets([]), None, files)
+    assert "KEY'" not in script  # the key travels as base64 data
+    log = tmp_path / "log"
+    proc = subprocess.run(["sh", "-s"], input=script, text=True, capture_output=True, cwd=tmp_path, check=False,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    tls_dir = tmp_path / "tls"
+    assert (tls_dir / "tls.key").read_bytes() == files.key and not (tmp_path / "pwned").exists()
+    assert {p.name: p.stat().st_mode & 0o777 for p in tls_dir.iterdir()} == {
+        "tls.crt": 0o644, "tls.key": 0o600, "ca.crt": 0o644}
+    run = next(c for c in log.read_text().splitlines() if c.startswith("run "))
+    assert f"-v {tls_dir}:/certs:ro" in run and "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt" in run
+    # the master checks the registry by its own name over TLS, connected to the loopback
+    assert f"--cacert {tls_dir}/ca.crt --connect-to ::127.0.0.1:5000" in (tmp_path / "log.curl").read_text()
+    assert "https://10.0.0.9:5000/v2/" in (tmp_path / "log.curl").read_text()
+    assert files.sums == " ".join(__import__("hashlib").sha256(b).hexdigest() for b in files.contents())

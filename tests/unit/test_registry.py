@@ -144,7 +144,7 @@ def test_curl_config_holds_the_credentials_on_one_line() -> None:
 def test_catalog_repositories_from_the_master_are_quoted() -> None:
     settings = RegistrySettings(address="127.0.0.1")
     script = registry.tags_script(settings, ["ok/repo", "x$(touch pwned)"], None)
-    assert "'http://127.0.0.1:5000/v2/x$(touch pwned)/tags/list'" in script
+    assert "\"$reg\"'/v2/x$(touch pwned)/tags/list'" in script
     assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
 
 
