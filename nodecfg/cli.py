@@ -259,6 +259,9 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
 
     inv = _inventory(args, optional=True)
     bundle = Path(args.bundle) if args.bundle else None
+    if inv is not None and inv.registry.auth is not None and inv.registry.tls is None:
+        print("nodecfg: warning: registry.auth without registry.tls: the password crosses the network in "
+              "clear on every pull (HTTP Basic); set registry.tls: true", file=sys.stderr)
     result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle,
                                   check=args.check, replace=args.replace)
     if isinstance(result, registry.RegistryCheck):

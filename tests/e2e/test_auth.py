@@ -25,6 +25,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lab, str]:
     inv = str(lab.write_inventory(tmp_path_factory.mktemp("auth") / "inventory.yaml", data))
     proc = nodecfg("registry-up", "-i", inv, env=ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # plain HTTP with a login: said once, in one line
+    assert [ln for ln in proc.stderr.splitlines() if "in clear" in ln] == [
+        "nodecfg: warning: registry.auth without registry.tls: the password crosses the network in clear "
+        "on every pull (HTTP Basic); set registry.tls: true"]
     return lab, inv
 
 

@@ -44,6 +44,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     up = nodecfg("registry-up", "-i", inv, env=ENV)
     assert up.returncode == 0, up.stdout + up.stderr
     assert PASSWORD not in up.stdout + up.stderr
+    assert "in clear" not in up.stderr
     conf = nodecfg("configure-nodes", "-i", inv, env=ENV)
     assert conf.returncode == 0, conf.stdout + conf.stderr
     assert PASSWORD not in conf.stdout + conf.stderr
