@@ -62,8 +62,9 @@ cas() {
   rec conflict "$1" 'changed on the node since its facts were read'; return 1
 }
 
-# temp I REAL: the temp file beside REAL for the I-th file (the rollback removes the same)
-temp() { printf '%s/.nodecfg.%s.%s' "$(dirname -- "$2")" "$1" "$$"; }
+# temp I REAL: sets $t, the temp file beside REAL (absolute) for the I-th file (the rollback
+# removes the same)
+temp() { t="${2%/*}/.nodecfg.$1.$$"; }
 
 write_all() {
   i=0
@@ -72,8 +73,9 @@ write_all() {
     path=$2 real=$3 mode=$4 owner=$5 validate=$6 rt=$7
     shift 9
     IFS= read -r data <&5 || data=
-    t=$(temp "$i" "$real")
-    dir=$(dirname -- "$real")
+    temp "$i" "$real"
+    dir=${real%/*}
+    dir=${dir:-/}
     i=$((i + 1))
     [ -d "$dir" ] || err=$(mkdir -p -- "$dir" 2>&1) || { fail "$path" "$err"; continue; }
     umask "$(printf '%03o' $(( 0777 & ~0$mode )))"
@@ -96,7 +98,8 @@ remove_temps() {
   i=0
   while [ $# -gt 0 ]; do
     if [ "$1" != -F ]; then shift; continue; fi
-    rm -f -- "$(temp "$i" "$3")"
+    temp "$i" "$3"
+    rm -f -- "$t"
     i=$((i + 1))
     shift 9
   done
@@ -115,7 +118,7 @@ rename_all() {
   while [ $# -gt 0 ]; do
     if [ "$1" != -F ]; then shift; continue; fi
     path=$2 real=$3 bak=$9
-    t=$(temp "$i" "$real")
+    temp "$i" "$real"
     i=$((i + 1))
     shift 9
     if [ "$bak" != - ]; then

@@ -36,7 +36,7 @@ restore_all() {
     if [ "$1" != -F ]; then shift; continue; fi
     path=$2 real=$3 i=$4 bak=$5 ours=$6
     shift 6
-    rm -f -- "$(dirname -- "$real")/.nodecfg.$i."* 2>/dev/null
+    rm -f -- "${real%/*}/.nodecfg.$i."* 2>/dev/null
     if [ "$bak" != - ]; then
       if [ -e "$bak" ]; then mv -f -- "$bak" "$real" && rec restored "$path" && restored=1; fi
     elif [ -f "$real" ]; then
