@@ -3,15 +3,17 @@
 Where a change goes: what is read from a node is `facts_script` / `parse_facts`; what the files
 should say is decided by the pure planners of the registered runtimes (`nodecfg/runtimes/`, one
 module each behind `runtimes.base.Runtime`; nothing here names one); `apply_script` turns a plan
-into the one shell script that changes the node; `configure_node` checks the result and calls
-`rollback_script` when a runtime did not take the change.
+into the arguments of the one script that changes the node; `configure_node` checks the result and
+calls `rollback_script` when a runtime did not take the change. The scripts themselves are files,
+`nodecfg/scripts/{facts,apply,rollback}.sh` with each runtime's functions: what is built here is
+only their arguments and stdin (`scripts.NodeScript`), and `nodecfg.tagged` reads what they print.
 
 Facts are not trusted blindly: every file is *exists* (its exact bytes, mode, owner, the target of
 a symlink), *absent*, or *unreadable* (never taken for absent), and the output must end with its
 end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
 before anything is planned; a file that is not UTF-8 is refused (it can't be merged), not rewritten.
 
-apply sends each changed file's bytes base64-encoded and writes them exactly to a temp file beside
+apply sends each changed file's bytes base64-encoded on stdin and writes them exactly to a temp file beside
 the file it replaces (a symlink's target: the link is kept), with the old file's mode and owner,
 validates it (JSON and TOML here before sending; on the node `dockerd --validate` where docker has
 it, `containerd -c FILE config dump`), checks every target is still what facts saw (sha256, or
