@@ -2,8 +2,9 @@
 # apply: the one script that changes a node, ending with `end apply`.
 #
 # Arguments (nodecfg/configure.py `apply_script` builds them from the plan and the facts):
-#   -t DEADLINE -e ENDPOINT [-m MIRROR]...   every wait's bound, and
-#                                                     what the inventory wants (read by the verifies)
+#   -t DEADLINE -e ENDPOINT [-m MIRROR]... [-S SCHEME]  every wait's bound, and what the inventory
+#                                                     wants (read by the verifies); SCHEME `http`
+#                                                     (the default) or `https` (the registry's TLS)
 #   -F PATH REAL MODE OWNER VALIDATE RUNTIME OLD BAK  a file to write, in order: REAL is the file the
 #        write replaces (a symlink's target: the link is kept), MODE octal, OWNER uid:gid or -
 #        (a new file), VALIDATE the runtime's validator key, OLD the sha256 facts saw or `absent`,
@@ -19,13 +20,14 @@
 # is checked to be what facts saw (`cas`: sha256, or still absent) — if one is not, nothing is
 # written. The previous files are kept as hard links (copies across filesystems) at BAK.
 
-deadline=10 endpoint='' mirrors='' units=''
+deadline=10 endpoint='' mirrors='' scheme=http units=''
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
       -t) deadline=$2; shift 2;;
       -e) endpoint=$2; shift 2;;
       -m) mirrors="$mirrors $2"; shift 2;;
+      -S) scheme=$2; shift 2;;
       -U) units="$units $2"; shift 2;;
       -F) shift 9;;
       -A) shift 4;;

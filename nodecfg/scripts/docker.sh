@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # docker's functions for the node scripts (nodecfg/runtimes/docker.py): facts, validate, verify,
-# rollback, and the smoke probe. They read the scripts' globals: $deadline, $endpoint, $mirrors
-# (configure), $image_ref, $hub_ref (smoke).
+# rollback, and the smoke probe. They read the scripts' globals: $deadline, $endpoint, $mirrors,
+# $scheme (configure), $image_ref, $hub_ref (smoke).
 
 # `docker info` as JSON: straight from the socket with curl where it can (the docker CLI costs
 # ~20 ms of CPU per call, which adds up on a busy node), else through the CLI
@@ -29,12 +29,16 @@ docker_validate() {
   out=$(timeout "$deadline" dockerd --validate --config-file "$2" 2>&1 >/dev/null) || fail "$3" "$out"
 }
 
-# the registry is listed (and the mirror, when docker.io is mirrored) by the running dockerd
+# the running dockerd lists the registry (as insecure: plain HTTP; over TLS it is not listed),
+# and the mirror (<scheme>://<endpoint>/) when docker.io is mirrored
 docker_listed() {
   info=$(dinfo)
-  case $info in *"$endpoint"*) ;; *) return 1;; esac
+  [ -n "$info" ] || return 1
+  if [ "$scheme" = http ]; then
+    case $info in *"$endpoint"*) ;; *) return 1;; esac
+  fi
   case " $mirrors " in *" docker.io "*) ;; *) return 0;; esac
-  case $info in *"http://$endpoint/"*) return 0;; esac
+  case $info in *"$scheme://$endpoint/"*) return 0;; esac
   return 1
 }
 

@@ -6,6 +6,7 @@ backup, mode kept, compare-and-swap, reload and verify) and rollback, without a 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -257,3 +258,22 @@ def test_probe_runs_each_active_runtimes_probe(tmp_path: Path) -> None:
     assert vals["reach"] == ["curl", "7", ""]  # the stub curl reaches nothing
     assert tagged.b64text(vals["containerd.dump"][0]) == "version = 2\n"  # containerd_probe ran
     assert "docker.pull" not in vals  # docker is masked: its probe did not run
+
+
+def test_docker_verify_over_tls_waits_for_the_https_mirror_only(tmp_path: Path) -> None:
+    """`-S https` (the registry serves TLS): dockerd does not list it as insecure; the mirror is
+    https://<endpoint>/."""
+    node, daemon, change, files = _docker_node(tmp_path)
+    info = {"RegistryConfig": {"IndexConfigs": {}, "Mirrors": [f"https://{EP}/"]}}
+    (node.stub / "docker-info.json").write_text(json.dumps(info))
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(change,), action="reload"),))
+    script = apply_script(plan, files, Want(EP, ("docker.io",)), 3, "S")
+    start = time.monotonic()
+    report = parse_apply(node.run(dataclasses.replace(script, args=(*script.args, "-S", "https"))).stdout)
+    assert time.monotonic() - start < 3  # listed at once: no wait until the deadline
+    assert json.loads(report.values["docker.info"]) == info
+    daemon.write_text('{"debug": true}\n')  # as facts saw it, for the next run
+    start = time.monotonic()
+    report = parse_apply(node.run(dataclasses.replace(script, args=(*script.args, "-S", "http"))).stdout)
+    assert time.monotonic() - start >= 2  # over http it waited (whole seconds) for an insecure entry, in vain
+    assert "insecure" in (docker_effect(report.values["docker.info"], EP, True) or "")
