@@ -9,6 +9,7 @@ In-process: `ssh.run` is wrapped to time every remote command, and the scripts n
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import threading
@@ -24,17 +25,22 @@ import itertools
 
 from nodecfg import configure, lab, smoke, ssh
 from nodecfg.inventory import load_inventory
+from nodecfg.scripts import NodeScript
 
-SKIP = ("else", "fi", "}", "esac", "drm()", "dhas()", "dinfo()", "user =", "NODECFG_EOF")
+SKIP = ("else", "fi", "}", "esac", "done", "do", "drm()", "dhas()", "dinfo()", "user =", "NODECFG_EOF")
 
 
 def instrument(script: str) -> tuple[str, list[str]]:
     """The script with a timestamp line before each top-level step, and the steps' source lines."""
     out, steps = [], []
-    heredoc = False
+    heredoc = quoted = False  # inside a here-doc, inside a multi-line single-quoted string
     for line in script.split("\n"):
+        was_quoted = quoted
+        quoted ^= line.count("'") % 2 == 1
         if heredoc:
             heredoc = line != "NODECFG_EOF"
+        elif was_quoted or line.rstrip().endswith(("()  {", "() {")):
+            pass  # a string's next line, a function's definition: not a step
         elif line.strip() and not line.startswith(" ") and not line.strip().startswith(SKIP):
             out.append(f"printf 'T\\t%s\\t%s\\n' {len(steps)} \"$(date +%s.%N)\"")
             steps.append(line.strip()[:70])
@@ -60,11 +66,12 @@ def main() -> int:
         outputs[threading.get_ident()].append((time.monotonic() - start, res.stdout))
         return res
 
-    def wrap(fn: Callable[..., str]) -> Callable[..., str]:
-        def traced(*args: Any) -> str:
-            text, names = instrument(fn(*args))
+    def wrap(fn: Callable[..., NodeScript]) -> Callable[..., NodeScript]:
+        def traced(*args: Any) -> NodeScript:
+            script = fn(*args)
+            text, names = instrument(script.program)
             steps[:] = names
-            return text
+            return dataclasses.replace(script, program=text)
         return traced
 
     ssh.run = run  # type: ignore[assignment]

@@ -3,15 +3,17 @@
 Where a change goes: what is read from a node is `facts_script` / `parse_facts`; what the files
 should say is decided by the pure planners of the registered runtimes (`nodecfg/runtimes/`, one
 module each behind `runtimes.base.Runtime`; nothing here names one); `apply_script` turns a plan
-into the one shell script that changes the node; `configure_node` checks the result and calls
-`rollback_script` when a runtime did not take the change.
+into the arguments of the one script that changes the node; `configure_node` checks the result and
+calls `rollback_script` when a runtime did not take the change. The scripts themselves are files,
+`nodecfg/scripts/{facts,apply,rollback}.sh` with each runtime's functions: what is built here is
+only their arguments and stdin (`scripts.NodeScript`), and `nodecfg.tagged` reads what they print.
 
 Facts are not trusted blindly: every file is *exists* (its exact bytes, mode, owner, the target of
 a symlink), *absent*, or *unreadable* (never taken for absent), and the output must end with its
 end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
 before anything is planned; a file that is not UTF-8 is refused (it can't be merged), not rewritten.
 
-apply sends each changed file's bytes base64-encoded and writes them exactly to a temp file beside
+apply sends each changed file's bytes base64-encoded on stdin and writes them exactly to a temp file beside
 the file it replaces (a symlink's target: the link is kept), with the old file's mode and owner,
 validates it (JSON and TOML here before sending; on the node `dockerd --validate` where docker has
 it, `containerd -c FILE config dump`), checks every target is still what facts saw (sha256, or
@@ -33,7 +35,6 @@ import difflib
 import functools
 import hashlib
 import json
-import posixpath
 import shlex
 import time
 import tomllib
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodecfg import runtimes as registry
-from nodecfg import ssh, tls
+from nodecfg import scripts, ssh, tagged, tls
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret
@@ -64,13 +65,9 @@ from nodecfg.runtimes.common import (
     mask_secrets,
     one_line,
     secret_values,
-    settle_units,
-    unit_states,
 )
+from nodecfg.scripts import NodeScript
 from nodecfg.tls import TlsSettings
-
-UNIT_PROPS = ("LoadState", "ActiveState", "UnitFileState", "ActiveEnterTimestampMonotonic",
-              "MainPID", "ExecStart", "DropInPaths")
 
 
 @dataclass(frozen=True)
@@ -87,95 +84,28 @@ class Options:
 # facts
 
 FACTS_END = "end\tnodecfg-facts"
-# every node script: messages in English (they are parsed), and the sbin dirs a login user's PATH
-# lacks (dockerd is in /usr/sbin: without them docker would look "not installed")
-SCRIPT_ENV = "export LC_ALL=C PATH=\"$PATH:/usr/local/sbin:/usr/sbin:/sbin\""
-
-# Each config file is reported as `path\t<path>\tfile\t<real path>\t<mode uid gid size>`,
-# `path\t<path>\tabsent` or `path\t<path>\tunreadable\t<why>`; a certs dir as `dir\t<dir>\tlisted`
-# (its hosts.toml files follow), `absent` or `unreadable`. The bytes of the readable files come in
-# one tar archive (two processes, whatever the number of files), then tar's exit code. A stat error
-# other than "No such file" (EACCES on /root for a login user) is *unreadable*, never absent.
-_FACT_FN = r"""fact() {
-  case $seen in *"
-$1
-"*) return;; esac
-  seen="$seen$1
-"
-  if [ -e "$1" ]; then
-    if [ ! -f "$1" ]; then printf 'path\t%s\tunreadable\tnot a regular file\n' "$1"
-    elif [ ! -r "$1" ]; then printf 'path\t%s\tunreadable\tPermission denied\n' "$1"
-    else
-      real=$1; [ -L "$1" ] && real=$(readlink -f -- "$1")
-      printf 'path\t%s\tfile\t%s\t%s\n' "$1" "$real" "$(stat -L -c '%a %u %g %s' -- "$1")"
-      readable="$readable$1
-"
-    fi
-  elif [ -L "$1" ]; then printf 'path\t%s\tunreadable\ta symlink to a missing file (%s)\n' "$1" "$(readlink -- "$1")"
-  else
-    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
-    case $err in
-      *"No such file"*|*"Not a directory"*) printf 'path\t%s\tabsent\n' "$1";;
-      *) printf 'path\t%s\tunreadable\t%s\n' "$1" "${err##*: }";;
-    esac
-  fi
-}
-listdir() {
-  if [ -d "$1" ] && [ -r "$1" ] && [ -x "$1" ]; then
-    printf 'dir\t%s\tlisted\n' "$1"
-    for h in "$1"/$2; do if [ -e "$h" ] || [ -L "$h" ]; then fact "$h"; fi; done
-  elif [ -d "$1" ]; then printf 'dir\t%s\tunreadable\tPermission denied\n' "$1"
-  elif [ -e "$1" ]; then printf 'dir\t%s\tunreadable\tnot a directory\n' "$1"
-  else
-    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
-    case $err in
-      *"No such file"*|*"Not a directory"*) printf 'dir\t%s\tabsent\n' "$1";;
-      *) printf 'dir\t%s\tunreadable\t%s\n' "$1" "${err##*: }";;
-    esac
-  fi
-}"""
 
 
-def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> str:
-    """One command that prints everything the planners need, as tab-separated lines, and ends
-    with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the node."""
-    props = " ".join(f"-p {p}" for p in UNIT_PROPS)
+def _libraries() -> list[str]:
+    """Every registered runtime's function file, for the node scripts."""
+    return [rt.shell() for rt in registry.registered()]
+
+
+def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> NodeScript:
+    """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
+    and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
+    node. Its arguments: every runtime's unit and name, the files to read, the dirs to list."""
     runtimes = registry.registered()
-    units = " ".join(f"{unit_of(rt)}.service" for rt in runtimes)
-    dirs = "\n".join(f"listdir {shlex.quote(d)} {shlex.quote(g)}" for d, g in (
-        split_fact_dir(e) for e in dict.fromkeys((*(d for rt in runtimes for d in rt.fact_dirs),
-                                                   *extra_dirs))))
-    files = " ".join(shlex.quote(f) for f in dict.fromkeys(
-        (*(f for rt in runtimes for f in rt.fact_files), *extra_files)))
-    own = "\n".join(rt.facts_fragment() for rt in runtimes)
-    return f"""\
-{SCRIPT_ENV}
-exec 3>&1
-units=$(systemctl show {units} -p Id {props} 2>/dev/null) || \\
-  printf 'error.systemctl\\t%s\\n' "$(systemctl show {unit_of(runtimes[0])}.service -p Id 2>&1 >/dev/null | tail -n 1)"
-printf '%s\\n' "$units" | awk 'BEGIN {{ RS = ""; FS = "\\n" }} {{
-  id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) {{ id = substr($i, 4); sub(/\\.service$/, "", id) }}
-  for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\\t%s\\n", id, $i }}'
-{own}
-{_FACT_FN}
-seen='
-'
-readable=
-for p in {files}; do fact "$p"; done
-{dirs}
-set -f; IFS='
-'; set -- $readable; unset IFS; set +f
-if [ $# -gt 0 ]; then
-  if command -v tar >/dev/null 2>&1; then
-    printf 'files\\t'
-    rc=$( {{ {{ tar -chf - -P -- "$@" 2>/dev/null; echo $? >&4; }} | base64 -w0 >&3; }} 4>&1 )
-    printf '\\ntar\\t%s\\n' "$rc"
-  else
-    for p in "$@"; do printf 'file\\t%s\\t' "$p"; base64 -w0 < "$p"; printf '\\n'; done
-  fi
-fi
-printf '{FACTS_END}\\n'
-"""
+    args: list[str] = []
+    for unit in dict.fromkeys(unit_of(rt) for rt in runtimes):
+        args += ["-u", f"{unit}.service"]
+    for rt in runtimes:
+        args += ["-r", rt.name]
+    for f in dict.fromkeys((*(f for rt in runtimes for f in rt.fact_files), *extra_files)):
+        args += ["-f", f]
+    for entry in dict.fromkeys((*(d for rt in runtimes for d in rt.fact_dirs), *extra_dirs)):
+        args += ["-d", *split_fact_dir(entry)]
+    return scripts.script("facts.sh", _libraries(), args)
 
 
 class FactsError(HostError):
@@ -266,8 +196,8 @@ def parse_facts(output: str) -> NodeFacts:
     dirs: dict[str, FileFact] = {}
     data: dict[str, bytes] = {}
     archive_problem = ""
-    for line in lines[:-1]:
-        key, _, rest = line.partition("\t")
+    for record in tagged.decode("\n".join(lines[:-1])):
+        key, rest = record.tag, record.rest
         if key.startswith("unit."):
             prop, _, value = rest.partition("=")
             units.setdefault(key[5:], {})[prop] = value
@@ -420,31 +350,10 @@ def targets(plan: NodePlan, facts: NodeFacts) -> dict[str, FileFact]:
 
 
 # ---------------------------------------------------------------------------------------------
-# apply (the scripts are pure functions of the plan and the facts)
+# apply (the scripts' arguments are pure functions of the plan and the facts)
 
 APPLY_END = "end\tapply"
 ROLLBACK_END = "end\trollback"
-
-# compare-and-swap: the file is still what facts saw ($3: its sha256, or `absent`), or nothing is
-# written. $1 the path, $2 the file a write replaces (a symlink's target, else $1).
-_CAS_FN = r"""cas() {
-  if [ "$3" = absent ]; then
-    if [ -e "$1" ] || [ -L "$1" ]; then
-      printf 'conflict\t%s\t%s\n' "$1" 'created on the node since its facts were read'; return 1; fi
-    return 0
-  fi
-  if [ "$1" = "$2" ]; then
-    if [ -L "$1" ]; then
-      printf 'conflict\t%s\t%s\n' "$1" 'replaced by a symlink since its facts were read'; return 1; fi
-  elif [ "$(readlink -f -- "$1")" != "$2" ]; then
-    printf 'conflict\t%s\t%s\n' "$1" 'its symlink was changed since its facts were read'; return 1
-  fi
-  s=$(sha256sum < "$2" 2>/dev/null) || s=
-  [ "${s%% *}" = "$3" ] && return 0
-  printf 'conflict\t%s\t%s\n' "$1" 'changed on the node since its facts were read'; return 1
-}
-fail() { printf 'invalid\t%s\t%s\n' "$1" "$(printf '%s\n' "$2" | grep -v '^$' | tail -n 1)"; bad=1; }"""
-
 
 def _real(change: FileChange, fact: FileFact) -> str:
     """The file a write replaces: a symlink's target (the link is kept), else the path."""
@@ -464,70 +373,41 @@ def backup_path(change: FileChange, fact: FileFact, stamp: str) -> str:
 
 
 def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadline: float = 10,
-                 stamp: str = "0") -> str:
-    """The one script that changes a node. Every file's bytes travel base64-encoded and are written
-    exactly (`base64 -d`) to a temp file beside the file they replace (a symlink's target: the link
-    is kept), under noclobber, with the old file's mode and owner; validated; then every target is
-    checked to be what facts saw (`cas`: sha256, or still absent) — if one is not, nothing is
-    written. The previous files are kept as hard links `<file>.nodecfg-<stamp>.bak`. Restarts and
-    reloads are queued (`--no-block`) and waited for at most `deadline` seconds, as is each check;
-    the script ends with `APPLY_END`."""
-    q = shlex.quote
-    lines = [SCRIPT_ENV, "umask 022", "bad=0", "temps=", "dump=", "set -C", _CAS_FN]
-    owner = {f.path: registry.named(rp.runtime) for rp in plan.runtimes for f in rp.files}
-    for i, f in enumerate(plan.files):
-        fact = files[f.path]
-        real = _real(f, fact)
-        directory = posixpath.dirname(real) or "/"
-        path, t = q(f.path), f"t{i}"
-        data = base64.b64encode(f.content.encode("utf-8")).decode()
-        mode = target_mode(f, fact)
-        keep = (f" && err=$(chown {fact.uid}:{fact.gid} \"${t}\" 2>&1 && chmod {mode:o} \"${t}\" 2>&1)"
-                if fact.exists and fact.uid is not None else "")
-        lines += [
-            f"{t}={q(f'{directory}/.nodecfg.{i}.')}$$",
-            f'temps="$temps ${t}"',
-            f"[ -d {q(directory)} ] || err=$(mkdir -p -- {q(directory)} 2>&1) || fail {path} \"$err\"",
-            f"umask {0o777 & ~(mode & 0o777):03o}",
-            f"err=$(printf '%s' {q(data)} | base64 -d 2>&1 > \"${t}\"){keep} || fail {path} \"$err\"",
-            "umask 022",
-        ]
-        check = owner[f.path].validate_fragment(f, t, path, deadline)  # the runtime's own reading
-        if check:
-            lines.append(check)
-    lines.append(f"if [ $bad = 1 ]; then rm -f $temps; printf '{APPLY_END}\\n'; exit 0; fi")
+                 stamp: str = "0") -> NodeScript:
+    """The one script that changes a node (scripts/apply.sh), as its arguments: every file to write
+    (the file it replaces, its mode and owner, its validator, the sha256 facts saw, its backup),
+    then each runtime's action, highest layer first. Every file's bytes travel base64 on stdin (a
+    credential never reaches argv) and are written exactly to a temp file beside the file they
+    replace (a symlink's target: the link is kept), under noclobber, with the old file's mode and
+    owner; validated; then every target is checked to be what facts saw (`cas`: sha256, or still
+    absent) — if one is not, nothing is written. The previous files are kept as hard links
+    `<file>.nodecfg-<stamp>.bak`. Restarts and reloads are queued (`--no-block`) and waited for at
+    most `deadline` seconds, as is each check; the script ends with `APPLY_END`."""
+    args = ["-t", f"{deadline:g}", "-e", want.endpoint]
+    for m in want.mirrors:
+        args += ["-m", m]
+    if want.ca_pem is not None:
+        args += ["-S", "https"]  # the registry serves TLS: what the verifies look for
+    owner = {f.path: rp.runtime for rp in plan.runtimes for f in rp.files}
+    data = []
     for f in plan.files:
         fact = files[f.path]
-        lines.append(f"cas {q(f.path)} {q(_real(f, fact))} {fact.sha256 or 'absent'} || bad=1")
-    lines.append(f"if [ $bad = 1 ]; then rm -f $temps; printf '{APPLY_END}\\n'; exit 0; fi")
-    for i, f in enumerate(plan.files):
-        fact = files[f.path]
-        path, real, bak = q(f.path), q(_real(f, fact)), q(backup_path(f, fact, stamp))
-        if fact.exists:
-            lines.append(f"{{ ln -f {real} {bak} 2>/dev/null || cp -p {real} {bak}; }} && "
-                         f"printf 'backup\\t%s\\t%s\\n' {path} {bak}")
-        lines.append(f"mv -f \"$t{i}\" {real} && printf 'wrote\\t%s\\n' {path}")
-    # highest layer first: docker's reload needs nothing from containerd, but systemd queues a
-    # docker job behind a pending containerd job (docker is ordered After= it), so a containerd
-    # start that hangs would hold docker's reload too. Each runtime: queue, wait (bounded), verify
-    # (bounded).
+        keep = f"{fact.uid}:{fact.gid}" if fact.exists and fact.uid is not None else "-"
+        args += ["-F", f.path, _real(f, fact), f"{target_mode(f, fact):o}", keep, f.validate, owner[f.path],
+                 fact.sha256 or "absent", backup_path(f, fact, stamp) if fact.exists else "-"]
+        data.append(base64.b64encode(f.content.encode("utf-8")) + b"\n")
     planned = {rp.runtime for rp in plan.runtimes}
     for rt in registry.by_layer(reverse=True):
         if rt.name not in planned:  # a plan made for fewer runtimes (tests)
             continue
         rp = plan[rt.name]
-        if rp.action == "none":
-            if rp.files and verifies_unchanged(rt):  # read per command: its files are in effect
-                lines.append(rt.verify_fragment(want, deadline))
-            continue
-        verify = rt.verify_fragment(want, deadline)
-        unit = unit_of(rt)
-        lines += [f"timeout {deadline:g} systemctl --no-block {rp.action} {unit}.service "
-                  f"2>&1 | tail -n 1 | sed 's/^/actionlog.{rp.runtime}\\t/'",
-                  settle_units(deadline, (unit,)),
-                  f"case \"$settled\" in *\"settled.{unit}\tactive\t\"*) {verify};; esac"]
-    lines += [_state_probe(), f"printf '{APPLY_END}\\n'"]
-    return "\n".join(lines) + "\n"
+        if rp.action != "none":
+            args += ["-A", rt.name, unit_of(rt), rp.action]
+        elif rp.files and verifies_unchanged(rt):  # read per command: its files are in effect
+            args += ["-A", rt.name, unit_of(rt), "none"]
+    for unit in dict.fromkeys(unit_of(rt) for rt in registry.registered()):
+        args += ["-U", f"{unit}.service"]
+    return scripts.script("apply.sh", _libraries(), args, b"".join(data))
 
 
 def apply_budget(deadline: float) -> float:
@@ -536,45 +416,25 @@ def apply_budget(deadline: float) -> float:
     return 6 * deadline + 5
 
 
-def _state_probe() -> str:
-    """`after.<runtime>\\t<ActiveState>\\t<ActiveEnterTimestampMonotonic>`, one systemctl call."""
-    return unit_states("after.", ("ActiveState", "ActiveEnterTimestampMonotonic"),
-                       tuple(dict.fromkeys(unit_of(rt) for rt in registry.registered())))
-
-
 def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active: bool,
-                    deadline: float = 10, stamp: str = "0") -> str:
-    """Put back one runtime's previous files and bring it back as it was, every wait bounded.
+                    deadline: float = 10, stamp: str = "0") -> NodeScript:
+    """Put back one runtime's previous files and bring it back as it was, every wait bounded
+    (scripts/rollback.sh, then the runtime's `<name>_rollback`).
 
     Works from the plan and facts alone (the apply may have died half-way): a backup that exists
     is renamed back; a file that did not exist before is removed if it holds what nodecfg wrote.
     A start that hangs (an ExecStartPre that never returns) is cancelled by `systemctl stop`, then
     the runtime is started again with its old config and waited for, at most `deadline` seconds;
     a start still queued then is left to systemd and said."""
-    q = shlex.quote
-    unit = f"{unit_of(registry.named(plan.runtime))}.service"
-    lines = [SCRIPT_ENV, "restored=0"]
+    rt = registry.named(plan.runtime)
+    args = ["-t", f"{deadline:g}", "-r", rt.name, "-u", unit_of(rt), "-a", plan.action,
+            "-w", "1" if was_active else "0"]
     for i, f in enumerate(plan.files):
         fact = files[f.path]
-        real = _real(f, fact)
-        lines.append(f"rm -f {q(f'{posixpath.dirname(real)}/.nodecfg.{i}.')}* 2>/dev/null")
-        if fact.exists:
-            bak = q(backup_path(f, fact, stamp))
-            lines.append(f"if [ -e {bak} ]; then mv -f {bak} {q(real)} && "
-                         f"printf 'restored\\t%s\\n' {q(f.path)} && restored=1; fi")
-        else:
-            ours = hashlib.sha256(f.content.encode("utf-8")).hexdigest()
-            lines.append(f"if [ -f {q(real)} ]; then s=$(sha256sum < {q(real)}); "
-                         f"if [ \"${{s%% *}}\" = {ours} ]; then rm -f {q(real)} && "
-                         f"printf 'removed\\t%s\\n' {q(f.path)} && restored=1; fi; fi")
-    changed = "[ $restored = 1 ]" if plan.action != "none" else "false"
-    down = "! systemctl is-active -q " + unit if was_active else "false"
-    lines.append(f"job=$(systemctl show -p Job --value {unit} 2>/dev/null)")
-    lines.append(registry.named(plan.runtime).rollback_fragment(
-        changed=changed, down=down, was_active=was_active, deadline=deadline))
-    lines += [settle_units(deadline, (unit.removesuffix(".service"),), "after."),
-              f"printf '{ROLLBACK_END}\\n'"]
-    return "\n".join(lines) + "\n"
+        ours = hashlib.sha256(f.content.encode("utf-8")).hexdigest()
+        args += ["-F", f.path, _real(f, fact), str(i),
+                 backup_path(f, fact, stamp) if fact.exists else "-", "-" if fact.exists else ours]
+    return scripts.script("rollback.sh", _libraries(), args)
 
 
 def rollback_budget(deadline: float) -> float:
@@ -640,8 +500,8 @@ class ApplyReport:
 def parse_apply(output: str) -> ApplyReport:
     report = ApplyReport(complete=APPLY_END in output.splitlines())
     backups: dict[str, str] = {}
-    for line in output.splitlines():
-        key, _, rest = line.partition("\t")
+    for record in tagged.decode(output):
+        key, rest = record.tag, record.rest
         path, _, why = rest.partition("\t")
         if key == "invalid":
             report.invalid[path] = one_line(why) or "rejected"
@@ -710,9 +570,9 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     deadline = options.step_timeout
     stamp = time.strftime("%Y%m%d%H%M%S")
 
-    def sh(script: str, budget: float, step: str) -> ssh.RunResult:
+    def sh(script: NodeScript, budget: float, step: str) -> ssh.RunResult:
         try:
-            return ssh.run(c, f"timeout -k 2 {budget:g} sh -s", stdin=script.encode(),
+            return ssh.run(c, script.command(f"timeout -k 2 {budget:g}"), stdin=script.stdin,
                            become=become, become_password=options.become_password,
                            timeout=budget + 5)
         except HostError as exc:

@@ -356,9 +356,11 @@ class MasterFacts:
 
 def parse_facts(output: str) -> MasterFacts:
     """Turn the tab-separated lines of facts_script / apply_script into MasterFacts."""
+    from nodecfg import tagged  # the one codec of node scripts' lines
+
     values: dict[str, Any] = {"present": set(), "manifests": {}, "holders": [], "repositories": {}}
-    for line in output.splitlines():
-        key, _, rest = line.partition("\t")
+    for record in tagged.decode(output):
+        key, rest = record.tag, record.rest
         if key == "docker":
             values["docker_version"] = rest.strip()
         elif key == "platform":

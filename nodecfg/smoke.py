@@ -9,24 +9,24 @@ Images a node didn't have before are removed afterwards, so a re-run really pull
 
 from __future__ import annotations
 
-import shlex
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from nodecfg import runtimes as registry
-from nodecfg import ssh
+from nodecfg import scripts, ssh, tagged
 from nodecfg.bundle.manifests import DOCKER_LIST, OCI_INDEX
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
-from nodecfg.registry import MANIFEST_TYPES, curl_auth_prelude
+from nodecfg.registry import MANIFEST_TYPES, curl_config_line
 from nodecfg.runtimes.base import Check, SmokePlan, parse_probe, unit_of
-from nodecfg.runtimes.common import unit_states
+from nodecfg.scripts import NodeScript
 
 __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "parse_probe",
-           "probe_script", "reach_probe", "smoke_node", "smoke_test"]
+           "probe_script", "smoke_node", "smoke_test"]
 
 INDEX_TYPES = (DOCKER_LIST, OCI_INDEX)
 
@@ -62,63 +62,24 @@ def choose_plan(inv: Inventory, image: str | None, catalog_first: Callable[[], s
     return SmokePlan(reg.endpoint, chosen, hub, reg.mirrors, reg.auth is not None)
 
 
-# python3's HTTP GET, for nodes without curl and wget: prints the status code, 000 if none
-_PY_GET = ("import sys, urllib.error, urllib.request\n"
-           "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)\n"
-           "except urllib.error.HTTPError as exc:\n    print(exc.code)\n"
-           "except Exception:\n    print('000'); sys.exit(7)\n")
-# bash (named: dash has no /dev/tcp) speaking HTTP/1.0 itself: prints the status code
-_BASH_GET = ('exec 3<>"/dev/tcp/$1/$2" || exit 7; '
-             'printf "GET /v2/ HTTP/1.0\\r\\nHost: %s:%s\\r\\n\\r\\n" "$1" "$2" >&3; '
-             'read -r _ code _ <&3; printf %s "$code"')
-
-
-def reach_probe(url: str, host: str, port: str, accept: str, manifest_url: str) -> str:
-    """Shell: does the registry answer HTTP from the node? With curl (credentials and the manifest
-    too), else wget, else python3, else bash's /dev/tcp; a node with none of them says `none`
-    (reported "not checked", never a failure). Prints `reach <tool> <rc> <http code>`."""
-    q = shlex.quote
-    url = q(url)  # a value from the inventory: quoted, never spliced ([v6] brackets would glob)
-    return (
-        "if command -v curl >/dev/null; then "
-        f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url}); rc=$?; "
-        "printf 'reach\\tcurl\\t%s\\t%s\\n' \"$rc\" \"$code\"; "
-        f"if [ \"$code\" = 401 ] && [ -s \"$ncfg\" ]; then code=$(curl -s -o /dev/null -w '%{{http_code}}' "
-        f"--max-time 5 -K \"$ncfg\" {url}); printf 'reach.auth\\t%s\\n' \"$code\"; fi; "
-        f"code=$(curl -s -o /dev/null -I -w '%{{http_code}}' --max-time 5 -K \"$ncfg\" {accept} "
-        f"{q(manifest_url)}); printf 'manifest\\t%s\\n' \"$code\"; "
-        f"elif command -v wget >/dev/null; then code=$(wget -q -S -O /dev/null -T 5 {url} 2>&1 | "
-        "awk '/HTTP\\//{c=$2} END{print c}'); printf 'reach\\twget\\t0\\t%s\\n' \"${code:-000}\"; "
-        f"elif command -v python3 >/dev/null; then code=$(timeout 8 python3 -c {q(_PY_GET)} {url}); rc=$?; "
-        "printf 'reach\\tpython3\\t%s\\t%s\\n' \"$rc\" \"${code:-000}\"; "
-        f"elif command -v bash >/dev/null; then code=$(timeout 5 bash -c {q(_BASH_GET)} _ {q(host)} {q(port)} "
-        "2>/dev/null); rc=$?; printf 'reach\\tbash\\t%s\\t%s\\n' \"$rc\" \"${code:-000}\"; "
-        "else printf 'reach\\tnone\\t\\t\\n'; fi"
-    )
-
-
-def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> str:
+def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> NodeScript:
+    """The one probe (scripts/probe.sh): every runtime's unit in one systemctl call, the registry
+    reachable from the node (curl with the credentials and the manifest, else wget, else python3,
+    else bash's /dev/tcp; a node with none of them says `none`, reported "not checked"), then each
+    runtime's `<name>_probe` when its unit is active. Values from the inventory are arguments; the
+    credentials are curl's config on stdin, never in an argv."""
     ep = plan.endpoint
     host, port = ep.rsplit(":", 1)
-    url = f"http://{ep}/v2/"
-    manifest_url = f"http://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}"
-    accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in (*MANIFEST_TYPES, *INDEX_TYPES))
-    runtimes = registry.registered()
-    names = tuple(dict.fromkeys(unit_of(rt) for rt in runtimes))
-    lines = [
-        curl_auth_prelude(credentials),
-        # every runtime's unit in one systemctl call: `unit <runtime> <ActiveState> <UnitFileState>`
-        "units=$(" + unit_states("unit\\t", ("ActiveState", "UnitFileState"), names) + ")",
-        "printf '%s\\n' \"$units\"",
-        "active() { printf '%s\\n' \"$units\" | awk -F'\\t' -v u=\"$1\" '$2 == u && $3 == \"active\" { f = 1 } "
-        "END { exit !f }'; }",
-        reach_probe(url, host, port, accept, manifest_url),
-    ]
-    for rt in runtimes:  # each runtime's own probe, when its unit is active
-        lines += [f"if active {unit_of(rt)}; then",
-                  *("  " + ln for ln in rt.probe_fragment(plan).splitlines()), "fi"]
-    lines.append("true")
-    return "\n".join(lines) + "\n"
+    args = ["-e", ep, "-i", f"{ep}/{plan.image.target}",
+            "-h", plan.hub_image.upstream if plan.hub_image is not None else "",
+            "-u", f"http://{ep}/v2/", "-H", host, "-P", port,
+            "-M", f"http://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}"]
+    for media_type in (*MANIFEST_TYPES, *INDEX_TYPES):
+        args += ["-a", media_type]
+    for rt in registry.registered():
+        args += ["-r", rt.name, unit_of(rt)]
+    stdin = base64.b64encode(curl_config_line(*credentials).encode()) if credentials is not None else b""
+    return scripts.script("probe.sh", [rt.shell() for rt in registry.registered()], args, stdin)
 
 
 def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
@@ -176,8 +137,9 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
 def smoke_node(c: Any, host: Host, plan: SmokePlan,
                credentials: tuple[str, Secret] | None) -> NodeSmoke:
     become = host.ssh.become
-    res = ssh.run(c, "sh -s", stdin=probe_script(plan, credentials).encode(), become=become, timeout=300)
-    if "unit\t" not in res.stdout:
+    probe = probe_script(plan, credentials)
+    res = ssh.run(c, probe.command(), stdin=probe.stdin, become=become, timeout=300)
+    if not any(r.tag.startswith("unit.") for r in tagged.decode(res.stdout)):
         raise HostError(f"{host}: the probe did not run: {res.brief()}")
     output = res.stdout
     for rt in registry.registered():  # a runtime's second step, on the same connection

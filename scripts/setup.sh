@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: the engine (docker.io brings dockerd, containerd, runc, iptables), debootstrap
 # for the lab's node image, docker-registry + busybox-static for the offline registry:2 and test
-# images, openssh-client for ssh-keygen.
-packages=(docker.io containerd debootstrap docker-registry busybox-static openssh-client ca-certificates curl)
+# images, openssh-client for ssh-keygen, shellcheck for the node scripts (nodecfg/scripts/*.sh) in CI.
+packages=(docker.io containerd debootstrap docker-registry busybox-static openssh-client ca-certificates curl
+          shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

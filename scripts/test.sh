@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+# The node scripts are POSIX sh (a node may have dash only). Every file on its own here (variables
+# set in one file and read in another are allowed); tests/unit/test_scripts.py checks each program
+# nodecfg assembles from them, and runs them under dash against a fake root.
+shellcheck -s sh -S style -e SC2034,SC2154 nodecfg/scripts/*.sh
+
 .venv/bin/python -m pytest -p no:cacheprovider "$@" tests/unit
 
 # The wheel, as `pip install .` / `pipx install .` would install it.

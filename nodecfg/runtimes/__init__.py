@@ -6,9 +6,10 @@ the work on a node (files and results lowest layer first, reloads/restarts and r
 first).
 
 Adding a runtime touches one new module under `nodecfg/runtimes/` (an object satisfying
-`base.Runtime`: its unit and fact paths, its pure plan, its apply/verify/rollback fragments, its
-smoke probe and diagnoses), its templates under `templates/`, its tests, and the one line below
-that registers it — nothing in configure.py, smoke.py or report.py.
+`base.Runtime`: its unit and fact paths, its pure plan, its verify and smoke diagnoses), its shell
+functions `nodecfg/scripts/<name>.sh` (facts, validate, verify, rollback, probe), its templates
+under `templates/`, its tests, and the one line below that registers it — nothing in configure.py,
+smoke.py, report.py or the other scripts.
 `tests/unit/test_runtimes.py` registers a fake third runtime to prove it.
 """
 

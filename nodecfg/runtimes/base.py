@@ -5,14 +5,16 @@ A runtime is one module under `nodecfg/runtimes/` holding one object that satisf
 (registered in `nodecfg/runtimes/__init__.py`). configure.py, smoke.py and report.py only ever
 iterate over the registry; everything that names a unit, a config file or a CLI lives here:
 
-- facts: its unit, the files and dirs facts must read, a shell fragment for what else it needs
-  (binary, version, ...), and `read_facts` turning all that into its own facts object;
+- node-side code: one shell file of functions (`shell()`, nodecfg/scripts/<name>.sh) that the
+  node scripts call: its facts, the validation of a written file, the verify after its action,
+  its rollback, its smoke probe;
+- facts: its unit, the files and dirs facts must read, and `read_facts` turning the facts'
+  output into its own facts object;
 - plan: `plan(facts, want)`, pure; the least disruptive action is in the plan (`reload` or
-  `restart`, or `none`), and `rollback_fragment` undoes it;
-- apply and verify: a node-side validation of a written file, the verify fragment run after the
-  action, and `check_effect` reading what the verify printed;
-- smoke: its probe fragment (run when its unit is active), an optional second step on the
-  connection, its checks' names (the recap's columns) and `diagnose`.
+  `restart`, or `none`), and its `<name>_rollback` function undoes it;
+- verify: `check_effect` reading what its `<name>_verify` printed;
+- smoke: an optional second step on the connection, its checks' names (the recap's columns)
+  and `diagnose`.
 
 Statuses are `Literal`s: with mypy's strict_equality a misspelt status is an error wherever it is
 assigned or compared, and their values are exactly the strings the reports print.
@@ -26,6 +28,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from nodecfg.tagged import last_values
 
 if TYPE_CHECKING:
     from nodecfg.images import ImageRef
@@ -192,7 +196,7 @@ F = TypeVar("F", bound=RuntimeFacts)
 
 class Runtime(Protocol[F]):
     """One container runtime. Names are the `<name>` of its unit `<name>.service` (unless it has a
-    `unit` attribute naming another one: `unit_of`) and of every tagged line its fragments print
+    `unit` attribute naming another one: `unit_of`) and of every tagged line its functions print
     (`version.<name>`, `<name>.pull`, ...)."""
 
     name: str
@@ -206,10 +210,23 @@ class Runtime(Protocol[F]):
     formats: Mapping[str, str]  # FileChange.validate -> the format it is parsed as here
     checks: tuple[str, ...]  # its smoke-test checks, in the recap's column order
 
-    # facts
-    def facts_fragment(self) -> str:
-        """Shell printing `bin.<name>`, `version.<name>` and any other tagged line it needs;
-        `$units` holds `systemctl show` of every runtime's unit."""
+    # its node-side code: one shell file of functions (nodecfg/scripts/<name>.sh, read with
+    # `nodecfg.scripts.read`), no value formatted into it. The node scripts call, per runtime:
+    #   <name>_facts                    prints `bin.<name>`, `version.<name>` and any other tagged
+    #                                   line it needs; `$units` holds `systemctl show` of every unit
+    #   <name>_validate KIND TEMP PATH  validates a written temp file whose FileChange.validate is
+    #                                   KIND (returns 0 for a KIND not its own); calls
+    #                                   `fail PATH WHY` when it is refused
+    #   <name>_verify                   run once its action settled active (or after a write with no
+    #                                   action, `verifies_unchanged`): prints what `check_effect`
+    #                                   reads; `$deadline`, `$endpoint`, `$mirrors` hold the wants
+    #   <name>_rollback                 brings it back on its restored files: `changed` / `down`
+    #                                   are commands (files were restored; it was active and is
+    #                                   not), `$job` its queued job, `$was_active`, `$deadline`
+    #   <name>_probe                    smoke-test, run when its unit is active: `$endpoint`,
+    #                                   `$image_ref` (<endpoint>/<target>), `$hub_ref` (or "")
+    def shell(self) -> str:
+        """Its function file's text."""
         ...
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
@@ -228,30 +245,12 @@ class Runtime(Protocol[F]):
         """Dirs a second facts look must list for this plan (a custom certs dir)."""
         ...
 
-    # apply, verify, rollback (shell fragments; pure)
-    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
-        """Shell validating the temp file `"$<temp>"` on the node ("" when it has no validator);
-        calls `fail <path> "<why>"` when it is refused."""
-        ...
-
-    def verify_fragment(self, want: Want, deadline: float) -> str:
-        """Shell run once its action settled active: prints what `check_effect` reads."""
-        ...
-
+    # verify
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         """None when the running runtime shows the change, else why not."""
         ...
 
-    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
-        """Shell bringing the runtime back on its restored files. `changed`/`down` are shell
-        conditions (files were restored; it was active and is not); `$job` is its queued job."""
-        ...
-
     # smoke-test
-    def probe_fragment(self, plan: SmokePlan) -> str:
-        """Shell lines run when its unit is active (one probe script for every runtime)."""
-        ...
-
     def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         """A second step over the open connection, given the first probe's values: more lines
         of output ("" when none)."""
@@ -274,7 +273,7 @@ def unit_of(rt: Runtime[Any]) -> str:
 
 
 def verifies_unchanged(rt: Runtime[Any]) -> bool:
-    """Its `verify_fragment` also runs, and `check_effect` also judges, after files were written
+    """Its `<name>_verify` also runs, and `check_effect` also judges, after files were written
     with no reload or restart (`verify_without_action`: a tool that reads its config per command,
     as podman). Without it, as for docker and containerd, there is nothing to verify then."""
     return bool(getattr(rt, "verify_without_action", False))
@@ -325,16 +324,8 @@ def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:
 
 
 def parse_probe(output: str) -> dict[str, list[str]]:
-    """A probe's tab-separated lines: key -> fields (`unit.<runtime>` -> [active, enabled])."""
-    vals: dict[str, list[str]] = {}
-    for line in output.splitlines():
-        key, _, rest = line.partition("\t")
-        if key == "unit":
-            name, active, enabled = [*rest.split("\t"), "", ""][:3]
-            vals[f"unit.{name}"] = [active, enabled]
-        else:
-            vals[key] = rest.split("\t")
-    return vals
+    """A probe's tagged lines: tag -> fields of its last line (`unit.<unit>` -> [active, enabled])."""
+    return last_values(output)
 
 
 def first(vals: Mapping[str, list[str]], key: str) -> str:

@@ -1,5 +1,5 @@
-"""The text rules every report follows (secrets masked, a node's errors in one line) and the shell
-fragments every node script uses (a bounded wait, settling units). The shapes the runtimes share
+"""The text rules every report follows (secrets masked, a node's errors in one line). The shell
+every node script uses (a bounded wait, settling units) is nodecfg/scripts/lib.sh. The shapes the runtimes share
 (a service's facts, a file as read from a node, a file to write, a runtime's plan) live in
 `base.py` and are re-exported here."""
 
@@ -21,7 +21,7 @@ from nodecfg.runtimes.base import (  # re-exported: the shapes every runtime sha
 )
 
 __all__ = ["FileChange", "FileFact", "FileState", "RuntimePlan", "ServiceFacts", "mask_secrets",
-           "one_line", "secret_values", "settle_units", "unit_states", "wait_until"]
+           "one_line", "secret_values"]
 
 
 def json_object(existing: str | None, source: str, error: type[NodecfgError]) -> dict[str, Any]:
@@ -36,47 +36,6 @@ def json_object(existing: str | None, source: str, error: type[NodecfgError]) ->
     if not isinstance(doc, dict):
         raise error(f"{source} is not a JSON object; left untouched")
     return doc
-
-
-def wait_until(condition: str, seconds: float, interval: float = 0.25) -> str:
-    """Shell: re-run `condition` until it succeeds or `seconds` have passed (never longer)."""
-    return (f"end=$(( $(date +%s) + {seconds:g} )); until {condition}; do "
-            f"[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep {interval:g}; done")
-
-
-def unit_states(prefix: str, props: tuple[str, ...], runtimes: tuple[str, ...]) -> str:
-    """Shell: one `systemctl show` for the runtimes' units, one line per unit:
-    `<prefix><runtime>\\t<prop1>\\t<prop2>...` (the runtime without `.service`)."""
-    units = " ".join(f"{r}.service" for r in runtimes)
-    flags = " ".join(f"-p {p}" for p in ("Id", *props))
-    take = " ".join(f'else if (kv[1] == "{p}") v{i} = kv[2];' for i, p in enumerate(props))
-    fields = "".join("\\t%s" for _ in props)
-    values = "".join(f", v{i}" for i in range(len(props)))
-    resets = "".join(f' v{i} = "";' for i in range(len(props)))
-    return (f"systemctl show {units} {flags} 2>/dev/null | "
-            f"awk 'BEGIN {{ RS = \"\"; FS = \"\\n\" }} {{ id = \"\";{resets} "
-            f"for (i = 1; i <= NF; i++) {{ split($i, kv, \"=\"); if (kv[1] == \"Id\") id = kv[2]; {take} }} "
-            f"sub(/\\.service$/, \"\", id); printf \"{prefix}%s{fields}\\n\", id{values} }}'")
-
-
-def settle_units(seconds: float, runtimes: tuple[str, ...], prefix: str = "settled.") -> str:
-    """Shell: wait (bounded) until systemd has no job queued for the runtimes' units, then print
-    `<prefix><runtime>\\t<ActiveState>\\t<SubState>\\t<Result>\\t<Job>` per unit. A start that hangs
-    (an ExecStartPre that never returns) still has its job at the deadline; a start that failed
-    and waits to be retried settles as `activating auto-restart`. Sets `$settled` to the lines."""
-    units = " ".join(f"{r}.service" for r in runtimes)
-    props = ("ActiveState", "SubState", "Result", "Job")
-    return (
-        f"end=$(( $(date +%s) + {seconds:g} )); while :; do "
-        f"out=$(systemctl show {units} -p Id {' '.join(f'-p {p}' for p in props)} 2>/dev/null); "
-        "case \"$out\" in *Job=[0-9]*) ;; *) break;; esac; "
-        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.2; done; "
-        "settled=$(printf '%s\\n' \"$out\" | awk 'BEGIN { RS = \"\"; FS = \"\\n\" } { split(\"\", v); "
-        "for (i = 1; i <= NF; i++) { k = substr($i, 1, index($i, \"=\") - 1); "
-        "v[k] = substr($i, index($i, \"=\") + 1) } id = v[\"Id\"]; sub(/\\.service$/, \"\", id); "
-        f"printf \"{prefix}%s\\t%s\\t%s\\t%s\\t%s\\n\", id, v[\"ActiveState\"], v[\"SubState\"], "
-        "v[\"Result\"], v[\"Job\"] }'); printf '%s\\n' \"$settled\""
-    )
 
 
 # ---------------------------------------------------------------------------------------------

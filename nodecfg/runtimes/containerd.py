@@ -11,12 +11,12 @@ A hosts.toml change needs no restart; a config.toml change needs one.
 from __future__ import annotations
 
 import base64
-import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodecfg import scripts, tagged
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
 from nodecfg.runtimes.base import (
@@ -33,7 +33,6 @@ from nodecfg.runtimes.base import (
     pull_problem,
     rc_msg,
 )
-from nodecfg.runtimes.common import wait_until
 
 CONFIG_TOML = "/etc/containerd/config.toml"
 DEFAULT_CERTS_D = "/etc/containerd/certs.d"
@@ -303,23 +302,6 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
     return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)
 
 
-def verify_script(wait_seconds: float = 20) -> str:
-    """After a restart: wait (bounded) until containerd answers with its plugin list, then report
-    the CRI plugin's status (the running daemon loaded the new config) and the config dump.
-
-    Every probe is time-limited: `ctr` with no daemon behind the socket otherwise waits ~10 s
-    per attempt, and a containerd in a restart loop must fail the node, not hang it.
-    """
-    return (
-        wait_until("plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null)",
-                   wait_seconds, 0.2) + "; "
-        "[ -z \"$dump\" ] && printf 'containerd.dump\\t%s\\n' "
-        f"\"$(timeout {wait_seconds:g} containerd config dump 2>/dev/null | base64 -w0)\"; "
-        "printf 'containerd.cri\\t%s\\n' \"$(printf '%s\\n' \"$plugins\" | "
-        "awk '$2 == \"io.containerd.grpc.v1.cri\" || $2 == \"cri\" {print $NF; exit}')\""
-    )
-
-
 def dumped_config_path(dump_b64: str) -> str | None:
     """config_path as the running containerd has it, from `containerd config dump` (base64), read
     as TOML: containerd 1.x writes double-quoted strings, 2.x single-quoted ones, and a version-2
@@ -349,7 +331,7 @@ def check_effect(dump_b64: str, cri_status: str, certs_dir: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the Runtime: facts, plan, apply/verify/rollback fragments, smoke probe and diagnoses
+# the Runtime: facts, plan, verify, smoke diagnoses; its node-side functions in scripts/containerd.sh
 
 CRI_TIMEOUT = 60.0  # one CRI pull, connect to answer
 
@@ -372,40 +354,13 @@ def certs_dir_of(plan: RuntimePlan) -> str:
     return DEFAULT_CERTS_D
 
 
-def _pull_ctr(tag: str, ref: str) -> str:
-    q = shlex.quote(ref)
-    # the CRI plugin adds a `sha256:<config id>` ref beside every image in k8s.io. Ours goes too, or
-    # each run would leave one behind; it is the new sha256: ref whose target digest is our image's.
-    # Refs that others (the kubelet) made meanwhile point elsewhere and stay.
-    return (f"before=$(ctr -n k8s.io images ls -q 2>/dev/null); "
-            f"had=$(printf '%s\\n' \"$before\" | grep -qxF {q} && echo yes); "
-            f"out=$(ctr -n k8s.io images pull --hosts-dir \"$certs\" {q} 2>&1); rc=$?; "
-            f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
-            f"if command -v crictl >/dev/null; then out=$(crictl pull {q} 2>&1); "
-            f"printf 'crictl\\t%s\\t%s\\n' \"$?\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; fi; "
-            f"if [ -z \"$had\" ] && [ $rc = 0 ]; then "
-            f"listed=$(ctr -n k8s.io images ls 2>/dev/null); "
-            f"digest=$(printf '%s\\n' \"$listed\" | awk -v r={q} '$1 == r {{print $3; exit}}'); "
-            f"new=$(printf '%s\\n' \"$listed\" | "
-            f"awk -v d=\"$digest\" 'd != \"\" && $1 ~ /^sha256:/ && $3 == d {{print $1}}' | "
-            f"grep -vxF -e \"${{before:-@none@}}\"); "
-            f"ctr -n k8s.io images rm {q} $new >/dev/null 2>&1; fi")
-
-
-def ctr_script(plan: SmokePlan, certs: str) -> str:
-    """Second step on a node whose containerd is active: ctr pulls by upstream name through the
-    certs dir that the running containerd's config_path names (read from its config dump)."""
+def pulls_args(plan: SmokePlan, certs: str) -> tuple[str, ...]:
+    """The second smoke step on a node whose containerd is active (`containerd_pulls`): ctr pulls
+    by upstream name through the certs dir that the running containerd's config_path names (read
+    from its config dump), when that dir's hosts.toml names the registry."""
     ep = plan.endpoint
     upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
-    hosts_toml = f"{certs}/{upstream}/hosts.toml"
-    return "\n".join([
-        f"certs={shlex.quote(certs)}",
-        "printf 'containerd.certs\\t%s\\n' \"$certs\"",
-        f"if grep -qF {shlex.quote(f'http://{ep}')} {shlex.quote(hosts_toml)} 2>/dev/null; then",
-        "  " + _pull_ctr("containerd.pull", plan.ctr_ref),
-        "else printf 'containerd.pull\\tnomirror\\t\\n'; fi",
-        "true",
-    ]) + "\n"
+    return ("-e", ep, "containerd_pulls", certs, f"{certs}/{upstream}/hosts.toml", plan.ctr_ref)
 
 
 def _cri_check(vals: Mapping[str, list[str]], plan: SmokePlan, manifest: str) -> Check:
@@ -437,9 +392,8 @@ class Containerd:
     formats: Mapping[str, str] = {"containerd": "toml"}
     checks: tuple[str, ...] = ("containerd", "config_path", "cri", "crictl")
 
-    def facts_fragment(self) -> str:
-        return ("printf 'bin.containerd\\t%s\\n' \"$(command -v containerd)\"\n"
-                "printf 'version.containerd\\t%s\\n' \"$(containerd --version 2>/dev/null)\"")
+    def shell(self) -> str:
+        return scripts.read("containerd.sh")
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
                    files: Mapping[str, FileFact]) -> ContainerdFacts:
@@ -462,40 +416,10 @@ class Containerd:
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         return (certs_dir_of(plan),)
 
-    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
-        if change.validate != "containerd":
-            return ""
-        # containerd's own reading of the new file; the verify after the restart reuses it
-        return (f"if dump=$(timeout {deadline:g} containerd -c \"${temp}\" config dump 2>\"${temp}.err\"); "
-                "then printf 'containerd.dump\\t%s\\n' \"$(printf '%s\\n' \"$dump\" | base64 -w0)\"; "
-                f"else fail {path} \"$(cat \"${temp}.err\")\"; fi; rm -f \"${temp}.err\"")
-
-    def verify_fragment(self, want: Want, deadline: float) -> str:
-        del want
-        return verify_script(deadline)
-
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del want
         return check_effect(values.get("containerd.dump", ""), values.get("containerd.cri", ""),
                             certs_dir_of(plan))
-
-    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
-        """A hung start (an ExecStartPre that never returns) is stopped, then containerd is started
-        on its restored files if it was running."""
-        unit = "containerd.service"
-        return (f"if {changed} || [ -n \"$job\" ] || {down}; then "
-                f"timeout {deadline:g} systemctl stop {unit} >/dev/null 2>&1; "
-                f"systemctl reset-failed {unit} 2>/dev/null; " + (
-                    f"timeout {deadline:g} systemctl --no-block start {unit} 2>&1 | tail -n 1 | "
-                    "sed 's/^/actionlog.containerd\\t/'; " if was_active else "")
-                + "fi")
-
-    def probe_fragment(self, plan: SmokePlan) -> str:
-        # its effective config, read as TOML on this side (dumped_config_path); the pulls need the
-        # certs dir it names, so they run in a second step (probe_more)
-        del plan
-        return ("printf 'containerd.dump\\t%s\\n' "
-                "\"$(timeout 10 containerd config dump 2>/dev/null | base64 -w0)\"")
 
     def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         """ctr by upstream name through the certs dir the running config names, then the
@@ -507,12 +431,12 @@ class Containerd:
 
         config_path = dumped_config_path(vals["containerd.dump"][0]) or ""
         certs = config_path.split(":")[0] or DEFAULT_CERTS_D
-        res = ssh.run(c, "sh -s", stdin=ctr_script(plan, certs).encode(), become=become, timeout=300)
+        step = scripts.script("call.sh", [self.shell()], pulls_args(plan, certs))
+        res = ssh.run(c, step.command(), become=become, timeout=300)
         output = "\n" + res.stdout
         if (parse_probe(res.stdout).get("containerd.pull") or ["nomirror"])[0] != "nomirror":
             cri = pull_via_cri(c, plan.ctr_ref, become=become, timeout=CRI_TIMEOUT)
-            detail = base64.b64encode(cri.detail.encode()).decode()
-            output += f"\ncri\t{cri.status}\t{detail}\n"
+            output += "\n" + tagged.encode("cri", cri.status, base64.b64encode(cri.detail.encode()).decode())
         return output
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from nodecfg import scripts
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
 from nodecfg.runtimes.base import (
@@ -285,9 +285,8 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
 
 
 # ---------------------------------------------------------------------------------------------
-# the Runtime: facts, plan, apply/verify/rollback fragments, smoke probe and diagnoses
+# the Runtime: facts, plan, verify, smoke diagnoses; its node-side functions in scripts/containers.sh
 
-SCRIPT_ENV = "export LC_ALL=C PATH=\"$PATH:/usr/local/sbin:/usr/sbin:/sbin\""
 INFO_TIMEOUT = 30.0  # podman info (it may set up its storage on a first run)
 PULL_TIMEOUT = 120.0  # one podman pull through the mirror
 
@@ -320,37 +319,16 @@ def _mirrored(want_mirrors: tuple[str, ...], endpoint: str) -> list[str]:
     return [m for m in dict.fromkeys(want_mirrors) if m != endpoint]
 
 
-def _info_line(deadline: float) -> str:
-    return (f"printf 'containers.info\\t%s\\n' \"$(timeout {deadline:g} podman info --format json "
-            "2>/dev/null | base64 -w0)\"")
+def look_args(plan: SmokePlan) -> tuple[str, ...]:
+    """First smoke step (`containers_look`): is podman there, what registries it resolves, has it
+    the image already."""
+    return ("containers_look", plan.ctr_ref, f"{INFO_TIMEOUT:g}")
 
 
-def podman_look(plan: SmokePlan) -> str:
-    """First smoke step: is podman there, what registries it resolves, has it the image already."""
-    ref = shlex.quote(plan.ctr_ref)
-    return "\n".join([
-        SCRIPT_ENV,
-        "if ! command -v podman >/dev/null 2>&1; then printf 'podman\\tno\\n'; exit 0; fi",
-        "printf 'podman\\tyes\\t%s\\n' \"$(podman --version 2>/dev/null)\"",
-        _info_line(INFO_TIMEOUT),
-        f"if podman image exists {ref} 2>/dev/null; then printf 'podman.had\\tyes\\n'; fi",
-        "true",
-    ]) + "\n"
-
-
-def podman_pull(plan: SmokePlan, had: bool) -> str:
-    """Second smoke step: pull by the name the kubelet would use, bounded; then remove the image
-    unless the node had it before."""
-    ref = shlex.quote(plan.ctr_ref)
-    lines = [
-        SCRIPT_ENV,
-        f"out=$(timeout {PULL_TIMEOUT:g} podman pull -q {ref} 2>&1); rc=$?",
-        "printf 'podman.pull\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | grep -v '^$' | tail -n 1 "
-        "| base64 -w0)\"",
-    ]
-    if not had:
-        lines.append(f"[ $rc = 0 ] && podman rmi {ref} >/dev/null 2>&1")
-    return "\n".join([*lines, "true"]) + "\n"
+def pull_args(plan: SmokePlan, had: bool) -> tuple[str, ...]:
+    """Second smoke step (`containers_pull`): pull by the name the kubelet would use, bounded;
+    then remove the image unless the node had it before."""
+    return ("containers_pull", plan.ctr_ref, f"{PULL_TIMEOUT:g}", "yes" if had else "no")
 
 
 def podman_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None:
@@ -425,11 +403,8 @@ class Containers:
     checks: tuple[str, ...] = ("crio", "podman")
     verify_without_action: bool = True  # podman reads its config per command: verify every write
 
-    def facts_fragment(self) -> str:
-        return ("printf 'bin.containers\\t%s\\n' \"$(command -v crio)\"\n"
-                "printf 'version.containers\\t%s\\n' \"$(crio --version 2>/dev/null | head -n 1)\"\n"
-                "printf 'containers.podman\\t%s\\t%s\\n' \"$(command -v podman)\" "
-                "\"$(podman --version 2>/dev/null)\"")
+    def shell(self) -> str:
+        return scripts.read("containers.sh")
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
                    files: Mapping[str, FileFact]) -> ContainersFacts:
@@ -461,16 +436,6 @@ class Containers:
         del plan
         return ()
 
-    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
-        del change, temp, path, deadline  # TOML and JSON: parsed before anything is sent
-        return ""
-
-    def verify_fragment(self, want: Want, deadline: float) -> str:
-        """After the write (and crio's reload, when it ran and crio settled active): the registries
-        podman resolves now."""
-        del want
-        return f"if command -v podman >/dev/null 2>&1; then {_info_line(deadline)}; fi"
-
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         """None when podman (if installed) resolves every mirrored upstream at the registry first;
         an upstream the plan said another file overrides is not held against it."""
@@ -487,22 +452,6 @@ class Containers:
                 return problem
         return None
 
-    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
-        """A running crio reloads its restored drop-in; one that went down is started."""
-        del was_active
-        unit = "crio.service"
-        return (f"[ -n \"$job\" ] && timeout {deadline:g} systemctl cancel \"$job\" 2>/dev/null; "
-                f"if {changed} || {down}; then "
-                f"if systemctl is-active -q {unit}; then timeout {deadline:g} systemctl --no-block reload "
-                f"{unit}; else systemctl reset-failed {unit} 2>/dev/null; "
-                f"timeout {deadline:g} systemctl --no-block start {unit}; fi 2>&1 | tail -n 1 | "
-                "sed 's/^/actionlog.containers\\t/'; fi")
-
-    def probe_fragment(self, plan: SmokePlan) -> str:
-        """crio active: the drop-in it reads (parsed as TOML on this side)."""
-        del plan
-        return f"printf 'containers.dropin\\t%s\\n' \"$(base64 -w0 < {DROP_IN} 2>/dev/null)\""
-
     def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         """podman, whatever crio's state: look (installed? its registries? the image there?), then
         pull by upstream name only when the mirror is in place (else an offline node would go to
@@ -510,8 +459,8 @@ class Containers:
         del vals
         from nodecfg import ssh
 
-        res = ssh.run(c, "sh -s", stdin=podman_look(plan).encode(), become=become,
-                      timeout=INFO_TIMEOUT + 30)
+        look_step = scripts.script("call.sh", [self.shell()], look_args(plan))
+        res = ssh.run(c, look_step.command(), become=become, timeout=INFO_TIMEOUT + 30)
         output = "\n" + res.stdout
         look = parse_probe(res.stdout)
         if first(look, "podman") != "yes":
@@ -520,8 +469,8 @@ class Containers:
         mirrored = plan.image.registry in plan.mirrors and plan.image.registry != plan.endpoint
         if regs is None or (mirrored and mirror_problem(regs, plan.image.registry, plan.endpoint)):
             return output
-        pull = ssh.run(c, "sh -s", stdin=podman_pull(plan, "podman.had" in look).encode(),
-                       become=become, timeout=PULL_TIMEOUT + 30)
+        pull_step = scripts.script("call.sh", [self.shell()], pull_args(plan, "podman.had" in look))
+        pull = ssh.run(c, pull_step.command(), become=become, timeout=PULL_TIMEOUT + 30)
         return output + "\n" + pull.stdout
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:

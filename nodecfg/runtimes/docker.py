@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodecfg import scripts
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
 from nodecfg.runtimes.base import (
@@ -30,7 +30,7 @@ from nodecfg.runtimes.base import (
     pull_problem,
     rc_msg,
 )
-from nodecfg.runtimes.common import json_object, wait_until
+from nodecfg.runtimes.common import json_object
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -262,23 +262,7 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
     return RuntimePlan("docker", "configure", note, tuple(files), action)
 
 
-# `docker info` as JSON: straight from the socket with curl where it can (the docker CLI costs
-# ~20 ms of CPU per call, which adds up on a busy node), else through the CLI
-INFO_FN = ("dinfo() { curl -sf --max-time 5 --unix-socket /var/run/docker.sock http://docker/info "
-           "2>/dev/null || timeout 5 docker info --format '{{json .}}' 2>/dev/null; }")
-
-
 DOCKERD_VALIDATE_MAJOR = 23  # `dockerd --validate` exists from docker 23
-
-
-def verify_script(endpoint: str, mirror_docker_io: bool, wait_seconds: float = 10, tls: bool = False) -> str:
-    """Poll `docker info` (bounded) until the registry is listed; dockerd applies SIGHUP asynchronously."""
-    scheme = "https" if tls else "http"
-    wanted = [*([] if tls else [endpoint]), *([f"{scheme}://{endpoint}/"] if mirror_docker_io else [])]
-    listed = " && ".join(f"case \"$info\" in *{shlex.quote(w)}*) true;; *) false;; esac" for w in wanted)
-    listed = listed or "[ -n \"$info\" ]"
-    return (f"{INFO_FN}; " + wait_until(f"{{ info=$(dinfo); {listed}; }}", wait_seconds)
-            + "; printf 'docker.info\\t%s\\n' \"$info\"")
 
 
 def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool, tls: bool = False) -> str | None:
@@ -307,42 +291,7 @@ def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool, tls: boo
 
 
 # ---------------------------------------------------------------------------------------------
-# the Runtime: facts, plan, apply/verify/rollback fragments, smoke probe and diagnoses
-
-_FACTS = r"""printf 'bin.docker\t%s\n' "$(command -v dockerd)"
-# the running dockerd answers /version in a few ms; starting the dockerd binary costs ~40 ms CPU,
-# which on a busy node is most of the facts' cost
-dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \
-     | grep -o '"Version":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
-if [ -n "$dv" ]; then printf 'version.docker\tDocker version %s\n' "$dv"
-else printf 'version.docker\t%s\n' "$(dockerd --version 2>/dev/null)"; fi
-pid=$(printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } /Id=docker.service/ {
-  for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }')
-if [ "${pid:-0}" -gt 0 ] 2>/dev/null; then printf 'cmdline.docker\t%s\n' "$(base64 -w0 < /proc/$pid/cmdline)"; fi"""
-
-# docker's image API straight from the socket where curl can (the CLI costs ~20 ms a call)
-_IMAGE_FNS = (
-    "if command -v curl >/dev/null 2>&1 && [ -S /var/run/docker.sock ]; then",
-    "  dhas() { [ \"$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "
-    "--unix-socket /var/run/docker.sock \"http://docker/images/$1/json\")\" = 200 ]; }",
-    "  drm() { for r in \"$@\"; do curl -s -o /dev/null --max-time 30 -X DELETE "
-    "--unix-socket /var/run/docker.sock \"http://docker/images/$r\"; done; }",
-    "else",
-    "  dhas() { docker image inspect \"$1\" >/dev/null 2>&1; }",
-    "  drm() { docker rmi \"$@\" >/dev/null 2>&1; }",
-    "fi",
-)
-
-
-def _pull(tag: str, ref: str) -> str:
-    q = shlex.quote(ref)
-    return (f"had=$(dhas {q} && echo yes); "
-            f"out=$(docker pull -q {q} 2>&1); rc=$?; "
-            f"printf '{tag}\\t%s\\t%s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -n 1 | base64 -w0)\"; "
-            # removed together at the end: the mirror pull then reuses the layers and only
-            # has to resolve the manifest through the mirror, which is what it proves
-            f"[ -z \"$had\" ] && [ $rc = 0 ] && drop=\"$drop {q}\"")
-
+# the Runtime: facts, plan, verify, smoke diagnoses; its node-side functions in scripts/docker.sh
 
 def _text(files: Mapping[str, FileFact], path: str) -> str | None:
     fact = files.get(path)
@@ -359,8 +308,8 @@ class Docker:
     formats: Mapping[str, str] = {"dockerd": "json"}
     checks: tuple[str, ...] = ("docker", "docker mirror")
 
-    def facts_fragment(self) -> str:
-        return _FACTS
+    def shell(self) -> str:
+        return scripts.read("docker.sh")
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
                    files: Mapping[str, FileFact]) -> DockerFacts:
@@ -385,48 +334,10 @@ class Docker:
         del plan
         return ()
 
-    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
-        if change.validate != "dockerd":
-            return ""
-        return (f"out=$(timeout {deadline:g} dockerd --validate --config-file \"${temp}\" 2>&1 "
-                f">/dev/null) || fail {path} \"$out\"")
-
-    def verify_fragment(self, want: Want, deadline: float) -> str:
-        return verify_script(want.endpoint, "docker.io" in want.mirrors, deadline, want.ca_pem is not None)
-
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del plan
         return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors,
                             want.ca_pem is not None)
-
-    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
-        """A queued job is cancelled; a running dockerd reloads its restored file, a stopped one
-        is started."""
-        del was_active
-        unit = "docker.service"
-        return (f"[ -n \"$job\" ] && timeout {deadline:g} systemctl cancel \"$job\" 2>/dev/null; "
-                f"if {changed} || {down}; then "
-                f"if systemctl is-active -q {unit}; then timeout {deadline:g} systemctl --no-block reload "
-                f"{unit}; else systemctl reset-failed {unit} 2>/dev/null; "
-                f"timeout {deadline:g} systemctl --no-block start {unit}; fi 2>&1 | tail -n 1 | "
-                f"sed 's/^/actionlog.docker\\t/'; fi")
-
-    def probe_fragment(self, plan: SmokePlan) -> str:
-        ep = plan.endpoint
-        lines = [
-            *_IMAGE_FNS,
-            "drop=",
-            INFO_FN,
-            "info=$(dinfo)",
-            "printf 'docker.info\\t%s\\n' \"$(printf '%s' \"$info\" | base64 -w0)\"",
-            _pull("docker.pull", f"{ep}/{plan.image.target}"),
-        ]
-        if plan.hub_image is not None:
-            short = plan.hub_image.upstream
-            lines.append(f"case \"$info\" in *{shlex.quote(f'http://{ep}')}*) " + _pull("docker.mirror", short)
-                         + ";; *) printf 'docker.mirror\\tnomirror\\t\\n';; esac")
-        lines.append("[ -n \"$drop\" ] && drm $drop")
-        return "\n".join(lines)
 
     def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         del c, become, plan, vals

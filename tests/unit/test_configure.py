@@ -34,6 +34,7 @@ from nodecfg.configure import (
 from nodecfg.inventory import parse_inventory
 from nodecfg.runtimes.base import Want
 from nodecfg.runtimes.common import FileChange, FileFact, FileState, RuntimePlan, mask_secrets
+from nodecfg.scripts import NodeScript
 
 FACTS = Path(__file__).parent / "fixtures" / "facts"
 INV = parse_inventory("master: {address: 172.29.77.10}\nnodes: [172.29.77.11]\n", "inv.yaml")
@@ -218,7 +219,7 @@ def test_facts_script_run_locally(tmp_path: Path) -> None:
     (certs / "docker.io").mkdir(parents=True)
     (certs / "docker.io" / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
     paths = tuple(str(tmp_path / n) for n in ("daemon.json", "dangling.json", "adir", "missing.json"))
-    out = subprocess.run(["sh", "-s"], input=facts_script(paths, (str(certs),)), capture_output=True,
+    out = subprocess.run(facts_script(paths, (str(certs),)).argv(), capture_output=True,
                          text=True, check=True, timeout=30).stdout
     facts = parse_facts(out)
     link = facts.file(paths[0])
@@ -308,11 +309,10 @@ def _exists(path: Path, real: Path | None = None) -> FileFact:
                     st.st_mode & 0o7777, st.st_uid, st.st_gid)
 
 
-def _run(script: str) -> str:
-    proc = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=60,
-                          check=False)
+def _run(script: NodeScript) -> str:
+    proc = subprocess.run(script.argv(), input=script.stdin, capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return proc.stdout.decode()
 
 
 def test_apply_script_is_valid_shell_and_orders_its_steps() -> None:
@@ -322,17 +322,21 @@ def test_apply_script_is_valid_shell_and_orders_its_steps() -> None:
     files = {c.path: FileFact(c.path, FileState.ABSENT) for c in changes}
     script = apply_script(_plan(*changes, docker_action="reload", containerd_action="restart"),
                           files, Want("10.1.1.1:5000", ("docker.io",)), 20)
-    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
-    # containerd first (docker talks to it): its file is $t0, daemon.json $t1
-    assert script.index("containerd -c \"$t0\" config dump") < script.index("cas ")
-    assert script.index("cas ") < script.index("mv -f \"$t0\"")
-    assert script.index("mv -f") < script.index("systemctl --no-block reload docker.service")
+    assert subprocess.run(["sh", "-n"], input=script.program, text=True, check=False).returncode == 0
+    args = script.args
+    assert args[:6] == ("-t", "20", "-e", "10.1.1.1:5000", "-m", "docker.io")
+    # containerd first (docker talks to it): its file is the first, validated by containerd
+    first = args.index("-F")
+    assert args[first:first + 9] == ("-F", "/etc/containerd/config.toml", "/etc/containerd/config.toml",
+                                     "644", "-", "containerd", "containerd", "absent", "-")
     # docker's reload is done and verified before containerd's restart can hold its job queue
-    assert script.index("settled.docker") < script.index("systemctl --no-block restart containerd.service")
+    actions = [args[i + 1:i + 4] for i, a in enumerate(args) if a == "-A"]
+    assert actions == [("docker", "docker", "reload"), ("containerd", "containerd", "restart")]
+    # the contents travel on stdin, one base64 line per file, in order
+    lines = script.stdin.splitlines()
+    assert [base64.b64decode(x) for x in lines] == [b"version = 2\n", b'{"a": 1}\n']
     # restarts are queued, never waited for without a deadline
-    assert "systemctl restart" not in script and "systemctl reload" not in script
-    assert "timeout 20 systemctl --no-block reload docker.service" in script
-    assert "end=$(( $(date +%s) + 20 ))" in script
+    assert "systemctl --no-block" in script.program and "systemctl restart" not in script.program
 
 
 def test_apply_writes_exact_bytes_keeps_link_mode_and_owner(tmp_path: Path) -> None:
@@ -431,12 +435,11 @@ def test_rollback_cancels_a_hung_start_then_starts_with_the_old_config() -> None
     files = {change.path: FileFact(change.path, FileState.EXISTS, b"y", change.path, 0o644, 0, 0)}
     script = rollback_script(RuntimePlan("containerd", "configure", files=(change,), action="restart"),
                              files, was_active=True, deadline=20, stamp="1")
-    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
-    assert ("mv -f /etc/containerd/config.toml.nodecfg-1.bak /etc/containerd/config.toml"
-            in script)
-    assert script.index("timeout 20 systemctl stop containerd.service") < script.index(
-        "timeout 20 systemctl --no-block start containerd.service")
-    assert "end=$(( $(date +%s) + 20 ))" in script  # the wait for it is bounded
+    assert subprocess.run(["sh", "-n"], input=script.program, text=True, check=False).returncode == 0
+    assert script.args == ("-t", "20", "-r", "containerd", "-u", "containerd", "-a", "restart", "-w", "1",
+                           "-F", "/etc/containerd/config.toml", "/etc/containerd/config.toml", "0",
+                           "/etc/containerd/config.toml.nodecfg-1.bak", "-")
+    # run against stubs: tests/unit/test_scripts.py
 
 
 def test_parse_apply_summarises_node_errors() -> None:

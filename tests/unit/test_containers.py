@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64 as _b64
 import json
 import re
+import shlex
 import subprocess
 import tomllib
 from pathlib import Path
@@ -235,14 +236,14 @@ def test_split_fact_dir() -> None:
 
 
 def test_facts_script_reads_the_drop_ins_by_glob(tmp_path: Path) -> None:
-    script = configure.facts_script()
-    assert "crio.service" in script and f"listdir {DROP_IN_DIR} '*.conf'" in script
-    assert "listdir /etc/containerd/certs.d '*/hosts.toml'" in script
+    args = " ".join(configure.facts_script().args)
+    assert "-u crio.service" in args and f"-d {DROP_IN_DIR} *.conf" in args
+    assert "-d /etc/containerd/certs.d */hosts.toml" in args
     d = tmp_path / "registries.conf.d"
     d.mkdir()
     (d / "10-site.conf").write_text('[[registry]]\nprefix = "quay.io"\nlocation = "quay.io"\n')
     (d / "README").write_text("not a drop-in\n")
-    out = subprocess.run(["sh", "-s"], input=configure.facts_script((), (f"{d}/*.conf",)),
+    out = subprocess.run(configure.facts_script((), (f"{d}/*.conf",)).argv(),
                          capture_output=True, text=True, check=True, timeout=30).stdout
     facts = configure.parse_facts(out)
     assert set(facts.files) >= {f"{d}/10-site.conf"} and f"{d}/README" not in facts.files
@@ -279,9 +280,9 @@ def test_podman_node_plan_and_apply_verify_without_a_reload() -> None:
     assert not unreadable and configure.unknown_paths(plan, facts) == ()
     want = configure.want_of(INV, None)
     script = configure.apply_script(plan, configure.targets(plan, facts), want, 5, "S")
-    assert "podman info --format json" in script
-    assert "systemctl --no-block" not in script
-    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    actions = [script.args[i + 1:i + 4] for i, a in enumerate(script.args) if a == "-A"]
+    assert actions == [("containers", "crio", "none")]  # verified (podman info), nothing reloaded
+    subprocess.run(["sh", "-n"], input=script.program, text=True, check=True)
     # its verify is judged although nothing was reloaded
     ep = INV.registry.endpoint
     good = _info({u: _entry(u, ep) for u in INV.registry.mirrors})
@@ -304,18 +305,18 @@ def test_active_crio_is_reloaded_then_rolled_back_by_its_unit() -> None:
     assert rp.action == "reload"
     files = configure.targets(plan, facts)
     script = configure.apply_script(plan, files, configure.want_of(INV, None), 5, "S")
-    assert "systemctl --no-block reload crio.service" in script
-    assert 'settled.crio\tactive\t' in script and "actionlog.containers" in script
-    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    actions = [script.args[i + 1:i + 4] for i, a in enumerate(script.args) if a == "-A"]
+    assert actions == [("containers", "crio", "reload")]
+    subprocess.run(["sh", "-n"], input=script.program, text=True, check=True)
     values = {"settled.crio": "active\trunning\tsuccess\t"}  # crio only: settled active is the proof
     assert configure._runtime_error(rp, values, configure.want_of(INV, None), 5) is None
     values = {"settled.crio": "failed\tfailed\texit-code\t", "actionlog.containers": "boom"}
     assert configure._runtime_error(rp, values, configure.want_of(INV, None), 5) == (
         "containers is failed (failed, exit-code) after its reload: boom")
     rollback = configure.rollback_script(rp, files, was_active=True, deadline=5, stamp="S")
-    assert "systemctl --no-block reload crio.service" in rollback
-    assert "! systemctl is-active -q crio.service" in rollback and "after.crio" not in rollback
-    subprocess.run(["sh", "-n"], input=rollback, text=True, check=True)
+    assert rollback.args[:10] == ("-t", "5", "-r", "containers", "-u", "crio", "-a", "reload", "-w", "1")
+    assert "systemctl --no-block reload crio.service" in rollback.program  # containers_rollback
+    subprocess.run(["sh", "-n"], input=rollback.program, text=True, check=True)
 
 
 def test_check_effect() -> None:
@@ -337,8 +338,8 @@ def test_check_effect() -> None:
 
 
 def _smoke(*lines: str, crio: str = "inactive\tnot-found") -> tuple[Check, ...]:
-    out = ("unit\tdocker\tactive\tenabled\nunit\tcontainerd\tinactive\tnot-found\n"
-           f"unit\tcrio\t{crio}\nreach\tcurl\t0\t200\n" + "\n".join(lines) + "\n")
+    out = ("unit.docker\tactive\tenabled\nunit.containerd\tinactive\tnot-found\n"
+           f"unit.crio\t{crio}\nreach\tcurl\t0\t200\n" + "\n".join(lines) + "\n")
     return smoke.diagnose(out, PLAN, "node1")
 
 
@@ -400,9 +401,9 @@ def test_smoke_active_crio_reads_its_drop_in() -> None:
 
 def test_probe_script_runs_crio_probe_only_when_active() -> None:
     script = smoke.probe_script(PLAN, None)
-    assert "crio.service" in script and "if active crio; then" in script
-    assert f"base64 -w0 < {DROP_IN}" in script
-    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    assert " ".join(script.args).endswith("-r docker docker -r containerd containerd -r containers crio")
+    assert f"b64 < {DROP_IN}" in script.program  # containers_probe, run when crio is active
+    subprocess.run(["sh", "-n"], input=script.program, text=True, check=True)
 
 
 class _Node:
@@ -410,14 +411,14 @@ class _Node:
 
     def __init__(self, look: str) -> None:
         self.look = look
-        self.scripts: list[str] = []
+        self.scripts: list[list[str]] = []
 
     def run(self, c: Any, command: str, **kw: Any) -> ssh.RunResult:
-        del c
-        script = kw["stdin"].decode()
-        self.scripts.append(script)
-        out = self.look if "podman image exists" in script or "command -v podman" in script else \
-            "podman.pull\t0\t\n"
+        del c, kw
+        args = shlex.split(command)
+        assert args[:2] == ["sh", "-c"]
+        self.scripts.append(args)
+        out = self.look if "containers_look" in args else "podman.pull\t0\t\n"
         return ssh.RunResult(command, 0, out, "")
 
 
@@ -434,10 +435,11 @@ def test_probe_more_pulls_by_upstream_name_only_through_the_mirror(
     out = containers.RUNTIME.probe_more(None, False, PLAN, {})
     assert len(node.scripts) == (2 if pulls else 1)
     for script in node.scripts:
-        subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+        subprocess.run(["sh", "-n"], input=script[2], text=True, check=True)
+    assert node.scripts[0][4:] == ["containers_look", "docker.io/library/busybox:1.36", "30"]
     if pulls:
-        assert "timeout 120 podman pull -q docker.io/library/busybox:1.36" in node.scripts[1]
-        assert ("podman rmi docker.io/library/busybox:1.36" in node.scripts[1]) is removes
+        assert node.scripts[1][4:] == ["containers_pull", "docker.io/library/busybox:1.36", "120",
+                                       "no" if removes else "yes"]
         assert "podman.pull\t0" in out
 
 
@@ -449,8 +451,8 @@ def test_version_of() -> None:
 
 def test_smoke_podman_only_node_is_not_runtime_down() -> None:
     """A node whose only runtime is podman (no unit of its own): its pull is the runtime that works."""
-    out = ("unit\tdocker\tinactive\tnot-found\nunit\tcontainerd\tinactive\tnot-found\n"
-           "unit\tcrio\tinactive\tnot-found\nreach\tcurl\t0\t200\n"
+    out = ("unit.docker\tinactive\tnot-found\nunit.containerd\tinactive\tnot-found\n"
+           "unit.crio\tinactive\tnot-found\nreach\tcurl\t0\t200\n"
            f"podman\tyes\tpodman version 5.4.2\ncontainers.info\t{GOOD_INFO}\npodman.pull\t0\t\n")
     got = _named(smoke.diagnose(out, PLAN, "node1"))
     assert got["podman"].status == "ok"

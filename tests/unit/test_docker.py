@@ -19,7 +19,6 @@ from nodecfg.runtimes.docker import (
     merge_daemon_json,
     plan_docker,
     unwanted_settings,
-    verify_script,
 )
 
 CASES = sorted((Path(__file__).parent / "fixtures" / "daemon_json").glob("*.json"))
@@ -121,12 +120,6 @@ def test_check_effect() -> None:
     assert "insecure" in (check_effect(json.dumps({"IndexConfigs": {}}), EP, False) or "")
     assert "mirror" in (check_effect(json.dumps({**good, "Mirrors": []}), EP, True) or "")
     assert "does not answer" in (check_effect("", EP, True) or "")
-
-
-def test_verify_script_waits_are_bounded() -> None:
-    script = verify_script(EP, True, 7)
-    assert "end=$(( $(date +%s) + 7 ))" in script
-    assert "curl -sf --max-time 5" in script and "timeout 5 docker info" in script
 
 
 CA = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"

@@ -26,6 +26,7 @@ from nodecfg import configure, registry, smoke
 from nodecfg.errors import InventoryError
 from nodecfg.images import plan_targets
 from nodecfg.inventory import Inventory, Secret, parse_inventory
+from nodecfg.scripts import NodeScript
 
 PATH = "/inv/inventory.yaml"
 MARK_USER, MARK_DIR, MARK_PW = "qU_", "qD_", "qP_"
@@ -100,9 +101,16 @@ def _scripts(inv: Inventory, password: str) -> dict[str, str]:
         "registry.apply_script": registry.apply_script(spec, "recreate", reg, htpasswd, targets, creds),
         "registry.tags_script": registry.tags_script(reg, [t.path for t in targets], creds),
         "registry.down_script": registry.down_script(reg, purge=True),
-        "smoke.probe_script": smoke.probe_script(plan, creds),
-        "configure.facts_script": configure.facts_script(),
+        "smoke.probe_script": _node_script(smoke.probe_script(plan, creds)),
+        "configure.facts_script": _node_script(configure.facts_script()),
     }
+
+
+def _node_script(script: NodeScript) -> str:
+    """A node script as checked here: its program (its syntax is checked), then, as comments, its
+    arguments and its stdin (values: they must hold no secret in the clear either)."""
+    return (f"{script.program}\n# {' '.join(shlex.quote(a) for a in script.args)}\n"
+            f"# {script.stdin.decode()}\n")
 
 
 def _check_loaded(inv: Inventory, password: str) -> None:

@@ -35,6 +35,24 @@ INV = parse_inventory("master: {address: 172.29.77.10}\nnodes: [172.29.77.11]\n"
 FACTS = Path(__file__).parent / "fixtures" / "facts" / "configured-bookworm.txt"
 
 
+# its node-side functions (a real runtime ships them as nodecfg/scripts/<name>.sh)
+SHELL = r"""
+fakert_facts() {
+  rec bin.fakert "$(command -v fakert)"
+  rec version.fakert "$(fakert --version 2>/dev/null)"
+}
+fakert_validate() {
+  [ "$1" = fakert ] || return 0
+  fakert check "$2" || fail "$3" rejected
+}
+fakert_verify() { rec fakert.mirror "$(fakert mirrors)"; }
+fakert_rollback() {
+  if changed || down; then timeout "$deadline" systemctl --no-block reload fakert.service; fi
+}
+fakert_probe() { rec fakert.pull "$(fakert pull "$image_ref" >/dev/null; echo $?)"; }
+"""
+
+
 @dataclass(frozen=True)
 class FakeFacts:
     service: ServiceFacts
@@ -51,9 +69,8 @@ class FakeRuntime:
     formats: Mapping[str, str] = {"fakert": "toml"}
     checks: tuple[str, ...] = ("fakert",)
 
-    def facts_fragment(self) -> str:
-        return ("printf 'bin.fakert\\t%s\\n' \"$(command -v fakert)\"\n"
-                "printf 'version.fakert\\t%s\\n' \"$(fakert --version 2>/dev/null)\"")
+    def shell(self) -> str:
+        return SHELL
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
                    files: Mapping[str, FileFact]) -> FakeFacts:
@@ -79,21 +96,9 @@ class FakeRuntime:
         del plan
         return ()
 
-    def validate_fragment(self, change: FileChange, temp: str, path: str, deadline: float) -> str:
-        return f"fakert check \"${temp}\" || fail {path} rejected" if change.validate == "fakert" else ""
-
-    def verify_fragment(self, want: Want, deadline: float) -> str:
-        return f"printf 'fakert.mirror\\t%s\\n' \"$(fakert mirrors)\"  # {want.endpoint} {deadline:g}"
-
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del plan
         return None if values.get("fakert.mirror") == want.endpoint else "fakert did not take it"
-
-    def rollback_fragment(self, *, changed: str, down: str, was_active: bool, deadline: float) -> str:
-        return f"if {changed} || {down}; then timeout {deadline:g} systemctl --no-block reload fakert.service; fi"
-
-    def probe_fragment(self, plan: SmokePlan) -> str:
-        return f"printf 'fakert.pull\\t%s\\n' \"$(fakert pull {plan.image.upstream} >/dev/null; echo $?)\""
 
     def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         del c, become, plan, vals
@@ -145,8 +150,9 @@ def test_registry_and_the_real_runtimes_satisfy_the_protocol() -> None:
 @pytest.mark.usefixtures("with_fake")
 def test_configure_facts_plan_and_apply_take_a_new_runtime() -> None:
     script = configure.facts_script()
-    assert "systemctl show docker.service containerd.service crio.service fakert.service" in script
-    assert "printf 'bin.fakert" in script and CONF in script
+    assert "-u crio.service -u fakert.service -r docker -r containerd -r containers -r fakert" in " ".join(
+        script.args)
+    assert "fakert_facts()" in script.program and CONF in script.args
     facts = configure.parse_facts(_facts_output())
     fake = facts.runtimes["fakert"]
     assert isinstance(fake, FakeFacts) and fake.service.version == "1.2.3" and fake.conf is None
@@ -158,12 +164,14 @@ def test_configure_facts_plan_and_apply_take_a_new_runtime() -> None:
     assert not unreadable and configure.unknown_paths(plan, facts) == ()
     apply = configure.apply_script(plan, configure.targets(plan, facts),
                                    configure.want_of(INV, None), 5, "S")
-    assert 'fakert check "$t0" || fail /etc/fakert/registries.conf rejected' in apply
-    assert "systemctl --no-block reload fakert.service" in apply
-    assert "printf 'fakert.mirror" in apply
+    i = apply.args.index("-F")
+    assert apply.args[i:i + 9] == ("-F", CONF, CONF, "644", "-", "fakert", "fakert", "absent", "-")
+    assert apply.args[i + 9:i + 13] == ("-A", "fakert", "fakert", "reload")
+    assert "fakert_validate()" in apply.program and "fakert_verify()" in apply.program
     rollback = configure.rollback_script(plan["fakert"], configure.targets(plan, facts),
                                          was_active=True, deadline=5, stamp="S")
-    assert "systemctl --no-block reload fakert.service" in rollback
+    assert rollback.args[:10] == ("-t", "5", "-r", "fakert", "-u", "fakert", "-a", "reload", "-w", "1")
+    assert "fakert_rollback()" in rollback.program
 
 
 @pytest.mark.usefixtures("with_fake")
@@ -200,10 +208,10 @@ def test_smoke_probes_and_diagnoses_a_new_runtime(capsys: pytest.CaptureFixture[
     plan = SmokePlan("10.1.1.1:5000", parse_ref("docker.io/library/busybox:1.36"), None,
                      ("docker.io",), False)
     script = smoke.probe_script(plan, None)
-    assert "fakert.service" in script and "if active fakert; then" in script
+    assert script.args[-3:] == ("-r", "fakert", "fakert") and "fakert_probe()" in script.program
     assert smoke.check_names()[-1] == "fakert"
-    out = ("unit\tdocker\tinactive\tnot-found\nunit\tcontainerd\tinactive\tnot-found\n"
-           "unit\tfakert\tactive\tenabled\nreach\tcurl\t0\t200\nfakert.pull\t0\n")
+    out = ("unit.docker\tinactive\tnot-found\nunit.containerd\tinactive\tnot-found\n"
+           "unit.fakert\tactive\tenabled\nreach\tcurl\t0\t200\nfakert.pull\t0\n")
     checks = smoke.diagnose(out, plan, "node1")
     by_name = {ch.name: ch for ch in checks}
     assert by_name["fakert"].status == "ok" and "busybox" in by_name["fakert"].detail

@@ -13,7 +13,7 @@ import pytest
 
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Secret
-from nodecfg.smoke import SmokePlan, diagnose, probe_script, reach_probe
+from nodecfg.smoke import SmokePlan, diagnose, probe_script
 
 EP = "10.1.1.1:5000"
 PLAN = SmokePlan(EP, parse_ref("docker.io/library/busybox:1.36"),
@@ -30,8 +30,8 @@ DUMP_2X = "version = 3\n[plugins]\n  [plugins.'io.containerd.cri.v1.images'.regi
 DUMP_2X_UNSET = "version = 3\n[plugins]\n  [plugins.'io.containerd.cri.v1.images'.registry]\n    config_path = ''\n"
 
 HEALTHY = [
-    "unit\tdocker\tactive\tenabled",
-    "unit\tcontainerd\tactive\tenabled",
+    "unit.docker\tactive\tenabled",
+    "unit.containerd\tactive\tenabled",
     "reach\tcurl\t0\t200",
     "docker.info\te30=",
     f"docker.pull\t0\t{b64(EP + '/library/busybox:1.36')}",
@@ -44,9 +44,9 @@ HEALTHY = [
 
 
 def with_lines(*replace: str) -> str:
-    keys = {r.split("\t")[0] + ("\t" + r.split("\t")[1] if r.startswith("unit") else "") for r in replace}
+    keys = {r.split("\t")[0] for r in replace}
     kept = [ln for ln in HEALTHY
-            if (ln.split("\t")[0] + ("\t" + ln.split("\t")[1] if ln.startswith("unit") else "")) not in keys]
+            if ln.split("\t")[0] not in keys]
     return "\n".join(kept + [r for r in replace if not r.endswith("\tDROP")])
 
 
@@ -100,12 +100,12 @@ CASES = [
      {"cri": "manifest unknown"}, False),
     ("cri-not-checked", with_lines(f"cri\tnot checked\t{b64('no way to reach the CRI socket')}"), {}, True),
     ("docker-masked", "\n".join([ln for ln in HEALTHY if not ln.startswith("docker")
-                                 and ln != "unit\tdocker\tactive\tenabled"] +
-                                ["unit\tdocker\tinactive\tmasked"]),
+                                 and ln != "unit.docker\tactive\tenabled"] +
+                                ["unit.docker\tinactive\tmasked"]),
      {}, True),
     ("docker-down", "\n".join([ln for ln in HEALTHY if not ln.startswith("docker")
-                               and ln != "unit\tdocker\tactive\tenabled"] +
-                              ["unit\tdocker\tfailed\tenabled"]),
+                               and ln != "unit.docker\tactive\tenabled"] +
+                              ["unit.docker\tfailed\tenabled"]),
      {"docker": "runtime down"}, False),
 ]
 
@@ -130,12 +130,16 @@ def test_unreachable_names_node() -> None:
 
 def test_probe_script_is_valid_shell_and_keeps_secret_encoded() -> None:
     script = probe_script(PLAN, ("puller", Secret("pw-123")))
-    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
-    assert "pw-123" not in script  # the credentials travel base64-encoded, decoded into a 0600 file
-    i = script.splitlines().index("base64 -d > \"$ncfg\" <<'NODECFG_EOF'")
-    assert base64.b64decode(script.splitlines()[i + 1]) == b'user = "puller:pw-123"\n'
+    assert subprocess.run(["sh", "-n"], input=script.program, text=True, check=False).returncode == 0
+    # the credentials travel on stdin, base64-encoded, decoded into a 0600 file: never in the command
+    assert "pw-123" not in script.command() and b"pw-123" not in script.stdin
+    assert base64.b64decode(script.stdin) == b'user = "puller:pw-123"\n'
+    assert probe_script(PLAN, None).stdin == b""
     # a mirror pull is only attempted when the node's config names the registry
-    assert "nomirror" in script
+    assert "nomirror" in script.program
+    args = script.args
+    assert args[args.index("-i") + 1] == f"{EP}/library/busybox:1.36"
+    assert args[args.index("-h") + 1] == "docker.io/library/busybox:1.36"
 
 
 def test_no_http_tool_is_not_a_failure() -> None:
@@ -164,15 +168,16 @@ def test_reach_probe_without_curl_or_wget(tmp_path: Path, tools: tuple[str, ...]
     port = str(server.server_address[1])
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in (*tools, "timeout", "cat"):
+    for tool in (*tools, "timeout", "cat", "mktemp", "rm", "base64", "awk"):
         found = sys.executable if tool == "python3" else shutil.which(tool)  # not pyenv's shim
         assert found, tool
         (bin_dir / tool).symlink_to(found)
-    script = reach_probe(f"http://127.0.0.1:{port}/v2/", "127.0.0.1", port, "", "")
+    plan = SmokePlan(f"127.0.0.1:{port}", parse_ref("docker.io/library/busybox:1.36"), None, (), False)
+    script = probe_script(plan, None)
     try:
-        out = subprocess.run(["/bin/dash", "-c", script], capture_output=True, text=True, check=False,
-                             env={"PATH": str(bin_dir)}, timeout=30).stdout
+        out = subprocess.run(["/bin/dash", "-c", script.program, "nodecfg", *script.args], capture_output=True,
+                             text=True, check=False, env={"PATH": str(bin_dir)}, timeout=30).stdout
     finally:
         server.shutdown()
     expected = f"reach\t{tools[0]}\t0\t401" if tools else "reach\tnone\t\t"
-    assert out.rstrip("\n") == expected, out
+    assert [ln for ln in out.splitlines() if ln.startswith("reach")] == [expected], out

@@ -1,0 +1,160 @@
+# shellcheck shell=sh
+# apply: the one script that changes a node, ending with `end apply`.
+#
+# Arguments (nodecfg/configure.py `apply_script` builds them from the plan and the facts):
+#   -t DEADLINE -e ENDPOINT [-m MIRROR]... [-S SCHEME]  every wait's bound, and what the inventory
+#                                                     wants (read by the verifies); SCHEME `http`
+#                                                     (the default) or `https` (the registry's TLS)
+#   -F PATH REAL MODE OWNER VALIDATE RUNTIME OLD BAK  a file to write, in order: REAL is the file the
+#        write replaces (a symlink's target: the link is kept), MODE octal, OWNER uid:gid or -
+#        (a new file), VALIDATE the runtime's validator key, OLD the sha256 facts saw or `absent`,
+#        BAK its backup or -
+#   -A RUNTIME UNIT ACTION                            highest layer first: `reload`/`restart` the unit
+#        (queued, waited for, then <RUNTIME>_verify once it settled active), or `none` (files it
+#        reads per command: <RUNTIME>_verify only)
+#   -U UNIT                                           every unit, for the closing state probe
+# stdin: each file's content, base64, one line per -F in order.
+#
+# Every file's bytes are written exactly (`base64 -d`) to a temp file beside the file they replace,
+# under noclobber, with the old file's mode and owner; validated by its runtime; then every target
+# is checked to be what facts saw (`cas`: sha256, or still absent) — if one is not, nothing is
+# written. The previous files are kept as hard links (copies across filesystems) at BAK.
+
+deadline=10 endpoint='' mirrors='' scheme=http units=''
+scan() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      -t) deadline=$2; shift 2;;
+      -e) endpoint=$2; shift 2;;
+      -m) mirrors="$mirrors $2"; shift 2;;
+      -S) scheme=$2; shift 2;;
+      -U) units="$units $2"; shift 2;;
+      -F) shift 9;;
+      -A) shift 4;;
+      *) shift;;
+    esac
+  done
+}
+scan "$@"
+dump=  # containerd's config dump from its validation, reused by its verify
+
+# the contents come on fd 5; every command here reads /dev/null, never them
+exec 5<&0 0</dev/null
+umask 022
+bad=0
+
+fail() { rec invalid "$1" "$(printf '%s\n' "$2" | grep -v '^$' | tail -n 1)"; bad=1; }
+
+# compare-and-swap: PATH is still what facts saw (OLD: its sha256, or `absent`), else nothing is
+# written. REAL is the file a write replaces (a symlink's target, else PATH).
+cas() {
+  if [ "$3" = absent ]; then
+    if [ -e "$1" ] || [ -L "$1" ]; then
+      rec conflict "$1" 'created on the node since its facts were read'; return 1; fi
+    return 0
+  fi
+  if [ "$1" = "$2" ]; then
+    if [ -L "$1" ]; then
+      rec conflict "$1" 'replaced by a symlink since its facts were read'; return 1; fi
+  elif [ "$(readlink -f -- "$1")" != "$2" ]; then
+    rec conflict "$1" 'its symlink was changed since its facts were read'; return 1
+  fi
+  s=$(sha256sum < "$2" 2>/dev/null) || s=
+  [ "${s%% *}" = "$3" ] && return 0
+  rec conflict "$1" 'changed on the node since its facts were read'; return 1
+}
+
+# temp I REAL: sets $t, the temp file beside REAL (absolute) for the I-th file (the rollback
+# removes the same)
+temp() { t="${2%/*}/.nodecfg.$1.$$"; }
+
+write_all() {
+  i=0
+  while [ $# -gt 0 ]; do
+    if [ "$1" != -F ]; then shift; continue; fi
+    path=$2 real=$3 mode=$4 owner=$5 validate=$6 rt=$7
+    shift 9
+    IFS= read -r data <&5 || data=
+    temp "$i" "$real"
+    dir=${real%/*}
+    dir=${dir:-/}
+    i=$((i + 1))
+    [ -d "$dir" ] || err=$(mkdir -p -- "$dir" 2>&1) || { fail "$path" "$err"; continue; }
+    umask "$(printf '%03o' $(( 0777 & ~0$mode )))"
+    # shellcheck disable=SC3040  # noclobber: never write through a file someone put there
+    set -C
+    if err=$(printf '%s' "$data" | base64 -d 2>&1 > "$t"); then
+      if [ "$owner" != - ]; then
+        err=$(chown "$owner" "$t" 2>&1 && chmod "$mode" "$t" 2>&1) || fail "$path" "$err"
+      fi
+    else
+      fail "$path" "$err"
+    fi
+    set +C
+    umask 022
+    "${rt}_validate" "$validate" "$t" "$path"
+  done
+}
+
+remove_temps() {
+  i=0
+  while [ $# -gt 0 ]; do
+    if [ "$1" != -F ]; then shift; continue; fi
+    temp "$i" "$3"
+    rm -f -- "$t"
+    i=$((i + 1))
+    shift 9
+  done
+}
+
+cas_all() {
+  while [ $# -gt 0 ]; do
+    if [ "$1" != -F ]; then shift; continue; fi
+    cas "$2" "$3" "$8" || bad=1
+    shift 9
+  done
+}
+
+rename_all() {
+  i=0
+  while [ $# -gt 0 ]; do
+    if [ "$1" != -F ]; then shift; continue; fi
+    path=$2 real=$3 bak=$9
+    temp "$i" "$real"
+    i=$((i + 1))
+    shift 9
+    if [ "$bak" != - ]; then
+      { ln -f -- "$real" "$bak" 2>/dev/null || cp -p -- "$real" "$bak"; } && rec backup "$path" "$bak"
+    fi
+    mv -f -- "$t" "$real" && rec wrote "$path"
+  done
+}
+
+# highest layer first: docker's reload needs nothing from containerd, but systemd queues a docker
+# job behind a pending containerd job (docker is ordered After= it), so a containerd start that
+# hangs would hold docker's reload too. Each runtime: queue, wait (bounded), verify (bounded).
+act_all() {
+  while [ $# -gt 0 ]; do
+    if [ "$1" != -A ]; then shift; continue; fi
+    rt=$2 unit=$3 action=$4
+    shift 4
+    if [ "$action" = none ]; then
+      "${rt}_verify"
+      continue
+    fi
+    timeout "$deadline" systemctl --no-block "$action" "$unit.service" 2>&1 | tail -n 1 \
+      | while IFS= read -r line; do rec "actionlog.$rt" "$line"; done
+    settle_units "$deadline" settled. "$unit.service"
+    case $settled in *"settled.$unit${tab}active$tab"*) "${rt}_verify";; esac
+  done
+}
+
+write_all "$@"
+if [ $bad = 1 ]; then remove_temps "$@"; rec end apply; exit 0; fi
+cas_all "$@"
+if [ $bad = 1 ]; then remove_temps "$@"; rec end apply; exit 0; fi
+rename_all "$@"
+act_all "$@"
+# shellcheck disable=SC2086  # unit names are words
+unit_states after. "ActiveState ActiveEnterTimestampMonotonic" $units
+rec end apply

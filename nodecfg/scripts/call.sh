@@ -1,0 +1,8 @@
+# shellcheck shell=sh
+# A step of its own: `call.sh FUNCTION ARG...` runs one function of the runtimes' files (the smoke
+# test's second steps: containerd_pulls, containers_look, containers_pull). -e ENDPOINT first sets
+# $endpoint.
+exec 0</dev/null
+endpoint=
+if [ "$1" = -e ]; then endpoint=$2; shift 2; fi
+"$@"

@@ -1,0 +1,89 @@
+# shellcheck shell=sh
+# containerd's functions for the node scripts (nodecfg/runtimes/containerd.py): facts, validate,
+# verify, rollback, the smoke probe and its second step (ctr and crictl pulls).
+
+containerd_facts() {
+  rec bin.containerd "$(command -v containerd)"
+  rec version.containerd "$(containerd --version 2>/dev/null)"
+}
+
+# containerd_validate KIND TEMP PATH: containerd's own reading of the new file; the verify after
+# the restart reuses its dump
+containerd_validate() {
+  [ "$1" = containerd ] || return 0
+  if dump=$(timeout "$deadline" containerd -c "$2" config dump 2>"$2.err"); then
+    rec containerd.dump "$(printf '%s\n' "$dump" | b64)"
+  else
+    fail "$3" "$(cat "$2.err")"
+  fi
+  rm -f "$2.err"
+}
+
+# every probe is time-limited: `ctr` with no daemon behind the socket otherwise waits ~10 s per
+# attempt, and a containerd in a restart loop must fail the node, not hang it
+containerd_plugins() { plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null); }
+
+# after a restart: wait (bounded) until containerd answers with its plugin list, then report the
+# CRI plugin's status (the running daemon loaded the new config) and the config dump
+containerd_verify() {
+  wait_until "$deadline" 0.2 containerd_plugins
+  [ -z "$dump" ] && rec containerd.dump "$(timeout "$deadline" containerd config dump 2>/dev/null | b64)"
+  rec containerd.cri "$(printf '%s\n' "$plugins" \
+    | awk '$2 == "io.containerd.grpc.v1.cri" || $2 == "cri" {print $NF; exit}')"
+}
+
+# a hung start (an ExecStartPre that never returns) is stopped, then containerd is started on its
+# restored files if it was running
+containerd_rollback() {
+  if changed || [ -n "$job" ] || down; then
+    timeout "$deadline" systemctl stop containerd.service >/dev/null 2>&1
+    systemctl reset-failed containerd.service 2>/dev/null
+    if [ "$was_active" = 1 ]; then
+      timeout "$deadline" systemctl --no-block start containerd.service 2>&1 | tail -n 1 \
+        | while IFS= read -r line; do rec actionlog.containerd "$line"; done
+    fi
+  fi
+}
+
+# its effective config, read as TOML by nodecfg; the pulls need the certs dir it names, so they
+# run in a second step (containerd_pulls)
+containerd_probe() {
+  rec containerd.dump "$(timeout 10 containerd config dump 2>/dev/null | b64)"
+}
+
+# containerd_pull TAG REF: ctr pulls REF through $certs (and crictl, where installed)
+containerd_pull() {
+  # the CRI plugin adds a `sha256:<config id>` ref beside every image in k8s.io. Ours goes too, or
+  # each run would leave one behind; it is the new sha256: ref whose target digest is our image's.
+  # Refs that others (the kubelet) made meanwhile point elsewhere and stay.
+  before=$(ctr -n k8s.io images ls -q 2>/dev/null)
+  had=$(printf '%s\n' "$before" | grep -qxF -- "$2" && echo yes)
+  out=$(ctr -n k8s.io images pull --hosts-dir "$certs" "$2" 2>&1)
+  rc=$?
+  rec "$1" "$rc" "$(printf '%s' "$out" | tail -n 1 | b64)"
+  if command -v crictl >/dev/null; then
+    out=$(crictl pull "$2" 2>&1)
+    rec crictl "$?" "$(printf '%s' "$out" | tail -n 1 | b64)"
+  fi
+  if [ -z "$had" ] && [ $rc = 0 ]; then
+    listed=$(ctr -n k8s.io images ls 2>/dev/null)
+    digest=$(printf '%s\n' "$listed" | awk -v r="$2" '$1 == r {print $3; exit}')
+    # shellcheck disable=SC2046  # the new refs are words
+    ctr -n k8s.io images rm "$2" $(printf '%s\n' "$listed" \
+      | awk -v d="$digest" 'd != "" && $1 ~ /^sha256:/ && $3 == d {print $1}' \
+      | grep -vxF -e "${before:-@none@}") >/dev/null 2>&1
+  fi
+}
+
+# containerd_pulls CERTS HOSTS_TOML REF: the smoke test's second step on a node whose containerd
+# is active: ctr pulls REF (the upstream name) through the certs dir the running containerd's
+# config_path names, when that dir's hosts.toml names the registry
+containerd_pulls() {
+  certs=$1
+  rec containerd.certs "$certs"
+  if grep -qF "http://$endpoint" "$2" 2>/dev/null; then
+    containerd_pull containerd.pull "$3"
+  else
+    rec containerd.pull nomirror ""
+  fi
+}

@@ -1,0 +1,56 @@
+# shellcheck shell=sh
+# CRI-O's and podman's functions for the node scripts (nodecfg/runtimes/containers.py): facts,
+# validate, verify, rollback, and the smoke probes. The unit is crio.service; podman has none.
+
+containers_facts() {
+  rec bin.containers "$(command -v crio)"
+  rec version.containers "$(crio --version 2>/dev/null | head -n 1)"
+  rec containers.podman "$(command -v podman)" "$(podman --version 2>/dev/null)"
+}
+
+# TOML and JSON: parsed by nodecfg before anything is sent
+containers_validate() { :; }
+
+# after the write (and crio's reload, when it ran and crio settled active): the registries podman
+# resolves now
+containers_verify() {
+  if command -v podman >/dev/null 2>&1; then
+    rec containers.info "$(timeout "$deadline" podman info --format json 2>/dev/null | b64)"
+  fi
+}
+
+# a running crio reloads its restored drop-in; one that went down is started
+containers_rollback() {
+  [ -n "$job" ] && timeout "$deadline" systemctl cancel "$job" 2>/dev/null
+  if changed || down; then
+    if systemctl is-active -q crio.service; then
+      timeout "$deadline" systemctl --no-block reload crio.service
+    else
+      systemctl reset-failed crio.service 2>/dev/null
+      timeout "$deadline" systemctl --no-block start crio.service
+    fi 2>&1 | tail -n 1 | while IFS= read -r line; do rec actionlog.containers "$line"; done
+  fi
+}
+
+# crio active: the drop-in it reads (parsed as TOML by nodecfg)
+containers_probe() {
+  rec containers.dropin "$(b64 < /etc/containers/registries.conf.d/99-nodecfg.conf 2>/dev/null)"
+}
+
+# containers_look REF SECONDS: the first podman step: is podman there, what registries it
+# resolves, has it the image already
+containers_look() {
+  if ! command -v podman >/dev/null 2>&1; then rec podman no; return 0; fi
+  rec podman yes "$(podman --version 2>/dev/null)"
+  rec containers.info "$(timeout "$2" podman info --format json 2>/dev/null | b64)"
+  if podman image exists "$1" 2>/dev/null; then rec podman.had yes; fi
+}
+
+# containers_pull REF SECONDS HAD: pull by the name the kubelet would use, bounded; then remove
+# the image unless the node had it before (HAD = yes)
+containers_pull() {
+  out=$(timeout "$2" podman pull -q "$1" 2>&1)
+  rc=$?
+  rec podman.pull "$rc" "$(printf '%s' "$out" | grep -v '^$' | tail -n 1 | b64)"
+  if [ "$3" != yes ] && [ $rc = 0 ]; then podman rmi "$1" >/dev/null 2>&1; fi
+}

@@ -1,0 +1,99 @@
+# shellcheck shell=sh
+# docker's functions for the node scripts (nodecfg/runtimes/docker.py): facts, validate, verify,
+# rollback, and the smoke probe. They read the scripts' globals: $deadline, $endpoint, $mirrors,
+# $scheme (configure), $image_ref, $hub_ref (smoke).
+
+# `docker info` as JSON: straight from the socket with curl where it can (the docker CLI costs
+# ~20 ms of CPU per call, which adds up on a busy node), else through the CLI
+dinfo() {
+  curl -sf --max-time 5 --unix-socket /var/run/docker.sock http://docker/info 2>/dev/null \
+    || timeout 5 docker info --format '{{json .}}' 2>/dev/null
+}
+
+docker_facts() {
+  rec bin.docker "$(command -v dockerd)"
+  # the running dockerd answers /version in a few ms; starting the dockerd binary costs ~40 ms CPU,
+  # which on a busy node is most of the facts' cost
+  dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \
+       | grep -o '"Version":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+  if [ -n "$dv" ]; then rec version.docker "Docker version $dv"
+  else rec version.docker "$(dockerd --version 2>/dev/null)"; fi
+  pid=$(printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } /Id=docker.service/ {
+    for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }')
+  if [ "${pid:-0}" -gt 0 ] 2>/dev/null; then rec cmdline.docker "$(b64 < "/proc/$pid/cmdline")"; fi
+}
+
+# docker_validate KIND TEMP PATH: `dockerd --validate` (docker 23+) reads the new daemon.json
+docker_validate() {
+  [ "$1" = dockerd ] || return 0
+  out=$(timeout "$deadline" dockerd --validate --config-file "$2" 2>&1 >/dev/null) || fail "$3" "$out"
+}
+
+# the running dockerd lists the registry (as insecure: plain HTTP; over TLS it is not listed),
+# and the mirror (<scheme>://<endpoint>/) when docker.io is mirrored
+docker_listed() {
+  info=$(dinfo)
+  [ -n "$info" ] || return 1
+  if [ "$scheme" = http ]; then
+    case $info in *"$endpoint"*) ;; *) return 1;; esac
+  fi
+  case " $mirrors " in *" docker.io "*) ;; *) return 0;; esac
+  case $info in *"$scheme://$endpoint/"*) return 0;; esac
+  return 1
+}
+
+# poll `docker info` (bounded) until the registry is listed: dockerd applies SIGHUP asynchronously
+docker_verify() {
+  wait_until "$deadline" 0.25 docker_listed
+  rec docker.info "$info"
+}
+
+# a queued job is cancelled; a running dockerd reloads its restored file, a stopped one is started
+docker_rollback() {
+  [ -n "$job" ] && timeout "$deadline" systemctl cancel "$job" 2>/dev/null
+  if changed || down; then
+    if systemctl is-active -q docker.service; then
+      timeout "$deadline" systemctl --no-block reload docker.service
+    else
+      systemctl reset-failed docker.service 2>/dev/null
+      timeout "$deadline" systemctl --no-block start docker.service
+    fi 2>&1 | tail -n 1 | while IFS= read -r line; do rec actionlog.docker "$line"; done
+  fi
+}
+
+# docker's image API straight from the socket where curl can (the CLI costs ~20 ms a call)
+if command -v curl >/dev/null 2>&1 && [ -S /var/run/docker.sock ]; then
+  dhas() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 \
+              --unix-socket /var/run/docker.sock "http://docker/images/$1/json")" = 200 ]; }
+  drm() { for r in "$@"; do curl -s -o /dev/null --max-time 30 -X DELETE \
+            --unix-socket /var/run/docker.sock "http://docker/images/$r"; done; }
+else
+  dhas() { docker image inspect "$1" >/dev/null 2>&1; }
+  drm() { docker rmi "$@" >/dev/null 2>&1; }
+fi
+
+# docker_pull TAG REF: `TAG rc base64(last line)`; an image the node did not have is removed at
+# the end (with the others): the mirror pull then reuses the layers and only has to resolve the
+# manifest through the mirror, which is what it proves
+docker_pull() {
+  had=$(dhas "$2" && echo yes)
+  out=$(docker pull -q "$2" 2>&1)
+  rc=$?
+  rec "$1" "$rc" "$(printf '%s' "$out" | tail -n 1 | b64)"
+  if [ -z "$had" ] && [ $rc = 0 ]; then drop="$drop $2"; fi
+}
+
+docker_probe() {
+  drop=
+  info=$(dinfo)
+  rec docker.info "$(printf '%s' "$info" | b64)"
+  docker_pull docker.pull "$image_ref"
+  if [ -n "$hub_ref" ]; then
+    case $info in
+      *"http://$endpoint"*) docker_pull docker.mirror "$hub_ref";;
+      *) rec docker.mirror nomirror "";;
+    esac
+  fi
+  # shellcheck disable=SC2086  # image refs are words
+  if [ -n "$drop" ]; then drm $drop; fi
+}

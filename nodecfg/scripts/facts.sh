@@ -1,0 +1,112 @@
+# shellcheck shell=sh
+# facts: everything the planners need from a node, as tagged lines, ending with `end nodecfg-facts`
+# (output without it is incomplete, and an incomplete answer fails the node).
+#
+# Arguments, in any order:
+#   -u UNIT        a unit to describe (`unit.<name> <prop>=<value>` lines), every runtime's
+#   -r RUNTIME     a runtime whose <RUNTIME>_facts function runs (after the units, with $units set)
+#   -f PATH        a config file to read
+#   -d DIR GLOB    a dir to list, and the files matching GLOB in it to read
+#
+# Each file is `path <path> file <real path> <mode uid gid size>`, `path <path> absent` or
+# `path <path> unreadable <why>`; a dir `dir <dir> listed` (its files follow), `absent` or
+# `unreadable`. The bytes of the readable files come in one tar archive (two processes, whatever
+# the number of files), then tar's exit code. A stat error other than "No such file" (EACCES on
+# /root for a login user) is *unreadable*, never absent.
+
+fact() {
+  case $seen in *"
+$1
+"*) return;; esac
+  seen="$seen$1
+"
+  if [ -e "$1" ]; then
+    if [ ! -f "$1" ]; then rec path "$1" unreadable 'not a regular file'
+    elif [ ! -r "$1" ]; then rec path "$1" unreadable 'Permission denied'
+    else
+      real=$1
+      [ -L "$1" ] && real=$(readlink -f -- "$1")
+      rec path "$1" file "$real" "$(stat -L -c '%a %u %g %s' -- "$1")"
+      readable="$readable$1
+"
+    fi
+  elif [ -L "$1" ]; then rec path "$1" unreadable "a symlink to a missing file ($(readlink -- "$1"))"
+  else
+    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
+    case $err in
+      *"No such file"*|*"Not a directory"*) rec path "$1" absent;;
+      *) rec path "$1" unreadable "${err##*: }";;
+    esac
+  fi
+}
+
+listdir() {
+  if [ -d "$1" ] && [ -r "$1" ] && [ -x "$1" ]; then
+    rec dir "$1" listed
+    for h in "$1"/$2; do if [ -e "$h" ] || [ -L "$h" ]; then fact "$h"; fi; done
+  elif [ -d "$1" ]; then rec dir "$1" unreadable 'Permission denied'
+  elif [ -e "$1" ]; then rec dir "$1" unreadable 'not a directory'
+  else
+    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
+    case $err in
+      *"No such file"*|*"Not a directory"*) rec dir "$1" absent;;
+      *) rec dir "$1" unreadable "${err##*: }";;
+    esac
+  fi
+}
+
+exec 3>&1
+unitnames=
+runtimes=
+scan() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      -u) unitnames="$unitnames $2"; shift 2;;
+      -r) runtimes="$runtimes $2"; shift 2;;
+      -d) shift 3;;
+      *) shift 2;;
+    esac
+  done
+}
+scan "$@"
+
+first=${unitnames# }
+first=${first%% *}
+# shellcheck disable=SC2086  # unit names are words
+units=$(systemctl show $unitnames -p Id -p LoadState -p ActiveState -p UnitFileState \
+          -p ActiveEnterTimestampMonotonic -p MainPID -p ExecStart -p DropInPaths 2>/dev/null) \
+  || rec error.systemctl "$(systemctl show "$first" -p Id 2>&1 >/dev/null | tail -n 1)"
+printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } {
+  id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) { id = substr($i, 4); sub(/\.service$/, "", id) }
+  for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\t%s\n", id, $i }'
+for rt in $runtimes; do "${rt}_facts"; done
+
+seen='
+'
+readable=
+while [ $# -gt 0 ]; do
+  case $1 in
+    -f) fact "$2"; shift 2;;
+    -d) listdir "$2" "$3"; shift 3;;
+    *) shift 2;;
+  esac
+done
+
+set -f
+IFS='
+'
+# shellcheck disable=SC2086  # one file a line, no globbing
+set -- $readable
+unset IFS
+set +f
+if [ $# -gt 0 ]; then
+  if command -v tar >/dev/null 2>&1; then
+    printf 'files\t'
+    rc=$( { { tar -chf - -P -- "$@" 2>/dev/null; echo $? >&4; } | b64 >&3; } 4>&1 )
+    printf '\n'
+    rec tar "$rc"
+  else
+    for p in "$@"; do rec file "$p" "$(b64 < "$p")"; done
+  fi
+fi
+rec end nodecfg-facts

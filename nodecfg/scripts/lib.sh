@@ -1,0 +1,82 @@
+# shellcheck shell=sh
+# What every node script starts with (nodecfg/scripts/__init__.py puts this file first, then the
+# runtimes' function files, then the script itself). POSIX sh: a node may have dash only.
+#
+# Values never appear in this code: they arrive as the script's arguments ("$@") or on stdin, so a
+# path, an endpoint or a reason from a node is only ever data.
+
+# messages in English (they are parsed), and the sbin dirs a login user's PATH lacks (dockerd is
+# in /usr/sbin: without them docker would look "not installed")
+export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+tab=$(printf '\t')
+
+# rec TAG [FIELD...]: one tagged line, the only output format nodecfg reads (nodecfg/tagged.py):
+# TAG, then each field after a tab. A field holds no tab and no newline: blobs are sent base64.
+rec() {
+  printf '%s' "$1"
+  shift
+  for _f do printf '\t%s' "$_f"; done
+  printf '\n'
+}
+
+# b64: stdin as one line of base64
+b64() { base64 -w0; }
+
+# secs SECONDS: whole seconds, rounded up (`timeout` takes 7.5, shell arithmetic does not)
+secs() {
+  case $1 in
+    *.*) echo $(( ${1%.*} + 1 ));;
+    *) echo "$1";;
+  esac
+}
+
+# wait_until SECONDS INTERVAL COMMAND...: run COMMAND (a function may set variables) until it
+# succeeds, at most SECONDS; returns 1 when the time ran out
+wait_until() {
+  _end=$(( $(date +%s) + $(secs "$1") ))
+  _iv=$2
+  shift 2
+  until "$@"; do
+    [ "$(date +%s)" -ge "$_end" ] && return 1
+    sleep "$_iv"
+  done
+}
+
+# unit_states PREFIX "PROP..." UNIT...: one `systemctl show` for the units, one line per unit:
+# <PREFIX><unit without .service>, then each property's value
+unit_states() {
+  _prefix=$1
+  _props=$2
+  shift 2
+  _flags=
+  for _p in Id $_props; do _flags="$_flags -p $_p"; done
+  # shellcheck disable=SC2086  # the flags are words
+  systemctl show "$@" $_flags 2>/dev/null | awk -v prefix="$_prefix" -v props="$_props" '
+    BEGIN { RS = ""; FS = "\n"; n = split(props, want, " ") }
+    { split("", v)
+      for (i = 1; i <= NF; i++) { k = substr($i, 1, index($i, "=") - 1); v[k] = substr($i, index($i, "=") + 1) }
+      id = v["Id"]; sub(/\.service$/, "", id); line = prefix id
+      for (j = 1; j <= n; j++) line = line "\t" v[want[j]]
+      print line }'
+}
+
+# settle_units SECONDS PREFIX UNIT...: wait (bounded) until systemd has no job queued for the
+# units, then print <PREFIX><unit>, ActiveState, SubState, Result, Job per unit and keep the lines
+# in $settled. A start that hangs (an ExecStartPre that never returns) still has its job at the
+# deadline; a start that failed and waits to be retried settles as `activating auto-restart`.
+settle_units() {
+  _end=$(( $(date +%s) + $(secs "$1") ))
+  _prefix=$2
+  shift 2
+  while :; do
+    _out=$(unit_states "$_prefix" "ActiveState SubState Result Job" "$@")
+    case $_out in
+      *"$tab"[0-9]*) ;;  # a Job id in the last field
+      *) break;;
+    esac
+    [ "$(date +%s)" -ge "$_end" ] && break
+    sleep 0.2
+  done
+  settled=$_out
+  printf '%s\n' "$settled"
+}

@@ -1,0 +1,279 @@
+"""The node scripts as files: shellcheck over every file and every program nodecfg assembles, the
+one codec of their output, and the scripts themselves run under dash against a fake root (the paths
+are arguments) with stub systemctl / docker / containerd commands: facts, apply (atomic write,
+backup, mode kept, compare-and-swap, reload and verify) and rollback, without a node."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nodecfg import configure, scripts, smoke, tagged
+from nodecfg import runtimes as registry
+from nodecfg.configure import NodePlan, apply_script, parse_apply, parse_facts, rollback_script
+from nodecfg.images import parse_ref
+from nodecfg.runtimes.base import SmokePlan, Want
+from nodecfg.runtimes.common import FileChange, FileFact, FileState, RuntimePlan
+from nodecfg.runtimes.containerd import check_effect as containerd_effect
+from nodecfg.runtimes.docker import check_effect as docker_effect
+from tests.unit.nodesh import FakeNode, fake_node
+
+EP = "10.1.1.1:5000"
+SHELLCHECK = shutil.which("shellcheck")
+# per file, variables set in one file and read in another are not errors (the programs are checked
+# whole); in a program, the runtimes' functions that program does not call read globals it never sets
+CROSS_FILE = "SC2034,SC2154"
+UNCALLED = "SC2154"
+
+
+def _shellcheck(path: Path, *extra: str) -> None:
+    assert SHELLCHECK, "shellcheck is not installed (Debian package shellcheck; scripts/setup.sh installs it)"
+    proc = subprocess.run([SHELLCHECK, "-s", "sh", "-S", "style", *extra, str(path)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", scripts.names())
+def test_every_script_file_passes_shellcheck(name: str) -> None:
+    _shellcheck(Path(scripts.__file__).parent / name, "-e", CROSS_FILE)
+
+
+def _programs() -> dict[str, str]:
+    libs = [rt.shell() for rt in registry.registered()]
+    return {main: scripts.program(main, libs, strip=False) for main in
+            ("facts.sh", "apply.sh", "rollback.sh", "probe.sh", "call.sh")}
+
+
+@pytest.mark.parametrize("main", sorted(_programs()))
+def test_every_assembled_program_passes_shellcheck(main: str, tmp_path: Path) -> None:
+    path = tmp_path / main
+    path.write_text(_programs()[main])
+    _shellcheck(path, "-e", UNCALLED)
+
+
+def test_the_stripped_program_is_the_same_code() -> None:
+    for main, text in _programs().items():
+        stripped = scripts.program(main, [rt.shell() for rt in registry.registered()])
+        assert "\n#" not in stripped and len(stripped) < len(text)
+        assert subprocess.run(["/bin/dash", "-n"], input=stripped, text=True, check=False).returncode == 0
+
+
+def test_no_python_formatting_left_in_the_scripts() -> None:
+    for name in scripts.names():
+        text = scripts.read(name)
+        assert "{{" not in text.replace("'{{json .}}'", ""), name
+
+
+# ---------------------------------------------------------------------------------------------
+# the codec
+
+
+def test_codec_round_trip_and_refusals() -> None:
+    line = tagged.encode("docker.pull", "0", "b64==", "")
+    assert line == "docker.pull\t0\tb64==\t\n"
+    (rec,) = tagged.decode(line)
+    assert rec == tagged.Record("docker.pull", ("0", "b64==", "")) and rec.rest == "0\tb64==\t"
+    assert rec.field(1) == "b64==" and rec.field(7) == ""
+    assert tagged.last_values("a\t1\nb\nA\t2\na\t3\n") == {"a": ["3"], "b": [], "A": ["2"]}
+    with pytest.raises(ValueError, match="tab or a newline"):
+        tagged.encode("x", "a\tb")
+    assert tagged.b64text(base64.b64encode(b"hi").decode()) == "hi" and tagged.b64text("not b64!") == "not b64!"
+
+
+def test_the_shell_rec_and_the_codec_agree(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    out = node.run(scripts.script("call.sh", [], ["rec", "tag.x", "a b", "", "c'd $(x)"])).stdout
+    assert out == tagged.encode("tag.x", "a b", "", "c'd $(x)")
+
+
+# ---------------------------------------------------------------------------------------------
+# facts, apply and rollback against a fake root
+
+
+def _active(node: FakeNode, unit: str, pid: str = "0") -> None:
+    node.unit(unit, LoadState="loaded", ActiveState="active", SubState="running", Result="success",
+              UnitFileState="enabled", ActiveEnterTimestampMonotonic="123", MainPID=pid, Job="")
+
+
+def test_facts_on_a_fake_root(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    _active(node, "docker.service")
+    _active(node, "containerd.service")
+    daemon = node.path("/etc/docker/daemon.json")
+    daemon.parent.mkdir(parents=True)
+    daemon.write_bytes(b'{"debug": true}\n')
+    daemon.chmod(0o600)
+    certs = node.path("/etc/containerd/certs.d")
+    (certs / "docker.io").mkdir(parents=True)
+    (certs / "docker.io" / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
+    out = node.run(configure.facts_script((str(daemon), str(node.path("/etc/missing.toml"))),
+                                          (str(certs),))).stdout
+    facts = parse_facts(out)
+    docker = facts.runtimes["docker"].service
+    assert docker.installed and docker.active and docker.version == "20.10.24+dfsg1"
+    assert facts.runtimes["containerd"].service.version == "1.6.20~ds1"
+    assert not facts.runtimes["containers"].service.installed  # no crio, no podman on this PATH
+    got = facts.file(str(daemon))
+    assert got is not None and got.data == b'{"debug": true}\n' and got.mode == 0o600
+    assert facts.file(str(node.path("/etc/missing.toml"))) == FileFact(
+        str(node.path("/etc/missing.toml")), FileState.ABSENT)
+    hosts = facts.file(str(certs / "docker.io" / "hosts.toml"))
+    assert hosts is not None and hosts.exists
+    # one systemctl call for every unit's state
+    shows = [c for c in node.calls() if c.startswith("systemctl show")]
+    assert shows == ["systemctl show docker.service containerd.service crio.service -p Id -p LoadState "
+                     "-p ActiveState -p UnitFileState -p ActiveEnterTimestampMonotonic -p MainPID -p ExecStart "
+                     "-p DropInPaths"]
+
+
+def _docker_info(endpoint: str, mirror: bool) -> str:
+    return json.dumps({"RegistryConfig": {"IndexConfigs": {endpoint: {"Name": endpoint, "Secure": False}},
+                                          "Mirrors": [f"http://{endpoint}/"] if mirror else []}})
+
+
+def _exists(path: Path) -> FileFact:
+    st = path.stat()
+    return FileFact(str(path), FileState.EXISTS, path.read_bytes(), str(path), st.st_mode & 0o7777,
+                    st.st_uid, st.st_gid)
+
+
+def _docker_node(tmp_path: Path) -> tuple[FakeNode, Path, FileChange, dict[str, FileFact]]:
+    node = fake_node(tmp_path)
+    _active(node, "docker.service")
+    _active(node, "containerd.service")
+    daemon = node.path("/etc/docker/daemon.json")
+    daemon.parent.mkdir(parents=True)
+    daemon.write_text('{"debug": true}\n')
+    daemon.chmod(0o600)
+    new = '{\n  "debug": true,\n  "insecure-registries": ["10.1.1.1:5000"]\n}\n'
+    change = FileChange(str(daemon), new, 0o644, '{"debug": true}\n', "x", validate="json")
+    return node, daemon, change, {str(daemon): _exists(daemon)}
+
+
+def test_apply_writes_backs_up_reloads_and_verifies(tmp_path: Path) -> None:
+    node, daemon, change, files = _docker_node(tmp_path)
+    (node.stub / "docker-info.json").write_text(_docker_info(EP, mirror=False))
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(change,), action="reload"),))
+    out = node.run(apply_script(plan, files, Want(EP, ()), 5, "S1")).stdout
+    report = parse_apply(out)
+    assert report.complete and not report.invalid and not report.conflicts
+    bak = f"{daemon}.nodecfg-S1.bak"
+    assert report.written == {str(daemon): bak}
+    assert daemon.read_text() == change.content and daemon.stat().st_mode & 0o777 == 0o600  # mode kept
+    assert Path(bak).read_text() == '{"debug": true}\n'
+    assert not list(daemon.parent.glob(".nodecfg.*"))
+    assert "systemctl --no-block reload docker.service" in node.calls()
+    assert report.values["settled.docker"] == "active\trunning\tsuccess\t"
+    assert docker_effect(report.values["docker.info"], EP, False) is None
+    assert configure._runtime_error(plan["docker"], report.values, Want(EP, ()), 5) is None
+    assert report.values["after.docker"] == "active\t123"
+
+
+def test_apply_verify_is_bounded_when_the_change_does_not_show(tmp_path: Path) -> None:
+    node, _, change, files = _docker_node(tmp_path)
+    (node.stub / "docker-info.json").write_text(_docker_info("other:5000", mirror=False))
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(change,), action="reload"),))
+    start = time.monotonic()
+    report = parse_apply(node.run(apply_script(plan, files, Want(EP, ()), 1, "S")).stdout)
+    assert time.monotonic() - start < 10
+    assert report.complete
+    assert "does not list 10.1.1.1:5000" in (configure._runtime_error(plan["docker"], report.values,
+                                                                      Want(EP, ()), 1) or "")
+
+
+def test_apply_changes_nothing_when_a_file_changed_since_facts(tmp_path: Path) -> None:
+    node, daemon, change, files = _docker_node(tmp_path)
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(change,), action="reload"),))
+    daemon.write_text('{"theirs": 1}\n')
+    report = parse_apply(node.run(apply_script(plan, files, Want(EP, ()), 5, "S")).stdout)
+    assert report.complete and not report.written
+    assert report.conflicts == {str(daemon): "changed on the node since its facts were read"}
+    assert daemon.read_text() == '{"theirs": 1}\n' and not list(daemon.parent.glob("*.bak"))
+    assert not [c for c in node.calls() if "--no-block" in c]  # nothing reloaded
+
+
+def test_apply_refused_by_the_runtime_writes_nothing(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    conf = node.path("/etc/containerd/config.toml")
+    conf.parent.mkdir(parents=True)
+    conf.write_text("version = 2\n")
+    change = FileChange(str(conf), "version = 2\n# broken\n", 0o644, "version = 2\n", "x", validate="containerd")
+    plan = NodePlan((RuntimePlan("containerd", "configure", files=(change,), action="restart"),))
+    report = parse_apply(node.run(apply_script(plan, {str(conf): _exists(conf)}, Want(EP, ()), 5)).stdout)
+    assert report.invalid == {str(conf): "failed to load TOML: broken"} and not report.written
+    assert conf.read_text() == "version = 2\n" and not list(conf.parent.glob(".nodecfg.*"))
+
+
+def test_containerd_restart_verify_then_rollback(tmp_path: Path) -> None:
+    """apply restarts containerd and verifies it by its config dump; the rollback (as after a failed
+    verify) puts the old file back, removes the new hosts.toml, stops and starts containerd."""
+    node = fake_node(tmp_path)
+    _active(node, "containerd.service")
+    conf = node.path("/etc/containerd/config.toml")
+    conf.parent.mkdir(parents=True)
+    conf.write_text("version = 2\n")
+    conf.chmod(0o640)
+    certs = node.path("/etc/containerd/certs.d")
+    hosts = certs / EP / "hosts.toml"
+    new_conf = ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+                f'  config_path = "{certs}"\n')
+    changes = (FileChange(str(conf), new_conf, 0o644, "version = 2\n", "x", validate="containerd"),
+               FileChange(str(hosts), f'server = "http://{EP}"\n', 0o644, None, "y"))
+    files = {str(conf): _exists(conf), str(hosts): FileFact(str(hosts), FileState.ABSENT)}
+    rp = RuntimePlan("containerd", "configure", files=changes, action="restart")
+    report = parse_apply(node.run(apply_script(NodePlan((rp,)), files, Want(EP, ()), 5, "S2")).stdout)
+    assert report.complete and set(report.written) == {str(conf), str(hosts)}
+    assert conf.stat().st_mode & 0o777 == 0o640 and hosts.read_text() == f'server = "http://{EP}"\n'
+    assert containerd_effect(report.values["containerd.dump"], report.values["containerd.cri"], str(certs)) is None
+    assert "systemctl --no-block restart containerd.service" in node.calls()
+
+    out = node.run(rollback_script(rp, files, was_active=True, deadline=5, stamp="S2")).stdout
+    records = list(tagged.decode(out))
+    assert ("restored", (str(conf),)) in records and ("removed", (str(hosts),)) in records
+    assert records[-1] == ("end", ("rollback",))
+    assert conf.read_text() == "version = 2\n" and conf.stat().st_mode & 0o777 == 0o640
+    assert not hosts.exists() and not list(conf.parent.glob("*.bak"))
+    calls = node.calls()
+    stop = calls.index("systemctl stop containerd.service")
+    assert calls.index("systemctl --no-block start containerd.service") > stop
+    assert parse_apply(out).values["after.containerd"].startswith("active\t")
+
+
+def test_probe_runs_each_active_runtimes_probe(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    node.unit("docker.service", ActiveState="inactive", UnitFileState="masked")
+    _active(node, "containerd.service")
+    (node.stub / "containerd-dump.toml").write_text('version = 2\n')
+    plan = SmokePlan(EP, parse_ref("docker.io/library/busybox:1.36"), None, ("docker.io",), False)
+    vals = smoke.parse_probe(node.run(smoke.probe_script(plan, None)).stdout)
+    assert vals["unit.docker"] == ["inactive", "masked"] and vals["unit.containerd"] == ["active", "enabled"]
+    assert vals["unit.crio"] == ["", ""]
+    assert vals["reach"] == ["curl", "7", ""]  # the stub curl reaches nothing
+    assert tagged.b64text(vals["containerd.dump"][0]) == "version = 2\n"  # containerd_probe ran
+    assert "docker.pull" not in vals  # docker is masked: its probe did not run
+
+
+def test_docker_verify_over_tls_waits_for_the_https_mirror_only(tmp_path: Path) -> None:
+    """`-S https` (the registry serves TLS): dockerd does not list it as insecure; the mirror is
+    https://<endpoint>/."""
+    node, daemon, change, files = _docker_node(tmp_path)
+    info = {"RegistryConfig": {"IndexConfigs": {}, "Mirrors": [f"https://{EP}/"]}}
+    (node.stub / "docker-info.json").write_text(json.dumps(info))
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(change,), action="reload"),))
+    script = apply_script(plan, files, Want(EP, ("docker.io",)), 3, "S")
+    start = time.monotonic()
+    report = parse_apply(node.run(dataclasses.replace(script, args=(*script.args, "-S", "https"))).stdout)
+    assert time.monotonic() - start < 3  # listed at once: no wait until the deadline
+    assert json.loads(report.values["docker.info"]) == info
+    daemon.write_text('{"debug": true}\n')  # as facts saw it, for the next run
+    start = time.monotonic()
+    report = parse_apply(node.run(dataclasses.replace(script, args=(*script.args, "-S", "http"))).stdout)
+    assert time.monotonic() - start >= 2  # over http it waited (whole seconds) for an insecure entry, in vain
+    assert "insecure" in (docker_effect(report.values["docker.info"], EP, True) or "")
