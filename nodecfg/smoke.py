@@ -10,19 +10,19 @@ Images a node didn't have before are removed afterwards, so a re-run really pull
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nodecfg import runtimes as registry
-from nodecfg import scripts, ssh, tagged
+from nodecfg import scripts, ssh, tagged, tlsdiag
 from nodecfg.bundle.manifests import DOCKER_LIST, OCI_INDEX
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.registry import MANIFEST_TYPES, curl_config_line
-from nodecfg.runtimes.base import Check, SmokePlan, parse_probe, unit_of
+from nodecfg.runtimes.base import Check, SmokePlan, parse_probe, rc_msg, unit_of
 from nodecfg.scripts import NodeScript
 
 __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "parse_probe",
@@ -59,7 +59,7 @@ def choose_plan(inv: Inventory, image: str | None, catalog_first: Callable[[], s
         (r for r in refs if r.registry == DOCKER_HUB), None)
     if DOCKER_HUB not in reg.mirrors:
         hub = None
-    return SmokePlan(reg.endpoint, chosen, hub, reg.mirrors, reg.auth is not None)
+    return SmokePlan(reg.endpoint, chosen, hub, reg.mirrors, reg.auth is not None, reg.scheme)
 
 
 def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> NodeScript:
@@ -68,48 +68,66 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> Nod
     else bash's /dev/tcp; a node with none of them says `none`, reported "not checked"), then each
     runtime's `<name>_probe` when its unit is active. Values from the inventory are arguments; the
     credentials are curl's config on stdin, never in an argv."""
-    ep = plan.endpoint
+    ep, scheme = plan.endpoint, plan.scheme
     host, port = ep.rsplit(":", 1)
     args = ["-e", ep, "-i", f"{ep}/{plan.image.target}",
             "-h", plan.hub_image.upstream if plan.hub_image is not None else "",
-            "-u", f"http://{ep}/v2/", "-H", host, "-P", port,
-            "-M", f"http://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}"]
+            "-u", f"{scheme}://{ep}/v2/", "-H", host, "-P", port,
+            "-M", f"{scheme}://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}", "-S", scheme]
     for media_type in (*MANIFEST_TYPES, *INDEX_TYPES):
         args += ["-a", media_type]
     for rt in registry.registered():
         args += ["-r", rt.name, unit_of(rt)]
+        if scheme == "https" and rt.trust_file(ep):
+            args += ["-C", rt.trust_file(ep)]
     stdin = base64.b64encode(curl_config_line(*credentials).encode()) if credentials is not None else b""
     return scripts.script("probe.sh", [rt.shell() for rt in registry.registered()], args, stdin)
 
 
+def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) -> Check:  # noqa: PLR0911
+    """The registry seen from the node: reachable, answering /v2/, the credentials taken — over TLS
+    with the CA the node holds, a TLS failure named (tlsdiag) with its fix."""
+    ep, scheme = plan.endpoint, plan.scheme
+    url = f"{scheme}://{ep}/v2/"
+    tool, rc, code = [*vals.get("reach", ["", "", "000"]), "", "", ""][:3]
+    auth_code = (vals.get("reach.auth") or [""])[0]
+    ca = (vals.get("reach.ca") or [""])[0]
+    err = rc_msg(["", *(vals.get("reach.err") or [""])])[1]
+    via = f"{tool}; CA {ca}" if scheme == "https" and ca not in ("", "none") else tool
+    if tool == "noca":
+        return Check("registry", "FAIL", f"the registry serves TLS and the node holds no CA for it (none of "
+                     f"{', '.join(rt.trust_file(ep) for rt in registry.registered() if rt.trust_file(ep))}); "
+                     "run configure-nodes")
+    if tool == "none":
+        return Check("registry", "skip", "not checked: the node has no curl, wget, python3" +
+                     (" (bash speaks no TLS)" if scheme == "https" else " or bash") +
+                     " (the pulls below still prove it)")
+    if code in ("200",) or (code == "401" and auth_code == "200"):
+        return Check("registry", "ok", f"GET {url} -> {auth_code or code} ({via})")
+    if code == "401" and plan.has_auth and tool != "curl":
+        return Check("registry", "ok", f"GET {url} -> 401 ({via}; the credentials are proven by the pulls)")
+    if code == "401":
+        return Check("registry", "FAIL", "401: the registry rejected the inventory's credentials"
+                     if plan.has_auth and auth_code
+                     else "401: the registry requires credentials and the inventory has no registry.auth")
+    if code == "400" and scheme == "http":
+        return Check("registry", "FAIL", f"GET {url} answered HTTP 400 ({via}): HTTP spoken to an HTTPS "
+                     "registry: it serves TLS; set registry.tls in the inventory and run configure-nodes")
+    if code and code != "000":
+        return Check("registry", "FAIL", f"GET {url} answered HTTP {code} ({via}): "
+                     "is something else listening on that port?")
+    problem = tlsdiag.classify(err) if scheme == "https" else None
+    if problem is not None:
+        return Check("registry", "FAIL", f"{problem} (GET {url} with {ca}: {err})")
+    why = {"6": "name does not resolve", "7": "connection refused",
+           "28": "no answer within 5s"}.get(rc, err or f"{tool} exit code {rc}")
+    return Check("registry", "FAIL", f"registry unreachable from {node}: {url}: {why}")
+
+
 def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     """Turn the raw probe lines into checks with reasons (pure)."""
-    ep = plan.endpoint
     vals = parse_probe(output)
-    checks: list[Check] = []
-    reach = vals.get("reach", ["", "", "000"])
-    tool, rc, code = [*reach, "", "", ""][:3]
-    auth_code = (vals.get("reach.auth") or [""])[0]
-    if tool == "none":
-        checks.append(Check("registry", "skip", "not checked: the node has no curl, wget, python3 or "
-                            "bash (the pulls below still prove it)"))
-    elif code in ("200",) or (code == "401" and auth_code == "200"):
-        checks.append(Check("registry", "ok", f"GET http://{ep}/v2/ -> {auth_code or code} ({tool})"))
-    elif code == "401" and plan.has_auth and tool != "curl":
-        checks.append(Check("registry", "ok", f"GET http://{ep}/v2/ -> 401 ({tool}; the credentials "
-                            "are proven by the pulls)"))
-    elif code == "401":
-        detail = ("401: the registry rejected the inventory's credentials" if plan.has_auth and auth_code
-                  else "401: the registry requires credentials and the inventory has no registry.auth")
-        checks.append(Check("registry", "FAIL", detail))
-    elif code and code != "000":
-        checks.append(Check("registry", "FAIL", f"GET http://{ep}/v2/ answered HTTP {code} ({tool}): "
-                            "is something else listening on that port?"))
-    else:
-        why = {"6": "name does not resolve", "7": "connection refused",
-               "28": "no answer within 5s"}.get(rc, f"{tool} exit code {rc}")
-        checks.append(Check("registry", "FAIL",
-                            f"registry unreachable from {node}: http://{ep}/v2/: {why}"))
+    checks: list[Check] = [registry_check(vals, plan, node)]
     active_runtimes = 0
     runtimes = registry.registered()
     for rt in runtimes:  # its unit-state check is named by its unit (`unit_of`: usually its name)

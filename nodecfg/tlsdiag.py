@@ -31,7 +31,8 @@ _TABLE: tuple[tuple[tuple[str, ...], str, str], ...] = (
      "expired certificate",
      "the registry's certificate is outside its validity (check the node's clock); "
      "registry-up renews it"),
-    (("no alternative certificate subject name matches", "hostname mismatch",
+    (("no alternative certificate subject name matches", "hostname mismatch", "ip address mismatch",
+      "owner does not match hostname",
       "doesn't match requested host name", "does not match requested host name",
       "certificate is valid for", "not valid for any names", "x509: certificate is not valid for"),
      "name mismatch",
@@ -48,6 +49,7 @@ _TABLE: tuple[tuple[tuple[str, ...], str, str], ...] = (
      "HTTP spoken to an HTTPS registry",
      "the node's config reaches the registry over plain HTTP but it serves TLS; run configure-nodes"),
     (("http response to https client", "wrong version number", "packet length too long",
+      "unexpected tls packet", "an unexpected tls packet was received",
       "record layer failure", "unexpected eof while reading", "tls: first record does not look like"),
      "HTTPS spoken to an HTTP registry",
      "the node speaks TLS but the registry serves plain HTTP; set registry.tls the same for "

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from nodecfg.tagged import last_values
+from nodecfg.tlsdiag import classify as classify_tls
 
 if TYPE_CHECKING:
     from nodecfg.images import ImageRef
@@ -174,6 +175,7 @@ class SmokePlan:
     hub_image: ImageRef | None  # a docker.io image for docker's registry-mirrors check
     mirrors: tuple[str, ...]
     has_auth: bool
+    scheme: str = "http"  # "https": the registry serves TLS, verified with the node's copy of the CA
 
     @property
     def ctr_ref(self) -> str:
@@ -245,6 +247,10 @@ class Runtime(Protocol[F]):
         """Dirs a second facts look must list for this plan (a custom certs dir)."""
         ...
 
+    def trust_file(self, endpoint: str) -> str:
+        """Where it trusts the registry's CA on a node when the registry serves TLS ("" none)."""
+        ...
+
     # verify
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         """None when the running runtime shows the change, else why not."""
@@ -304,7 +310,7 @@ def rc_msg(parts: list[str]) -> tuple[str, str]:
     return rc, msg
 
 
-def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:
+def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:  # noqa: PLR0911
     low = msg.lower()
     if manifest == "404":
         # containerd falls back to the upstream after the mirror's 404, and then reports the
@@ -314,6 +320,9 @@ def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:
     if "http response to https client" in low:
         return (f"HTTP answered where HTTPS was expected: {what} does not treat {ep} as a plain-HTTP "
                 "registry (insecure-registries / hosts.toml missing); run configure-nodes")
+    tls = classify_tls(msg)
+    if tls is not None:
+        return f"{tls} ({what} said: {msg})"
     if "manifest unknown" in low or ("not found" in low and "manifest" in low) or "not found: not found" in low:
         return f"manifest unknown: the image is not in the registry; run registry-up ({msg})"
     if "unauthorized" in low or "no basic auth" in low or "401" in low:

@@ -360,7 +360,8 @@ def pulls_args(plan: SmokePlan, certs: str) -> tuple[str, ...]:
     from its config dump), when that dir's hosts.toml names the registry."""
     ep = plan.endpoint
     upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
-    return ("-e", ep, "containerd_pulls", certs, f"{certs}/{upstream}/hosts.toml", plan.ctr_ref)
+    return ("-e", ep, "-S", plan.scheme, "containerd_pulls", certs, f"{certs}/{upstream}/hosts.toml",
+            plan.ctr_ref)
 
 
 def _cri_check(vals: Mapping[str, list[str]], plan: SmokePlan, manifest: str) -> Check:
@@ -415,6 +416,9 @@ class Containerd:
 
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         return (certs_dir_of(plan),)
+
+    def trust_file(self, endpoint: str) -> str:
+        return f"{DEFAULT_CERTS_D}/{endpoint}/ca.crt"
 
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del want

@@ -436,6 +436,9 @@ class Containers:
         del plan
         return ()
 
+    def trust_file(self, endpoint: str) -> str:
+        return ca_path(endpoint)
+
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         """None when podman (if installed) resolves every mirrored upstream at the registry first;
         an upstream the plan said another file overrides is not held against it."""

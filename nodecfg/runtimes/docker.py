@@ -334,6 +334,9 @@ class Docker:
         del plan
         return ()
 
+    def trust_file(self, endpoint: str) -> str:
+        return ca_path(endpoint)
+
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del plan
         return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors,

@@ -1,8 +1,10 @@
 # shellcheck shell=sh
 # A step of its own: `call.sh FUNCTION ARG...` runs one function of the runtimes' files (the smoke
 # test's second steps: containerd_pulls, containers_look, containers_pull). -e ENDPOINT first sets
-# $endpoint.
+# $endpoint, -S SCHEME $scheme (http or https).
 exec 0</dev/null
 endpoint=
+scheme=http
 if [ "$1" = -e ]; then endpoint=$2; shift 2; fi
+if [ "$1" = -S ]; then scheme=$2; shift 2; fi
 "$@"

@@ -81,7 +81,7 @@ containerd_pull() {
 containerd_pulls() {
   certs=$1
   rec containerd.certs "$certs"
-  if grep -qF "http://$endpoint" "$2" 2>/dev/null; then
+  if grep -qF "${scheme:-http}://$endpoint" "$2" 2>/dev/null; then
     containerd_pull containerd.pull "$3"
   else
     rec containerd.pull nomirror ""

@@ -90,7 +90,7 @@ docker_probe() {
   docker_pull docker.pull "$image_ref"
   if [ -n "$hub_ref" ]; then
     case $info in
-      *"http://$endpoint"*) docker_pull docker.mirror "$hub_ref";;
+      *"${scheme:-http}://$endpoint"*) docker_pull docker.mirror "$hub_ref";;
       *) rec docker.mirror nomirror "";;
     esac
   fi

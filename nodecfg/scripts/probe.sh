@@ -7,10 +7,14 @@
 #   -u URL -H HOST -P PORT -M MANIFEST_URL           the registry's /v2/ and the image's manifest
 #   -a MEDIA_TYPE                                    (repeated) accepted manifest types
 #   -r RUNTIME UNIT                                  (repeated) every runtime and its unit
+#   -S SCHEME                                        http (default) or https (the registry's TLS)
+#   -C CAFILE                                        (repeated) where the runtimes trust its CA: the
+#                                                    first one present verifies the registry
 # stdin: curl's config with the registry's credentials (`user = "..."`), base64, or nothing: curl reads it
 # with -K from a root-only temp file, so the password never reaches a process's argv.
 
 endpoint='' image_ref='' hub_ref='' url='' host='' port='' manifest_url='' accepts='' runtimes='' unitnames=''
+scheme=http cafiles=''
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
@@ -23,6 +27,8 @@ scan() {
       -M) manifest_url=$2; shift 2;;
       -a) accepts="$accepts $2"; shift 2;;
       -r) runtimes="$runtimes $2:$3"; unitnames="$unitnames $3.service"; shift 3;;
+      -S) scheme=$2; shift 2;;
+      -C) cafiles="$cafiles $2"; shift 2;;
       *) shift;;
     esac
   done
@@ -30,18 +36,21 @@ scan() {
 scan "$@"
 
 ncfg=$(umask 077; mktemp)
-trap 'rm -f "$ncfg"' EXIT
+errf=$(mktemp)
+trap 'rm -f "$ncfg" "$errf"' EXIT
 base64 -d > "$ncfg"
 exec 0</dev/null
 
-# python3's HTTP GET, for nodes without curl and wget: prints the status code, 000 if none
-py_get='import sys, urllib.error, urllib.request
+# python3's HTTP GET, for nodes without curl and wget: prints the status code, 000 if none (and
+# why on stderr); argv[2], when given, is the only CA it trusts
+py_get='import ssl, sys, urllib.error, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2]) if len(sys.argv) > 2 else None
 try:
-    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+    print(urllib.request.urlopen(sys.argv[1], timeout=5, context=ctx).status)
 except urllib.error.HTTPError as exc:
     print(exc.code)
-except Exception:
-    print("000"); sys.exit(7)
+except Exception as exc:
+    print(getattr(exc, "reason", exc), file=sys.stderr); print("000"); sys.exit(7)
 '
 # bash (named: dash has no /dev/tcp) speaking HTTP/1.0 itself: prints the status code
 # shellcheck disable=SC2016  # expanded by that bash
@@ -53,28 +62,55 @@ read -r _ code _ <&3; printf %s "$code"'
 manifest_head() {
   set --
   for t in $accepts; do set -- "$@" -H "Accept: $t"; done
-  curl -s -o /dev/null -I -w '%{http_code}' --max-time 5 -K "$ncfg" "$@" "$manifest_url"
+  tcurl -s -o /dev/null -I -w '%{http_code}' --max-time 5 -K "$ncfg" "$@" "$manifest_url"
+}
+
+# over TLS: the first CA a runtime trusts the registry with (`reach.ca <path>`, or `none`); curl
+# then trusts that CA and no other
+ca=''
+if [ "$scheme" = https ]; then
+  for f in $cafiles; do if [ -r "$f" ]; then ca=$f; break; fi; done
+  rec reach.ca "${ca:-none}"
+fi
+tcurl() { if [ -n "$ca" ]; then curl --cacert "$ca" "$@"; else curl "$@"; fi; }
+# the last line a client wrote on stderr, for the diagnosis (`reach.err <base64>`)
+# (the client's error lines without wget's response headers, joined: one line, at most 400 bytes)
+err_line() {
+  e=$(awk '/^curl: \(/ { print; exit } NF && !/^ *HTTP\// && !/^  [A-Za-z-]*:/ && !/^--[0-9]/ && !/^Loaded CA/ &&
+           !/^(Connecting to|Resolving|HTTP request sent)/ { s = s $0 " " } END { printf "%s", substr(s, 1, 400) }' "$errf")
+  if [ -n "$e" ]; then rec reach.err "$(printf '%s' "$e" | b64)"; fi
 }
 
 # does the registry answer HTTP from the node? With curl (credentials and the manifest too), else
 # wget, else python3, else bash's /dev/tcp; a node with none of them says `none` (reported "not
 # checked", never a failure). `reach <tool> <rc> <http code>`.
 reach() {
-  if command -v curl >/dev/null; then
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url")
+  if [ "$scheme" = https ] && [ -z "$ca" ]; then
+    rec reach noca "" ""
+  elif command -v curl >/dev/null; then
+    code=$(tcurl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$url" 2>"$errf")
     rc=$?
     rec reach curl "$rc" "$code"
+    err_line
     if [ "$code" = 401 ] && [ -s "$ncfg" ]; then
-      rec reach.auth "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -K "$ncfg" "$url")"
+      rec reach.auth "$(tcurl -s -o /dev/null -w '%{http_code}' --max-time 5 -K "$ncfg" "$url")"
     fi
     rec manifest "$(manifest_head)"
   elif command -v wget >/dev/null; then
-    code=$(wget -q -S -O /dev/null -T 5 "$url" 2>&1 | awk '/HTTP\//{c=$2} END{print c}')
+    set --
+    if [ -n "$ca" ]; then set -- "--ca-certificate=$ca"; fi
+    code=$(wget -S -O /dev/null -T 5 "$@" "$url" 2>"$errf"; awk '/^ *HTTP\//{c=$2} END{print c}' "$errf")
     rec reach wget 0 "${code:-000}"
+    err_line
   elif command -v python3 >/dev/null; then
-    code=$(timeout 8 python3 -c "$py_get" "$url")
+    set -- "$url"
+    if [ -n "$ca" ]; then set -- "$url" "$ca"; fi
+    code=$(timeout 8 python3 -c "$py_get" "$@" 2>"$errf")
     rc=$?
     rec reach python3 "$rc" "${code:-000}"
+    err_line
+  elif [ "$scheme" = https ]; then
+    rec reach none "" ""  # bash's /dev/tcp speaks no TLS
   elif command -v bash >/dev/null; then
     code=$(timeout 5 bash -c "$bash_get" _ "$host" "$port" 2>/dev/null)
     rc=$?

@@ -96,6 +96,10 @@ class FakeRuntime:
         del plan
         return ()
 
+    def trust_file(self, endpoint: str) -> str:
+        del endpoint
+        return ""
+
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         del plan
         return None if values.get("fakert.mirror") == want.endpoint else "fakert did not take it"
