@@ -21,7 +21,6 @@ import base64
 import hashlib
 import json
 import shlex
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -341,14 +340,6 @@ class RegistryDownResult:
 # apply
 
 
-@dataclass(frozen=True)
-class _LocalImage:
-    ref: ImageRef
-    source: str
-    image_id: str
-    size: int
-
-
 def _docker() -> docker.DockerClient:
     import docker
 
@@ -359,26 +350,6 @@ def _docker() -> docker.DockerClient:
         raise UsageError(f"no Docker engine answers on this machine ({exc}); images are pushed "
                          "from this machine's engine, so start dockerd first") from None
     return client
-
-
-def _local_images(client: docker.DockerClient, refs: list[ImageRef], sources: dict[str, str],
-                  progress: Progress) -> list[_LocalImage]:
-    import docker
-
-    out = []
-    for ref in refs:
-        source = sources[ref.target]
-        try:
-            img = client.images.get(ref.upstream)
-        except docker.errors.ImageNotFound:
-            progress(f"{source}: not on this machine; pulling it")
-            try:
-                img = client.images.pull(ref.upstream)
-            except docker.errors.APIError as exc:
-                raise UsageError(f"image {source} is not on this machine and could not be pulled "
-                                 f"({exc.explanation or exc})") from None
-        out.append(_LocalImage(ref, source, img.id, int(img.attrs.get("Size") or 0)))
-    return out
 
 
 def _local_registry_image(client: docker.DockerClient, image: str) -> Any:
@@ -452,13 +423,14 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
     client = _docker()
-    local = _local_images(client, targets, sources, progress)
+    from nodecfg.bundle import engine, push, remote
+
+    local = engine.local_images(client, targets, sources, progress)
 
     c, host, where, sh = _master_session(inv)
     become = host.ssh.become if host else False
     try:
-        facts = _master_facts(sh, where, facts_script(settings, targets, [i.image_id for i in local], creds),
-                              progress)
+        facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
         shipped = False
         reg_image_id = facts.registry_image_id
         if not reg_image_id:
@@ -470,13 +442,16 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             reg_image_id, shipped = reg_local.id, True
 
         action, reasons, container_id, facts = _ensure_container(
-            sh, settings, facts, creds, reg_image_id, targets, progress, where)
-        outcomes = _push_images(c, become, settings, local, facts, creds, client, progress, where)
-        catalog = _catalog(c, become, settings, creds)
+            sh, settings, facts, creds, reg_image_id, [], progress, where)
+        connect = remote.connector(c, settings.port)
+        results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width())
+        catalog = push.catalog(connect, creds)
     finally:
         ssh.close(c)
+    outcomes = tuple(ImageOutcome(r.image.source, r.image.ref.target, r.image.size, r.action, r.seconds, r.error)
+                     for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
-                            tuple(outcomes), catalog, creds is not None)
+                            outcomes, catalog, creds is not None, transfer=asdict(stats))
 
 
 def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySettings, facts: MasterFacts,
@@ -503,53 +478,6 @@ def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySett
         facts = parse_facts(res.stdout)
         container_id = facts.container_id
     return action, reasons, container_id, facts
-
-
-def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_LocalImage],
-                 facts: MasterFacts, creds: tuple[str, Secret] | None,
-                 client: docker.DockerClient, progress: Progress, where: str) -> list[ImageOutcome]:
-    outcomes = []
-    todo = [img for img in local if facts.manifests.get(img.ref.target) != img.image_id]
-    for img in local:
-        if img not in todo:
-            outcomes.append(ImageOutcome(img.source, img.ref.target, img.size, "skipped", 0.0))
-    if not todo:
-        return outcomes
-    cfg = ssh.run(c, "umask 077; mktemp -d", become=become).stdout.strip()
-    if not cfg.startswith("/"):
-        raise HostError(f"{where}: cannot make a temporary directory")
-    qcfg = shlex.quote(cfg)
-    endpoint = f"127.0.0.1:{int(settings.port)}"
-    try:
-        if creds is not None:
-            login = ssh.run(c, f"docker --config {qcfg} login -u {shlex.quote(creds[0])} "
-                            f"--password-stdin {endpoint} >/dev/null",
-                            stdin=creds[1].reveal().encode() + b"\n", become=become)
-            if not login.ok:
-                raise HostError(f"{where}: docker login to the registry failed: {login.brief()}")
-        for img in todo:
-            start = time.monotonic()
-            progress(f"{img.source}: pushing as {img.ref.target}")
-            error = ""
-            if img.image_id not in facts.present:
-                load = ssh.run(c, "docker load -q >/dev/null",
-                               stdin=_save_stream(client, img.image_id), become=become)
-                if not load.ok:
-                    error = f"docker load on the master failed: {load.brief()}"
-            if not error:
-                tag = shlex.quote(f"{endpoint}/{img.ref.target}")
-                push = ssh.run(c, f"docker tag {shlex.quote(img.image_id)} {tag} && "
-                               f"docker --config {qcfg} push {tag} >/dev/null; rc=$?; "
-                               f"docker rmi {tag} >/dev/null 2>&1; exit $rc", become=become)
-                if not push.ok:
-                    error = f"docker push failed: {push.brief()}"
-            seconds = time.monotonic() - start
-            outcomes.append(ImageOutcome(img.source, img.ref.target, img.size,
-                                         "failed" if error else "pushed", seconds, error))
-    finally:
-        ssh.run(c, f"rm -rf {qcfg}", become=become)
-    order = {img.ref.target: i for i, img in enumerate(local)}
-    return sorted(outcomes, key=lambda o: order[o.target])
 
 
 def catalog_script(settings: RegistrySettings, creds: tuple[str, Secret] | None) -> str:

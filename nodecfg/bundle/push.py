@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 from nodecfg.bundle.layout import IndexEntry
@@ -45,6 +46,16 @@ Progress = Callable[[str], None]
 
 class PushError(HostError):
     """The registry refused or broke off a request; the message names the request, never a secret."""
+
+
+class BlobSource(Protocol):
+    """Where blob bytes are read from, in place: a bundle file, or the engine path's spool file."""
+
+    path: Path
+
+    def offset(self, digest: str) -> tuple[int, int]:
+        """(offset, size) of the blob in the file at `path`."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +299,7 @@ class ImageResult:
 
 
 class _Pusher:
-    def __init__(self, bundle: Bundle, api: RegistryAPI, progress: Progress, fd: int) -> None:
+    def __init__(self, bundle: BlobSource, api: RegistryAPI, progress: Progress, fd: int) -> None:
         self.bundle, self.api, self.progress, self.fd = bundle, api, progress, fd
         self.stats = PushStats()
         self.lock = threading.Lock()
