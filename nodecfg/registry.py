@@ -22,6 +22,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,9 @@ from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
 
 if TYPE_CHECKING:
     import docker
+
+    from nodecfg.bundle.push import RegistryAPI
+    from nodecfg.bundle.remote import Connect
 
 AUTH_DIR = "/etc/nodecfg/registry"
 SPEC_LABEL = "nodecfg.registry.spec"
@@ -422,15 +426,23 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     for src in image_refs:
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
-    client = _docker()
     from nodecfg.bundle import engine, push, remote
 
-    local = engine.local_images(client, targets, sources, progress)
+    def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
+        client = _docker()
+        return client, engine.local_images(client, targets, sources, progress)
 
+    # this machine's engine is asked (and the docker SDK imported) while the master works on its facts
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    local_side = pool.submit(engine_side)
+    pool.shutdown(wait=False)
     c, host, where, sh = _master_session(inv)
     become = host.ssh.become if host else False
     try:
+        connect = remote.connector(c, settings.port)
+        early = _ask_early(connect, creds, lambda api: engine.tagged_configs(api, targets))
         facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
+        client, local = local_side.result()
         shipped = False
         reg_image_id = facts.registry_image_id
         if not reg_image_id:
@@ -443,9 +455,11 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
 
         action, reasons, container_id, facts = _ensure_container(
             sh, settings, facts, creds, reg_image_id, [], progress, where)
-        connect = remote.connector(c, settings.port)
-        results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width())
-        catalog = push.catalog(connect, creds)
+        tagged, catalog = _early_answer(early, action)
+        results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width(),
+                                            tagged=tagged)
+        if catalog is None or any(r.action != "skipped" for r in results):
+            catalog = push.catalog(connect, creds)
     finally:
         ssh.close(c)
     outcomes = tuple(ImageOutcome(r.image.source, r.image.ref.target, r.image.size, r.action, r.seconds, r.error)
@@ -580,6 +594,8 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
         c, host, where, sh = _master_session(inv)
         become = host.ssh.become if host else False
         try:
+            connect = remote.connector(c, settings.port)
+            early = _ask_early(connect, creds, lambda api: push.tag_digests(api, images))
             facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
             shipped = False
             reg_image_id = facts.registry_image_id
@@ -606,16 +622,49 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                 shipped = True
             action, reasons, container_id, facts = _ensure_container(
                 sh, settings, facts, creds, reg_image_id, [], progress, where)
-            connect = remote.connector(c, settings.port)
+            tags, catalog = _early_answer(early, action)
             results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
-                                              width=_push_width())
-            catalog = push.catalog(connect, creds)
+                                              width=_push_width(), tags=tags)
+            if catalog is None or any(r.action != "skipped" for r in results):
+                catalog = push.catalog(connect, creds)
         finally:
             ssh.close(c)
     outcomes = tuple(ImageOutcome(r.push.entry.ref, r.push.ref.target, r.push.size, r.action, r.seconds, r.error)
                      for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
                             outcomes, catalog, creds is not None, transfer=asdict(stats))
+
+
+_Early = tuple[list[str], dict[str, list[str]]]
+
+
+def _ask_early(connect: Connect, creds: tuple[str, Secret] | None,
+               ask: Callable[[RegistryAPI], list[str]]) -> Future[_Early | None]:
+    """Ask the registry what its tags point at, and its catalog, while the master's facts are
+    gathered (over the same SSH connection): on an unchanged re-run that is all there is to ask.
+    None when the registry does not answer (not running yet, or refusing): asked again later."""
+    from nodecfg.bundle.push import RegistryAPI, basic_auth, catalog_of
+
+    def probe() -> _Early | None:
+        api = RegistryAPI(connect, basic_auth(creds))
+        try:
+            return ask(api), catalog_of(api)
+        except Exception:  # noqa: BLE001 -- a guess: any failure means "ask again after the facts"
+            return None
+        finally:
+            api.close()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early")
+    try:
+        return pool.submit(probe)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _early_answer(early: Future[_Early | None], action: str) -> tuple[list[str] | None, dict[str, list[str]] | None]:
+    """The early answers, if the registry container was kept as it was (else they may be stale)."""
+    answer = early.result() if action == "keep" else None
+    return answer if answer is not None else (None, None)
 
 
 def _push_width() -> int:

@@ -280,8 +280,8 @@ class _Facts:
     def __init__(self, api: RegistryAPI) -> None:
         self.api = api
 
-    def tagged_config(self, img: LocalImage) -> str:
-        path = f"/v2/{img.repo}/manifests/{img.ref.tag}"
+    def tagged_config(self, ref: ImageRef) -> str:
+        path = f"/v2/{ref.path}/manifests/{ref.tag}"
         status, _, body = self.api.call("GET", path, headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
         if status == 404:
             return ""
@@ -299,10 +299,17 @@ class _Facts:
         return int(headers.get("Content-Length") or 0)
 
 
+def tagged_configs(api: RegistryAPI, refs: Sequence[ImageRef], width: int = WIDTH) -> list[str]:
+    """The config digest (an image id) each target's tag points at now ("" when not there)."""
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="tags") as pool:
+        return list(pool.map(_Facts(api).tagged_config, refs))
+
+
 def push_engine(client: docker.DockerClient, images: Sequence[LocalImage], connect: Connect,
                 creds: tuple[str, Secret] | None, *, progress: Progress,
-                width: int = WIDTH) -> tuple[list[EngineResult], PushStats]:
-    """Push the engine's `images` into the registry; only what it lacks is saved and sent."""
+                width: int = WIDTH, tagged: Sequence[str] | None = None) -> tuple[list[EngineResult], PushStats]:
+    """Push the engine's `images` into the registry; only what it lacks is saved and sent.
+    `tagged`: `tagged_configs`, when already asked."""
     started = time.monotonic()
     api = RegistryAPI(connect, basic_auth(creds))
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="push")
@@ -311,7 +318,8 @@ def push_engine(client: docker.DockerClient, images: Sequence[LocalImage], conne
     results: dict[str, EngineResult] = {}
     try:
         facts = _Facts(api)
-        tagged = list(pool.map(facts.tagged_config, images))
+        if tagged is None:
+            tagged = list(pool.map(facts.tagged_config, [img.ref for img in images]))
         todo = []
         for img, config in zip(images, tagged, strict=True):
             if config == img.image_id:
