@@ -50,7 +50,11 @@ def connector(c: Any, port: int, timeout: float = 60.0) -> Connect:
 
     if isinstance(c, ssh.LocalConnection):
         return lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    transport = c.client.get_transport()
-    if transport is None or not transport.is_active():
-        raise HostError(f"{c.host}: SSH connection is closed")
-    return lambda: ChannelHTTPConnection(transport, port, timeout)
+
+    def connect() -> http.client.HTTPConnection:
+        transport = c.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostError(f"{c.host}: SSH connection is closed")
+        return ChannelHTTPConnection(transport, port, timeout)
+
+    return connect
