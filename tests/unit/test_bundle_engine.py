@@ -17,8 +17,12 @@ import pytest
 from nodecfg.bundle import engine
 from nodecfg.bundle.manifests import DOCKER_MANIFEST, Descriptor
 from nodecfg.images import parse_ref
-from tests.unit.test_bundle_push import Fake
-from tests.unit.test_bundle_push import fake as _fake_registry  # noqa: F401 -- the `fake` fixture
+from tests.unit.test_bundle_push import Fake, serve_fake
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    yield from serve_fake()
 
 
 def _sha(data: bytes) -> str:

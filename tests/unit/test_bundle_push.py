@@ -94,6 +94,11 @@ class Fake:
 
 @pytest.fixture
 def fake() -> Iterator[Fake]:
+    yield from serve_fake()
+
+
+def serve_fake() -> Iterator[Fake]:
+    """The fake registry on a loopback port while the iterator is open."""
     state = Fake()
     lock = threading.Lock()
 
