@@ -11,6 +11,7 @@ Docker engine AND in a stand-in upstream registry:2 on 127.0.0.1 (Debian's docke
   engine    `nodecfg registry-up` from this machine's engine (docker save read as a stream, blobs
             through SSH channels to the registry's HTTP API)
   bundle    `nodecfg registry-up --bundle` from a bundle made from the stand-in
+  ... --direct  the same two with `--direct`: plain HTTP to the registry's port, as skopeo does
 
 Every first push starts from an empty, running registry (and a master engine without the images);
 then the same command again, nothing changed. The order of the methods rotates each round and the
@@ -269,19 +270,18 @@ def main() -> int:
             [sys.executable, "-m", "nodecfg", "bundle", "inspect", str(bundle), "--json"],
             capture_output=True, text=True, check=True).stdout)["blob_bytes"])
 
-        def run_engine() -> tuple[float, float]:
-            first, data = nodecfg("registry-up", "-i", str(inv), "--json")
+        def registry_up(*extra: str, env: dict[str, str] | None = None) -> tuple[float, float]:
+            first, data = nodecfg("registry-up", "-i", str(inv), *extra, "--json", env=env)
             assert {i["action"] for i in data["images"]} == {"pushed"}, data["images"]
-            again, data = nodecfg("registry-up", "-i", str(inv), "--json")
+            again, data = nodecfg("registry-up", "-i", str(inv), *extra, "--json", env=env)
             assert {i["action"] for i in data["images"]} == {"skipped"} and not data["transfer"]["uploaded"]
             return first, again
 
+        def run_engine() -> tuple[float, float]:
+            return registry_up()
+
         def run_bundle(env: dict[str, str] | None = None) -> tuple[float, float]:
-            first, data = nodecfg("registry-up", "-i", str(inv), "--bundle", str(bundle), "--json", env=env)
-            assert {i["action"] for i in data["images"]} == {"pushed"}, data["images"]
-            again, data = nodecfg("registry-up", "-i", str(inv), "--bundle", str(bundle), "--json", env=env)
-            assert {i["action"] for i in data["images"]} == {"skipped"} and not data["transfer"]["uploaded"]
-            return first, again
+            return registry_up("--bundle", str(bundle), env=env)
 
         def run_skopeo() -> tuple[float, float]:
             return skopeo(reg.port, master), skopeo(reg.port, master)
@@ -290,7 +290,9 @@ def main() -> int:
             return manual(master), float("nan")
 
         methods: dict[str, Callable[[], tuple[float, float]]] = {
-            "manual": run_manual, "skopeo": run_skopeo, "engine": run_engine, "bundle": run_bundle}
+            "manual": run_manual, "skopeo": run_skopeo, "engine": run_engine, "bundle": run_bundle,
+            "engine-direct": lambda: registry_up("--direct"),
+            "bundle-direct": lambda: registry_up("--bundle", str(bundle), "--direct")}
         times: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         names = list(methods)
         for r in range(args.rounds):
@@ -327,7 +329,9 @@ def main() -> int:
     labels = {"manual": "manual: `docker save \\| ssh docker load`, `docker tag`, `docker push` on the master",
               "skopeo": "`skopeo copy --all` registry to registry (plain TCP, no SSH)",
               "engine": "`nodecfg registry-up` from the engine",
-              "bundle": "`nodecfg registry-up --bundle`"}
+              "bundle": "`nodecfg registry-up --bundle`",
+              "engine-direct": "`nodecfg registry-up --direct` from the engine (plain HTTP, no SSH)",
+              "bundle-direct": "`nodecfg registry-up --bundle --direct` (plain HTTP, no SSH)"}
     for m, (first, again) in med.items():
         runs = " / ".join(f"{t[0]:.2f}" for t in times[m])
         rerun = "—" if m == "manual" else f"{again:.2f} s"
@@ -338,6 +342,7 @@ def main() -> int:
         "bundle ≤ 0.5x manual": med["bundle"][0] <= 0.5 * manual_s,
         "engine ≤ 1.0x skopeo": med["engine"][0] <= skopeo_s,
         "bundle ≤ 1.0x skopeo": med["bundle"][0] <= skopeo_s,
+        "bundle --direct ≤ 1.0x skopeo": med["bundle-direct"][0] <= skopeo_s,
         "engine re-run < 0.5 s": med["engine"][1] < 0.5,
         "bundle re-run < 0.5 s": med["bundle"][1] < 0.5,
     }

@@ -115,6 +115,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="push the images of this bundle file (from `bundle create`) over the registry's HTTP "
                    "API through SSH, upstream digests kept; the registry's image comes from the bundle too, "
                    "so this machine needs no Docker engine")
+    p.add_argument("--direct", action="store_true",
+                   help="send the images to the registry's address and port over plain HTTP, as the nodes pull "
+                   "(faster: no SSH encryption), instead of through the master's SSH connection; the registry's "
+                   "password, if any, then crosses the network as it does for the nodes")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.set_defaults(func=_cmd_registry_up)
 
@@ -252,7 +256,7 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
 
     inv = _inventory(args, optional=True)
     bundle = Path(args.bundle) if args.bundle else None
-    result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle)
+    result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle, direct=args.direct)
     report.registry_up(result, as_json=args.json)
     return result.exit_code
 

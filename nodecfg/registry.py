@@ -414,19 +414,20 @@ def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
 
 
 def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
-                bundle: Path | None = None) -> RegistryUpResult:
+                bundle: Path | None = None, direct: bool = False) -> RegistryUpResult:
     """Start the registry on the master (or locally) and push the inventory's images: from this
-    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here)."""
+    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here); through
+    the master's SSH connection, or with `direct`, to the registry's address and port."""
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
     if bundle is not None:
-        return _registry_up_bundle(inv, settings, bundle, progress)
+        return _registry_up_bundle(inv, settings, bundle, progress, direct)
     image_refs = list(inv.images) if inv else []
     targets = plan_targets(image_refs)  # usage errors before anything is contacted
     sources: dict[str, str] = {}
     for src in image_refs:
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
-    from nodecfg.bundle import engine, push, remote
+    from nodecfg.bundle import engine, push
 
     def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
         client = _docker()
@@ -439,7 +440,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     c, host, where, sh = _master_session(inv)
     become = host.ssh.become if host else False
     try:
-        connect = remote.connector(c, settings.port)
+        connect = _registry_connect(c, settings, direct)
         early = _ask_early(connect, creds, lambda api: engine.tagged_configs(api, targets))
         facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
         client, local = local_side.result()
@@ -572,8 +573,8 @@ def catalog_on_master(inv: Inventory) -> dict[str, list[str]]:
 
 
 def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path: Path,
-                        progress: Progress) -> RegistryUpResult:
-    from nodecfg.bundle import dockerarchive, push, remote
+                        progress: Progress, direct: bool) -> RegistryUpResult:
+    from nodecfg.bundle import dockerarchive, push
     from nodecfg.bundle.manifests import parse_platform
     from nodecfg.bundle.reader import Bundle
 
@@ -594,7 +595,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
         c, host, where, sh = _master_session(inv)
         become = host.ssh.become if host else False
         try:
-            connect = remote.connector(c, settings.port)
+            connect = _registry_connect(c, settings, direct)
             early = _ask_early(connect, creds, lambda api: push.tag_digests(api, images))
             facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
             shipped = False
@@ -633,6 +634,12 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                      for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
                             outcomes, catalog, creds is not None, transfer=asdict(stats))
+
+
+def _registry_connect(c: Any, settings: RegistrySettings, direct: bool) -> Connect:
+    from nodecfg.bundle import remote
+
+    return remote.direct(settings.address, settings.port) if direct else remote.connector(c, settings.port)
 
 
 _Early = tuple[list[str], dict[str, list[str]]]

@@ -43,6 +43,12 @@ class ChannelHTTPConnection(http.client.HTTPConnection):
         self.sock = chan
 
 
+def direct(address: str, port: int, timeout: float = 60.0) -> Connect:
+    """Plain TCP to the registry's own address and port, the way the nodes pull (`registry-up
+    --direct`): no SSH encryption on either side, for a registry port reachable from here."""
+    return lambda: http.client.HTTPConnection(address, port, timeout=timeout)
+
+
 def connector(c: Any, port: int, timeout: float = 60.0) -> Connect:
     """A factory of HTTP connections to the registry: over `c`'s SSH transport, or local TCP when
     `c` is the LocalConnection (registry-up without an inventory)."""
