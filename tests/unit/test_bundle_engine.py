@@ -180,3 +180,16 @@ def test_a_tag_on_another_image_is_pushed_again_from_the_registrys_blobs(
     assert [r.action for r in results] == ["pushed"]
     assert saves == [] and stats.uploaded == []  # every blob was there: the manifest is made from their sizes
     assert engine.config_digest(fake.manifests[("org/app", "1")]) == APP.image_id
+
+
+def test_direct_goes_to_the_registry_address_and_port_ssh_does_not() -> None:
+    from nodecfg import registry, ssh
+    from nodecfg.bundle import remote
+    from nodecfg.inventory import RegistrySettings
+
+    settings = RegistrySettings(address="fd00::5", port=5001)
+    conn = registry._registry_connect(object(), settings, direct=True)()
+    assert (conn.host, conn.port) == ("fd00::5", 5001)
+    local = registry._registry_connect(ssh.LocalConnection(), settings, direct=False)()
+    assert (local.host, local.port) == ("127.0.0.1", 5001)  # no inventory: the registry on this machine
+    assert remote.direct("10.0.0.5", 5000)().host == "10.0.0.5"
