@@ -66,6 +66,8 @@ def test_registry_up_twice_same_container_nothing_pushed(lab: Lab) -> None:
     assert second["container_action"] == "keep"
     assert [i["action"] for i in second["images"]] == ["skipped"] * 3
     assert second["transfer"]["uploaded"] == [] and second["transfer"]["mounted"] == 0
+    rc, direct, err = run_json("registry-up", "-i", inv, "--direct")  # plain HTTP to master:5000
+    assert rc == 0 and [i["action"] for i in direct["images"]] == ["skipped"] * 3, err
     assert container_id(lab) == cid
     assert catalog(lab) == MAPPED
     # the table form shows the summary and the catalog
