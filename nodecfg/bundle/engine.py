@@ -363,7 +363,8 @@ def _apply(client: docker.DockerClient, pusher: _Pusher, pool: ThreadPoolExecuto
             with lock:
                 jobs[digest] = pool.submit(pusher.run_job, job)
 
-        read_save(save_stream(client, [img.image_id for img in saved]), set(from_save), spool, on_blob)
+        ids = list(dict.fromkeys(img.image_id for img in saved))  # two targets may be one image
+        read_save(save_stream(client, ids), set(from_save), spool, on_blob)
     sizes = {**{d: s for (_, d), s in have.items() if s is not None}, **spool.sizes()}
     errors: dict[str, str] = {}
     for digest, fut in jobs.items():

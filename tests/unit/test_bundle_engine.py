@@ -193,3 +193,11 @@ def test_direct_goes_to_the_registry_address_and_port_ssh_does_not() -> None:
     local = registry._registry_connect(ssh.LocalConnection(), settings, direct=False)()
     assert (local.host, local.port) == ("127.0.0.1", 5001)  # no inventory: the registry on this machine
     assert remote.direct("10.0.0.5", 5000)().host == "10.0.0.5"
+
+
+def test_two_targets_of_one_image_are_saved_once(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = engine.LocalImage(parse_ref("docker.io/org/app2:1"), "docker.io/org/app2:1",
+                              APP.image_id, APP.diff_ids, APP.size)
+    results, stats, saves = _push(fake, [APP, other], monkeypatch)
+    assert [r.action for r in results] == ["pushed", "pushed"] and saves == [[APP.image_id]]
+    assert stats.mounted == 3  # config and both layers into the second repository, sent once
