@@ -442,6 +442,18 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     try:
         connect = _registry_connect(c, settings, direct)
         early = _ask_early(connect, creds, lambda api: engine.tagged_configs(api, targets))
+
+        def presave() -> engine.Presave | None:
+            """docker save of what the registry's tags lack, started while the facts are gathered."""
+            client, local = local_side.result()
+            answer = early.result()
+            lacking = [img.image_id for img, config in zip(local, answer[0], strict=True)
+                       if config != img.image_id] if answer is not None else []
+            return engine.Presave(client, lacking) if lacking else None
+
+        presave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presave")
+        presaved = presave_pool.submit(presave)
+        presave_pool.shutdown(wait=False)
         facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
         client, local = local_side.result()
         shipped = False
@@ -458,7 +470,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             sh, settings, facts, creds, reg_image_id, [], progress, where)
         tagged, catalog = _early_answer(early, action)
         results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width(),
-                                            tagged=tagged)
+                                            tagged=tagged, presave=presaved.result())
         if catalog is None or any(r.action != "skipped" for r in results):
             catalog = push.catalog(connect, creds)
     finally:

@@ -259,15 +259,48 @@ def read_save(chunks: Iterator[bytes], wanted: set[str], spool: Spool, on_blob: 
 def save_stream(client: docker.DockerClient, image_ids: Sequence[str]) -> Iterator[bytes]:
     """One `docker save` of all these images (GET /images/get?names=...; the SDK saves one image a
     call), streamed."""
+    return _stream(client, lambda: _open_save(client, image_ids))
+
+
+def _open_save(client: docker.DockerClient, image_ids: Sequence[str]) -> Any:
+    """The engine's response to the save request; it answers once its export is done."""
+    api = client.api
+    return api._get(api._url("/images/get"), params={"names": list(image_ids)}, stream=True)
+
+
+def _stream(client: docker.DockerClient, opened: Callable[[], Any]) -> Iterator[bytes]:
     import docker
     import requests
 
-    api = client.api
     try:
-        res = api._get(api._url("/images/get"), params={"names": list(image_ids)}, stream=True)
-        yield from api._stream_raw_result(res, CHUNK, False)
+        yield from client.api._stream_raw_result(opened(), CHUNK, False)
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise PushError(f"docker save on this machine failed ({exc})") from None
+
+
+class Presave:
+    """A `docker save` asked early, as soon as the registry's tags show which images it lacks: the
+    engine exports them (seconds, before its first byte) while the master gathers its facts and the
+    registry is asked for blobs. Used if it covers the images the push needs, else closed."""
+
+    def __init__(self, client: docker.DockerClient, image_ids: Sequence[str]) -> None:
+        self.client, self.ids = client, tuple(dict.fromkeys(image_ids))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presave")
+        self._response: Future[Any] = pool.submit(_open_save, client, self.ids)
+        pool.shutdown(wait=False)
+
+    def stream(self, image_ids: Sequence[str]) -> Iterator[bytes] | None:
+        """The save's bytes when it holds every one of `image_ids`, else None."""
+        if not set(image_ids) <= set(self.ids):
+            return None
+        return _stream(self.client, self._response.result)
+
+    def close(self) -> None:
+        def close(fut: Future[Any]) -> None:
+            if fut.exception() is None:
+                fut.result().close()
+
+        self._response.add_done_callback(close)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,9 +340,10 @@ def tagged_configs(api: RegistryAPI, refs: Sequence[ImageRef], width: int = WIDT
 
 def push_engine(client: docker.DockerClient, images: Sequence[LocalImage], connect: Connect,
                 creds: tuple[str, Secret] | None, *, progress: Progress,
-                width: int = WIDTH, tagged: Sequence[str] | None = None) -> tuple[list[EngineResult], PushStats]:
+                width: int = WIDTH, tagged: Sequence[str] | None = None,
+                presave: Presave | None = None) -> tuple[list[EngineResult], PushStats]:
     """Push the engine's `images` into the registry; only what it lacks is saved and sent.
-    `tagged`: `tagged_configs`, when already asked."""
+    `tagged`: `tagged_configs`, when already asked; `presave`: a save asked early."""
     started = time.monotonic()
     api = RegistryAPI(connect, basic_auth(creds))
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="push")
@@ -331,8 +365,10 @@ def push_engine(client: docker.DockerClient, images: Sequence[LocalImage], conne
             sizes = list(pool.map(lambda p: facts.blob_size(*p), pairs))
             have = dict(zip(pairs, sizes, strict=True))
             pusher.stats.present = sum(s is not None for s in sizes)
-            _apply(client, pusher, pool, todo, have, results, started)
+            _apply(client, pusher, pool, todo, have, results, started, presave)
     finally:
+        if presave is not None:
+            presave.close()
         pool.shutdown(wait=True, cancel_futures=True)
         api.close()
         spool.close()
@@ -340,8 +376,9 @@ def push_engine(client: docker.DockerClient, images: Sequence[LocalImage], conne
     return [results[img.ref.target] for img in images], pusher.stats
 
 
-def _apply(client: docker.DockerClient, pusher: _Pusher, pool: ThreadPoolExecutor, todo: Sequence[LocalImage],
-           have: dict[tuple[str, str], int | None], results: dict[str, EngineResult], started: float) -> None:
+def _apply(client: docker.DockerClient, pusher: _Pusher, pool: ThreadPoolExecutor,
+           todo: Sequence[LocalImage], have: dict[tuple[str, str], int | None], results: dict[str, EngineResult],
+           started: float, presave: Presave | None) -> None:
     mounts, from_save = plan(todo, have)
     spool = pusher.bundle
     assert isinstance(spool, Spool)
@@ -364,7 +401,8 @@ def _apply(client: docker.DockerClient, pusher: _Pusher, pool: ThreadPoolExecuto
                 jobs[digest] = pool.submit(pusher.run_job, job)
 
         ids = list(dict.fromkeys(img.image_id for img in saved))  # two targets may be one image
-        read_save(save_stream(client, ids), set(from_save), spool, on_blob)
+        stream = presave.stream(ids) if presave is not None else None
+        read_save(stream or save_stream(client, ids), set(from_save), spool, on_blob)
     sizes = {**{d: s for (_, d), s in have.items() if s is not None}, **spool.sizes()}
     errors: dict[str, str] = {}
     for digest, fut in jobs.items():

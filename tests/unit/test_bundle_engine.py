@@ -201,3 +201,38 @@ def test_two_targets_of_one_image_are_saved_once(fake: Fake, monkeypatch: pytest
     results, stats, saves = _push(fake, [APP, other], monkeypatch)
     assert [r.action for r in results] == ["pushed", "pushed"] and saves == [[APP.image_id]]
     assert stats.mounted == 3  # config and both layers into the second repository, sent once
+
+
+class _Response:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks, self.closed = chunks, False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _API:
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+        self.response = _Response([b"x" * 10, b"y"])
+
+    def _url(self, path: str) -> str:
+        return path
+
+    def _get(self, _url: str, params: dict[str, list[str]], stream: bool) -> _Response:
+        assert stream
+        self.asked.append(params["names"])
+        return self.response
+
+    def _stream_raw_result(self, res: _Response, _chunk: int, _decode: bool) -> Iterator[bytes]:
+        yield from res.chunks
+
+
+def test_a_presave_serves_the_images_it_asked_for_and_is_closed() -> None:
+    client = type("Client", (), {"api": _API()})()
+    early = engine.Presave(client, ["sha256:a", "sha256:b", "sha256:a"])  # type: ignore[arg-type]
+    assert early.stream(["sha256:c"]) is None  # not asked for: a fresh save is needed
+    stream = early.stream(["sha256:b"])
+    assert stream is not None and b"".join(stream) == b"x" * 10 + b"y"
+    early.close()
+    assert client.api.asked == [["sha256:a", "sha256:b"]] and client.api.response.closed
