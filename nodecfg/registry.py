@@ -427,7 +427,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     for src in image_refs:
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
-    from nodecfg.bundle import engine, push
+    from nodecfg.bundle import dockersave, engine, push
 
     def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
         client = _docker()
@@ -443,13 +443,13 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         connect = _registry_connect(c, settings, direct)
         early = _ask_early(connect, creds, lambda api: engine.tagged_configs(api, targets))
 
-        def presave() -> engine.Presave | None:
+        def presave() -> dockersave.Presave | None:
             """docker save of what the registry's tags lack, started while the facts are gathered."""
             client, local = local_side.result()
             answer = early.result()
             lacking = [img.image_id for img, config in zip(local, answer[0], strict=True)
                        if config != img.image_id] if answer is not None else []
-            return engine.Presave(client, lacking) if lacking else None
+            return dockersave.Presave(client, lacking) if lacking else None
 
         presave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presave")
         presaved = presave_pool.submit(presave)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from nodecfg.bundle import engine
+from nodecfg.bundle import dockersave, engine
 from nodecfg.bundle.manifests import DOCKER_MANIFEST, Descriptor
 from nodecfg.images import parse_ref
 from tests.unit.test_bundle_push import Fake, serve_fake
@@ -115,17 +115,17 @@ def test_plan_mounts_what_a_repository_has_and_saves_the_rest() -> None:
 
 
 def test_save_stream_spools_only_wanted_blobs_once() -> None:
-    spool = engine.Spool()
+    spool = dockersave.Spool()
     seen: list[tuple[str, int]] = []
     wanted = {_sha(BASE), _sha(BIG), TOOL.image_id}
     try:
-        engine.read_save(_save([SAVES[APP.image_id], SAVES[TOOL.image_id]]), wanted, spool,
+        dockersave.read_save(_save([SAVES[APP.image_id], SAVES[TOOL.image_id]]), wanted, spool,
                          lambda d, n: seen.append((d, n)))
         assert sorted(seen) == sorted([(_sha(BASE), len(BASE)), (_sha(BIG), len(BIG)), (TOOL.image_id, len(TOOL_CONFIG))])
         offset, size = spool.offset(_sha(BIG))
         spool.file.seek(offset)
         assert spool.file.read(size) == BIG
-        with pytest.raises(engine.PushError, match="not in this run's docker save"):
+        with pytest.raises(dockersave.PushError, match="not in this run's docker save"):
             spool.offset(_sha(SMALL))
     finally:
         spool.close()
@@ -230,7 +230,7 @@ class _API:
 
 def test_a_presave_serves_the_images_it_asked_for_and_is_closed() -> None:
     client = type("Client", (), {"api": _API()})()
-    early = engine.Presave(client, ["sha256:a", "sha256:b", "sha256:a"])  # type: ignore[arg-type]
+    early = dockersave.Presave(client, ["sha256:a", "sha256:b", "sha256:a"])  # type: ignore[arg-type]
     assert early.stream(["sha256:c"]) is None  # not asked for: a fresh save is needed
     stream = early.stream(["sha256:b"])
     assert stream is not None and b"".join(stream) == b"x" * 10 + b"y"
