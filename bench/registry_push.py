@@ -31,6 +31,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -382,6 +383,7 @@ def main() -> int:
                         f"{body}\n\nReproduce: `.venv/bin/python bench/registry_push.py --write` (see its docstring)")
     if not args.no_lab:
         nodecfg("lab", "down")
+    shutil.rmtree(tmp, ignore_errors=True)  # the bundle and the stand-in's data
     return 0
 
 
