@@ -122,6 +122,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="recreate a registry container nodecfg did not make as nodecfg's own (its data "
                    "directory is kept unless registry.data_dir names another); without it such a registry "
                    "is adopted as it is, or refused with the setting that would keep it")
+    p.add_argument("--direct", action="store_true",
+                   help="send the images to the registry's address and port over plain HTTP, as the nodes pull "
+                   "(faster: no SSH encryption), instead of through the master's SSH connection; the registry's "
+                   "password, if any, then crosses the network as it does for the nodes")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.set_defaults(func=_cmd_registry_up)
 
@@ -263,7 +267,7 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
         print("nodecfg: warning: registry.auth without registry.tls: the password crosses the network in "
               "clear on every pull (HTTP Basic); set registry.tls: true", file=sys.stderr)
     result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle,
-                                  check=args.check, replace=args.replace)
+                                  check=args.check, replace=args.replace, direct=args.direct)
     if isinstance(result, registry.RegistryCheck):
         report.registry_check(result, as_json=args.json)
     else:

@@ -22,8 +22,8 @@ import base64
 import hashlib
 import json
 import shlex
-import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as replace_fields
 from pathlib import Path
@@ -36,6 +36,10 @@ from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
 
 if TYPE_CHECKING:
     import docker
+
+    from nodecfg.bundle import engine
+    from nodecfg.bundle.push import RegistryAPI
+    from nodecfg.bundle.remote import Connect
 
 AUTH_DIR = "/etc/nodecfg/registry"
 TLS_DIR = "/etc/nodecfg/registry-tls"  # tls.crt, tls.key (0600) and ca.crt of a TLS registry
@@ -457,14 +461,6 @@ class RegistryDownResult:
 # apply
 
 
-@dataclass(frozen=True)
-class _LocalImage:
-    ref: ImageRef
-    source: str
-    image_id: str
-    size: int
-
-
 def _docker() -> docker.DockerClient:
     import docker
 
@@ -475,26 +471,6 @@ def _docker() -> docker.DockerClient:
         raise UsageError(f"no Docker engine answers on this machine ({exc}); images are pushed "
                          "from this machine's engine, so start dockerd first") from None
     return client
-
-
-def _local_images(client: docker.DockerClient, refs: list[ImageRef], sources: dict[str, str],
-                  progress: Progress) -> list[_LocalImage]:
-    import docker
-
-    out = []
-    for ref in refs:
-        source = sources[ref.target]
-        try:
-            img = client.images.get(ref.upstream)
-        except docker.errors.ImageNotFound:
-            progress(f"{source}: not on this machine; pulling it")
-            try:
-                img = client.images.pull(ref.upstream)
-            except docker.errors.APIError as exc:
-                raise UsageError(f"image {source} is not on this machine and could not be pulled "
-                                 f"({exc.explanation or exc})") from None
-        out.append(_LocalImage(ref, source, img.id, int(img.attrs.get("Size") or 0)))
-    return out
 
 
 def _local_registry_image(client: docker.DockerClient, image: str) -> Any:
@@ -555,10 +531,11 @@ def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
 
 
 def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
-                bundle: Path | None = None, check: bool = False,
-                replace: bool = False) -> RegistryUpResult | RegistryCheck:
+                bundle: Path | None = None, check: bool = False, replace: bool = False,
+                direct: bool = False) -> RegistryUpResult | RegistryCheck:
     """Start the registry on the master (or locally) and push the inventory's images: from this
-    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here).
+    machine's Docker engine, or with `bundle`, from a bundle file (no engine needed here); through
+    the master's SSH connection, or with `direct`, to the registry's address and port.
 
     A registry nodecfg did not make is adopted where that is safe and refused otherwise
     (`adopt.plan_container`); `replace` recreates it as nodecfg's own. `check` reports what would
@@ -567,7 +544,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     if bundle is not None:
         if check or replace:
             raise UsageError(f"registry-up --bundle does not take {'--check' if check else '--replace'} yet")
-        return _registry_up_bundle(inv, settings, bundle, progress)
+        return _registry_up_bundle(inv, settings, bundle, progress, direct)
     image_refs = list(inv.images) if inv else []
     targets = plan_targets(image_refs)  # usage errors before anything is contacted
     sources: dict[str, str] = {}
@@ -575,32 +552,61 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
     tls_files = _tls_files(inv, settings, progress)
-    client = _docker()
-    local = _local_images(client, targets, sources, progress)
+    from nodecfg.bundle import dockersave, engine, push
 
+    def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
+        client = _docker()
+        return client, engine.local_images(client, targets, sources, progress)
+
+    # this machine's engine is asked (and the docker SDK imported) while the master works on its facts
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    local_side = pool.submit(engine_side)
+    pool.shutdown(wait=False)
     c, host, where, sh = _master_session(inv)
     become = host.ssh.become if host else False
     try:
-        facts = _master_facts(sh, where, facts_script(settings, targets, [i.image_id for i in local], creds),
-                              progress)
+        connect = _registry_connect(c, settings, direct, tls_files)
+        early = _ask_early(connect, creds, lambda api: engine.tagged_configs(api, targets))
+
+        def presave() -> dockersave.Presave | None:
+            """docker save of what the registry's tags lack, started while the facts are gathered."""
+            client, local = local_side.result()
+            answer = early.result()
+            lacking = [img.image_id for img, config in zip(local, answer[0], strict=True)
+                       if config != img.image_id] if answer is not None else []
+            return dockersave.Presave(client, lacking) if lacking else None
+
+        presaved: Future[dockersave.Presave | None] | None = None
+        if not check:
+            presave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presave")
+            presaved = presave_pool.submit(presave)
+            presave_pool.shutdown(wait=False)
+        facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
+        client, local = local_side.result()
         reg_image_id = facts.registry_image_id or _local_image_id(client, settings.image)
         plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
         ship = plan.needs_image and not facts.registry_image_id
         if check:
-            return _check_result(where, settings, facts, plan, ship, local)
+            answer = early.result()
+            return _check_result(where, settings, facts, plan, ship, local, answer[0] if answer else None)
         if plan.action == "refuse":
             raise ConflictError(f"{where}: {plan.refusal}")
         if ship:
             progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
             reg_image_id = _ship_registry_image(c, become, client, settings.image, where)
         action, reasons, container_id, facts = _ensure_container(
-            sh, settings, facts, creds, reg_image_id, targets, progress, where, plan=plan, tls_files=tls_files)
-        outcomes = _push_images(c, become, settings, local, facts, creds, client, progress, where)
-        catalog = _catalog(c, become, settings, creds)
+            sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan, tls_files=tls_files)
+        tagged, catalog = _early_answer(early, action)
+        results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width(),
+                                            tagged=tagged, presave=presaved.result() if presaved else None)
+        if catalog is None or any(r.action != "skipped" for r in results):
+            catalog = push.catalog(connect, creds)
     finally:
         ssh.close(c)
+    outcomes = tuple(ImageOutcome(r.image.source, r.image.ref.target, r.image.size, r.action, r.seconds, r.error)
+                     for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, ship,
-                            tuple(outcomes), catalog, creds is not None, note=plan.note)
+                            outcomes, catalog, creds is not None, note=plan.note, transfer=asdict(stats))
 
 
 def _tls_files(inv: Inventory | None, settings: RegistrySettings, progress: Progress) -> TlsFiles | None:
@@ -724,64 +730,17 @@ class RegistryCheck:
 
 
 def _check_result(where: str, settings: RegistrySettings, facts: MasterFacts, plan: adopt.ContainerPlan,
-                  ship: bool, local: list[_LocalImage]) -> RegistryCheck:
+                  ship: bool, local: list[engine.LocalImage], tagged: list[str] | None) -> RegistryCheck:
     found = facts.found()
     acted = plan.adopted or found.named
     data_dir = plan.data_dir or settings.data_dir
     source = acted.data_source if acted is not None and acted.data_spec == data_dir else data_dir
-    images = tuple(ImagePlan(i.source, i.ref.target,
-                             "in registry" if facts.manifests.get(i.ref.target) == i.image_id else "push")
-                   for i in local)
+    configs = tagged if tagged is not None else [""] * len(local)  # what each tag points at now
+    images = tuple(ImagePlan(i.source, i.ref.target, "in registry" if config == i.image_id else "push")
+                   for i, config in zip(local, configs, strict=True))
     return RegistryCheck(where, settings.endpoint, plan.action, plan.reasons,
                          f"{acted.name} {acted.id[:12]}" if acted is not None else "", plan.note, plan.refusal,
                          data_dir, found.repositories.get(source, -1), ship, images)
-
-
-def _push_images(c: Any, become: bool, settings: RegistrySettings, local: list[_LocalImage],
-                 facts: MasterFacts, creds: tuple[str, Secret] | None,
-                 client: docker.DockerClient, progress: Progress, where: str) -> list[ImageOutcome]:
-    outcomes = []
-    todo = [img for img in local if facts.manifests.get(img.ref.target) != img.image_id]
-    for img in local:
-        if img not in todo:
-            outcomes.append(ImageOutcome(img.source, img.ref.target, img.size, "skipped", 0.0))
-    if not todo:
-        return outcomes
-    cfg = ssh.run(c, "umask 077; mktemp -d", become=become).stdout.strip()
-    if not cfg.startswith("/"):
-        raise HostError(f"{where}: cannot make a temporary directory")
-    qcfg = shlex.quote(cfg)
-    endpoint = f"127.0.0.1:{int(settings.port)}"
-    try:
-        if creds is not None:
-            login = ssh.run(c, f"docker --config {qcfg} login -u {shlex.quote(creds[0])} "
-                            f"--password-stdin {endpoint} >/dev/null",
-                            stdin=creds[1].reveal().encode() + b"\n", become=become)
-            if not login.ok:
-                raise HostError(f"{where}: docker login to the registry failed: {login.brief()}")
-        for img in todo:
-            start = time.monotonic()
-            progress(f"{img.source}: pushing as {img.ref.target}")
-            error = ""
-            if img.image_id not in facts.present:
-                load = ssh.run(c, "docker load -q >/dev/null",
-                               stdin=_save_stream(client, img.image_id), become=become)
-                if not load.ok:
-                    error = f"docker load on the master failed: {load.brief()}"
-            if not error:
-                tag = shlex.quote(f"{endpoint}/{img.ref.target}")
-                push = ssh.run(c, f"docker tag {shlex.quote(img.image_id)} {tag} && "
-                               f"docker --config {qcfg} push {tag} >/dev/null; rc=$?; "
-                               f"docker rmi {tag} >/dev/null 2>&1; exit $rc", become=become)
-                if not push.ok:
-                    error = f"docker push failed: {push.brief()}"
-            seconds = time.monotonic() - start
-            outcomes.append(ImageOutcome(img.source, img.ref.target, img.size,
-                                         "failed" if error else "pushed", seconds, error))
-    finally:
-        ssh.run(c, f"rm -rf {qcfg}", become=become)
-    order = {img.ref.target: i for i, img in enumerate(local)}
-    return sorted(outcomes, key=lambda o: order[o.target])
 
 
 def catalog_script(settings: RegistrySettings, creds: tuple[str, Secret] | None) -> str:
@@ -869,8 +828,8 @@ def catalog_on_master(inv: Inventory) -> dict[str, list[str]]:
 
 
 def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path: Path,
-                        progress: Progress) -> RegistryUpResult:
-    from nodecfg.bundle import dockerarchive, push, remote
+                        progress: Progress, direct: bool) -> RegistryUpResult:
+    from nodecfg.bundle import dockerarchive, push
     from nodecfg.bundle.manifests import parse_platform
     from nodecfg.bundle.reader import Bundle
 
@@ -892,6 +851,8 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
         c, host, where, sh = _master_session(inv)
         become = host.ssh.become if host else False
         try:
+            connect = _registry_connect(c, settings, direct, tls_files)
+            early = _ask_early(connect, creds, lambda api: push.tag_digests(api, images))
             facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
             shipped = False
             reg_image_id = facts.registry_image_id
@@ -918,16 +879,62 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                 shipped = True
             action, reasons, container_id, facts = _ensure_container(
                 sh, settings, facts, creds, reg_image_id, [], progress, where, tls_files=tls_files)
-            connect = remote.connector(c, settings.port)
+            tags, catalog = _early_answer(early, action)
             results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
-                                              width=_push_width())
-            catalog = push.catalog(connect, creds)
+                                              width=_push_width(), tags=tags)
+            if catalog is None or any(r.action != "skipped" for r in results):
+                catalog = push.catalog(connect, creds)
         finally:
             ssh.close(c)
     outcomes = tuple(ImageOutcome(r.push.entry.ref, r.push.ref.target, r.push.size, r.action, r.seconds, r.error)
                      for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
                             outcomes, catalog, creds is not None, transfer=asdict(stats))
+
+
+def _registry_connect(c: Any, settings: RegistrySettings, direct: bool,
+                      tls_files: TlsFiles | None = None) -> Connect:
+    """HTTP(S) connections to the registry: through the master's SSH connection to 127.0.0.1, or with
+    `direct` to its address. Over TLS the certificate is verified, for the registry's own name,
+    against the CA the nodes trust."""
+    from nodecfg.bundle import remote
+
+    tls = (tls_files.ca, settings.address) if tls_files is not None else None
+    if direct:
+        return remote.direct(settings.address, settings.port, tls=tls)
+    return remote.connector(c, settings.port, tls=tls)
+
+
+_Early = tuple[list[str], dict[str, list[str]]]
+
+
+def _ask_early(connect: Connect, creds: tuple[str, Secret] | None,
+               ask: Callable[[RegistryAPI], list[str]]) -> Future[_Early | None]:
+    """Ask the registry what its tags point at, and its catalog, while the master's facts are
+    gathered (over the same SSH connection): on an unchanged re-run that is all there is to ask.
+    None when the registry does not answer (not running yet, or refusing): asked again later."""
+    from nodecfg.bundle.push import RegistryAPI, basic_auth, catalog_of
+
+    def probe() -> _Early | None:
+        api = RegistryAPI(connect, basic_auth(creds))
+        try:
+            return ask(api), catalog_of(api)
+        except Exception:  # noqa: BLE001 -- a guess: any failure means "ask again after the facts"
+            return None
+        finally:
+            api.close()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early")
+    try:
+        return pool.submit(probe)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _early_answer(early: Future[_Early | None], action: str) -> tuple[list[str] | None, dict[str, list[str]] | None]:
+    """The early answers, if the registry container was kept as it was (else they may be stale)."""
+    answer = early.result() if action == "keep" else None
+    return answer if answer is not None else (None, None)
 
 
 def _push_width() -> int:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 from nodecfg.bundle.layout import IndexEntry
@@ -45,6 +46,16 @@ Progress = Callable[[str], None]
 
 class PushError(HostError):
     """The registry refused or broke off a request; the message names the request, never a secret."""
+
+
+class BlobSource(Protocol):
+    """Where blob bytes are read from, in place: a bundle file, or the engine path's spool file."""
+
+    path: Path
+
+    def offset(self, digest: str) -> tuple[int, int]:
+        """(offset, size) of the blob in the file at `path`."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +299,7 @@ class ImageResult:
 
 
 class _Pusher:
-    def __init__(self, bundle: Bundle, api: RegistryAPI, progress: Progress, fd: int) -> None:
+    def __init__(self, bundle: BlobSource, api: RegistryAPI, progress: Progress, fd: int) -> None:
         self.bundle, self.api, self.progress, self.fd = bundle, api, progress, fd
         self.stats = PushStats()
         self.lock = threading.Lock()
@@ -387,27 +398,44 @@ class _Pusher:
 def catalog(connect: Connect, creds: tuple[str, Secret] | None, width: int = WIDTH) -> dict[str, list[str]]:
     """The registry's repositories and their tags, over the same HTTP path (no extra SSH command)."""
     api = RegistryAPI(connect, basic_auth(creds))
-    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="catalog")
     try:
-        status, _, body = api.call("GET", "/v2/_catalog?n=1000")
-        if status != 200:
-            raise _refused("GET", "/v2/_catalog", status, body)
-        try:
-            repos = [str(r) for r in json.loads(body).get("repositories") or []]
-        except (ValueError, AttributeError):
-            return {}
-
-        def tags(repo: str) -> list[str]:
-            status, _, body = api.call("GET", f"/v2/{repo}/tags/list")
-            try:
-                return sorted(json.loads(body).get("tags") or []) if status == 200 else []
-            except (ValueError, AttributeError):
-                return []
-
-        return dict(zip(repos, pool.map(tags, repos), strict=True))
+        return catalog_of(api, width)
     finally:
-        pool.shutdown(wait=True)
         api.close()
+
+
+def catalog_of(api: RegistryAPI, width: int = WIDTH) -> dict[str, list[str]]:
+    status, _, body = api.call("GET", "/v2/_catalog?n=1000")
+    if status != 200:
+        raise _refused("GET", "/v2/_catalog", status, body)
+    try:
+        repos = [str(r) for r in json.loads(body).get("repositories") or []]
+    except (ValueError, AttributeError):
+        return {}
+
+    def tags(repo: str) -> list[str]:
+        status, _, body = api.call("GET", f"/v2/{repo}/tags/list")
+        try:
+            return sorted(json.loads(body).get("tags") or []) if status == 200 else []
+        except (ValueError, AttributeError):
+            return []
+
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="catalog") as pool:
+        return dict(zip(repos, pool.map(tags, repos), strict=True))
+
+
+def tag_digests(api: RegistryAPI, images: Sequence[ImagePush], width: int = WIDTH) -> list[str]:
+    """What each image's tag points at now ("" when it is not there)."""
+    pusher = _Pusher(_NoBlobs(), api, lambda _m: None, -1)
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="tags") as pool:
+        return list(pool.map(pusher.tag_digest, images))
+
+
+class _NoBlobs:
+    path = Path("-")
+
+    def offset(self, digest: str) -> tuple[int, int]:
+        raise AssertionError(f"no blob source for {digest}")
 
 
 def _parallel(pool: ThreadPoolExecutor, fn: Callable[..., object], items: Sequence[object]) -> list[object]:
@@ -416,9 +444,10 @@ def _parallel(pool: ThreadPoolExecutor, fn: Callable[..., object], items: Sequen
 
 def push_bundle(bundle: Bundle, images: Sequence[ImagePush], connect: Connect,
                 creds: tuple[str, Secret] | None, *, progress: Progress,
-                width: int = WIDTH) -> tuple[list[ImageResult], PushStats]:
+                width: int = WIDTH, tags: Sequence[str] | None = None) -> tuple[list[ImageResult], PushStats]:
     """Push `images` from `bundle`; a corrupt blob raises BundleError (after the jobs in flight end;
-    images completed until then stay, tagged; none is tagged half-pushed)."""
+    images completed until then stay, tagged; none is tagged half-pushed). `tags`: what each
+    image's tag points at, when already asked (`tag_digests`)."""
     started = time.monotonic()
     api = RegistryAPI(connect, basic_auth(creds))
     fd = os.open(bundle.path, os.O_RDONLY)
@@ -426,7 +455,8 @@ def push_bundle(bundle: Bundle, images: Sequence[ImagePush], connect: Connect,
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="push")
     results: dict[str, ImageResult] = {}
     try:
-        tags = _parallel(pool, pusher.tag_digest, images)
+        if tags is None:
+            tags = [str(t) for t in _parallel(pool, pusher.tag_digest, images)]
         todo = []
         for img, tag in zip(images, tags, strict=True):
             if tag == img.top.digest:

@@ -5,6 +5,10 @@ SSH connection to 127.0.0.1:<registry.port> on the master, so only SSH has to re
 local listener, no socket file, nothing another local user could connect to. A paramiko Channel is
 socket-like (sendall, recv, makefile, settimeout), so `http.client` runs on it unchanged.
 Without an inventory (the registry on this machine), a plain TCP connection to 127.0.0.1.
+
+Over TLS (`registry.tls`) the registry's certificate is verified inside the channel, for the
+registry's own name, against the CA the nodes trust (`nodecfg/channel_tls.py`): the tunnel ends at
+127.0.0.1 but the check is the one a node makes.
 """
 
 from __future__ import annotations
@@ -19,15 +23,18 @@ if TYPE_CHECKING:
     import paramiko
 
 Connect = Callable[[], http.client.HTTPConnection]
+Tls = tuple[bytes, str]  # (the CA's PEM, the name the certificate must carry)
 WINDOW = 8 << 20  # our receive window per channel; replies are small, this only matters for GETs
 
 
 class ChannelHTTPConnection(http.client.HTTPConnection):
     """An HTTPConnection whose socket is a direct-tcpip channel over an open SSH transport."""
 
-    def __init__(self, transport: paramiko.Transport, port: int, timeout: float = 60.0) -> None:
+    def __init__(self, transport: paramiko.Transport, port: int, timeout: float = 60.0,
+                 tls: Tls | None = None) -> None:
         super().__init__("127.0.0.1", port, timeout=timeout)
         self._transport = transport
+        self._tls = tls
 
     def connect(self) -> None:
         import paramiko
@@ -40,17 +47,53 @@ class ChannelHTTPConnection(http.client.HTTPConnection):
                             f"({exc or type(exc).__name__}); does sshd allow TCP forwarding "
                             "(AllowTcpForwarding)?") from None
         chan.settimeout(self.timeout)
-        self.sock = chan
+        if self._tls is None:
+            self.sock = chan
+            return
+        import ssl
+
+        from nodecfg.channel_tls import TlsOverChannel, client_context
+
+        ca, name = self._tls
+        try:
+            self.sock = TlsOverChannel(chan, client_context(ca), name)
+        except (ssl.SSLError, ConnectionError) as exc:
+            chan.close()
+            raise HostError(tls_failure(name, self.port, exc)) from None
 
 
-def connector(c: Any, port: int, timeout: float = 60.0) -> Connect:
+def tls_failure(name: str, port: int, exc: BaseException) -> str:
+    from nodecfg.tlsdiag import classify
+
+    problem = classify(str(exc))
+    return (f"the registry at {name}:{port} failed TLS verification: "
+            f"{problem or 'TLS handshake failed'} ({exc})")
+
+
+def direct(address: str, port: int, timeout: float = 60.0, tls: Tls | None = None) -> Connect:
+    """TCP to the registry's own address and port, the way the nodes pull (`registry-up
+    --direct`): no SSH encryption on either side, for a registry port reachable from here; over
+    TLS verified against the CA the nodes trust."""
+    if tls is None:
+        return lambda: http.client.HTTPConnection(address, port, timeout=timeout)
+    from nodecfg.channel_tls import client_context
+
+    ctx = client_context(tls[0])
+    return lambda: http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)
+
+
+def connector(c: Any, port: int, timeout: float = 60.0, tls: Tls | None = None) -> Connect:
     """A factory of HTTP connections to the registry: over `c`'s SSH transport, or local TCP when
     `c` is the LocalConnection (registry-up without an inventory)."""
     from nodecfg import ssh
 
     if isinstance(c, ssh.LocalConnection):
         return lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    transport = c.client.get_transport()
-    if transport is None or not transport.is_active():
-        raise HostError(f"{c.host}: SSH connection is closed")
-    return lambda: ChannelHTTPConnection(transport, port, timeout)
+
+    def connect() -> http.client.HTTPConnection:
+        transport = c.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostError(f"{c.host}: SSH connection is closed")
+        return ChannelHTTPConnection(transport, port, timeout, tls)
+
+    return connect

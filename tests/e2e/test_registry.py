@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 import urllib.request
 from base64 import b64encode
@@ -54,17 +55,42 @@ def test_registry_up_twice_same_container_nothing_pushed(lab: Lab) -> None:
     assert first["shipped_registry_image"] is True  # a fresh master had no registry image
     assert {i["target"]: i["action"] for i in first["images"]} == {
         "library/busybox:1.36": "pushed", "pause:3.9": "pushed", "prometheus/busybox:latest": "pushed"}
+    assert first["transfer"]["uploaded"]  # blobs went up over the registry's HTTP API
+    # ... and not through the master's docker: it holds no image of these names, loaded or tagged
+    names = lab.ssh("master", "docker images --format '{{.Repository}}'").stdout.split()
+    assert not [n for n in names if "busybox" in n or "pause" in n or ":5000/" in n], names
     cid = container_id(lab)
     assert cid.startswith(first["container_id"])
     rc, second, err = run_json("registry-up", "-i", inv)
     assert rc == 0, err
     assert second["container_action"] == "keep"
     assert [i["action"] for i in second["images"]] == ["skipped"] * 3
+    assert second["transfer"]["uploaded"] == [] and second["transfer"]["mounted"] == 0
+    rc, direct, err = run_json("registry-up", "-i", inv, "--direct")  # plain HTTP to master:5000
+    assert rc == 0 and [i["action"] for i in direct["images"]] == ["skipped"] * 3, err
     assert container_id(lab) == cid
     assert catalog(lab) == MAPPED
     # the table form shows the summary and the catalog
     text = nodecfg("registry-up", "-i", inv)
     assert "0 pushed, 3 skipped" in text.stdout and "pause: 3.9" in text.stdout
+
+
+def test_engine_pushed_images_pull_with_the_engines_image_id(lab: Lab) -> None:
+    """The engine path's manifests (docker schema 2, layers uncompressed as `docker save` gives
+    them): containerd 1.6 on a node pulls and runs one, docker 20.10 on the master pulls one, and
+    its image id is this machine's (the same config blob)."""
+    master = lab.hosts["master"]
+    ref = f"{master}:5000/library/busybox:1.36"
+    run = lab.ssh("node1", f"ctr -n nodecfg-e2e images pull --plain-http {ref} >/dev/null && "
+                           f"ctr -n nodecfg-e2e run --rm {ref} e2e-busybox /bin/busybox echo pulled-ok; "
+                           f"rc=$?; ctr -n nodecfg-e2e images rm {ref} >/dev/null; exit $rc")
+    assert run.stdout.strip() == "pulled-ok"
+    local = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", "registry.k8s.io/pause:3.9"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    pulled = lab.ssh("master", "docker pull -q 127.0.0.1:5000/pause:3.9 >/dev/null && "
+                               "docker image inspect --format '{{.Id}}' 127.0.0.1:5000/pause:3.9; "
+                               "docker rmi 127.0.0.1:5000/pause:3.9 >/dev/null")
+    assert pulled.stdout.strip() == local
 
 
 def test_restart_policy_and_data_survive_down_up(lab: Lab) -> None:

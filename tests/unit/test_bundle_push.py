@@ -94,6 +94,11 @@ class Fake:
 
 @pytest.fixture
 def fake() -> Iterator[Fake]:
+    yield from serve_fake()
+
+
+def serve_fake() -> Iterator[Fake]:
+    """The fake registry on a loopback port while the iterator is open."""
     state = Fake()
     lock = threading.Lock()
 
@@ -126,7 +131,7 @@ def fake() -> Iterator[Fake]:
             repo, kind, rest = "/".join(parts[2:kind_at]), parts[kind_at], parts[kind_at + 1:]
             have = state.blobs.setdefault(repo, {})
             if kind == "blobs" and self.command == "HEAD":
-                return self._reply(200 if rest[0] in have else 404)
+                return self._reply(404) if rest[0] not in have else self._reply(200, body=have[rest[0]])
             if kind == "blobs" and self.command == "POST":
                 src = state.blobs.get(query.get("from", ""), {})
                 if "mount" in query and query["mount"] in src:
@@ -138,10 +143,10 @@ def fake() -> Iterator[Fake]:
                     return self._reply(400, body=b'{"errors":[{"code":"DIGEST_INVALID"}]}')
                 have[query["digest"]] = body
                 return self._reply(201)
-            if kind == "manifests" and self.command == "HEAD":
+            if kind == "manifests" and self.command in ("HEAD", "GET"):
                 found = state.manifests.get((repo, rest[0]))
                 return self._reply(404) if found is None else self._reply(
-                    200, {"Docker-Content-Digest": sha256_digest(found)})
+                    200, {"Docker-Content-Digest": sha256_digest(found)}, found)
             if kind == "manifests" and self.command == "PUT":
                 doc = json.loads(body)
                 refs = [m["digest"] for m in doc.get("manifests", [])]
@@ -153,7 +158,7 @@ def fake() -> Iterator[Fake]:
                 return self._reply(201, {"Docker-Content-Digest": sha256_digest(body)})
             return self._reply(405)
 
-        do_HEAD = do_POST = do_PUT = _handle
+        do_GET = do_HEAD = do_POST = do_PUT = _handle
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]

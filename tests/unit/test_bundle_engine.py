@@ -1,0 +1,238 @@
+"""registry-up from the engine, without a lab: the pure plan and manifest, the `docker save` stream
+(docker's legacy layout: a layer linked to its first copy), and `push_engine` against the fake
+registry of test_bundle_push: only missing blobs are saved and sent, tags last, a re-run asks only
+for the tags."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from nodecfg.bundle import dockersave, engine
+from nodecfg.bundle.manifests import DOCKER_MANIFEST, Descriptor
+from nodecfg.images import parse_ref
+from tests.unit.test_bundle_push import Fake, serve_fake
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    yield from serve_fake()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer(name: str, data: bytes) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _config(layers: Sequence[bytes], tag: str) -> bytes:
+    return json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"t": tag}},
+                       "rootfs": {"type": "layers", "diff_ids": [_sha(x) for x in layers]}}).encode()
+
+
+def _image(ref: str, config: bytes, layers: Sequence[bytes]) -> engine.LocalImage:
+    r = parse_ref(ref)
+    return engine.LocalImage(r, ref, _sha(config), tuple(_sha(x) for x in layers), len(config) + sum(map(len, layers)))
+
+
+def _save(images: Sequence[tuple[bytes, Sequence[bytes]]], chunk: int = 7000) -> Iterator[bytes]:
+    """A `docker save` stream as docker 20.10 writes it: <v1 id>/{VERSION,json,layer.tar}, a layer
+    already written once linked to it, <id>.json, manifest.json, repositories."""
+    raw = io.BytesIO()
+    seen: dict[str, str] = {}
+    manifest = []
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for n, (config, layers) in enumerate(images):
+            names = []
+            for i, data in enumerate(layers):
+                v1 = hashlib.sha256(f"{n}/{i}".encode()).hexdigest()
+                add(f"{v1}/VERSION", b"1.0")
+                add(f"{v1}/json", b'{"id":"%s"}' % v1.encode())
+                if _sha(data) in seen:
+                    link = tarfile.TarInfo(f"{v1}/layer.tar")
+                    link.type, link.linkname = tarfile.SYMTYPE, f"../{seen[_sha(data)]}/layer.tar"
+                    tar.addfile(link)
+                else:
+                    add(f"{v1}/layer.tar", data)
+                    seen[_sha(data)] = v1
+                names.append(f"{v1}/layer.tar")
+            add(f"{_sha(config)[7:]}.json", config)
+            manifest.append({"Config": f"{_sha(config)[7:]}.json", "RepoTags": None, "Layers": names})
+        add("manifest.json", json.dumps(manifest).encode())
+        add("repositories", b"{}")
+    data = raw.getvalue()
+    for i in range(0, len(data), chunk):
+        yield data[i:i + chunk]
+
+
+BASE = _layer("bin/sh", b"base" * 5000)
+BIG = _layer("big", bytes(range(256)) * 9000)  # > 2 MB: more than one chunk
+SMALL = _layer("small", b"small")
+APP_CONFIG, TOOL_CONFIG = _config([BASE, BIG], "app"), _config([BASE, SMALL], "tool")
+APP = _image("quay.io/org/app:1", APP_CONFIG, [BASE, BIG])
+TOOL = _image("docker.io/library/tool:2", TOOL_CONFIG, [BASE, SMALL])
+SAVES = {APP.image_id: (APP_CONFIG, [BASE, BIG]), TOOL.image_id: (TOOL_CONFIG, [BASE, SMALL])}
+
+
+def test_manifest_is_docker_schema2_with_uncompressed_layers() -> None:
+    config = Descriptor(engine.DOCKER_CONFIG, APP.image_id, len(APP_CONFIG))
+    layers = [Descriptor(engine.LAYER_TAR, d, 10) for d in APP.diff_ids]
+    body = engine.manifest(config, layers)
+    assert body == engine.manifest(config, layers)  # the same image, the same digest
+    doc = json.loads(body)
+    assert doc["mediaType"] == DOCKER_MANIFEST and doc["config"]["digest"] == APP.image_id
+    assert [x["mediaType"] for x in doc["layers"]] == ["application/vnd.docker.image.rootfs.diff.tar"] * 2
+    assert engine.config_digest(body) == APP.image_id
+    assert engine.config_digest(b"not json") == ""
+
+
+def test_plan_mounts_what_a_repository_has_and_saves_the_rest() -> None:
+    have: dict[tuple[str, str], int | None] = {("org/app", _sha(BASE)): len(BASE)}
+    mounts, from_save = engine.plan([APP, TOOL], have)
+    assert [(j.descriptor.digest, j.first, j.mount_from) for j in mounts] == [(_sha(BASE), "library/tool", "org/app")]
+    assert mounts[0].descriptor.size == len(BASE)
+    assert from_save == {APP.image_id, _sha(BIG), TOOL.image_id, _sha(SMALL)}
+    everything = {(img.repo, d): 1 for img in (APP, TOOL) for d in img.blobs}
+    assert engine.plan([APP, TOOL], everything) == ([], set())
+
+
+def test_save_stream_spools_only_wanted_blobs_once() -> None:
+    spool = dockersave.Spool()
+    seen: list[tuple[str, int]] = []
+    wanted = {_sha(BASE), _sha(BIG), TOOL.image_id}
+    try:
+        dockersave.read_save(_save([SAVES[APP.image_id], SAVES[TOOL.image_id]]), wanted, spool,
+                         lambda d, n: seen.append((d, n)))
+        assert sorted(seen) == sorted([(_sha(BASE), len(BASE)), (_sha(BIG), len(BIG)), (TOOL.image_id, len(TOOL_CONFIG))])
+        offset, size = spool.offset(_sha(BIG))
+        spool.file.seek(offset)
+        assert spool.file.read(size) == BIG
+        with pytest.raises(dockersave.PushError, match="not in this run's docker save"):
+            spool.offset(_sha(SMALL))
+    finally:
+        spool.close()
+
+
+def _push(fake: Fake, images: Sequence[engine.LocalImage], monkeypatch: pytest.MonkeyPatch
+          ) -> tuple[list[engine.EngineResult], Any, list[list[str]]]:
+    import http.client
+
+    saves: list[list[str]] = []
+
+    def save_stream(_client: object, ids: Sequence[str]) -> Iterator[bytes]:
+        saves.append(list(ids))
+        return _save([SAVES[i] for i in ids])
+
+    monkeypatch.setattr(engine, "save_stream", save_stream)
+    results, stats = engine.push_engine(
+        object(), images, lambda: http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10), None,  # type: ignore[arg-type]
+        progress=lambda _m: None, width=3)
+    return results, stats, saves
+
+
+def test_push_sends_what_is_missing_then_tags_and_a_rerun_sends_nothing(
+        fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.blobs["org/app"] = {_sha(BASE): BASE}  # the registry has the base layer in one repository
+    results, stats, saves = _push(fake, [APP, TOOL], monkeypatch)
+    assert [r.action for r in results] == ["pushed", "pushed"], [r.error for r in results]
+    assert saves == [[APP.image_id, TOOL.image_id]]  # one docker save for both
+    assert sorted(stats.uploaded) == sorted([APP.image_id, _sha(BIG), TOOL.image_id, _sha(SMALL)])
+    assert stats.mounted == 1  # the base layer into library/tool, never sent
+    for img, config in ((APP, APP_CONFIG), (TOOL, TOOL_CONFIG)):
+        body = fake.manifests[(img.repo, img.ref.tag)]
+        doc = json.loads(body)
+        assert doc["config"] == {"mediaType": engine.DOCKER_CONFIG, "size": len(config), "digest": img.image_id}
+        assert [x["digest"] for x in doc["layers"]] == list(img.diff_ids)
+        assert fake.blobs[img.repo][img.image_id] == config
+    puts = [path for method, path in fake.log if method == "PUT"]
+    assert puts[-2:] and all("/manifests/" in p for p in puts[-2:])  # tags after every blob
+
+    fake.log.clear()
+    results, stats, saves = _push(fake, [APP, TOOL], monkeypatch)
+    assert [r.action for r in results] == ["skipped", "skipped"]
+    assert saves == [] and stats.uploaded == []
+    assert sorted(fake.log) == sorted([("GET", "/v2/org/app/manifests/1"), ("GET", "/v2/library/tool/manifests/2")])
+
+
+def test_a_tag_on_another_image_is_pushed_again_from_the_registrys_blobs(
+        fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    _push(fake, [APP], monkeypatch)
+    fake.manifests[("org/app", "1")] = b'{"schemaVersion": 2, "config": {"digest": "sha256:' + b"0" * 64 + b'"}}'
+    results, stats, saves = _push(fake, [APP], monkeypatch)
+    assert [r.action for r in results] == ["pushed"]
+    assert saves == [] and stats.uploaded == []  # every blob was there: the manifest is made from their sizes
+    assert engine.config_digest(fake.manifests[("org/app", "1")]) == APP.image_id
+
+
+def test_direct_goes_to_the_registry_address_and_port_ssh_does_not() -> None:
+    from nodecfg import registry, ssh
+    from nodecfg.bundle import remote
+    from nodecfg.inventory import RegistrySettings
+
+    settings = RegistrySettings(address="fd00::5", port=5001)
+    conn = registry._registry_connect(object(), settings, direct=True)()
+    assert (conn.host, conn.port) == ("fd00::5", 5001)
+    local = registry._registry_connect(ssh.LocalConnection(), settings, direct=False)()
+    assert (local.host, local.port) == ("127.0.0.1", 5001)  # no inventory: the registry on this machine
+    assert remote.direct("10.0.0.5", 5000)().host == "10.0.0.5"
+
+
+def test_two_targets_of_one_image_are_saved_once(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = engine.LocalImage(parse_ref("docker.io/org/app2:1"), "docker.io/org/app2:1",
+                              APP.image_id, APP.diff_ids, APP.size)
+    results, stats, saves = _push(fake, [APP, other], monkeypatch)
+    assert [r.action for r in results] == ["pushed", "pushed"] and saves == [[APP.image_id]]
+    assert stats.mounted == 3  # config and both layers into the second repository, sent once
+
+
+class _Response:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks, self.closed = chunks, False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _API:
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+        self.response = _Response([b"x" * 10, b"y"])
+
+    def _url(self, path: str) -> str:
+        return path
+
+    def _get(self, _url: str, params: dict[str, list[str]], stream: bool) -> _Response:
+        assert stream
+        self.asked.append(params["names"])
+        return self.response
+
+    def _stream_raw_result(self, res: _Response, _chunk: int, _decode: bool) -> Iterator[bytes]:
+        yield from res.chunks
+
+
+def test_a_presave_serves_the_images_it_asked_for_and_is_closed() -> None:
+    client = type("Client", (), {"api": _API()})()
+    early = dockersave.Presave(client, ["sha256:a", "sha256:b", "sha256:a"])  # type: ignore[arg-type]
+    assert early.stream(["sha256:c"]) is None  # not asked for: a fresh save is needed
+    stream = early.stream(["sha256:b"])
+    assert stream is not None and b"".join(stream) == b"x" * 10 + b"y"
+    early.close()
+    assert client.api.asked == [["sha256:a", "sha256:b"]] and client.api.response.closed
