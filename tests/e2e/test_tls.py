@@ -56,12 +56,11 @@ def test_the_ca_lives_on_the_operator_machine_key_private(fleet: Fleet) -> None:
     ca = x509.load_pem_x509_certificate((fleet.ca_dir / "ca.crt").read_bytes())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     # the master holds the server certificate and its key (0600), not the CA's key
-    out = fleet.lab.ssh("master", "grep -rl 'PRIVATE KEY' /etc /srv /var/lib 2>/dev/null "
-                                  "| xargs -r stat -c '%a %n'").stdout
-    keys = [ln for ln in out.splitlines() if ln.strip()]
-    assert keys and all(ln.startswith("600 ") for ln in keys), keys
-    ca_key = (fleet.ca_dir / "ca.key").read_text()
-    assert fleet.lab.ssh("master", f"grep -rlF -- {json.dumps(ca_key.splitlines()[1])} /etc /srv /var/lib "
+    modes = fleet.lab.ssh("master", "stat -c '%a %n' /etc/nodecfg/registry-tls/*").stdout.split()
+    assert modes == ["644", "/etc/nodecfg/registry-tls/ca.crt", "644", "/etc/nodecfg/registry-tls/tls.crt",
+                     "600", "/etc/nodecfg/registry-tls/tls.key"], modes
+    ca_key_line = (fleet.ca_dir / "ca.key").read_text().splitlines()[1]
+    assert fleet.lab.ssh("master", f"grep -rlF -- {ca_key_line} /etc /root /tmp /var/lib/registry "
                                    "2>/dev/null || true").stdout.strip() == ""
 
 
