@@ -37,7 +37,6 @@ from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
 if TYPE_CHECKING:
     import docker
 
-    from nodecfg.bundle import engine
     from nodecfg.bundle.push import RegistryAPI
     from nodecfg.bundle.remote import Connect
 
@@ -542,9 +541,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     be done to the container, its data directory and the images, and changes nothing."""
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
     if bundle is not None:
-        if check or replace:
-            raise UsageError(f"registry-up --bundle does not take {'--check' if check else '--replace'} yet")
-        return _registry_up_bundle(inv, settings, bundle, progress, direct)
+        return _registry_up_bundle(inv, settings, bundle, progress, direct, check=check, replace=replace)
     image_refs = list(inv.images) if inv else []
     targets = plan_targets(image_refs)  # usage errors before anything is contacted
     sources: dict[str, str] = {}
@@ -588,7 +585,10 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         ship = plan.needs_image and not facts.registry_image_id
         if check:
             answer = early.result()
-            return _check_result(where, settings, facts, plan, ship, local, answer[0] if answer else None)
+            configs = answer[0] if answer is not None else [""] * len(local)  # what each tag points at now
+            return _check_result(where, settings, facts, plan, ship, tuple(
+                ImagePlan(i.source, i.ref.target, "in registry" if config == i.image_id else "push")
+                for i, config in zip(local, configs, strict=True)))
         if plan.action == "refuse":
             raise ConflictError(f"{where}: {plan.refusal}")
         if ship:
@@ -730,14 +730,11 @@ class RegistryCheck:
 
 
 def _check_result(where: str, settings: RegistrySettings, facts: MasterFacts, plan: adopt.ContainerPlan,
-                  ship: bool, local: list[engine.LocalImage], tagged: list[str] | None) -> RegistryCheck:
+                  ship: bool, images: tuple[ImagePlan, ...]) -> RegistryCheck:
     found = facts.found()
     acted = plan.adopted or found.named
     data_dir = plan.data_dir or settings.data_dir
     source = acted.data_source if acted is not None and acted.data_spec == data_dir else data_dir
-    configs = tagged if tagged is not None else [""] * len(local)  # what each tag points at now
-    images = tuple(ImagePlan(i.source, i.ref.target, "in registry" if config == i.image_id else "push")
-                   for i, config in zip(local, configs, strict=True))
     return RegistryCheck(where, settings.endpoint, plan.action, plan.reasons,
                          f"{acted.name} {acted.id[:12]}" if acted is not None else "", plan.note, plan.refusal,
                          data_dir, found.repositories.get(source, -1), ship, images)
@@ -828,7 +825,8 @@ def catalog_on_master(inv: Inventory) -> dict[str, list[str]]:
 
 
 def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path: Path,
-                        progress: Progress, direct: bool) -> RegistryUpResult:
+                        progress: Progress, direct: bool, *, check: bool = False,
+                        replace: bool = False) -> RegistryUpResult | RegistryCheck:
     from nodecfg.bundle import dockerarchive, push
     from nodecfg.bundle.manifests import parse_platform
     from nodecfg.bundle.reader import Bundle
@@ -854,9 +852,18 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
             connect = _registry_connect(c, settings, direct, tls_files)
             early = _ask_early(connect, creds, lambda api: push.tag_digests(api, images))
             facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
-            shipped = False
             reg_image_id = facts.registry_image_id
-            if not reg_image_id:
+            plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
+            shipped = plan.needs_image and not reg_image_id
+            if check:
+                answer = early.result()
+                digests = answer[0] if answer is not None else [""] * len(images)
+                return _check_result(where, settings, facts, plan, shipped, tuple(
+                    ImagePlan(i.entry.ref, i.ref.target, "in registry" if d == i.top.digest else "push")
+                    for i, d in zip(images, digests, strict=True)))
+            if plan.action == "refuse":
+                raise ConflictError(f"{where}: {plan.refusal}")
+            if shipped:
                 if reg_entry is None:
                     raise UsageError(f"{path}: the master has no {settings.image} and the bundle does not hold "
                                      "it; make the bundle with `nodecfg bundle create -i INVENTORY` (without "
@@ -870,15 +877,14 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                 load = ssh.run(c, "docker load", become=become,
                                stdin=dockerarchive.load_stream(b, reg_entry, platform, settings.image))
                 if not load.ok:
-                    raise HostError(f"{where}: docker load of {settings.image} failed: {load.brief()}")
+                    raise HostError(f"{where}: docker load of {settings.image} failed: {_whole(load)}")
                 q = shlex.quote(settings.image)
                 reg_image_id = ssh.run(c, f"docker image inspect --format '{{{{.Id}}}}' {q}",
                                        become=become).stdout.strip()
                 if not reg_image_id:
-                    raise HostError(f"{where}: {settings.image} is not there after docker load: {load.brief()}")
-                shipped = True
+                    raise HostError(f"{where}: {settings.image} is not there after docker load: {_whole(load)}")
             action, reasons, container_id, facts = _ensure_container(
-                sh, settings, facts, creds, reg_image_id, [], progress, where, tls_files=tls_files)
+                sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan, tls_files=tls_files)
             tags, catalog = _early_answer(early, action)
             results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
                                               width=_push_width(), tags=tags)
@@ -889,7 +895,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
     outcomes = tuple(ImageOutcome(r.push.entry.ref, r.push.ref.target, r.push.size, r.action, r.seconds, r.error)
                      for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,
-                            outcomes, catalog, creds is not None, transfer=asdict(stats))
+                            outcomes, catalog, creds is not None, note=plan.note, transfer=asdict(stats))
 
 
 def _registry_connect(c: Any, settings: RegistrySettings, direct: bool,

@@ -171,7 +171,16 @@ def test_push_from_bundle(made: Made, lab: Lab) -> None:
     assert all(after_bad[t] == d for t, d in tagged.items())
     assert all(made.upstream[t] == d for t, d in after_bad.items() if d)  # whole images only
 
-    # 3. the same command resumes: finished blobs are not sent again; every digest is upstream's
+    # 3. --check first: what would be pushed, judged by the registry's tags; nothing changes
+    cid = lab.ssh("master", "docker inspect -f '{{.Id}}' registry").stdout
+    rc, plan, err = run_json("registry-up", "-i", inv, "--bundle", str(made.bundle), "--check")
+    assert rc == 0 and plan["check"] is True, err
+    assert plan["container_action"] == "keep"
+    assert {i["target"]: i["action"] for i in plan["images"]} == {
+        t: ("in registry" if after_bad[t] else "push") for t in made.upstream}
+    assert _tags(lab) == after_bad and lab.ssh("master", "docker inspect -f '{{.Id}}' registry").stdout == cid
+
+    # 4. the same command resumes: finished blobs are not sent again; every digest is upstream's
     rc, data, err = run_json("registry-up", "-i", inv, "--bundle", str(made.bundle))
     assert rc == 0, err
     uploaded = data["transfer"]["uploaded"]
@@ -183,14 +192,14 @@ def test_push_from_bundle(made: Made, lab: Lab) -> None:
     assert data["shipped_registry_image"] is False
     assert "library/registry" not in data["catalog"]  # the registry's own image is not pushed
 
-    # 4. unchanged: nothing sent, every image skipped, the container kept
+    # 5. unchanged: nothing sent, every image skipped, the container kept
     rc, again, err = run_json("registry-up", "-i", inv, "--bundle", str(made.bundle))
     assert rc == 0, err
     assert again["transfer"]["uploaded"] == [] and again["transfer"]["mounted"] == 0
     assert all(i["action"] == "skipped" for i in again["images"])
     assert again["container_action"] == "keep"
 
-    # 5. the nodes pull
+    # 6. the nodes pull
     proc = nodecfg("configure-nodes", "-i", inv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = nodecfg("smoke-test", "-i", inv)
