@@ -46,7 +46,7 @@ from nodecfg import runtimes as registry
 from nodecfg import scripts, ssh, tagged, tls
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
-from nodecfg.inventory import Host, Inventory, Secret
+from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
 from nodecfg.runtimes.base import (
     OutcomeAction,
     OutcomeStatus,
@@ -67,7 +67,6 @@ from nodecfg.runtimes.common import (
     secret_values,
 )
 from nodecfg.scripts import NodeScript
-from nodecfg.tls import TlsSettings
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ import yaml
 
 from nodecfg.errors import InventoryError, UsageError
 from nodecfg.images import is_dns_name, is_registry_host, parse_ref, plan_targets, reference_error
-from nodecfg.tls import TlsSettings
 
 DEFAULT_INVENTORY = "inventory.yaml"
 DEFAULT_MIRRORS = ("docker.io", "registry.k8s.io", "quay.io")
@@ -135,6 +134,20 @@ class RegistryAuth:
         if not value:
             raise UsageError(f"registry.auth.password_file: {self.password_file} is empty")
         return Secret(value)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """`registry.tls`: generated (ca_dir) or brought (cert, key, ca); made and read by nodecfg/tls.py."""
+
+    ca_dir: Path | None = None  # generated: where the CA lives (None: the default)
+    cert: Path | None = None  # brought: all three set
+    key: Path | None = None
+    ca: Path | None = None
+
+    @property
+    def provided(self) -> bool:
+        return self.cert is not None
 
 
 @dataclass(frozen=True)

@@ -34,25 +34,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nodecfg.errors import UsageError
+from nodecfg.inventory import TlsSettings
 
 CA_LIFETIME = dt.timedelta(days=3650)
 SERVER_LIFETIME = dt.timedelta(days=365)
 RENEW_BEFORE = dt.timedelta(days=30)
 BACKDATE = dt.timedelta(minutes=5)  # tolerate a node clock slightly behind the operator's
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """`registry.tls` from the inventory: generated (ca_dir) or brought (cert, key, ca)."""
-
-    ca_dir: Path | None = None  # generated: where the CA lives (None: the default)
-    cert: Path | None = None  # brought: all three set
-    key: Path | None = None
-    ca: Path | None = None
-
-    @property
-    def provided(self) -> bool:
-        return self.cert is not None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ import pytest
 from nodecfg import adopt, registry
 from nodecfg.adopt import Found, Want, existing, plan_container, ss_process
 from nodecfg.images import plan_targets
-from nodecfg.inventory import RegistrySettings
-from nodecfg.tls import TlsSettings
+from nodecfg.inventory import RegistrySettings, TlsSettings
 
 AUTH = registry.AUTH_DIR
 RECIPE_DATA = "/mnt/registry"

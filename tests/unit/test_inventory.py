@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from nodecfg.errors import InventoryError, UsageError
-from nodecfg.inventory import Inventory, RegistrySettings, Secret, load_inventory, parse_inventory
-from nodecfg.tls import TlsSettings
+from nodecfg.inventory import Inventory, RegistrySettings, Secret, TlsSettings, load_inventory, parse_inventory
 
 GOOD = """\
 ssh:
