@@ -20,17 +20,7 @@ containers_verify() {
 }
 
 # a running crio reloads its restored drop-in; one that went down is started
-containers_rollback() {
-  [ -n "$job" ] && timeout "$deadline" systemctl cancel "$job" 2>/dev/null
-  if changed || down; then
-    if systemctl is-active -q crio.service; then
-      timeout "$deadline" systemctl --no-block reload crio.service
-    else
-      systemctl reset-failed crio.service 2>/dev/null
-      timeout "$deadline" systemctl --no-block start crio.service
-    fi 2>&1 | tail -n 1 | while IFS= read -r line; do rec actionlog.containers "$line"; done
-  fi
-}
+containers_rollback() { reload_rollback crio.service containers; }
 
 # crio active: the drop-in it reads (parsed as TOML by nodecfg)
 containers_probe() {

@@ -49,17 +49,7 @@ docker_verify() {
 }
 
 # a queued job is cancelled; a running dockerd reloads its restored file, a stopped one is started
-docker_rollback() {
-  [ -n "$job" ] && timeout "$deadline" systemctl cancel "$job" 2>/dev/null
-  if changed || down; then
-    if systemctl is-active -q docker.service; then
-      timeout "$deadline" systemctl --no-block reload docker.service
-    else
-      systemctl reset-failed docker.service 2>/dev/null
-      timeout "$deadline" systemctl --no-block start docker.service
-    fi 2>&1 | tail -n 1 | while IFS= read -r line; do rec actionlog.docker "$line"; done
-  fi
-}
+docker_rollback() { reload_rollback docker.service docker; }
 
 # docker's image API straight from the socket where curl can (the CLI costs ~20 ms a call)
 if command -v curl >/dev/null 2>&1 && [ -S /var/run/docker.sock ]; then

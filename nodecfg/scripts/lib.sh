@@ -80,3 +80,18 @@ settle_units() {
   settled=$_out
   printf '%s\n' "$settled"
 }
+
+# reload_rollback UNIT RUNTIME: the rollback of a runtime whose change costs a reload (called by
+# <RUNTIME>_rollback with `$job`, `$deadline`, `changed` and `down` set): a queued job is cancelled;
+# if its files were restored or it went down, a running unit reloads them and a stopped one is started
+reload_rollback() {
+  [ -n "$job" ] && timeout "$deadline" systemctl cancel "$job" 2>/dev/null
+  if changed || down; then
+    if systemctl is-active -q "$1"; then
+      timeout "$deadline" systemctl --no-block reload "$1"
+    else
+      systemctl reset-failed "$1" 2>/dev/null
+      timeout "$deadline" systemctl --no-block start "$1"
+    fi 2>&1 | tail -n 1 | while IFS= read -r line; do rec "actionlog.$2" "$line"; done
+  fi
+}

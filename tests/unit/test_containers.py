@@ -315,7 +315,7 @@ def test_active_crio_is_reloaded_then_rolled_back_by_its_unit() -> None:
         "containers is failed (failed, exit-code) after its reload: boom")
     rollback = configure.rollback_script(rp, files, was_active=True, deadline=5, stamp="S")
     assert rollback.args[:10] == ("-t", "5", "-r", "containers", "-u", "crio", "-a", "reload", "-w", "1")
-    assert "systemctl --no-block reload crio.service" in rollback.program  # containers_rollback
+    assert "reload_rollback crio.service containers" in rollback.program  # containers_rollback
     subprocess.run(["sh", "-n"], input=rollback.program, text=True, check=True)
 
 
