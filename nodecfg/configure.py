@@ -268,20 +268,21 @@ class NodePlan:
         return tuple(f for p in self.runtimes for f in p.files)
 
 
-def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | None) -> NodePlan:
-    want = want_of(inv, credentials)
+def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | None,
+              check: bool = False) -> NodePlan:
+    want = want_of(inv, credentials, check)
     return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in registry.by_layer()))
 
 
-def want_of(inv: Inventory, credentials: tuple[str, str] | None) -> Want:
-    ca = _nodes_ca(inv.registry.tls) if inv.registry.tls is not None else None
+def want_of(inv: Inventory, credentials: tuple[str, str] | None, check: bool = False) -> Want:
+    ca = _nodes_ca(inv.registry.tls, not check) if inv.registry.tls is not None else None
     return Want(inv.registry.endpoint, inv.registry.mirrors, credentials, ca)
 
 
 @functools.cache
-def _nodes_ca(settings: TlsSettings) -> str:
-    """The CA the nodes must trust, read (or made) once per run."""
-    return tls.ca_for_nodes(settings).decode()
+def _nodes_ca(settings: TlsSettings, write: bool) -> str:
+    """The CA the nodes must trust, read (or made: kept, or in memory for --check) once per run."""
+    return tls.ca_for_nodes(settings, write=write).decode()
 
 
 def unified_diff(change: FileChange) -> str:
@@ -594,12 +595,12 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         why = (f"cannot read {_by_reason(unreadable)}" if unreadable
                else f"cannot query systemd: {facts.systemd_error}")
         raise HostError(f"{host}: {why}{_hint(why, host)}")
-    plan = plan_node(facts, inv, credentials)
+    plan = plan_node(facts, inv, credentials, options.check)
     missing = unknown_paths(plan, facts)
     if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
         facts = gather(missing, tuple(d for rp in plan.runtimes
                                       for d in registry.named(rp.runtime).dirs_to_list(rp)))
-        plan = plan_node(facts, inv, credentials)
+        plan = plan_node(facts, inv, credentials, options.check)
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:
         why = f"cannot read {_by_reason(unreadable)}"
@@ -689,7 +690,7 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
     credentials = None
     if inv.registry.auth is not None:
         credentials = (inv.registry.auth.username, inv.registry.auth.password().reveal())
-    want_of(inv, credentials)  # a CA that can't be read fails here, before any host is contacted
+    want_of(inv, credentials, options.check)  # a CA that can't be read fails here, before any host is contacted
 
     def one(host: Host) -> NodeOutcome:
         try:

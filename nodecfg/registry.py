@@ -563,7 +563,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     for src in image_refs:
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
-    tls_files = _tls_files(inv, settings, progress)
+    tls_files = _tls_files(inv, settings, progress, write=not check)
     from nodecfg.bundle import dockersave, engine, push
 
     def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
@@ -624,16 +624,18 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
                             outcomes, catalog, creds is not None, note=plan.note, transfer=asdict(stats))
 
 
-def _tls_files(inv: Inventory | None, settings: RegistrySettings, progress: Progress) -> TlsFiles | None:
+def _tls_files(inv: Inventory | None, settings: RegistrySettings, progress: Progress,
+               write: bool = True) -> TlsFiles | None:
     """The certificate, key and CA the registry serves with (registry.tls), made or reused here on
-    the operator machine before the master is contacted; None for plain HTTP."""
+    the operator machine before the master is contacted (with `write` False — --check — anything
+    made stays in memory); None for plain HTTP."""
     if settings.tls is None or inv is None:
         return None
     from nodecfg import tls
 
     m = tls.material(settings.tls, registry_address=settings.address, port=settings.port,
-                     master_name=inv.master.name, master_address=inv.master.address)
-    if m.issued:
+                     master_name=inv.master.name, master_address=inv.master.address, write=write)
+    if m.issued and write:
         progress(f"issued the registry's TLS certificate ({m.issued}); CA: {m.ca_path}")
     return TlsFiles(m.cert_pem, m.key_pem, m.ca_pem)
 
@@ -848,7 +850,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
 
     creds = _credentials(settings)
     wanted = plan_targets(list(inv.images) if inv else [])  # usage errors before anything is contacted
-    tls_files = _tls_files(inv, settings, progress)
+    tls_files = _tls_files(inv, settings, progress, write=not check)
     with Bundle.open(path) as b:
         reg_upstream = parse_ref(settings.image).upstream
         reg_entry = next((e for e in b.entries if parse_ref(e.ref).upstream == reg_upstream), None)

@@ -227,8 +227,12 @@ def server_file_stem(registry_address: str, port: int) -> str:
     return f"{registry_address.strip('[]').replace(':', '_')}_{port}"
 
 
-def _ensure_ca(ca_dir: Path, now: dt.datetime) -> tuple[bytes, bytes]:
+def _ensure_ca(ca_dir: Path, now: dt.datetime, write: bool = True) -> tuple[bytes, bytes]:
+    """The CA's (certificate, key); made when there is none — kept in `ca_dir`, or with `write`
+    False (a --check run) only in memory."""
     ca_crt, ca_key = ca_dir / "ca.crt", ca_dir / "ca.key"
+    if not write and not ca_crt.exists() and not ca_key.exists():
+        return make_ca(now)
     ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if ca_crt.exists() != ca_key.exists():
         have, lack = (ca_crt, ca_key) if ca_crt.exists() else (ca_key, ca_crt)
@@ -241,12 +245,14 @@ def _ensure_ca(ca_dir: Path, now: dt.datetime) -> tuple[bytes, bytes]:
     return ca_crt.read_bytes(), ca_key.read_bytes()
 
 
-def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.datetime) -> TlsMaterial:
-    """Load or make the CA in `ca_dir`, and load or (re)issue the server certificate `stem`."""
+def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.datetime,
+                     write: bool = True) -> TlsMaterial:
+    """Load or make the CA in `ca_dir`, and load or (re)issue the server certificate `stem`
+    (with `write` False, what is made stays in memory: a --check run writes nothing)."""
     ca_crt = ca_dir / "ca.crt"
     srv_crt, srv_key = ca_dir / f"{stem}.crt", ca_dir / f"{stem}.key"
     try:
-        ca_pem, ca_key_pem = _ensure_ca(ca_dir, now)
+        ca_pem, ca_key_pem = _ensure_ca(ca_dir, now, write)
         issued = ""
         if srv_crt.exists() and srv_key.exists():
             cert_pem, key_pem = srv_crt.read_bytes(), srv_key.read_bytes()
@@ -257,8 +263,9 @@ def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.da
             why = "there was none"
         if why is not None:
             cert_pem, key_pem = make_server_cert(ca_pem, ca_key_pem, names, now)
-            _write_private(srv_key, key_pem, 0o600)
-            _write_private(srv_crt, cert_pem, 0o644)
+            if write:
+                _write_private(srv_key, key_pem, 0o600)
+                _write_private(srv_crt, cert_pem, 0o644)
             issued = why
     except OSError as exc:
         raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None
@@ -286,7 +293,7 @@ def load_provided(settings: TlsSettings, names: Iterable[str], now: dt.datetime)
 
 
 def material(settings: TlsSettings, *, registry_address: str, port: int, master_name: str,
-             master_address: str, now: dt.datetime | None = None) -> TlsMaterial:
+             master_address: str, now: dt.datetime | None = None, write: bool = True) -> TlsMaterial:
     """The TLS material for this inventory: generated (and kept) or brought."""
     now = now or dt.datetime.now(dt.UTC)
     names = wanted_names(registry_address, master_name, master_address)
@@ -294,11 +301,12 @@ def material(settings: TlsSettings, *, registry_address: str, port: int, master_
         # a brought certificate must name what nodes dial; localhost is nodecfg's own wish
         return load_provided(settings, names[:1], now)
     return ensure_generated(settings.ca_dir or default_ca_dir(), names,
-                            server_file_stem(registry_address, port), now)
+                            server_file_stem(registry_address, port), now, write)
 
 
-def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None) -> bytes:
-    """The CA certificate every node must trust (made now if the CA does not exist yet)."""
+def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: bool = True) -> bytes:
+    """The CA certificate every node must trust (made now if the CA does not exist yet; with
+    `write` False, made in memory only)."""
     if settings.provided:
         assert settings.ca is not None
         pem = _read(settings.ca, "CA certificate")
@@ -309,6 +317,6 @@ def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None) -> bytes
         return pem
     ca_dir = settings.ca_dir or default_ca_dir()
     try:
-        return _ensure_ca(ca_dir, now or dt.datetime.now(dt.UTC))[0]
+        return _ensure_ca(ca_dir, now or dt.datetime.now(dt.UTC), write)[0]
     except OSError as exc:
         raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None

@@ -41,6 +41,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     data["registry"]["tls"] = {"ca_dir": str(work / "ca")}
     inv = str(lab.write_inventory(work / "inventory.yaml", data))
     ep = f"{data['master']['address']}:5000"
+    # --check makes no CA and no certificate here, and changes nothing there
+    for check in (("registry-up", "-i", inv, "--check"), ("configure-nodes", "-i", inv, "--check")):
+        proc = nodecfg(*check, env=ENV)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (work / "ca").exists()
+    assert lab.ssh("master", "ls /etc/nodecfg/registry-tls 2>/dev/null || true").stdout.strip() == ""
     up = nodecfg("registry-up", "-i", inv, env=ENV)
     assert up.returncode == 0, up.stdout + up.stderr
     assert PASSWORD not in up.stdout + up.stderr

@@ -106,6 +106,21 @@ def test_ensure_generated_reuses_then_renews(tmp_path: Path) -> None:
     assert later.cert_pem != first.cert_pem and later.ca_pem == first.ca_pem  # same CA: nodes unaffected
 
 
+def test_check_runs_write_nothing(tmp_path: Path) -> None:
+    d = tmp_path / "ca"
+    m = tls.ensure_generated(d, NAMES, "s", NOW, write=False)
+    assert m.issued == "there was none" and tls.key_matches(m.cert_pem, m.key_pem)
+    assert tls.ca_for_nodes(tls.TlsSettings(ca_dir=d), NOW, write=False).startswith(b"-----BEGIN CERTIFICATE")
+    assert not d.exists()
+    # with a CA in place, a --check run reads it and still writes nothing new
+    made = tls.ensure_generated(d, NAMES, "s", NOW)
+    before = sorted(p.name for p in d.iterdir())
+    later = tls.ensure_generated(d, NAMES, "s", NOW + dt.timedelta(days=340), write=False)
+    assert later.ca_pem == made.ca_pem and later.cert_pem != made.cert_pem and "expires in" in later.issued
+    assert sorted(p.name for p in d.iterdir()) == before
+    assert (d / "s.crt").read_bytes() == made.cert_pem
+
+
 def test_ensure_generated_half_ca(tmp_path: Path) -> None:
     tls.ensure_generated(tmp_path, NAMES, "s", NOW)
     (tmp_path / "ca.key").unlink()
