@@ -27,9 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as replace_fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nodecfg import adopt, ssh
+from nodecfg.dockerengine import LazyClient
 from nodecfg.errors import ConflictError, HostError, UsageError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
 from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
@@ -567,7 +568,8 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
     from nodecfg.bundle import dockersave, engine, push
 
     def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
-        client = _docker()
+        # the SDK is made (and imported) only when used: an unchanged run inspects over the socket
+        client = cast("docker.DockerClient", LazyClient(_docker))
         return client, engine.local_images(client, targets, sources, progress)
 
     # this machine's engine is asked (and the docker SDK imported) while the master works on its facts

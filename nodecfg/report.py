@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from nodecfg import runtimes as registry
 from nodecfg.fleet import FleetResult, HostResult
-from nodecfg.runtimes.common import MESSAGE_LIMIT, mask_secrets
+from nodecfg.masking import MESSAGE_LIMIT, mask_secrets
 
 
 def _err(message: str) -> None:
@@ -172,6 +171,8 @@ def _runtime_cell(o: Any) -> str:
 def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> None:
     """Diffs (masked where they are made, and here again), the recap table, the count. Every
     string that came from a node goes through `mask_secrets`, in the table and in --json."""
+    from nodecfg import runtimes as registry  # loads every runtime's module: only where used
+
     if as_json:
         fleet_json(fleet, lambda v: {
             "changed": v.changed, "files_changed": list(v.files_changed),

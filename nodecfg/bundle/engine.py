@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nodecfg.bundle.dockersave import Presave, Spool, read_save, save_stream
 from nodecfg.bundle.layout import IndexEntry
@@ -87,24 +87,43 @@ class EngineResult:
 
 def local_images(client: docker.DockerClient, refs: Sequence[ImageRef], sources: dict[str, str],
                  progress: Progress) -> list[LocalImage]:
-    """Each target's image in the engine (pulled here when this machine lacks it)."""
-    import docker
+    """Each target's image in the engine (pulled here when this machine lacks it). Inspected over
+    the engine's socket where it can (`nodecfg.dockerengine`: no docker SDK import for a run that
+    only needs to know the images), else, and for a pull, through the SDK `client`."""
+    from nodecfg import dockerengine
 
     out = []
     for ref in refs:
         source = sources[ref.target]
         try:
-            img = client.images.get(ref.upstream)
-        except docker.errors.ImageNotFound:
-            progress(f"{source}: not on this machine; pulling it")
-            try:
-                img = client.images.pull(ref.upstream)
-            except docker.errors.APIError as exc:
-                raise UsageError(f"image {source} is not on this machine and could not be pulled "
-                                 f"({exc.explanation or exc})") from None
-        layers = tuple(str(d) for d in (img.attrs.get("RootFS") or {}).get("Layers") or ())
-        out.append(LocalImage(ref, source, img.id, layers, int(img.attrs.get("Size") or 0)))
+            doc = dockerengine.inspect_image(ref.upstream)
+        except dockerengine.EngineUnavailable:
+            doc = _sdk_inspect(client, ref.upstream)
+        if doc is None:
+            doc = _pull(client, ref.upstream, source, progress)
+        layers = tuple(str(d) for d in (doc.get("RootFS") or {}).get("Layers") or ())
+        out.append(LocalImage(ref, source, str(doc["Id"]), layers, int(doc.get("Size") or 0)))
     return out
+
+
+def _sdk_inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
+    import docker
+
+    try:
+        return dict(client.images.get(ref).attrs)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _pull(client: docker.DockerClient, ref: str, source: str, progress: Progress) -> dict[str, Any]:
+    import docker
+
+    progress(f"{source}: not on this machine; pulling it")
+    try:
+        return dict(client.images.pull(ref).attrs)
+    except docker.errors.APIError as exc:
+        raise UsageError(f"image {source} is not on this machine and could not be pulled "
+                         f"({exc.explanation or exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@ not a terminal (CI logs, pipes)."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeRemainingColumn
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def human(size: float) -> str:
@@ -17,21 +18,33 @@ def human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-class _Amount(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        if task.fields.get("unit") == "bytes":
-            speed = f"  {human(task.speed)}/s" if task.speed else ""
-            return Text(f"{human(task.completed)} / {human(task.total or 0)}{speed}")
-        return Text(f"{int(task.completed)} / {int(task.total or 0)}")
+def _amount_column() -> Any:
+    """Bytes (with speed) or a count, done / total. rich is imported here, not with the module: the
+    push paths import `human` and need no bar (an unchanged run draws none)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class _Amount(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            if task.fields.get("unit") == "bytes":
+                speed = f"  {human(task.speed)}/s" if task.speed else ""
+                return Text(f"{human(task.completed)} / {human(task.total or 0)}{speed}")
+            return Text(f"{int(task.completed)} / {int(task.total or 0)}")
+
+    return _Amount()
 
 
 class Bar:
     """One progress bar on stderr, phase after phase; nothing at all when stderr is no terminal."""
 
     def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
         console = Console(stderr=True)
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), _Amount(), TimeRemainingColumn(),
-                                  console=console, disable=not (enabled and console.is_terminal), transient=True)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), _amount_column(),
+                                  TimeRemainingColumn(), console=console,
+                                  disable=not (enabled and console.is_terminal), transient=True)
         self._task: TaskID | None = None
 
     def __enter__(self) -> Bar:
