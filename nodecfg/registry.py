@@ -9,11 +9,12 @@ Shape (facts -> plan -> apply):
 3. apply: ship the registry image if the master lacks it (docker save | ssh docker load — never a
    pull on the master), (re)start the container, wait for /v2/, then load and push what's missing.
 
-Values are data, never shell text: every inventory- or master-derived value in a script is either
-`shlex.quote`d or base64-encoded (`_b64_heredoc`), so no value can end a here-document or a quoted
-word, whatever it holds. Secrets (the password, and the htpasswd file with it) only travel base64-
-encoded inside scripts sent on stdin (never argv), are written only to root-only files, and are
-never printed.
+The scripts run on the master are files, like the nodes' (nodecfg/scripts/master*.sh, run as
+`sh -c PROGRAM nodecfg ARG...`): fixed text, every inventory- or master-derived value one of their
+arguments, so no value is ever read as shell, whatever it holds. Secrets (curl's credentials, the
+htpasswd file, the TLS certificate, key and CA) only travel base64-encoded on the script's stdin
+(never argv), are written only to root-only files (the certificate and CA 0644), and are never
+printed.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from nodecfg import adopt, ssh
+from nodecfg import adopt, scripts, ssh
 from nodecfg.dockerengine import LazyClient
 from nodecfg.errors import ConflictError, HostError, UsageError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
 from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
+from nodecfg.scripts import NodeScript
 
 if TYPE_CHECKING:
     import docker
@@ -106,30 +108,29 @@ class ContainerSpec:
                            *(["tls"] if self.tls else [])])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def run_command(self, image: str) -> str:
-        q = shlex.quote
-        args = ["docker", "run", "-d", "--name", q(self.name), "--restart=always",
-                "-p", f"{int(self.port)}:5000", "-v", f"{q(self.data_dir)}:/var/lib/registry",
+    def run_args(self, image: str) -> list[str]:
+        """`docker run`'s arguments (after `run`), each one word: values, never shell text."""
+        args = ["-d", "--name", self.name, "--restart=always",
+                "-p", f"{int(self.port)}:5000", "-v", f"{self.data_dir}:/var/lib/registry",
                 "--label", f"{SPEC_LABEL}={self.digest}", "--label", f"{adopt.MANAGED_LABEL}=1"]
         if self.auth:
-            args += ["-v", f"{q(AUTH_DIR)}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
-                     "-e", q("REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry"),
+            args += ["-v", f"{AUTH_DIR}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
+                     "-e", "REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry",
                      "-e", "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd"]
         if self.tls:
-            args += ["-v", f"{q(TLS_DIR)}:/certs:ro", "-e", "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt",
+            args += ["-v", f"{TLS_DIR}:/certs:ro", "-e", "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt",
                      "-e", "REGISTRY_HTTP_TLS_KEY=/certs/tls.key"]
-        args.append(q(image))
-        return " ".join(args)
+        args.append(image)
+        return args
+
+    def run_command(self, image: str) -> str:
+        """The same as one shell command (for people: the scripts pass `run_args` as arguments)."""
+        return " ".join(shlex.quote(a) for a in ["docker", "run", *self.run_args(image)])
 
 
 # ---------------------------------------------------------------------------------------------
-# pure: scripts run on the master (sent on stdin to `sh -s`)
-
-
-def _b64_heredoc(data: bytes) -> str:
-    """A here-document body that no value can end: base64 holds no newline and no shell text.
-    Follows `base64 -d <<'NODECFG_EOF'`."""
-    return f"{base64.b64encode(data).decode()}\nNODECFG_EOF"
+# pure: scripts run on the master (nodecfg/scripts/master*.sh: fixed text, values as arguments,
+# secrets base64 on stdin)
 
 
 _CURL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v"}
@@ -144,74 +145,41 @@ def curl_config_line(user: str, password: Secret) -> str:
     return 'user = "' + "".join(_CURL_ESCAPES.get(ch, ch) for ch in value) + '"\n'
 
 
-def curl_auth_prelude(auth: tuple[str, Secret] | None) -> str:
-    """Shell lines that put curl's credentials in a root-only temp file named $ncfg.
-
-    curl then reads them with `-K "$ncfg"`: the password never reaches a process's argv.
-    The script is sent on stdin, carries the file base64-encoded, and removes it on exit.
-    """
-    lines = ['ncfg=$(umask 077; mktemp)', "trap 'rm -f \"$ncfg\"' EXIT"]
-    if auth is not None:
-        config = curl_config_line(*auth).encode()
-        lines.append(f"base64 -d > \"$ncfg\" <<'NODECFG_EOF'\n{_b64_heredoc(config)}")
-    return "\n".join(lines)
+def _secrets(auth: tuple[str, Secret] | None, *more: bytes) -> bytes:
+    """A master script's stdin (master.sh): one base64 line per secret — curl's config first (an
+    empty line: no credentials), then `more` in the order the script reads them."""
+    curl = curl_config_line(*auth).encode() if auth is not None else b""
+    return b"".join(base64.b64encode(data) + b"\n" for data in (curl, *more))
 
 
-def registry_access(settings: RegistrySettings) -> str:
-    """Shell lines defining `$reg`, the registry's base URL as seen from the master, and `rcurl`,
-    curl with what reaching it takes. Plain HTTP: http://127.0.0.1:<port>. TLS: the registry's own
-    name (https://<endpoint>), connected to 127.0.0.1 and verified with the CA nodecfg put beside
-    the certificate — the master checks the same certificate the nodes will."""
+def _access_args(settings: RegistrySettings) -> list[str]:
+    """`-R URL -P PORT [-C CAFILE]`: the registry's base URL as seen from the master, and what reaching
+    it takes (master.sh's `$reg` and `rcurl`). Plain HTTP: http://127.0.0.1:<port>. TLS: the
+    registry's own name (https://<endpoint>), connected to 127.0.0.1 and verified with the CA
+    nodecfg put beside the certificate — the master checks the same certificate the nodes will."""
     port = int(settings.port)
     if settings.tls is None:
-        return f"reg=http://127.0.0.1:{port}\nrcurl() {{ curl \"$@\"; }}"
-    ca = shlex.quote(f"{TLS_DIR}/ca.crt")
-    return (f"reg={shlex.quote(f'https://{settings.endpoint}')}\n"
-            f"rcurl() {{ curl --cacert {ca} --connect-to ::127.0.0.1:{port} \"$@\"; }}")
+        return ["-R", f"http://127.0.0.1:{port}", "-P", str(port)]
+    return ["-R", f"https://{settings.endpoint}", "-P", str(port), "-C", f"{TLS_DIR}/ca.crt"]
 
 
-def _manifest_probe(targets: list[ImageRef]) -> str:
-    accept = " ".join(f"-H {shlex.quote('Accept: ' + t)}" for t in MANIFEST_TYPES)
-    lines = []
+def _place_args(name: str, data_dir: str) -> list[str]:
+    """The container's name, its data directory, and where its htpasswd and TLS files are."""
+    return ["-n", name, "-d", data_dir, "-A", AUTH_DIR, "-T", TLS_DIR]
+
+
+def _manifest_args(targets: list[ImageRef]) -> list[str]:
+    """`-a TYPE`... `-m TARGET PATH`...: the manifests to report (`manifest TARGET BODY`)."""
+    if not targets:
+        return []
+    args = [w for t in MANIFEST_TYPES for w in ("-a", t)]
     for t in targets:
-        path = f"/v2/{t.path}/manifests/{t.tag}"
-        lines.append(f"printf 'manifest\\t%s\\t%s\\n' {shlex.quote(t.target)} "
-                     f"\"$(rcurl -s --max-time 10 -K \"$ncfg\" {accept} \"$reg\"{shlex.quote(path)} "
-                     "| tr -d '\\n')\"")
-    return "\n".join(lines)
+        args += ["-m", t.target, f"/v2/{t.path}/manifests/{t.tag}"]
+    return args
 
 
-_DATA_SOURCE = ("'{{range .Mounts}}{{if eq .Destination \"/var/lib/registry\"}}{{.Source}}"
-                "{{end}}{{end}}'")
-
-
-def _port_facts(settings: RegistrySettings, auth: tuple[str, Secret] | None) -> str:
-    """Who else is on the port (running containers publishing it, else a listening process), the
-    repositories in each data directory in play, and whether the inventory's login works."""
-    q = shlex.quote
-    port = int(settings.port)
-    lines = [
-        f"holders=$(docker ps -q --filter publish={port} 2>/dev/null)",
-        "for h in $holders; do printf 'holder\\t%s\\n' \"$(docker container inspect \"$h\" | tr -d '\\n')\"; done",
-        f"printf 'listen\\t%s\\n' \"$(timeout 5 ss -Hltnp 'sport = :{port}' 2>/dev/null | head -n 3 | tr '\\n' ' ')\"",
-        "nrepos() { d=\"$1/docker/registry/v2/repositories\"; "
-        "if [ -d \"$d\" ]; then n=$(timeout 10 find \"$d\" -type d -name _manifests 2>/dev/null | wc -l); "
-        "elif [ -d \"$1\" ]; then n=0; else n=-1; fi; printf 'repos\\t%s\\t%s\\n' \"$1\" \"$n\"; }",
-        f"docker container inspect --format {_DATA_SOURCE} {q(settings.container)} $holders 2>/dev/null "
-        "| while IFS= read -r src; do [ -n \"$src\" ] && nrepos \"$src\"; done",
-        f"nrepos {q(settings.data_dir)}",
-    ]
-    if auth is not None:
-        lines.append("printf 'authhttp\\t%s\\n' \"$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 "
-                     "-K \"$ncfg\" \"$reg/v2/\")\"")
-    return "\n".join(lines)
-
-
-def _tls_facts() -> str:
-    """The sha256 of the TLS files on the master (what registry-up compares with what it wants)."""
-    files = " ".join(shlex.quote(f"{TLS_DIR}/{n}") for n in TLS_NAMES)
-    return (f"if [ -d {shlex.quote(TLS_DIR)} ]; then printf 'tlsfiles\\t%s\\n' "
-            f"\"$(sha256sum {files} 2>/dev/null | cut -c1-64 | tr '\\n' ' ')\"; fi")
+def _master_script(main: str, args: list[str], stdin: bytes) -> NodeScript:
+    return scripts.script(main, [scripts.read("master.sh")], args, stdin)
 
 
 @dataclass(frozen=True)
@@ -230,120 +198,39 @@ class TlsFiles:
         return " ".join(hashlib.sha256(b).hexdigest() for b in self.contents())
 
 
-TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")
-
-
-def _write_tls(files: TlsFiles) -> list[str]:
-    """Shell lines writing TLS_DIR's files atomically, the key 0600, the values as base64 data."""
-    q = shlex.quote
-    steps = [f"install -d -m 700 {q(TLS_DIR)}"]
-    for name, data in zip(TLS_NAMES, files.contents(), strict=True):
-        tmp = q(f"{TLS_DIR}/.{name}.tmp")
-        mode = "600" if name.endswith(".key") else "644"
-        steps += [f"(umask 077; base64 -d > {tmp} <<'NODECFG_EOF'\n{_b64_heredoc(data)}\n)",
-                  f"chmod {mode} {tmp}", f"mv -f {tmp} {q(f'{TLS_DIR}/{name}')}"]
-    return steps
+TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_apply.sh name them
 
 
 def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids: list[str],
-                 auth: tuple[str, Secret] | None) -> str:
-    """What registry-up decides on, as tagged lines. The docker CLI calls (~60 ms each) run side by
-    side in background jobs, each into its own file, printed in a fixed order once all are done."""
-    ids = " ".join(shlex.quote(i) for i in image_ids)
-    present = (f"docker image inspect --format 'present\t{{{{.Id}}}}' {ids} > \"$jobs/5\" 2>/dev/null &"
-               if ids else "")
-    htpasswd = shlex.quote(f"{AUTH_DIR}/htpasswd")
-    return f"""\
-{curl_auth_prelude(auth)}
-{registry_access(settings)}
-jobs=$(mktemp -d)
-trap 'rm -rf "$ncfg" "$jobs"' EXIT
-{{
-{_port_facts(settings, auth)}
-}} > "$jobs/1" 2>/dev/null &
-{{
-v=$(docker version --format '{{{{.Server.Version}}}} {{{{.Server.Os}}}}/{{{{.Server.Arch}}}}' 2>/dev/null)
-printf 'docker\\t%s\\n' "${{v% *}}"
-printf 'platform\\t%s\\n' "${{v##* }}"
-}} > "$jobs/2" &
-printf 'regimage\\t%s\\n' "$(docker image inspect --format '{{{{.Id}}}}' {shlex.quote(settings.image)} 2>/dev/null)" \\
-  > "$jobs/3" &
-printf 'container\\t%s\\n' "$(docker container inspect {shlex.quote(settings.container)} 2>/dev/null | tr -d '\\n')" \\
-  > "$jobs/4" &
-{present}
-{_tls_facts()}
-command -v curl >/dev/null || printf 'nocurl\\t\\n'
-if [ -r {htpasswd} ]; then printf 'htpasswd\\t%s\\n' "$(base64 -w0 {htpasswd})"; fi
-printf 'http\\t%s\\n' "$(rcurl -s -o /dev/null -w '%{{http_code}}' --max-time 3 "$reg/v2/")"
-{_manifest_probe(targets)}
-wait
-cat "$jobs"/*
-true
-"""
+                 auth: tuple[str, Secret] | None) -> NodeScript:
+    """What registry-up decides on, as tagged lines (scripts/master_facts.sh): the docker CLI calls
+    run side by side in background jobs."""
+    args = [*_access_args(settings), *_place_args(settings.container, settings.data_dir),
+            "-i", settings.image]
+    for image_id in image_ids:
+        args += ["-p", image_id]
+    return _master_script("master_facts.sh", [*args, *_manifest_args(targets)], _secrets(auth))
 
 
 def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
                  htpasswd: str | None, targets: list[ImageRef], auth: tuple[str, Secret] | None,
-                 tls_files: TlsFiles | None = None) -> str:
-    """(Re)start the container as `action` says, wait for /v2/, then report the manifests.
-
-    Nothing is left behind when docker refuses: a container `docker run` created but could not
-    start is removed (by the id in its --cidfile, never by name), the container a recreate
+                 tls_files: TlsFiles | None = None) -> NodeScript:
+    """(Re)start the container as `action` says, wait for /v2/, then report the manifests
+    (scripts/master_apply.sh). Nothing is left behind when docker refuses: a container `docker run`
+    created but could not start is removed (by the id in its --cidfile), the container a recreate
     replaces is renamed aside and put back, and a data directory or htpasswd this run made is
-    removed again (a previous htpasswd restored). docker's whole message goes to stderr.
-    """
-    q = shlex.quote
-    name, old = q(spec.name), q(f"{spec.name}-nodecfg-old")
-    pw, bak = q(f"{AUTH_DIR}/htpasswd"), q(f"{AUTH_DIR}/htpasswd.bak")
-    data = q(spec.data_dir)
-    steps = [curl_auth_prelude(auth),
-             f"pwtmp={q(f'{AUTH_DIR}/htpasswd.tmp')}",
-             "cidf=$(mktemp -u /tmp/nodecfg-cid.XXXXXX)",  # docker run refuses a cidfile that exists
-             "trap 'rm -f \"$ncfg\" \"$cidf\"; [ -n \"$pwtmp\" ] && rm -f \"$pwtmp\"' EXIT",
-             "fail() { printf '%s\\n' \"$1\" >&2; exit \"${2:-4}\"; }",
-             "madedir= hadpw=", "undo() { :; }"]
-    if spec.data_dir.startswith("/"):  # else a docker volume's name: docker's to make
-        steps += [f"[ -d {data} ] || madedir=1",
-                  f"out=$(install -d -m 755 {data} 2>&1) || fail \"$out\""]
+    removed again (a previous htpasswd restored). docker's whole message goes to stderr. The
+    htpasswd and the TLS files travel on stdin, base64."""
+    args = [*_access_args(settings), *_place_args(spec.name, spec.data_dir), "-x", action]
+    more: list[bytes] = []
     if htpasswd is not None:
-        steps += [f"install -d -m 700 {q(AUTH_DIR)}",
-                  f"if [ -e {pw} ]; then hadpw=1; cp -p {pw} {bak}; fi",
-                  f"(umask 077; base64 -d > \"$pwtmp\" <<'NODECFG_EOF'\n{_b64_heredoc(htpasswd.encode())}\n)",
-                  f"mv -f \"$pwtmp\" {pw}",
-                  f"undo() {{ if [ -n \"$hadpw\" ]; then mv -f {bak} {pw}; else rm -f {pw}; fi; "
-                  f"[ -n \"$madedir\" ] && rmdir {data} 2>/dev/null; }}"]
-    elif spec.data_dir.startswith("/"):
-        steps.append(f"undo() {{ [ -n \"$madedir\" ] && rmdir {data} 2>/dev/null; }}")
-    if tls_files is not None:  # a renewed or first certificate: valid either way, so no undo
-        steps += _write_tls(tls_files)
-    steps.append(registry_access(settings))
-    run = 'docker run --cidfile "$cidf"' + spec.run_command(settings.image)[len("docker run"):]
-    drop_created = '[ -s "$cidf" ] && docker rm -f "$(cat "$cidf")" >/dev/null 2>&1'
-    if action == "recreate":
-        steps += [
-            f"was=$(docker container inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null)",
-            f"out=$(docker stop -t 10 {name} 2>&1 >/dev/null && docker rename {name} {old} 2>&1) "
-            "|| { undo; fail \"$out\"; }",
-            f"if out=$({run} 2>&1); then docker rm -f {old} >/dev/null; else {drop_created}; "
-            f"docker rename {old} {name}; [ \"$was\" = true ] && docker start {name} >/dev/null; "
-            "undo; fail \"$out\"; fi"]
-    elif action == "create":
-        steps.append(f"if ! out=$({run} 2>&1); then {drop_created}; undo; fail \"$out\"; fi")
-    elif action in ("start", "restart"):
-        steps.append(f"out=$(docker {action} {name} 2>&1) || {{ undo; fail \"$out\"; }}")
-    steps += [
-        f"[ -n \"$hadpw\" ] && rm -f {bak}",
-        "i=0",
-        "while :; do code=$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 2 "
-        "\"$reg/v2/\"); case $code in 200|401) break;; esac; "
-        "i=$((i+1)); [ $i -ge 150 ] && { echo \"registry did not answer on /v2/ (last: $code)\" >&2; "
-        f"docker logs --tail 5 {name} >&2; exit 3; }}; sleep 0.2; done",
-        "printf 'http\\t%s\\n' \"$code\"",
-        f"printf 'id\\t%s\\n' \"$(docker container inspect --format '{{{{.Id}}}}' {name})\"",
-        _manifest_probe(targets),
-        "true",
-    ]
-    return "\n".join(steps) + "\n"
+        args.append("-w")
+        more.append(htpasswd.encode())
+    if tls_files is not None:  # a renewed or first certificate
+        args.append("-t")
+        more += tls_files.contents()
+    args += [*_manifest_args(targets), "--", *spec.run_args(settings.image)]
+    return _master_script("master_apply.sh", args, _secrets(auth, *more))
 
 
 @dataclass(frozen=True)
@@ -503,19 +390,24 @@ def _save_stream(client: docker.DockerClient, ref: str) -> Iterator[bytes]:
     yield from client.images.get(ref).save(chunk_size=1 << 20, named=True)
 
 
-def _master_session(inv: Inventory | None) -> tuple[Any, Host | None, str, Callable[[str], ssh.RunResult]]:
+def _run(c: Any, script: NodeScript, become: bool) -> ssh.RunResult:
+    """One master script, one SSH round trip: `sh -c PROGRAM nodecfg ARG...`, its secrets on stdin."""
+    return ssh.run(c, script.command(), stdin=script.stdin, become=become)
+
+
+def _master_session(inv: Inventory | None) -> tuple[Any, Host | None, str, Callable[[NodeScript], ssh.RunResult]]:
     """The master's connection, its host (None: this machine), its name for messages, and how a
-    script runs there (on stdin, through sudo when the master's `become` says so)."""
+    script runs there (through sudo when the master's `become` says so)."""
     c, host = _master_connection(inv)
     become = host.ssh.become if host else False
 
-    def sh(script: str) -> ssh.RunResult:
-        return ssh.run(c, "sh -s", stdin=script.encode(), become=become)
+    def sh(script: NodeScript) -> ssh.RunResult:
+        return _run(c, script, become)
 
     return c, host, str(host) if host else "localhost", sh
 
 
-def _master_facts(sh: Callable[[str], ssh.RunResult], where: str, script: str,
+def _master_facts(sh: Callable[[NodeScript], ssh.RunResult], where: str, script: NodeScript,
                   progress: Progress) -> MasterFacts:
     """Run the master's facts script; a master without docker or curl fails here, in one line."""
     progress(f"{where}: gathering facts")
@@ -655,7 +547,7 @@ def _whole(res: ssh.RunResult) -> str:
     return " ".join(ln.strip() for ln in text.splitlines() if ln.strip()) or f"exit code {res.exit_code}"
 
 
-def _ensure_container(sh: Callable[[str], ssh.RunResult], settings: RegistrySettings, facts: MasterFacts,
+def _ensure_container(sh: Callable[[NodeScript], ssh.RunResult], settings: RegistrySettings, facts: MasterFacts,
                       creds: tuple[str, Secret] | None, reg_image_id: str, targets: list[ImageRef],
                       progress: Progress, where: str, *, plan: adopt.ContainerPlan | None = None,
                       replace: bool = False, tls_files: TlsFiles | None = None,
@@ -759,37 +651,31 @@ def _check_result(where: str, settings: RegistrySettings, facts: MasterFacts, pl
                          data_dir, found.repositories.get(source, -1), ship, images)
 
 
-def catalog_script(settings: RegistrySettings, creds: tuple[str, Secret] | None) -> str:
-    return (
-        f"{curl_auth_prelude(creds)}\n{registry_access(settings)}\n"
-        "cat=$(rcurl -s --max-time 10 -K \"$ncfg\" \"$reg/v2/_catalog\")\n"
-        "printf 'catalog\\t%s\\n' \"$(printf '%s' \"$cat\" | tr -d '\\n')\"\n"
-    )
+def catalog_script(settings: RegistrySettings, creds: tuple[str, Secret] | None) -> NodeScript:
+    """`catalog JSON` (scripts/master_catalog.sh)."""
+    return _master_script("master_catalog.sh", _access_args(settings), _secrets(creds))
 
 
-def tags_script(settings: RegistrySettings, repos: list[str], creds: tuple[str, Secret] | None) -> str:
-    """Each repository's tags; the names come from the master's catalog, so they are quoted."""
-    return curl_auth_prelude(creds) + "\n" + registry_access(settings) + "\n" + "\n".join(
-        f"printf 'tags\\t%s\\n' \"$(rcurl -s --max-time 10 -K \"$ncfg\" "
-        f"\"$reg\"{shlex.quote(f'/v2/{r}/tags/list')} | tr -d '\\n')\"" for r in repos) + "\n"
+def tags_script(settings: RegistrySettings, repos: list[str], creds: tuple[str, Secret] | None) -> NodeScript:
+    """Each repository's `tags JSON`; the names come from the master's catalog: arguments, data."""
+    args = _access_args(settings)
+    for repo in repos:
+        args += ["-r", repo]
+    return _master_script("master_catalog.sh", args, _secrets(creds))
 
 
-def down_script(settings: RegistrySettings, purge: bool) -> str:
-    """Remove nodecfg's own container (and with `purge` its data); a foreign one is left, and said."""
-    name = shlex.quote(settings.container)
-    labels = (f"'{{{{index .Config.Labels \"{adopt.MANAGED_LABEL}\"}}}}"
-              f"{{{{index .Config.Labels \"{adopt.LEGACY_LABEL}\"}}}}'")
-    script = (f"if docker container inspect {name} >/dev/null 2>&1; then "
-              f"if [ -z \"$(docker container inspect --format {labels} {name})\" ]; then echo foreign; exit 0; fi; "
-              f"docker rm -f {name} >/dev/null && echo removed; fi\n")
+def down_script(settings: RegistrySettings, purge: bool) -> NodeScript:
+    """Remove nodecfg's own container (and with `purge` its data); a foreign one is left, and said
+    (scripts/master_down.sh)."""
+    args = [settings.container, adopt.MANAGED_LABEL, adopt.LEGACY_LABEL]
     if purge:
-        script += f"rm -rf {shlex.quote(settings.data_dir)} {shlex.quote(AUTH_DIR)} {shlex.quote(TLS_DIR)}\n"
-    return script
+        args += [settings.data_dir, AUTH_DIR, TLS_DIR]
+    return scripts.script("master_down.sh", [], args)
 
 
 def _catalog(c: Any, become: bool, settings: RegistrySettings,
              creds: tuple[str, Secret] | None) -> dict[str, list[str]]:
-    res = ssh.run(c, "sh -s", stdin=catalog_script(settings, creds).encode(), become=become)
+    res = _run(c, catalog_script(settings, creds), become)
     repos: list[str] = []
     for line in res.stdout.splitlines():
         if line.startswith("catalog\t"):
@@ -799,7 +685,7 @@ def _catalog(c: Any, become: bool, settings: RegistrySettings,
                 repos = []
     if not repos:
         return {}
-    res = ssh.run(c, "sh -s", stdin=tags_script(settings, repos, creds).encode(), become=become)
+    res = _run(c, tags_script(settings, repos, creds), become)
     out: dict[str, list[str]] = {r: [] for r in repos}
     for line in res.stdout.splitlines():
         if line.startswith("tags\t"):
@@ -817,7 +703,7 @@ def registry_down(inv: Inventory | None, *, purge: bool = False) -> RegistryDown
     become = host.ssh.become if host else False
     where = str(host) if host else "localhost"
     try:
-        res = ssh.run(c, "sh -s", stdin=down_script(settings, purge).encode(), become=become)
+        res = _run(c, down_script(settings, purge), become)
     finally:
         ssh.close(c)
     if not res.ok:

@@ -4,6 +4,7 @@ leave nothing behind, run for real against a stub docker."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -232,7 +233,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str, *, fail: 
     log = tmp_path / "log"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "FAIL_RUN": "1" if fail else "",
            "TMPDIR": str(tmp_path)}
-    proc = subprocess.run(["sh", "-s"], input=script, text=True, capture_output=True, env=env,
+    proc = subprocess.run(script.argv(), input=script.stdin.decode(), text=True, capture_output=True, env=env,
                           cwd=tmp_path, check=False)
     return proc, log.read_text().splitlines() if log.exists() else []
 
@@ -320,9 +321,10 @@ def test_tls_files_written_key_private_and_registry_run_with_them(tmp_path: Path
     settings = RegistrySettings(address="10.0.0.9", data_dir=str(tmp_path / "data"), tls=TlsSettings())
     files = registry.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")
     script = registry.apply_script(spec, "create", settings, None, plan_targets([]), None, files)
-    assert "KEY'" not in script  # the key travels as base64 data
+    assert "KEY'" not in script.command()  # the key travels as base64 data, on stdin
+    assert base64.b64encode(files.key) in script.stdin.splitlines()
     log = tmp_path / "log"
-    proc = subprocess.run(["sh", "-s"], input=script, text=True, capture_output=True, cwd=tmp_path, check=False,
+    proc = subprocess.run(script.argv(), input=script.stdin.decode(), text=True, capture_output=True, cwd=tmp_path, check=False,
                           env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     tls_dir = tmp_path / "tls"

@@ -41,19 +41,18 @@ def test_htpasswd_accepted_by_apache_format_checkers_if_available() -> None:
 
 
 def test_scripts_keep_the_password_off_argv() -> None:
-    """The password only travels base64-encoded in a here-document (stdin), never as an argument."""
+    """The password only travels base64-encoded on the script's stdin, never in its code or argv."""
     settings = RegistrySettings(address="127.0.0.1", auth=RegistryAuth("puller", password_env="X"))
     creds = ("puller", Secret('s3cr"et\\pw'))
     targets = plan_targets(["busybox:1.36"])
     for script in (registry.facts_script(settings, targets, ["sha256:1"], creds),
                    registry.apply_script(SPEC, "create", settings, "puller:$2b$hash\n", targets, creds)):
-        assert "s3cr" not in script
-        lines = script.splitlines()
-        start = lines.index("base64 -d > \"$ncfg\" <<'NODECFG_EOF'")
-        assert lines[start + 2] == "NODECFG_EOF"
-        assert base64.b64decode(lines[start + 1]) == b'user = "puller:s3cr\\"et\\\\pw"\n'
-        # and the script is valid shell
-        assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+        assert "s3cr" not in script.command() and "$2b$hash" not in script.command()
+        lines = script.stdin.decode().splitlines()
+        assert base64.b64decode(lines[0]) == b'user = "puller:s3cr\\"et\\\\pw"\n'
+        # and the program is valid shell
+        assert subprocess.run(["sh", "-n"], input=script.program, text=True, check=False).returncode == 0
+    assert base64.b64decode(lines[1]) == b"puller:$2b$hash\n"  # apply's htpasswd, next on stdin
 
 
 def test_parse_facts() -> None:
@@ -106,7 +105,7 @@ def _run_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, username: str, p
     script = registry.apply_script(spec, "recreate", settings, htpasswd, plan_targets(["busybox:1.36"]),
                                    (username, Secret(password)))
     env = {"PATH": f"{_stub_bin(tmp_path)}:/usr/bin:/bin"}
-    return subprocess.run(["sh", "-s"], input=script, text=True, capture_output=True, env=env,
+    return subprocess.run(script.argv(), input=script.stdin.decode(), text=True, capture_output=True, env=env,
                           cwd=tmp_path, check=False)
 
 
@@ -134,24 +133,31 @@ def test_shell_metacharacters_in_values_are_data(tmp_path: Path, monkeypatch: py
 
 def test_curl_config_holds_the_credentials_on_one_line() -> None:
     """A newline in a value would add curl options (`output = ...`): curl's own escapes instead."""
-    prelude = registry.curl_auth_prelude(("a\nurl = x", Secret('p"\\\t\r')))
-    b64 = prelude.split("<<'NODECFG_EOF'\n", 1)[1].split("\n", 1)[0]
-    assert base64.b64decode(b64).decode() == 'user = "a\\nurl = x:p\\"\\\\\\t\\r"\n'
+    script = registry.catalog_script(RegistrySettings(address="127.0.0.1"), ("a\nurl = x", Secret('p"\\\t\r')))
+    assert base64.b64decode(script.stdin.splitlines()[0]).decode() == 'user = "a\\nurl = x:p\\"\\\\\\t\\r"\n'
     with pytest.raises(ValueError, match="NUL"):
-        registry.curl_auth_prelude(("a\0", Secret("p")))
+        registry.curl_config_line("a\0", Secret("p"))
 
 
-def test_catalog_repositories_from_the_master_are_quoted() -> None:
+def test_catalog_repositories_from_the_master_are_data(tmp_path: Path) -> None:
     settings = RegistrySettings(address="127.0.0.1")
     script = registry.tags_script(settings, ["ok/repo", "x$(touch pwned)"], None)
-    assert "\"$reg\"'/v2/x$(touch pwned)/tags/list'" in script
-    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+    assert "x$(touch pwned)" in script.args and "pwned" not in script.program
+    bin_dir = _stub_bin(tmp_path)
+    (bin_dir / "curl").write_text('#!/bin/sh\nfor a in "$@"; do last=$a; done; printf \'{"name":"%s"}\' "$last"\n')
+    out = subprocess.run(script.argv(), input=script.stdin.decode(), text=True, capture_output=True, check=False,
+                         cwd=tmp_path, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout
+    assert out.splitlines() == ['tags\t{"name":"http://127.0.0.1:5000/v2/ok/repo/tags/list"}',
+                                'tags\t{"name":"http://127.0.0.1:5000/v2/x$(touch pwned)/tags/list"}']
+    assert not (tmp_path / "pwned").exists()
 
 
-def test_down_script_quotes_its_values() -> None:
+def test_down_script_passes_its_values_as_arguments() -> None:
     settings = RegistrySettings(address="127.0.0.1", data_dir="/srv/a b;c")
     script = registry.down_script(settings, purge=True)
-    assert "rm -rf '/srv/a b;c' " in script
+    assert script.args[-3:] == ("/srv/a b;c", registry.AUTH_DIR, registry.TLS_DIR)
+    assert "a b;c" not in script.program and script.command().endswith(" '/srv/a b;c' /etc/nodecfg/registry "
+                                                                       "/etc/nodecfg/registry-tls")
 
 
 class _NoImages:
@@ -179,4 +185,4 @@ def test_registry_image_on_neither_side_is_a_usage_error(monkeypatch: pytest.Mon
     monkeypatch.setattr(registry.ssh, "close", lambda c: None)
     with pytest.raises(UsageError, match=r"registry:2 is neither on the master nor on this machine"):
         registry.registry_up(None)
-    assert calls == ["sh -s"]  # facts only: nothing was loaded or started
+    assert len(calls) == 1 and calls[0].startswith("sh -c ")  # facts only: nothing was loaded or started

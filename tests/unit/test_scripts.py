@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -45,10 +46,21 @@ def test_every_script_file_passes_shellcheck(name: str) -> None:
     _shellcheck(Path(scripts.__file__).parent / name, "-e", CROSS_FILE)
 
 
+NODE_MAINS = ("facts.sh", "apply.sh", "rollback.sh", "probe.sh", "call.sh")
+MASTER_MAINS = ("master_facts.sh", "master_apply.sh", "master_catalog.sh")  # after master.sh
+
+
+def _libraries(main: str) -> list[str]:
+    if main in MASTER_MAINS:
+        return [scripts.read("master.sh")]
+    if main == "master_down.sh":
+        return []
+    return [rt.shell() for rt in registry.registered()]
+
+
 def _programs() -> dict[str, str]:
-    libs = [rt.shell() for rt in registry.registered()]
-    return {main: scripts.program(main, libs, strip=False) for main in
-            ("facts.sh", "apply.sh", "rollback.sh", "probe.sh", "call.sh")}
+    return {main: scripts.program(main, _libraries(main), strip=False)
+            for main in (*NODE_MAINS, *MASTER_MAINS, "master_down.sh")}
 
 
 @pytest.mark.parametrize("main", sorted(_programs()))
@@ -60,15 +72,19 @@ def test_every_assembled_program_passes_shellcheck(main: str, tmp_path: Path) ->
 
 def test_the_stripped_program_is_the_same_code() -> None:
     for main, text in _programs().items():
-        stripped = scripts.program(main, [rt.shell() for rt in registry.registered()])
+        stripped = scripts.program(main, _libraries(main))
         assert "\n#" not in stripped and len(stripped) < len(text)
         assert subprocess.run(["/bin/dash", "-n"], input=stripped, text=True, check=False).returncode == 0
 
 
 def test_no_python_formatting_left_in_the_scripts() -> None:
+    """No doubled braces of an f-string; docker's Go templates (single-quoted `--format` values, and
+    master_down.sh's label lookup) are the only `{{` there."""
     for name in scripts.names():
-        text = scripts.read(name)
+        text = re.sub(r"--format '[^']*'|\"\{\{index [^\n]*\}\}\"|\"present\$tab\{\{\.Id\}\}\"", "",
+                      scripts.read(name))
         assert "{{" not in text.replace("'{{json .}}'", ""), name
+        assert "{{{{" not in scripts.read(name), name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,3 +293,57 @@ def test_docker_verify_over_tls_waits_for_the_https_mirror_only(tmp_path: Path) 
     report = parse_apply(node.run(dataclasses.replace(script, args=(*script.args, "-S", "http"))).stdout)
     assert time.monotonic() - start >= 2  # over http it waited (whole seconds) for an insecure entry, in vain
     assert "insecure" in (docker_effect(report.values["docker.info"], EP, True) or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# the master's scripts (nodecfg/registry.py) against a stub docker and curl
+
+MASTER_DOCKER = """#!/bin/sh
+echo "$*" >> "$LOG"
+case "$1" in
+  version) echo "24.0.7 linux/amd64";;
+  image) case "$5" in registry:2) echo sha256:reg;; *) printf 'present\\t%s\\n' "$5";; esac;;
+  container) if [ "$3" = --format ]; then echo "$DATA"; else echo '[{"Id": "cid"}]'; fi;;
+esac
+"""
+
+
+def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodecfg import registry as master
+    from nodecfg.inventory import RegistrySettings, Secret
+
+    auth, tls, data = tmp_path / "auth", tmp_path / "tls", tmp_path / "data"
+    monkeypatch.setattr(master, "AUTH_DIR", str(auth))
+    monkeypatch.setattr(master, "TLS_DIR", str(tls))
+    auth.mkdir()
+    (auth / "htpasswd").write_text("u:$2b$10$h\n")
+    files = master.TlsFiles(b"C\n", b"K\n", b"A\n")
+    tls.mkdir()
+    for name, content in zip(master.TLS_NAMES, files.contents(), strict=True):
+        (tls / name).write_bytes(content)
+    (data / "docker/registry/v2/repositories/a/_manifests").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(MASTER_DOCKER)
+    (bin_dir / "curl").write_text('#!/bin/sh\necho "$*" >> "$LOG.curl"; printf 401\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
+    script = master.facts_script(settings, [parse_ref("busybox:1.36")], ["sha256:one"], ("u", Secret("pw")))
+    log = tmp_path / "log"
+    proc = subprocess.run(script.argv(), input=script.stdin, capture_output=True, check=False, cwd=tmp_path,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DATA": str(data),
+                               "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    facts = master.parse_facts(proc.stdout.decode())
+    assert facts.docker_version == "24.0.7" and facts.platform == "linux/amd64"
+    assert facts.registry_image_id == "sha256:reg" and facts.container == {"Id": "cid"}
+    assert facts.present == frozenset({"sha256:one"}) and facts.htpasswd == "u:$2b$10$h\n"
+    assert facts.tls_sums == files.sums and facts.repositories == {str(data): 1}
+    assert facts.http_status == 401 and facts.auth_status == 401
+    assert facts.manifests == {"library/busybox:1.36": ""}
+    curl = (tmp_path / "log.curl").read_text()
+    assert "-H Accept: application/vnd.oci.image.manifest.v1+json http://127.0.0.1:5000/v2/library/busybox/" \
+           "manifests/1.36" in curl
+    assert "pw" not in " ".join(log.read_text().split()) + curl  # the credentials only in curl's -K file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auth", "bin", "data", "log", "log.curl", "tls"]

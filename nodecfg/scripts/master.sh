@@ -1,0 +1,96 @@
+# shellcheck shell=sh
+# What the master's scripts share (nodecfg/registry.py puts this file after lib.sh, before
+# master_facts.sh, master_apply.sh or master_catalog.sh): their arguments, the curl credentials
+# from stdin, and `rcurl`/`$reg`, the registry as seen from the master.
+#
+# Arguments (nodecfg/registry.py `_access_args` and each script's builder), options up to `--`:
+#   -R URL          the registry's base URL from the master: http://127.0.0.1:PORT, or over TLS
+#                   https://<endpoint> (its own name: the master checks the certificate nodes see)
+#   -P PORT         the port it is published on
+#   -C CAFILE       TLS: the CA to verify it with; curl connects to 127.0.0.1:PORT
+#   -n NAME         the registry container's name
+#   -d DATA_DIR     its data directory (or a docker volume's name)
+#   -A AUTH_DIR     where its htpasswd is;  -T TLS_DIR: where its tls.crt, tls.key and ca.crt are
+#   -i IMAGE        the registry image (facts)
+#   -x ACTION       create | recreate | start | restart (apply)
+#   -w              apply: an htpasswd to write comes on stdin;  -t: TLS files come on stdin
+#   -p IMAGE_ID     (repeated) an image whose presence is reported (facts)
+#   -a MEDIA_TYPE   (repeated) the manifest types asked for
+#   -m TARGET PATH  (repeated) a manifest to report, `manifest TARGET BODY`: GET $reg PATH
+#   -r REPOSITORY   (repeated) a repository whose tags are reported (catalog)
+# stdin: one line of base64 per secret, in this order: curl's config (`user = "..."`, or an empty
+# line: no credentials), then with -w the htpasswd file, with -t tls.crt, tls.key and ca.crt.
+# curl reads its config with -K from a root-only temp file ($ncfg): the password never reaches a
+# process's argv, and no secret is ever in this code.
+
+reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' image='' action='' htpw='' tls=''
+ids='' accepts=''
+
+# options FN ARG...: FN OPTION [VALUE...] for each option of the arguments, up to `--`; $optwords:
+# how many words they are (a value may itself be `--`: only an option's place ends them)
+options() {
+  _fn=$1
+  shift
+  _all=$#
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    case $1 in
+      -w|-t) "$_fn" "$1"; shift;;
+      -m) "$_fn" "$1" "$2" "$3"; shift 3;;
+      *) "$_fn" "$1" "$2"; shift 2;;
+    esac
+  done
+  # shellcheck disable=SC2034  # read by master_apply.sh
+  optwords=$((_all - $#))
+}
+
+# shellcheck disable=SC2034  # each master script reads the options it needs
+setopt() {
+  case $1 in
+    -R) reg=$2;;
+    -P) port=$2;;
+    -C) cafile=$2;;
+    -n) name=$2;;
+    -d) data=$2;;
+    -A) authdir=$2;;
+    -T) tlsdir=$2;;
+    -i) image=$2;;
+    -x) action=$2;;
+    -w) htpw=1;;
+    -t) tls=1;;
+    -p) ids="$ids $2";;
+    -a) accepts="$accepts $2";;
+  esac
+}
+options setopt "$@"
+
+# the secrets, read before anything else runs: curl's config into $ncfg, the others (base64) into
+# $pw64, $crt64, $key64, $ca64; nothing after this reads stdin
+ncfg=$(umask 077; mktemp)
+trap 'rm -f "$ncfg"' EXIT
+IFS= read -r _line
+printf '%s' "$_line" | base64 -d > "$ncfg"
+_line='' pw64='' crt64='' key64='' ca64=''
+# shellcheck disable=SC2034  # read by master_apply.sh
+{
+  if [ -n "$htpw" ]; then IFS= read -r pw64; fi
+  if [ -n "$tls" ]; then IFS= read -r crt64; IFS= read -r key64; IFS= read -r ca64; fi
+}
+exec 0</dev/null
+
+# rcurl ARG...: curl with what reaching the registry takes (over TLS: its CA, and 127.0.0.1)
+rcurl() {
+  if [ -n "$cafile" ]; then
+    curl --cacert "$cafile" --connect-to "::127.0.0.1:$port" "$@"
+  else
+    curl "$@"
+  fi
+}
+
+# manifest_of OPTION [TARGET PATH]: for -m, the line `manifest TARGET BODY` (every -a type accepted)
+manifest_of() {
+  [ "$1" = -m ] || return 0
+  _target=$2 _path=$3
+  set --
+  for _a in $accepts; do set -- "$@" -H "Accept: $_a"; done
+  rec manifest "$_target" "$(rcurl -s --max-time 10 -K "$ncfg" "$@" "$reg$_path" | tr -d '\n')"
+}

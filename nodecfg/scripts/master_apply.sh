@@ -1,0 +1,97 @@
+# shellcheck shell=sh
+# registry-up's change on the master: (re)start the registry container as -x ACTION says, wait
+# (bounded) for /v2/, then report `http CODE`, `id ID` and the manifests asked for (-m).
+# Arguments: master.sh's -R -P -C -n -d -A -T -x -w -t -a -m, then `--` and `docker run`'s
+# arguments after `run` (create, recreate). stdin (master.sh): curl's config, with -w the
+# htpasswd, with -t tls.crt, tls.key and ca.crt.
+#
+# Nothing is left behind when docker refuses: a container `docker run` created but could not
+# start is removed (by the id in its --cidfile, never by name), the container a recreate replaces
+# is renamed aside and put back, and a data directory or htpasswd this run made is removed again
+# (a previous htpasswd restored). docker's whole message goes to stderr.
+
+old="$name-nodecfg-old"
+pw="$authdir/htpasswd" bak="$authdir/htpasswd.bak"
+pwtmp="$authdir/htpasswd.tmp"
+cidf=$(mktemp -u /tmp/nodecfg-cid.XXXXXX)  # docker run refuses a cidfile that exists
+trap 'rm -f "$ncfg" "$cidf"; [ -n "$pwtmp" ] && rm -f "$pwtmp"' EXIT
+fail() { printf '%s\n' "$1" >&2; exit "${2:-4}"; }
+madedir='' hadpw=''
+case $data in /*) absdata=1;; *) absdata='';; esac  # else a docker volume's name: docker's to make
+
+# undo: what this run made before docker refused (the htpasswd it wrote, the data dir it made)
+undo() {
+  if [ -n "$htpw" ]; then
+    if [ -n "$hadpw" ]; then mv -f "$bak" "$pw"; else rm -f "$pw"; fi
+  fi
+  if [ -n "$absdata" ]; then [ -n "$madedir" ] && rmdir "$data" 2>/dev/null; fi
+  :
+}
+
+# run_container ARG...: docker run with the arguments after `--`, its id into $cidf
+run_container() {
+  shift "$optwords"
+  shift
+  docker run --cidfile "$cidf" "$@"
+}
+# tlsfile NAME MODE BASE64: TLS_DIR/NAME written atomically (a temp file, then mv)
+tlsfile() {
+  (umask 077; printf '%s' "$3" | base64 -d > "$tlsdir/.$1.tmp")
+  chmod "$2" "$tlsdir/.$1.tmp"
+  mv -f "$tlsdir/.$1.tmp" "$tlsdir/$1"
+}
+drop_created() { [ -s "$cidf" ] && docker rm -f "$(cat "$cidf")" >/dev/null 2>&1; }
+
+if [ -n "$absdata" ]; then
+  [ -d "$data" ] || madedir=1
+  out=$(install -d -m 755 "$data" 2>&1) || fail "$out"
+fi
+if [ -n "$htpw" ]; then
+  install -d -m 700 "$authdir"
+  if [ -e "$pw" ]; then hadpw=1; cp -p "$pw" "$bak"; fi
+  (umask 077; printf '%s' "$pw64" | base64 -d > "$pwtmp")
+  mv -f "$pwtmp" "$pw"
+fi
+pw64=''
+if [ -n "$tls" ]; then  # a renewed or first certificate: valid either way, so no undo
+  install -d -m 700 "$tlsdir"
+  tlsfile tls.crt 644 "$crt64"
+  tlsfile tls.key 600 "$key64"
+  tlsfile ca.crt 644 "$ca64"
+fi
+crt64='' key64='' ca64=''
+
+case $action in
+  recreate)
+    was=$(docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null)
+    out=$(docker stop -t 10 "$name" 2>&1 >/dev/null && docker rename "$name" "$old" 2>&1) || { undo; fail "$out"; }
+    if out=$(run_container "$@" 2>&1); then docker rm -f "$old" >/dev/null
+    else
+      drop_created
+      docker rename "$old" "$name"
+      [ "$was" = true ] && docker start "$name" >/dev/null
+      undo
+      fail "$out"
+    fi;;
+  create)
+    if ! out=$(run_container "$@" 2>&1); then drop_created; undo; fail "$out"; fi;;
+  start|restart)
+    out=$(docker "$action" "$name" 2>&1) || { undo; fail "$out"; };;
+esac
+[ -n "$hadpw" ] && rm -f "$bak"
+i=0
+while :; do
+  code=$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 2 "$reg/v2/")
+  case $code in 200|401) break;; esac
+  i=$((i+1))
+  if [ $i -ge 150 ]; then
+    echo "registry did not answer on /v2/ (last: $code)" >&2
+    docker logs --tail 5 "$name" >&2
+    exit 3
+  fi
+  sleep 0.2
+done
+rec http "$code"
+rec id "$(docker container inspect --format '{{.Id}}' "$name")"
+options manifest_of "$@"
+true
