@@ -1,13 +1,15 @@
 """The master side: the registry container, its htpasswd, and pushing the inventory's images.
 
 Shape (facts -> plan -> apply):
-1. one command on the master gathers `MasterFacts` (registry image, container, htpasswd, which
-   images it has, what the registry holds under each target tag);
+1. one command on the master gathers `MasterFacts` (engine, registry image, container, who holds
+   the port, repositories per data directory, htpasswd and TLS files, what /v2/ answers), while the
+   registry's tags are asked over the SSH connection;
 2. pure functions decide: `adopt.plan_container()` (keep / start / create / recreate / adopt a
-   registry nodecfg did not make / refuse, with reasons),
-   `htpasswd_matches()`, `images_to_push()`;
+   registry nodecfg did not make / refuse, with reasons), `htpasswd_matches()`, which images lack;
 3. apply: ship the registry image if the master lacks it (docker save | ssh docker load — never a
-   pull on the master), (re)start the container, wait for /v2/, then load and push what's missing.
+   pull on the master), write its TLS files (`nodecfg/tls.py` makes them), (re)start the container,
+   wait for /v2/, then upload what the registry lacks straight to its HTTP API (`nodecfg/bundle/`:
+   `engine.py` from this machine's engine, `push.py` from a bundle; `remote.py` the SSH channels).
 
 The scripts run on the master are files, like the nodes' (nodecfg/scripts/master*.sh, run as
 `sh -c PROGRAM nodecfg ARG...`): fixed text, every inventory- or master-derived value one of their
