@@ -150,10 +150,9 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
         kept = [c for c in current if not (isinstance(c, str) and any(_mirror_matches(c, e, key) for e in entries))]
         if kept != current:
             notes.append(f"removed {', '.join(c for c in current if c not in kept)} from {key}")
-            if kept:
-                doc[key] = kept
-            else:
-                del doc[key]
+            # an emptied list stays as []: dockerd's reload only applies keys the file sets, so a
+            # removed key would leave the old entries in force until a restart
+            doc[key] = kept
             changed = True
     for key, entries in wanted.items():
         if key in flags:

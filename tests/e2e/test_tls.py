@@ -5,7 +5,8 @@ node1   bookworm     docker 20.10 / containerd 1.6
 node2   trixie       docker 26 / containerd 1.7
 node3   containerd2  docker 28 / containerd 2.1 / podman 5.4
 
-Nothing is marked insecure anywhere; every runtime trusts the CA its own way and pulls with the
+The fleet is first set up over plain HTTP, then moved to TLS by an ordinary re-run. Nothing is
+then marked insecure anywhere; every runtime trusts the CA its own way and pulls with the
 credentials; the password shows up in no output; a re-run changes nothing; a wrong CA on a node is
 named as such by smoke-test.
 """
@@ -38,9 +39,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     work = tmp_path_factory.mktemp("tls")
     data = lab.inventory_data()
     data["registry"]["auth"] = {"username": "puller", "password_env": "NODECFG_E2E_PW"}
+    ep = f"{data['master']['address']}:5000"
+    # the fleet starts on plain HTTP, as a site that used nodecfg before TLS: the move to HTTPS is an
+    # ordinary re-run, and what HTTP left on the nodes (insecure entries, http:// hosts) goes
+    plain = str(lab.write_inventory(work / "plain.yaml", data))
+    for step in ("registry-up", "configure-nodes"):
+        proc = nodecfg(step, "-i", plain, env=ENV)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ep in lab.ssh("node1", "cat /etc/docker/daemon.json").stdout
     data["registry"]["tls"] = {"ca_dir": str(work / "ca")}
     inv = str(lab.write_inventory(work / "inventory.yaml", data))
-    ep = f"{data['master']['address']}:5000"
     # --check makes no CA and no certificate here, and changes nothing there
     for check in (("registry-up", "-i", inv, "--check"), ("configure-nodes", "-i", inv, "--check")):
         proc = nodecfg(*check, env=ENV)
@@ -48,6 +56,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     assert not (work / "ca").exists()
     assert lab.ssh("master", "ls /etc/nodecfg/registry-tls 2>/dev/null || true").stdout.strip() == ""
     up = nodecfg("registry-up", "-i", inv, env=ENV)
+    assert "TLS enabled" in up.stderr, up.stderr  # nodecfg's own HTTP registry recreated with TLS
     assert up.returncode == 0, up.stdout + up.stderr
     assert PASSWORD not in up.stdout + up.stderr
     assert "in clear" not in up.stderr

@@ -130,7 +130,8 @@ def test_tls_plan_trusts_the_ca_and_reloads_only_for_daemon_json() -> None:
     current = json.dumps({"insecure-registries": [EP], "registry-mirrors": [f"http://{EP}"]})
     plan = plan_docker(DockerFacts(service=svc, daemon_json=current), EP, True, None, CA)
     assert [f.path for f in plan.files] == ["/etc/docker/daemon.json", f"/etc/docker/certs.d/{EP}/ca.crt"]
-    assert json.loads(plan.files[0].content) == {"registry-mirrors": [f"https://{EP}"]}
+    # the emptied key stays, as []: dockerd's reload leaves a key the file does not set as it was
+    assert json.loads(plan.files[0].content) == {"insecure-registries": [], "registry-mirrors": [f"https://{EP}"]}
     assert plan.files[1].content == CA and plan.files[1].mode == 0o644
     assert plan.action == "reload"
     # the CA alone (daemon.json already right): written, no reload — dockerd reads it per pull
