@@ -111,3 +111,13 @@ def fake_node(tmp_path: Path, stubs: tuple[str, ...] = tuple(STUBS), tools: tupl
 
 def in_root(node: FakeNode, path: str) -> str:
     return os.fspath(node.path(path))
+
+
+def stub_bin(directory: Path, **commands: str) -> Path:
+    """`directory`/bin holding executable stub commands (name -> script text), for a PATH."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in commands.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir

@@ -16,6 +16,7 @@ from nodecfg import adopt, registry
 from nodecfg.adopt import Found, Want, existing, plan_container, ss_process
 from nodecfg.images import plan_targets
 from nodecfg.inventory import RegistrySettings, TlsSettings
+from tests.unit.nodesh import stub_bin
 
 AUTH = registry.AUTH_DIR
 RECIPE_DATA = "/mnt/registry"
@@ -220,12 +221,7 @@ esac
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str, *, fail: bool,
          htpasswd: str | None) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     monkeypatch.setattr(registry, "AUTH_DIR", str(tmp_path / "auth"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "docker").write_text(STUB)
-    (bin_dir / "curl").write_text("#!/bin/sh\necho 200\n")
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
+    bin_dir = stub_bin(tmp_path, docker=STUB, curl="#!/bin/sh\necho 200\n")
     data = tmp_path / "data"
     spec = registry.ContainerSpec("sha256:aaa", 5000, str(data), auth=htpasswd is not None)
     settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
@@ -311,12 +307,7 @@ def test_check_report_names_container_data_dir_and_images(capsys: pytest.Capture
 def test_tls_files_written_key_private_and_registry_run_with_them(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "TLS_DIR", str(tmp_path / "tls"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(STUB)
-    (bin_dir / "curl").write_text("#!/bin/sh\necho \"$*\" >> \"$LOG.curl\"; echo 401\n")
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
+    bin_dir = stub_bin(tmp_path, docker=STUB, curl="#!/bin/sh\necho \"$*\" >> \"$LOG.curl\"; echo 401\n")
     spec = registry.ContainerSpec("sha256:aaa", 5000, str(tmp_path / "data"), auth=False, tls=True)
     settings = RegistrySettings(address="10.0.0.9", data_dir=str(tmp_path / "data"), tls=TlsSettings())
     files = registry.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")

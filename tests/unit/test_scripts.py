@@ -24,7 +24,7 @@ from nodecfg.runtimes.base import SmokePlan, Want
 from nodecfg.runtimes.common import FileChange, FileFact, FileState, RuntimePlan
 from nodecfg.runtimes.containerd import check_effect as containerd_effect
 from nodecfg.runtimes.docker import check_effect as docker_effect
-from tests.unit.nodesh import FakeNode, fake_node
+from tests.unit.nodesh import FakeNode, fake_node, stub_bin
 
 EP = "10.1.1.1:5000"
 SHELLCHECK = shutil.which("shellcheck")
@@ -322,12 +322,7 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     for name, content in zip(master.TLS_NAMES, files.contents(), strict=True):
         (tls / name).write_bytes(content)
     (data / "docker/registry/v2/repositories/a/_manifests").mkdir(parents=True)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(MASTER_DOCKER)
-    (bin_dir / "curl").write_text('#!/bin/sh\necho "$*" >> "$LOG.curl"; printf 401\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
+    bin_dir = stub_bin(tmp_path, docker=MASTER_DOCKER, curl='#!/bin/sh\necho "$*" >> "$LOG.curl"; printf 401\n')
     settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
     script = master.facts_script(settings, [parse_ref("busybox:1.36")], ["sha256:one"], ("u", Secret("pw")))
     log = tmp_path / "log"
