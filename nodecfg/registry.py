@@ -25,7 +25,7 @@ import base64
 import hashlib
 import json
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as replace_fields
@@ -386,10 +386,6 @@ def _local_registry_image(client: docker.DockerClient, image: str) -> Any:
     except docker.errors.DockerException:
         raise UsageError(f"{image} is neither on the master nor on this machine; "
                          "load it here first (nodecfg never pulls on the master)") from None
-
-
-def _save_stream(client: docker.DockerClient, ref: str) -> Iterator[bytes]:
-    yield from client.images.get(ref).save(chunk_size=1 << 20, named=True)
 
 
 def _run(c: Any, script: NodeScript, become: bool) -> ssh.RunResult:
