@@ -1,3 +1,3 @@
-from nodecfg.cli import main
+from nodecfg.cli import run
 
-raise SystemExit(main())
+run()

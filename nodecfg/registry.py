@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from nodecfg import adopt, scripts, ssh
-from nodecfg.dockerengine import LazyClient
 from nodecfg.errors import ConflictError, HostError, UsageError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
 from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
@@ -203,15 +202,12 @@ class TlsFiles:
 TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_apply.sh name them
 
 
-def facts_script(settings: RegistrySettings, targets: list[ImageRef], image_ids: list[str],
-                 auth: tuple[str, Secret] | None) -> NodeScript:
-    """What registry-up decides on, as tagged lines (scripts/master_facts.sh): the docker CLI calls
-    run side by side in background jobs."""
+def facts_script(settings: RegistrySettings, auth: tuple[str, Secret] | None) -> NodeScript:
+    """What registry-up decides on, as tagged lines (scripts/master_facts.sh): docker's API answers
+    (or its CLI's) and the registry's, asked side by side."""
     args = [*_access_args(settings), *_place_args(settings.container, settings.data_dir),
             "-i", settings.image]
-    for image_id in image_ids:
-        args += ["-p", image_id]
-    return _master_script("master_facts.sh", [*args, *_manifest_args(targets)], _secrets(auth))
+    return _master_script("master_facts.sh", args, _secrets(auth))
 
 
 def apply_script(spec: ContainerSpec, action: str, settings: RegistrySettings,
@@ -242,7 +238,6 @@ class MasterFacts:
     container: dict[str, Any] | None = None
     htpasswd: str | None = None
     http_status: int = 0
-    present: frozenset[str] = frozenset()
     manifests: dict[str, str] = field(default_factory=dict)  # target -> config digest ("" none)
     container_id: str = ""
     platform: str = ""  # the master engine's os/arch, e.g. linux/amd64
@@ -262,28 +257,36 @@ class MasterFacts:
                            self.auth_status, dict(self.repositories))
 
 
+def _docker_object(text: str) -> dict[str, Any] | None:
+    """One object docker answered: the API's JSON object, or the first of `docker inspect`'s list;
+    None for nothing, an error (`{"message": ...}`) or what is not JSON."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, list):
+        data = data[0] if data else None
+    return data if isinstance(data, dict) and "message" not in data else None
+
+
 def parse_facts(output: str) -> MasterFacts:
     """Turn the tab-separated lines of facts_script / apply_script into MasterFacts."""
     from nodecfg import tagged  # the one codec of node scripts' lines
 
-    values: dict[str, Any] = {"present": set(), "manifests": {}, "holders": [], "repositories": {}}
+    values: dict[str, Any] = {"manifests": {}, "holders": [], "repositories": {}}
     for record in tagged.decode(output):
         key, rest = record.tag, record.rest
-        if key == "docker":
-            values["docker_version"] = rest.strip()
-        elif key == "platform":
-            values["platform"] = rest.strip()
+        if key == "version":  # docker's /version (the CLI's .Server): Version, Os, Arch
+            version = _docker_object(rest) or {}
+            values["docker_version"] = str(version.get("Version") or "")
+            if version.get("Os") and version.get("Arch"):
+                values["platform"] = f"{version['Os']}/{version['Arch']}"
         elif key == "regimage":
-            values["registry_image_id"] = rest.strip()
-        elif key in ("container", "holder") and rest.strip():
-            try:
-                data = json.loads(rest)
-            except ValueError:
-                data = []
-            if key == "container":
-                values["container"] = data[0] if data else None
-            elif data and isinstance(data[0], dict):
-                values["holders"].append(data[0])
+            values["registry_image_id"] = str((_docker_object(rest) or {}).get("Id") or "")
+        elif key == "container":
+            values["container"] = _docker_object(rest)
+        elif key == "holder" and (holder := _docker_object(rest)) is not None:
+            values["holders"].append(holder)
         elif key == "listen":
             values["listen"] = rest.strip()
         elif key == "authhttp":
@@ -293,8 +296,6 @@ def parse_facts(output: str) -> MasterFacts:
             values["repositories"][path] = int(count) if count.strip().lstrip("-").isdigit() else -1
         elif key == "htpasswd" and rest.strip():
             values["htpasswd"] = base64.b64decode(rest.strip()).decode("utf-8", "replace")
-        elif key == "present":
-            values["present"].add(rest.strip())
         elif key == "tlsfiles":
             values["tls_sums"] = " ".join(rest.split())
         elif key == "http":
@@ -304,7 +305,6 @@ def parse_facts(output: str) -> MasterFacts:
         elif key == "manifest":
             target, _, body = rest.partition("\t")
             values["manifests"][target] = _config_digest(body)
-    values["present"] = frozenset(values["present"])
     values["holders"] = tuple(values["holders"])
     return MasterFacts(**values)
 
@@ -393,37 +393,74 @@ def _run(c: Any, script: NodeScript, become: bool) -> ssh.RunResult:
     return ssh.run(c, script.command(), stdin=script.stdin, become=become)
 
 
-def _master_session(inv: Inventory | None) -> tuple[Any, Host | None, str, Callable[[NodeScript], ssh.RunResult]]:
-    """The master's connection, its host (None: this machine), its name for messages, and how a
-    script runs there (through sudo when the master's `become` says so)."""
-    c, host = _master_connection(inv)
-    become = host.ssh.become if host else False
+class _MasterSession:
+    """The master's SSH connection, opened in the background as soon as the inventory has been
+    checked, and what registry-up asks first, side by side: the facts script, and the registry's
+    tags and catalog (`early`, asked with `ask`) over the same connection. Meanwhile this machine
+    reads its bundle or its engine. On an unchanged re-run that is the whole run, so the connection
+    starts before the rest of registry-up's modules are even imported."""
 
-    def sh(script: NodeScript) -> ssh.RunResult:
-        return _run(c, script, become)
+    def __init__(self, inv: Inventory | None, settings: RegistrySettings, creds: tuple[str, Secret] | None,
+                 direct: bool, tls_files: TlsFiles | None, ask: Callable[[RegistryAPI], list[str]]) -> None:
+        self.host = inv.master if inv else None
+        self.where = str(self.host) if self.host else "localhost"
+        self.become = self.host.ssh.become if self.host else False
+        if inv is not None:
+            ssh.preload()  # paramiko's import here, not in the thread: the connect is the critical path
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="master")
+        self._conn = pool.submit(_master_connection, inv)
 
-    return c, host, str(host) if host else "localhost", sh
+        def registry_side() -> tuple[Connect, Future[_Early | None]]:
+            connect = _registry_connect(self.c, settings, direct, tls_files)
+            return connect, _ask_early(connect, creds, ask)
 
+        self._registry = pool.submit(registry_side)  # waits for the connection on the second worker
+        self._facts = pool.submit(lambda: _run(self.c, facts_script(settings, creds), self.become))
+        pool.shutdown(wait=False)
 
-def _master_facts(sh: Callable[[NodeScript], ssh.RunResult], where: str, script: NodeScript,
-                  progress: Progress) -> MasterFacts:
-    """Run the master's facts script; a master without docker or curl fails here, in one line."""
-    progress(f"{where}: gathering facts")
-    res = sh(script)
-    facts = parse_facts(res.stdout)
-    if not facts.docker_version:
-        raise HostError(f"{where}: docker does not answer on the master ({res.brief()})")
-    if "nocurl\t" in res.stdout:
-        # the registry's HTTP API is checked from the master itself (nodes need no curl)
-        raise HostError(f"{where}: the master has no curl, which registry-up uses to talk to the "
-                        "registry on the master; install it there (apt-get install curl)")
-    return facts
+    @property
+    def c(self) -> Any:
+        """The connection (HostError if it could not be made)."""
+        return self._conn.result()[0]
+
+    @property
+    def connect(self) -> Connect:
+        return self._registry.result()[0]
+
+    @property
+    def early(self) -> Future[_Early | None]:
+        return self._registry.result()[1]
+
+    def sh(self, script: NodeScript) -> ssh.RunResult:
+        """Run a script on the master (through sudo when its `become` says so)."""
+        return _run(self.c, script, self.become)
+
+    def facts(self, progress: Progress) -> MasterFacts:
+        """The facts script's answer; a master without docker or curl fails here, in one line."""
+        progress(f"{self.where}: gathering facts")
+        res = self._facts.result()
+        facts = parse_facts(res.stdout)
+        if not facts.docker_version:
+            raise HostError(f"{self.where}: docker does not answer on the master ({res.brief()})")
+        if "nocurl\t" in res.stdout:
+            # the registry's HTTP API is checked from the master itself (nodes need no curl)
+            raise HostError(f"{self.where}: the master has no curl, which registry-up uses to talk to the "
+                            "registry on the master; install it there (apt-get install curl)")
+        return facts
+
+    def close(self) -> None:
+        """Close the connection once it is made (an error making it was reported by `c`)."""
+        try:
+            c = self.c
+        except Exception:  # noqa: BLE001 -- no connection, nothing to close
+            return
+        ssh.close(c)
 
 
 def _master_connection(inv: Inventory | None) -> tuple[Any, Host | None]:
     if inv is None:
         return ssh.LocalConnection(), None
-    return ssh.connect(inv.master), inv.master
+    return ssh.connect(inv.master, fabric=False), inv.master  # one host: no Fabric to import
 
 
 def _credentials(settings: RegistrySettings) -> tuple[str, Secret] | None:
@@ -455,27 +492,33 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
     tls_files = _tls_files(inv, settings, progress, write=not check)
-    from nodecfg.bundle import dockersave, engine, push
+    # the master first (the critical path of an unchanged run), then this machine's side meanwhile
 
-    def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
-        # the SDK is made (and imported) only when used: an unchanged run inspects over the socket
-        client = cast("docker.DockerClient", LazyClient(_docker))
-        return client, engine.local_images(client, targets, sources, progress)
+    def ask_tags(api: RegistryAPI) -> list[str]:
+        from nodecfg.bundle import engine
 
-    # this machine's engine is asked (and the docker SDK imported) while the master works on its facts
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-    local_side = pool.submit(engine_side)
-    pool.shutdown(wait=False)
-    c, host, where, sh = _master_session(inv)
-    become = host.ssh.become if host else False
+        return engine.tagged_configs(api, targets)
+
+    master = _MasterSession(inv, settings, creds, direct, tls_files, ask_tags)
     try:
-        connect = _registry_connect(c, settings, direct, tls_files)
-        early = _ask_early(connect, creds, lambda api: engine.tagged_configs(api, targets))
+        from nodecfg.bundle import dockersave, engine, push
+
+        def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
+            # the SDK is made (and imported) only when used: an unchanged run inspects over the socket
+            from nodecfg.dockerengine import LazyClient
+
+            client = cast("docker.DockerClient", LazyClient(_docker))
+            return client, engine.local_images(client, targets, sources, progress)
+
+        # this machine's engine is asked (and the docker SDK imported) while the master works on its facts
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        local_side = pool.submit(engine_side)
+        pool.shutdown(wait=False)
 
         def presave() -> dockersave.Presave | None:
             """docker save of what the registry's tags lack, started while the facts are gathered."""
             client, local = local_side.result()
-            answer = early.result()
+            answer = master.early.result()
             lacking = [img.image_id for img, config in zip(local, answer[0], strict=True)
                        if config != img.image_id] if answer is not None else []
             return dockersave.Presave(client, lacking) if lacking else None
@@ -485,13 +528,14 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             presave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presave")
             presaved = presave_pool.submit(presave)
             presave_pool.shutdown(wait=False)
-        facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
+        facts = master.facts(progress)
+        where, c = master.where, master.c
         client, local = local_side.result()
         reg_image_id = facts.registry_image_id or _local_image_id(client, settings.image)
         plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
         ship = plan.needs_image and not facts.registry_image_id
         if check:
-            answer = early.result()
+            answer = master.early.result()
             configs = answer[0] if answer is not None else [""] * len(local)  # what each tag points at now
             return _check_result(where, settings, facts, plan, ship, tuple(
                 ImagePlan(i.source, i.ref.target, "in registry" if config == i.image_id else "push")
@@ -500,16 +544,17 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             raise ConflictError(f"{where}: {plan.refusal}")
         if ship:
             progress(f"{where}: shipping {settings.image} from this machine (save | ssh | load)")
-            reg_image_id = _ship_registry_image(c, become, client, settings.image, where)
+            reg_image_id = _ship_registry_image(c, master.become, client, settings.image, where)
         action, reasons, container_id, facts = _ensure_container(
-            sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan, tls_files=tls_files)
-        tagged, catalog = _early_answer(early, action)
+            master.sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan, tls_files=tls_files)
+        tagged, catalog = _early_answer(master.early, action)
+        connect = master.connect
         results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width(),
                                             tagged=tagged, presave=presaved.result() if presaved else None)
         if catalog is None or any(r.action != "skipped" for r in results):
             catalog = push.catalog(connect, creds)
     finally:
-        ssh.close(c)
+        master.close()
     outcomes = tuple(ImageOutcome(r.image.source, r.image.ref.target, r.image.size, r.action, r.seconds, r.error)
                      for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, ship,
@@ -749,12 +794,10 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
         plan_targets([e.ref for e in entries])  # two bundle images on one registry path: refused here
         images = push.images_to_push(b, entries)
 
-        c, host, where, sh = _master_session(inv)
-        become = host.ssh.become if host else False
+        master = _MasterSession(inv, settings, creds, direct, tls_files, lambda api: push.tag_digests(api, images))
         try:
-            connect = _registry_connect(c, settings, direct, tls_files)
-            early = _ask_early(connect, creds, lambda api: push.tag_digests(api, images))
-            facts = _master_facts(sh, where, facts_script(settings, [], [], creds), progress)
+            facts = master.facts(progress)
+            where, c, become, connect, early = master.where, master.c, master.become, master.connect, master.early
             reg_image_id = facts.registry_image_id
             plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
             shipped = plan.needs_image and not reg_image_id
@@ -787,14 +830,15 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                 if not reg_image_id:
                     raise HostError(f"{where}: {settings.image} is not there after docker load: {_whole(load)}")
             action, reasons, container_id, facts = _ensure_container(
-                sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan, tls_files=tls_files)
+                master.sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan,
+                tls_files=tls_files)
             tags, catalog = _early_answer(early, action)
             results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
                                               width=_push_width(), tags=tags)
             if catalog is None or any(r.action != "skipped" for r in results):
                 catalog = push.catalog(connect, creds)
         finally:
-            ssh.close(c)
+            master.close()
     outcomes = tuple(ImageOutcome(r.push.entry.ref, r.push.ref.target, r.push.size, r.action, r.seconds, r.error)
                      for r in results)
     return RegistryUpResult(where, settings.endpoint, action, tuple(reasons), container_id, shipped,

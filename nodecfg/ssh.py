@@ -1,9 +1,13 @@
 """SSH: one Fabric `Connection` per host, and a lean `run()` over it.
 
 `connect(host)` builds a Fabric Connection with the host's user, port, key, timeouts and host-key
-policy. `run(c, command, stdin=...)` executes one command on it and returns a `RunResult`; stdin may
-be bytes or an iterable of byte chunks (an image stream), so a whole plan or a secret travels on
-stdin and never appears in a process list. `become` wraps the command in non-interactive sudo.
+policy; `connect(host, fabric=False)` the same paramiko connection without Fabric (`Session`), for
+registry-up's one master, where importing Fabric and invoke (~0.13 s) is a fifth of an unchanged
+run; paramiko itself is imported without invoke until something needs it (`_import_paramiko`).
+
+`run(c, command, stdin=...)` executes one command on it and returns a `RunResult`; stdin may be
+bytes or an iterable of byte chunks (an image stream), so a whole plan or a secret travels on stdin
+and never appears in a process list. `become` wraps the command in non-interactive sudo.
 
 Functions take the connection as their first argument, as Fabric tasks do, so a user's fabfile can
 call them with its own connections.
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nodecfg.errors import HostError, UnreachableError
 
@@ -31,6 +35,41 @@ if TYPE_CHECKING:
     from nodecfg.inventory import Host, Secret, SshSettings
 
 _KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def _import_paramiko() -> None:
+    """Import paramiko without invoke when nothing has imported invoke yet.
+
+    paramiko imports invoke for one thing, running the commands of `Match exec` lines in
+    ssh_config; invoke imports unittest.mock and asyncio, ~0.13 s on a small machine. Fabric
+    needs invoke, and `_give_paramiko_invoke()` hands it over whenever Fabric is imported or an
+    ssh_config with `Match exec` is read."""
+    import sys
+
+    if "paramiko" in sys.modules or "invoke" in sys.modules:
+        return
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError
+    try:
+        import paramiko  # noqa: F401
+    finally:
+        if sys.modules.get("invoke", 0) is None:
+            del sys.modules["invoke"]
+
+
+def preload() -> None:
+    """Import paramiko now (without invoke, as `_import_paramiko` says), before a connection is
+    made in another thread: an import there would compete with this thread's for the one GIL."""
+    _import_paramiko()
+    import paramiko  # noqa: F401
+
+
+def _give_paramiko_invoke() -> None:
+    """The invoke paramiko would have imported (see _import_paramiko), for `Match exec`."""
+    import invoke
+    import paramiko.config
+
+    if getattr(paramiko.config, "invoke", None) is None:
+        paramiko.config.invoke = invoke  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -54,6 +93,7 @@ class RunResult:
 
 
 def _host_key_policy(mode: str, known_hosts: Path) -> paramiko.MissingHostKeyPolicy:
+    _import_paramiko()
     import paramiko
 
     class AcceptNew(paramiko.MissingHostKeyPolicy):
@@ -81,12 +121,16 @@ def _host_key_policy(mode: str, known_hosts: Path) -> paramiko.MissingHostKeyPol
 def apply_ssh_config(host: Host, config_text: str | None) -> tuple[Host, str]:
     """The host's settings with ~/.ssh/config filled in where the inventory said nothing, as ssh
     reads it (first match wins); and the address to connect to (HostName)."""
+    import re
     from dataclasses import replace
 
+    _import_paramiko()
     import paramiko
 
     if not config_text:
         return host, host.address
+    if re.search(r"^\s*match\b.*\bexec\b", config_text, re.IGNORECASE | re.MULTILINE):
+        _give_paramiko_invoke()
     cfg = paramiko.SSHConfig.from_text(config_text).lookup(host.address)
     s = host.ssh
     updates: dict[str, Any] = {}
@@ -139,6 +183,7 @@ def unlock_keys(keys: Iterable[Path], ask: Callable[[str], str] | None) -> None:
     """
     import os
 
+    _import_paramiko()
     import paramiko
 
     from nodecfg.errors import UsageError
@@ -186,7 +231,7 @@ def _gateway_client(host: Host) -> paramiko.SSHClient:
 
             gw_host = HostT(name=f"gateway {address}", address=address,
                             ssh=replace(s, user=user, port=port, gateway=None, become=False))
-            client = _open_client(gw_host, None).client
+            client = _open_client(gw_host, None, fabric=False).client
             _GATEWAYS[(user, address, port)] = client
         return client
 
@@ -199,12 +244,14 @@ def close_gateways() -> None:
         _GATEWAYS.clear()
 
 
-def connect(host: Host) -> Connection:
-    """A Fabric Connection for `host`, opened. Raises HostError with the reason if it can't be.
+def connect(host: Host, *, fabric: bool = True) -> Connection:
+    """A Fabric Connection for `host`, opened (with `fabric=False` a `Session`: the same paramiko
+    connection without importing Fabric). Raises HostError with the reason if it can't be.
 
     With `ssh.gateway`, the connection is tunnelled (direct-tcpip) through a shared connection to
     the jump host, as `ssh -J` does.
     """
+    _import_paramiko()
     import paramiko
 
     sock = None
@@ -223,37 +270,64 @@ def connect(host: Host) -> Connection:
         except (paramiko.SSHException, OSError) as exc:
             raise UnreachableError(f"{s.user}@{host.address}:{s.port}: unreachable through gateway "
                                    f"{s.gateway} ({exc})") from None
-    return _open_client(host, sock, target)
+    return _open_client(host, sock, target, fabric=fabric)
 
 
-def _open_client(host: Host, sock: object, target: str | None = None) -> Connection:
+@dataclass(eq=False)
+class Session:
+    """An open SSH connection without Fabric: what nodecfg uses of a Fabric Connection (`client`,
+    `host`, `close()`), so `run` and every function here take either."""
+
+    host: str
+    user: str
+    port: int
+    client: paramiko.SSHClient
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _open_client(host: Host, sock: object, target: str | None = None, *, fabric: bool = True) -> Connection:
+    _import_paramiko()
     import paramiko
-    from fabric import Config, Connection
 
     s = host.ssh
-    connect_kwargs: dict[str, object] = {
+    kwargs: dict[str, Any] = {
         "banner_timeout": s.connect_timeout,
         "auth_timeout": s.connect_timeout,
     }
     if s.key is not None:
-        connect_kwargs["key_filename"] = str(s.key)
+        kwargs["key_filename"] = str(s.key)
         if s.key in _PASSPHRASES:
-            connect_kwargs["passphrase"] = _PASSPHRASES[s.key].reveal()
+            kwargs["passphrase"] = _PASSPHRASES[s.key].reveal()
     if sock is not None:
-        connect_kwargs["sock"] = sock
-    # ~/.ssh/config was applied above, with the inventory's precedence: Fabric must not redo it
-    c = Connection(target or host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,
-                   connect_kwargs=connect_kwargs, config=Config(overrides={"load_ssh_configs": False}))
+        kwargs["sock"] = sock
     client = paramiko.SSHClient()
     known_hosts = s.known_hosts or Path("~/.ssh/known_hosts").expanduser()
     if s.host_key_checking != "off" and known_hosts.exists():
         with _KNOWN_HOSTS_LOCK:
             client.load_host_keys(str(known_hosts))
     client.set_missing_host_key_policy(_host_key_policy(s.host_key_checking, known_hosts))
-    c.client = client
+    c: Connection
+    if fabric:
+        from fabric import Config
+        from fabric import Connection as FabricConnection
+
+        _give_paramiko_invoke()
+        # ~/.ssh/config was applied above, with the inventory's precedence: Fabric must not redo it
+        c = FabricConnection(target or host.address, user=s.user, port=s.port, connect_timeout=s.connect_timeout,
+                             connect_kwargs=kwargs, config=Config(overrides={"load_ssh_configs": False}))
+        c.client = client
+        opening = c.open
+    else:
+        c = cast("Connection", Session(target or host.address, s.user, s.port, client))
+
+        def opening() -> None:  # what Fabric's Connection.open() asks of paramiko
+            client.connect(target or host.address, port=s.port, username=s.user, timeout=s.connect_timeout,
+                           **kwargs)
     where = f"{s.user}@{host.address}:{s.port}"
     try:
-        c.open()
+        opening()
     except paramiko.BadHostKeyException:
         raise HostError(
             f"host key for {where} has CHANGED (it differs from {known_hosts}); refusing to connect. "
@@ -343,6 +417,7 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
     A failed command is a RunResult with a non-zero exit code, not an exception; a broken
     connection or a timeout raises HostError.
     """
+    _import_paramiko()
     import paramiko
 
     if isinstance(c, LocalConnection):

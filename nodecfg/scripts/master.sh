@@ -14,7 +14,6 @@
 #   -i IMAGE        the registry image (facts)
 #   -x ACTION       create | recreate | start | restart (apply)
 #   -w              apply: an htpasswd to write comes on stdin;  -t: TLS files come on stdin
-#   -p IMAGE_ID     (repeated) an image whose presence is reported (facts)
 #   -a MEDIA_TYPE   (repeated) the manifest types asked for
 #   -m TARGET PATH  (repeated) a manifest to report, `manifest TARGET BODY`: GET $reg PATH
 #   -r REPOSITORY   (repeated) a repository whose tags are reported (catalog)
@@ -24,7 +23,7 @@
 # process's argv, and no secret is ever in this code.
 
 reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' image='' action='' htpw='' tls=''
-ids='' accepts=''
+accepts=''
 
 # options FN ARG...: FN OPTION [VALUE...] for each option of the arguments, up to `--`; $optwords:
 # how many words they are (a value may itself be `--`: only an option's place ends them)
@@ -57,7 +56,6 @@ setopt() {
     -x) action=$2;;
     -w) htpw=1;;
     -t) tls=1;;
-    -p) ids="$ids $2";;
     -a) accepts="$accepts $2";;
   esac
 }

@@ -2,12 +2,46 @@
 # registry-up's facts on the master, as tagged lines (nodecfg/registry.py `parse_facts`): the
 # docker engine, the registry image and container, who else is on the port, the repositories in
 # each data directory in play, the htpasswd and TLS files, what /v2/ answers (and with the
-# credentials), the manifests asked for. Arguments: master.sh's -R -P -C -n -d -A -T -i, and -p,
-# -a, -m. The docker CLI calls (~60 ms each) run side by side in background jobs, each into its own
+# credentials). Arguments: master.sh's -R -P -C -n -d -A -T -i.
+#
+# Docker is asked through its API on its unix socket with curl (~10 ms a call; the docker CLI
+# takes ~50 ms of CPU to start), or with the CLI when there is no such socket. Either way the
+# answers are docker's JSON (`docker inspect` gives a list of what the API gives as one object);
+# nodecfg/registry.py reads both. The calls run side by side in background jobs, each into its own
 # file, printed in a fixed order once all are done.
 
 jobs=$(mktemp -d)
 trap 'rm -rf "$ncfg" "$jobs"' EXIT
+
+dsock=/var/run/docker.sock
+case ${DOCKER_HOST:-} in unix://*) dsock=${DOCKER_HOST#unix://};; ?*) dsock='';; esac
+{ [ -S "$dsock" ] && command -v curl >/dev/null; } || dsock=''
+
+# dapi PATH...: docker's answers to GET each PATH, in one curl, into $jobs/api.1, api.2, ... (one
+# line of JSON each; no file: no answer); without the socket the CLI's, the same JSON
+if [ -n "$dsock" ]; then
+  dapi() {
+    _i=0
+    for _p do _i=$((_i + 1)); set -- "$@" -o "$jobs/api.$_i" "http://docker$_p"; shift; done
+    curl -s --max-time 5 --unix-socket "$dsock" "$@"
+  }
+else
+  dapi() {
+    _i=0
+    for _p do
+      _i=$((_i + 1))
+      case $_p in
+        /version) docker version --format '{{json .Server}}';;
+        /images/*) _r=${_p#/images/}; docker image inspect "${_r%/json}" | tr -d '\n';;
+        /containers/json*) docker ps -q --no-trunc --filter "publish=$port" | sed 's/.*/{"Id":"&"}/' | tr -d '\n';;
+        /containers/*) _r=${_p#/containers/}; docker container inspect "${_r%/json}" | tr -d '\n';;
+      esac > "$jobs/api.$_i" 2>/dev/null &
+    done
+    wait
+  }
+fi
+# answer N: the Nth answer of dapi, one line ("" none)
+answer() { _a=''; [ -r "$jobs/api.$1" ] && IFS= read -r _a < "$jobs/api.$1"; printf '%s' "$_a"; }
 
 # nrepos DIR: `repos DIR N`, the repositories in a registry data directory (-1: no such directory)
 nrepos() {
@@ -19,31 +53,34 @@ nrepos() {
   rec repos "$1" "$n"
 }
 
-# who else is on the port (running containers publishing it, else a listening process), the
-# repositories in each data directory in play, and whether the inventory's login works
+# docker: its version, the registry image, the container by its name, and the running containers
+# that publish the port (one curl); who else holds the port (each container but the named one
+# inspected), and who listens on it
 {
-  holders=$(docker ps -q --filter "publish=$port" 2>/dev/null)
-  for h in $holders; do rec holder "$(docker container inspect "$h" | tr -d '\n')"; done
-  rec listen "$(timeout 5 ss -Hltnp "sport = :$port" 2>/dev/null | head -n 3 | tr '\n' ' ')"
-  # shellcheck disable=SC2086  # the holders' ids are words
-  docker container inspect \
-    --format '{{range .Mounts}}{{if eq .Destination "/var/lib/registry"}}{{.Source}}{{end}}{{end}}' \
-    "$name" $holders 2>/dev/null | while IFS= read -r src; do [ -n "$src" ] && nrepos "$src"; done
-  nrepos "$data"
-  if [ -s "$ncfg" ]; then
-    rec authhttp "$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 -K "$ncfg" "$reg/v2/")"
+  dapi /version "/images/$image/json" "/containers/$name/json" \
+    "/containers/json?filters=%7B%22publish%22%3A%5B%22$port%22%5D%7D"
+  rec version "$(answer 1)"
+  rec regimage "$(answer 2)"
+  named=$(answer 3)
+  rec container "$named"
+  set --
+  for h in $(answer 4 | grep -o '"Id":"[0-9a-f]*"' | cut -d'"' -f4); do
+    case $named in *"\"Id\":\"$h\""*|*"\"Id\": \"$h\""*) continue;; esac
+    set -- "$@" "/containers/$h/json"
+  done
+  if [ $# -gt 0 ]; then
+    rm -f "$jobs"/api.*
+    n=$#
+    dapi "$@"
+    i=0
+    while [ "$i" -lt "$n" ]; do i=$((i + 1)); rec holder "$(answer "$i")"; done
   fi
 } > "$jobs/1" 2>/dev/null &
-{
-  v=$(docker version --format '{{.Server.Version}} {{.Server.Os}}/{{.Server.Arch}}' 2>/dev/null)
-  rec docker "${v% *}"
-  rec platform "${v##* }"
-} > "$jobs/2" &
-rec regimage "$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null)" > "$jobs/3" &
-rec container "$(docker container inspect "$name" 2>/dev/null | tr -d '\n')" > "$jobs/4" &
-if [ -n "$ids" ]; then
-  # shellcheck disable=SC2086  # image ids are words
-  docker image inspect --format "present$tab{{.Id}}" $ids > "$jobs/5" 2>/dev/null &
+rec listen "$(timeout 5 ss -Hltnp "sport = :$port" 2>/dev/null | head -n 3 | tr '\n' ' ')" > "$jobs/3" &
+nrepos "$data" > "$jobs/4" &
+# whether the inventory's login works
+if [ -s "$ncfg" ]; then
+  rec authhttp "$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 -K "$ncfg" "$reg/v2/")" > "$jobs/2" &
 fi
 if [ -d "$tlsdir" ]; then
   rec tlsfiles "$(sha256sum "$tlsdir/tls.crt" "$tlsdir/tls.key" "$tlsdir/ca.crt" 2>/dev/null \
@@ -52,7 +89,10 @@ fi
 command -v curl >/dev/null || rec nocurl ''
 if [ -r "$authdir/htpasswd" ]; then rec htpasswd "$(base64 -w0 "$authdir/htpasswd")"; fi
 rec http "$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 "$reg/v2/")"
-options manifest_of "$@"
 wait
-cat "$jobs"/*
+cat "$jobs/1" "$jobs/2" "$jobs/3" "$jobs/4" 2>/dev/null
+# the repositories in each other data directory in play: the containers' (their /var/lib/registry
+# mount), the inventory's counted above
+sed -n 's|.*"Source": *"\([^"]*\)", *"Destination": *"/var/lib/registry".*|\1|p' "$jobs/1" \
+  | awk -v data="$data" '$0 != data && !seen[$0]++' | while IFS= read -r src; do nrepos "$src"; done
 true

@@ -183,7 +183,7 @@ def test_facts_feed_the_decision() -> None:
     named = container()
     holder = container("web", data=None, port="5000", cport="80/tcp")
     out = "\n".join([
-        "docker\t20.10.24", f"container\t{json.dumps([named])}", f"holder\t{json.dumps([holder])}",
+        'version\t{"Version":"20.10.24"}', f"container\t{json.dumps([named])}", f"holder\t{json.dumps([holder])}",
         f"holder\t{json.dumps([named])}",  # the named container publishes the port too: not a holder
         "listen\tLISTEN 0 4096 0.0.0.0:5000 0.0.0.0:* users:((\"docker-proxy\",pid=9,fd=4))",
         f"repos\t{RECIPE_DATA}\t37", "repos\t/var/lib/my registry\t-1", "authhttp\t401", "http\t200"])

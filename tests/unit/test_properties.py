@@ -97,7 +97,7 @@ def _scripts(inv: Inventory, password: str) -> dict[str, str]:
     htpasswd = f"{reg.auth.username}:$2b$10$notarealhash\n"
     plan = smoke.choose_plan(inv, None, lambda: "busybox:1.36")
     return {
-        "registry.facts_script": _node_script(registry.facts_script(reg, targets, ["sha256:" + "c" * 64], creds)),
+        "registry.facts_script": _node_script(registry.facts_script(reg, creds)),
         "registry.apply_script": _node_script(registry.apply_script(spec, "recreate", reg, htpasswd, targets, creds)),
         "registry.tags_script": _node_script(registry.tags_script(reg, [t.path for t in targets], creds)),
         "registry.down_script": _node_script(registry.down_script(reg, purge=True)),

@@ -45,7 +45,7 @@ def test_scripts_keep_the_password_off_argv() -> None:
     settings = RegistrySettings(address="127.0.0.1", auth=RegistryAuth("puller", password_env="X"))
     creds = ("puller", Secret('s3cr"et\\pw'))
     targets = plan_targets(["busybox:1.36"])
-    for script in (registry.facts_script(settings, targets, ["sha256:1"], creds),
+    for script in (registry.facts_script(settings, creds),
                    registry.apply_script(SPEC, "create", settings, "puller:$2b$hash\n", targets, creds)):
         assert "s3cr" not in script.command() and "$2b$hash" not in script.command()
         lines = script.stdin.decode().splitlines()
@@ -58,24 +58,27 @@ def test_scripts_keep_the_password_off_argv() -> None:
 def test_parse_facts() -> None:
     manifest = {"schemaVersion": 2, "config": {"digest": "sha256:cfg"}, "layers": []}
     container = [{"Id": "abc", "Image": "sha256:aaa"}]
+    version = {"Version": "20.10.24+dfsg1", "Os": "linux", "Arch": "arm64", "Components": []}
     out = "\n".join([
-        "docker\t20.10.24+dfsg1",
-        "regimage\tsha256:reg",
+        f"version\t{json.dumps(version)}",
+        'regimage\t{"Id":"sha256:reg","RepoTags":["registry:2"]}',
         f"container\t{json.dumps(container)}",
-        "present\tsha256:one",
         "http\t401",
         f"manifest\tlibrary/busybox:1.36\t{json.dumps(manifest)}",
         'manifest\tpause:3.9\t{"errors":[{"code":"MANIFEST_UNKNOWN"}]}',
     ])
     facts = parse_facts(out)
-    assert facts.docker_version == "20.10.24+dfsg1"
+    assert facts.docker_version == "20.10.24+dfsg1" and facts.platform == "linux/arm64"
     assert facts.registry_image_id == "sha256:reg"
     assert facts.container == container[0]
-    assert facts.present == frozenset({"sha256:one"})
     assert facts.http_status == 401
     assert facts.manifests == {"library/busybox:1.36": "sha256:cfg", "pause:3.9": ""}
-    empty = parse_facts("docker\t\ncontainer\t\nhttp\t000\n")
-    assert empty.container is None and empty.http_status == 0
+    empty = parse_facts("version\t\ncontainer\t\nhttp\t000\n")
+    assert empty.container is None and empty.http_status == 0 and not empty.docker_version
+    # docker's API answers one object where `docker inspect` prints a list; an error is no object
+    api = parse_facts('container\t{"Id":"abc"}\nregimage\t{"message":"No such image: registry:2"}\n'
+                      'holder\t{"message":"No such container: x"}\nholder\t{"Id":"h1"}\n')
+    assert api.container == {"Id": "abc"} and api.registry_image_id == "" and api.holders == ({"Id": "h1"},)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ def test_registry_image_on_neither_side_is_a_usage_error(monkeypatch: pytest.Mon
 
     def fake_run(c: object, command: str, **_: object) -> ssh.RunResult:
         calls.append(command)
-        return ssh.RunResult(command, 0, "docker\t24.0.7\nregimage\t\nhttp\t000\n", "")
+        return ssh.RunResult(command, 0, 'version\t{"Version":"24.0.7"}\nregimage\t\nhttp\t000\n', "")
 
     monkeypatch.setattr(registry, "_docker", _Client)
     monkeypatch.setattr(registry, "_master_connection", lambda inv: (object(), None))

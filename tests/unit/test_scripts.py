@@ -298,21 +298,58 @@ def test_docker_verify_over_tls_waits_for_the_https_mirror_only(tmp_path: Path) 
 # ---------------------------------------------------------------------------------------------
 # the master's scripts (nodecfg/registry.py) against a stub docker and curl
 
+def _inspect(cid: str, data: str, *, indent: int | None = None) -> str:
+    """A container as docker describes it: its id and its /var/lib/registry mount."""
+    return json.dumps({"Id": cid, "Name": f"/{cid}", "Mounts": [
+        {"Type": "bind", "Source": "/etc/x", "Destination": "/auth"},
+        {"Type": "bind", "Source": data, "Destination": "/var/lib/registry"}]}, indent=indent)
+
+
+# the docker CLI: `inspect` prints an indented list, as docker does; two containers publish the port
 MASTER_DOCKER = """#!/bin/sh
 echo "$*" >> "$LOG"
-case "$1" in
-  version) echo "24.0.7 linux/amd64";;
-  image) case "$5" in registry:2) echo sha256:reg;; *) printf 'present\\t%s\\n' "$5";; esac;;
-  container) if [ "$3" = --format ]; then echo "$DATA"; else echo '[{"Id": "cid"}]'; fi;;
+case "$1 $2" in
+  "version --format") echo '{"Version":"24.0.7","Os":"linux","Arch":"amd64"}';;
+  "image inspect") [ "$3" = registry:2 ] && echo '[{"Id": "sha256:reg"}]';;
+  "container inspect") cat "$STUB/inspect-$3.json";;
+  "ps -q") printf 'aaa1\\nbbb2\\n';;
+esac
+"""
+
+# docker's API through curl --unix-socket: one JSON object per answer, into each URL's -o file;
+# curl for the registry: 401
+MASTER_CURL = """#!/bin/sh
+echo "$*" >> "$LOG.curl"
+answer() {
+  case "$1" in
+    */version) echo '{"Version":"24.0.7","Os":"linux","Arch":"amd64"}';;
+    */images/registry:2/json) echo '{"Id":"sha256:reg"}';;
+    */containers/json?filters=*) echo '[{"Id":"aaa1","Names":["/registry"]},{"Id":"bbb2"}]';;
+    */containers/*/json) c=${1##*/containers/}; cat "$STUB/api-${c%/json}.json";;
+    *) echo '{"message":"page not found"}';;
+  esac
+}
+case "$*" in
+  *--unix-socket*)
+    while [ $# -gt 0 ]; do
+      case $1 in -o) answer "$3" > "$2"; shift 3;; *) shift;; esac
+    done;;
+  *) printf 401;;
 esac
 """
 
 
-def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["cli", "api"])
+def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """The master's facts from docker's CLI (no socket) and from its API on the socket DOCKER_HOST
+    names: the same facts; the named container is not inspected again as a holder; each data
+    directory in play counted once; no password in any argv."""
+    import socket
+
     from nodecfg import registry as master
     from nodecfg.inventory import RegistrySettings, Secret
 
-    auth, tls, data = tmp_path / "auth", tmp_path / "tls", tmp_path / "data"
+    auth, tls, data, other = tmp_path / "auth", tmp_path / "tls", tmp_path / "data", tmp_path / "other data"
     monkeypatch.setattr(master, "AUTH_DIR", str(auth))
     monkeypatch.setattr(master, "TLS_DIR", str(tls))
     auth.mkdir()
@@ -322,23 +359,44 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     for name, content in zip(master.TLS_NAMES, files.contents(), strict=True):
         (tls / name).write_bytes(content)
     (data / "docker/registry/v2/repositories/a/_manifests").mkdir(parents=True)
-    bin_dir = stub_bin(tmp_path, docker=MASTER_DOCKER, curl='#!/bin/sh\necho "$*" >> "$LOG.curl"; printf 401\n')
+    (other / "docker/registry/v2/repositories").mkdir(parents=True)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    for name, cid, where in (("registry", "aaa1", data), ("aaa1", "aaa1", data), ("bbb2", "bbb2", other)):
+        (stub / f"inspect-{name}.json").write_text(f"[\n{_inspect(cid, str(where), indent=4)}\n]\n")
+        (stub / f"api-{name}.json").write_text(_inspect(cid, str(where)) + "\n")
+    bin_dir = stub_bin(tmp_path, docker=MASTER_DOCKER, curl=MASTER_CURL)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "STUB": str(stub),
+           "TMPDIR": str(tmp_path)}
+    if mode == "api":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(stub / "docker.sock"))  # a socket file is what the script looks for
+        env["DOCKER_HOST"] = f"unix://{stub / 'docker.sock'}"
+    else:
+        env["DOCKER_HOST"] = f"unix://{stub / 'no.sock'}"  # no socket there: the CLI
     settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
-    script = master.facts_script(settings, [parse_ref("busybox:1.36")], ["sha256:one"], ("u", Secret("pw")))
-    log = tmp_path / "log"
+    script = master.facts_script(settings, ("u", Secret("pw")))
     proc = subprocess.run(script.argv(), input=script.stdin, capture_output=True, check=False, cwd=tmp_path,
-                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "DATA": str(data),
-                               "TMPDIR": str(tmp_path)})
+                          env=env)
+    if mode == "api":
+        sock.close()
     assert proc.returncode == 0, proc.stderr
     facts = master.parse_facts(proc.stdout.decode())
     assert facts.docker_version == "24.0.7" and facts.platform == "linux/amd64"
-    assert facts.registry_image_id == "sha256:reg" and facts.container == {"Id": "cid"}
-    assert facts.present == frozenset({"sha256:one"}) and facts.htpasswd == "u:$2b$10$h\n"
-    assert facts.tls_sums == files.sums and facts.repositories == {str(data): 1}
+    assert facts.registry_image_id == "sha256:reg" and facts.container is not None
+    assert facts.container["Id"] == "aaa1" and [h["Id"] for h in facts.holders] == ["bbb2"]
+    assert facts.htpasswd == "u:$2b$10$h\n" and facts.tls_sums == files.sums
+    assert facts.repositories == {str(data): 1, str(other): 0}
+    assert proc.stdout.decode().count(f"repos\t{data}\t") == 1
     assert facts.http_status == 401 and facts.auth_status == 401
-    assert facts.manifests == {"library/busybox:1.36": ""}
+    docker_log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
     curl = (tmp_path / "log.curl").read_text()
-    assert "-H Accept: application/vnd.oci.image.manifest.v1+json http://127.0.0.1:5000/v2/library/busybox/" \
-           "manifests/1.36" in curl
-    assert "pw" not in " ".join(log.read_text().split()) + curl  # the credentials only in curl's -K file
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["auth", "bin", "data", "log", "log.curl", "tls"]
+    if mode == "api":
+        assert docker_log == ""  # no docker CLI at all
+        assert "/containers/aaa1/json" not in curl and "/containers/bbb2/json" in curl
+    else:
+        assert "container inspect aaa1" not in docker_log and "container inspect bbb2" in docker_log
+        assert "--unix-socket" not in curl
+    assert "pw" not in " ".join(docker_log.split()) + curl  # the credentials only in curl's -K file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["auth", "bin", "data", "other data", "stub", "tls", "log.curl", *(["log"] if docker_log else [])])
