@@ -171,7 +171,7 @@ def channel_throughput(paths: lab.LabPaths, address: str, cipher: str, width: in
     per = mb // width
 
     def upload(_i: int) -> None:
-        conn: http.client.HTTPConnection = ChannelHTTPConnection(transport, 5000)
+        conn: http.client.HTTPConnection = ChannelHTTPConnection(transport, [("127.0.0.1", 5000)])
         conn.request("POST", "/v2/bench/throughput/blobs/uploads/")
         resp = conn.getresponse()
         resp.read()

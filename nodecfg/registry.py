@@ -247,6 +247,20 @@ class MasterFacts:
     repositories: dict[str, int] = field(default_factory=dict)  # data directory -> repositories (-1: absent)
     tls_sums: str = ""  # sha256 of TLS_DIR's tls.crt, tls.key, ca.crt ("" none)
 
+    def route(self, port: int) -> tuple[str, int] | None:
+        """The registry container's own address and port on the master's default bridge, where
+        host port `port` leads (None: not known, not running, or another kind of network): a
+        port forward there skips docker's userland proxy, which 127.0.0.1:<port> goes through."""
+        c = self.container or {}
+        if not (c.get("State") or {}).get("Running"):
+            return None
+        bindings = (c.get("HostConfig") or {}).get("PortBindings") or {}
+        inner = [k for k, bs in bindings.items() for b in bs or [] if str(b.get("HostPort")) == str(port)]
+        address = (((c.get("NetworkSettings") or {}).get("Networks") or {}).get("bridge") or {}).get("IPAddress")
+        if len(inner) != 1 or not inner[0].endswith("/tcp") or not inner[0][:-4].isdigit() or not address:
+            return None
+        return str(address), int(inner[0][:-4])
+
     def found(self) -> adopt.Found:
         """What adopt.plan_container() decides on."""
         named = adopt.existing(self.container, AUTH_DIR, TLS_DIR) if self.container else None
@@ -285,6 +299,7 @@ def parse_facts(output: str) -> MasterFacts:
             values["registry_image_id"] = str((_docker_object(rest) or {}).get("Id") or "")
         elif key == "container":
             values["container"] = _docker_object(rest)
+            values["container_id"] = str((values["container"] or {}).get("Id") or "")
         elif key == "holder" and (holder := _docker_object(rest)) is not None:
             values["holders"].append(holder)
         elif key == "listen":
@@ -300,8 +315,6 @@ def parse_facts(output: str) -> MasterFacts:
             values["tls_sums"] = " ".join(rest.split())
         elif key == "http":
             values["http_status"] = int(rest) if rest.strip().isdigit() else 0
-        elif key == "id":
-            values["container_id"] = rest.strip()
         elif key == "manifest":
             target, _, body = rest.partition("\t")
             values["manifests"][target] = _config_digest(body)
@@ -548,7 +561,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         action, reasons, container_id, facts = _ensure_container(
             master.sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan, tls_files=tls_files)
         tagged, catalog = _early_answer(master.early, action)
-        connect = master.connect
+        connect = _registry_connect(c, settings, direct, tls_files, facts)  # the container's own address
         results, stats = engine.push_engine(client, local, connect, creds, progress=progress, width=_push_width(),
                                             tagged=tagged, presave=presaved.result() if presaved else None)
         if catalog is None or any(r.action != "skipped" for r in results):
@@ -623,8 +636,8 @@ def _ensure_container(sh: Callable[[NodeScript], ssh.RunResult], settings: Regis
     if not res.ok:
         raise HostError(f"{where}: starting the registry failed: {_whole(res)}")
     after = parse_facts(res.stdout)
-    facts = replace_fields(facts, http_status=after.http_status, container_id=after.container_id,
-                           manifests=after.manifests)
+    facts = replace_fields(facts, http_status=after.http_status, container=after.container,
+                           container_id=after.container_id, manifests=after.manifests)
     return action, reasons, after.container_id, facts
 
 
@@ -797,7 +810,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
         master = _MasterSession(inv, settings, creds, direct, tls_files, lambda api: push.tag_digests(api, images))
         try:
             facts = master.facts(progress)
-            where, c, become, connect, early = master.where, master.c, master.become, master.connect, master.early
+            where, c, become, early = master.where, master.c, master.become, master.early
             reg_image_id = facts.registry_image_id
             plan = adopt.plan_container(_want(settings, creds, reg_image_id, replace), facts.found())
             shipped = plan.needs_image and not reg_image_id
@@ -833,6 +846,7 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
                 master.sh, settings, facts, creds, reg_image_id, [], progress, where, plan=plan,
                 tls_files=tls_files)
             tags, catalog = _early_answer(early, action)
+            connect = _registry_connect(c, settings, direct, tls_files, facts)  # the container's own address
             results, stats = push.push_bundle(b, images, connect, creds, progress=progress,
                                               width=_push_width(), tags=tags)
             if catalog is None or any(r.action != "skipped" for r in results):
@@ -846,16 +860,17 @@ def _registry_up_bundle(inv: Inventory | None, settings: RegistrySettings, path:
 
 
 def _registry_connect(c: Any, settings: RegistrySettings, direct: bool,
-                      tls_files: TlsFiles | None = None) -> Connect:
-    """HTTP(S) connections to the registry: through the master's SSH connection to 127.0.0.1, or with
-    `direct` to its address. Over TLS the certificate is verified, for the registry's own name,
-    against the CA the nodes trust."""
+                      tls_files: TlsFiles | None = None, facts: MasterFacts | None = None) -> Connect:
+    """HTTP(S) connections to the registry: through the master's SSH connection to 127.0.0.1 (or,
+    with `facts`, to the container's own address: MasterFacts.route), or with `direct` to its
+    address. Over TLS the certificate is verified, for the registry's own name, against the CA
+    the nodes trust."""
     from nodecfg.bundle import remote
 
     tls = (tls_files.ca, settings.address) if tls_files is not None else None
     if direct:
         return remote.direct(settings.address, settings.port, tls=tls)
-    return remote.connector(c, settings.port, tls=tls)
+    return remote.connector(c, settings.port, tls=tls, route=facts.route(settings.port) if facts else None)
 
 
 _Early = tuple[list[str], dict[str, list[str]]]

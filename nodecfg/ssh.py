@@ -273,6 +273,20 @@ def connect(host: Host, *, fabric: bool = True) -> Connection:
     return _open_client(host, sock, target, fabric=fabric)
 
 
+def _gcm_first(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """A paramiko Transport that offers AES-GCM first (paramiko's own order puts it last, after CTR
+    with an HMAC): one pass of C per packet instead of a cipher and an HMAC object made in Python
+    for each 32 KB, on both ends; what a push of image layers through the connection spends its
+    CPU on. Every other cipher stays offered, in paramiko's order, for servers without GCM."""
+    import paramiko
+
+    t = paramiko.Transport(sock, **kwargs)
+    opts = t.get_security_options()
+    gcm = tuple(c for c in opts.ciphers if c.endswith("-gcm@openssh.com"))
+    opts.ciphers = gcm + tuple(c for c in opts.ciphers if c not in gcm)
+    return t
+
+
 @dataclass(eq=False)
 class Session:
     """An open SSH connection without Fabric: what nodecfg uses of a Fabric Connection (`client`,
@@ -324,7 +338,7 @@ def _open_client(host: Host, sock: object, target: str | None = None, *, fabric:
 
         def opening() -> None:  # what Fabric's Connection.open() asks of paramiko
             client.connect(target or host.address, port=s.port, username=s.user, timeout=s.connect_timeout,
-                           **kwargs)
+                           transport_factory=_gcm_first, **kwargs)
     where = f"{s.user}@{host.address}:{s.port}"
     try:
         opening()

@@ -13,6 +13,7 @@ registry's own name, against the CA the nodes trust (`nodecfg/channel_tls.py`): 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,24 +29,35 @@ WINDOW = 8 << 20  # our receive window per channel; replies are small, this only
 
 
 class ChannelHTTPConnection(http.client.HTTPConnection):
-    """An HTTPConnection whose socket is a direct-tcpip channel over an open SSH transport."""
+    """An HTTPConnection whose socket is a direct-tcpip channel over an open SSH transport, to the
+    first of `targets` (host, port) on the master that sshd opens; one it refuses is dropped from
+    the (shared) list, so the next connection goes straight to the next."""
 
-    def __init__(self, transport: paramiko.Transport, port: int, timeout: float = 60.0,
+    def __init__(self, transport: paramiko.Transport, targets: list[tuple[str, int]], timeout: float = 60.0,
                  tls: Tls | None = None) -> None:
-        super().__init__("127.0.0.1", port, timeout=timeout)
+        super().__init__(*targets[-1], timeout=timeout)
         self._transport = transport
+        self._targets = targets
         self._tls = tls
 
     def connect(self) -> None:
         import paramiko
 
-        try:
-            chan = self._transport.open_channel("direct-tcpip", ("127.0.0.1", self.port), ("127.0.0.1", 0),
-                                                window_size=WINDOW, timeout=self.timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostError(f"cannot open an SSH port forward to 127.0.0.1:{self.port} on the master "
-                            f"({exc or type(exc).__name__}); does sshd allow TCP forwarding "
-                            "(AllowTcpForwarding)?") from None
+        while True:
+            target = self._targets[0]
+            last = len(self._targets) == 1
+            try:
+                chan = self._transport.open_channel("direct-tcpip", target, ("127.0.0.1", 0), window_size=WINDOW,
+                                                    timeout=self.timeout if last else min(self.timeout or 5.0, 5.0))
+                break
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if not last and isinstance(exc, paramiko.SSHException):  # refused (PermitOpen), or no answer
+                    with contextlib.suppress(ValueError):  # another connection dropped it first
+                        self._targets.remove(target)
+                    continue
+                raise HostError(f"cannot open an SSH port forward to {target[0]}:{target[1]} on the master "
+                                f"({exc or type(exc).__name__}); does sshd allow TCP forwarding "
+                                "(AllowTcpForwarding)?") from None
         chan.settimeout(self.timeout)
         if self._tls is None:
             self.sock = chan
@@ -82,18 +94,25 @@ def direct(address: str, port: int, timeout: float = 60.0, tls: Tls | None = Non
     return lambda: http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)
 
 
-def connector(c: Any, port: int, timeout: float = 60.0, tls: Tls | None = None) -> Connect:
-    """A factory of HTTP connections to the registry: over `c`'s SSH transport, or local TCP when
-    `c` is the LocalConnection (registry-up without an inventory)."""
+def connector(c: Any, port: int, timeout: float = 60.0, tls: Tls | None = None,
+              route: tuple[str, int] | None = None) -> Connect:
+    """A factory of HTTP connections to the registry: over `c`'s SSH transport to 127.0.0.1:`port`
+    on the master, or local TCP when `c` is the LocalConnection (registry-up without an inventory).
+
+    `route`: the registry container's own address and port (MasterFacts.route), where the channels
+    go instead when sshd lets them: 127.0.0.1:<port> passes every byte through docker's userland
+    proxy, one more copy on the master's CPU (a tenth of a core during a push here)."""
     from nodecfg import ssh
 
     if isinstance(c, ssh.LocalConnection):
         return lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
+    targets = [route, ("127.0.0.1", port)] if route else [("127.0.0.1", port)]
+
     def connect() -> http.client.HTTPConnection:
         transport = c.client.get_transport()
         if transport is None or not transport.is_active():
             raise HostError(f"{c.host}: SSH connection is closed")
-        return ChannelHTTPConnection(transport, port, timeout, tls)
+        return ChannelHTTPConnection(transport, targets, timeout, tls)
 
     return connect

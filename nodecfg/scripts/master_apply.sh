@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # registry-up's change on the master: (re)start the registry container as -x ACTION says, wait
-# (bounded) for /v2/, then report `http CODE`, `id ID` and the manifests asked for (-m).
+# (bounded) for /v2/, then report `http CODE`, `container INSPECT` and the manifests asked for (-m).
 # Arguments: master.sh's -R -P -C -n -d -A -T -x -w -t -a -m, then `--` and `docker run`'s
 # arguments after `run` (create, recreate). stdin (master.sh): curl's config, with -w the
 # htpasswd, with -t tls.crt, tls.key and ca.crt.
@@ -92,6 +92,6 @@ while :; do
   sleep 0.2
 done
 rec http "$code"
-rec id "$(docker container inspect --format '{{.Id}}' "$name")"
+rec container "$(docker container inspect "$name" | tr -d '\n')"
 options manifest_of "$@"
 true

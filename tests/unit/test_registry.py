@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,58 @@ def test_registry_image_on_neither_side_is_a_usage_error(monkeypatch: pytest.Mon
     with pytest.raises(UsageError, match=r"registry:2 is neither on the master nor on this machine"):
         registry.registry_up(None)
     assert len(calls) == 1 and calls[0].startswith("sh -c ")  # facts only: nothing was loaded or started
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 14: pushes go to the registry container's own address, past docker's userland proxy
+
+def _running(port: str = "5000", inner: str = "5000/tcp", networks: dict[str, Any] | None = None,
+             running: bool = True) -> dict[str, Any]:
+    return {"Id": "c1", "State": {"Running": running},
+            "HostConfig": {"PortBindings": {inner: [{"HostIp": "", "HostPort": port}]}},
+            "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}} if networks is None
+                                else networks}}
+
+
+@pytest.mark.parametrize(("container", "route"), [
+    (_running(), ("172.17.0.2", 5000)),
+    (_running(inner="443/tcp"), ("172.17.0.2", 443)),  # a registry published from another port
+    (_running(running=False), None),
+    (_running(port="5001"), None),  # it does not publish the inventory's port
+    (_running(networks={"host": {"IPAddress": ""}}), None),  # --network host: 127.0.0.1 it is
+    (_running(networks={"macvlan0": {"IPAddress": "10.9.0.5"}}), None),  # not the host's own bridge
+    (_running(inner="5000/udp"), None),
+    (None, None),
+])
+def test_route_to_the_container(container: dict[str, Any] | None, route: tuple[str, int] | None) -> None:
+    assert registry.MasterFacts(container=container).route(5000) == route
+
+
+def test_port_forwards_fall_back_to_loopback_when_sshd_refuses_the_container() -> None:
+    """sshd may refuse a forward to the container's address (PermitOpen): 127.0.0.1:<port> then,
+    and the refused target is not asked again."""
+    import paramiko
+
+    from nodecfg.bundle import remote
+
+    asked: list[tuple[str, int]] = []
+
+    class Transport:
+        def is_active(self) -> bool:
+            return True
+
+        def open_channel(self, kind: str, dest: tuple[str, int], *_: object, **__: object) -> object:
+            asked.append(dest)
+            if dest[0] != "127.0.0.1":
+                raise paramiko.ChannelException(1, "Administratively prohibited")
+            return type("Chan", (), {"settimeout": lambda self, t: None})()
+
+    class Client:
+        def get_transport(self) -> Transport:
+            return Transport()
+
+    c = type("C", (), {"client": Client(), "host": "master"})()
+    connect = remote.connector(c, 5000, route=("172.17.0.2", 5000))
+    connect().connect()
+    connect().connect()
+    assert asked == [("172.17.0.2", 5000), ("127.0.0.1", 5000), ("127.0.0.1", 5000)]
