@@ -26,7 +26,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as replace_fields
 from pathlib import Path
@@ -436,6 +436,10 @@ class _MasterSession:
         """The connection (HostError if it could not be made)."""
         return self._conn.result()[0]
 
+    def settled(self) -> None:
+        """Wait until the connection is made, or has failed (which `c` reports)."""
+        wait([self._conn])
+
     @property
     def connect(self) -> Connect:
         return self._registry.result()[0]
@@ -523,9 +527,14 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             client = cast("docker.DockerClient", LazyClient(_docker))
             return client, engine.local_images(client, targets, sources, progress)
 
-        # this machine's engine is asked (and the docker SDK imported) while the master works on its facts
+        def after_connect() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
+            master.settled()
+            return engine_side()
+
+        # this machine's engine is asked (and the docker SDK imported) while the master works on its
+        # facts, once connected: the handshake's own Python work is the critical path until then
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        local_side = pool.submit(engine_side)
+        local_side = pool.submit(after_connect)
         pool.shutdown(wait=False)
 
         def presave() -> dockersave.Presave | None:
