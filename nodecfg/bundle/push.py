@@ -38,7 +38,7 @@ from nodecfg.errors import BundleError, HostError
 from nodecfg.images import ImageRef, parse_ref
 from nodecfg.inventory import Secret
 
-WIDTH = 4  # blobs in flight (one SSH channel each)
+WIDTH = 8  # blobs in flight (one SSH channel each): bench/registry_push.py found 8 ahead of 4 (docs/benchmarks.md)
 CHUNK = 1 << 20
 SMALL = 4 << 20
 Progress = Callable[[str], None]
