@@ -145,6 +145,29 @@ def test_purge_removes_the_data(lab: Lab) -> None:
     assert [i["action"] for i in up["images"]] == ["pushed"] * 3
 
 
+def test_push_falls_back_to_loopback_when_sshd_refuses_the_containers_address(lab: Lab) -> None:
+    """Issue 14: blobs go through port forwards to the registry container's own address (past
+    docker-proxy); an sshd that only permits 127.0.0.1:5000 refuses that, and the push goes on
+    through 127.0.0.1:5000, complete."""
+    inv = str(lab.inventory)
+    nodecfg("registry-down", "-i", inv, "--purge")
+    conf = "/etc/ssh/sshd_config.d/nodecfg-e2e-permitopen.conf"
+    since = lab.ssh("master", "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    lab.ssh("master", f"echo 'PermitOpen 127.0.0.1:5000' > {conf} && sshd -t && systemctl reload ssh")
+    try:
+        rc, up, err = run_json("registry-up", "-i", inv)
+        assert rc == 0, err
+        assert [i["action"] for i in up["images"]] == ["pushed"] * 3
+        assert catalog(lab) == MAPPED
+        address = lab.ssh("master", "docker inspect --format "
+                                    "'{{.NetworkSettings.Networks.bridge.IPAddress}}' registry").stdout.strip()
+        denied = lab.ssh("master", f"journalctl -u ssh.service -o cat --no-pager --since '{since}' | "
+                                   "grep 'but the request was denied' || true").stdout
+        assert f"to connect to host {address} port 5000" in denied, denied  # it was tried, and refused
+    finally:
+        lab.ssh("master", f"rm -f {conf} && systemctl reload ssh")
+
+
 def test_master_without_curl_is_named_not_a_hang(lab: Lab) -> None:
     """Last on this module's lab: the master loses curl (a minimal image). registry-up says what is
     missing in one line instead of waiting out its readiness loop."""
