@@ -518,6 +518,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
 
     master = _MasterSession(inv, settings, creds, direct, tls_files, ask_tags)
     try:
+        master.settled()  # the handshake first: these imports would share the GIL with its Python work
         from nodecfg.bundle import dockersave, engine, push
 
         def engine_side() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
