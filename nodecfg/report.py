@@ -6,10 +6,12 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nodecfg.fleet import FleetResult, HostResult
 from nodecfg.masking import MESSAGE_LIMIT, mask_secrets
+
+if TYPE_CHECKING:
+    from nodecfg.fleet import FleetResult, HostResult
 
 
 def _err(message: str) -> None:
