@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
@@ -153,7 +155,8 @@ def test_push_falls_back_to_loopback_when_sshd_refuses_the_containers_address(la
     nodecfg("registry-down", "-i", inv, "--purge")
     conf = "/etc/ssh/sshd_config.d/nodecfg-e2e-permitopen.conf"
     since = lab.ssh("master", "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
-    lab.ssh("master", f"echo 'PermitOpen 127.0.0.1:5000' > {conf} && sshd -t && systemctl reload ssh")
+    lab.ssh("master", f"echo 'PermitOpen 127.0.0.1:5000' > {conf} && sshd -t")
+    _reload_sshd(lab)
     try:
         rc, up, err = run_json("registry-up", "-i", inv)
         assert rc == 0, err
@@ -165,7 +168,25 @@ def test_push_falls_back_to_loopback_when_sshd_refuses_the_containers_address(la
                                    "grep 'but the request was denied' || true").stdout
         assert f"to connect to host {address} port 5000" in denied, denied  # it was tried, and refused
     finally:
-        lab.ssh("master", f"rm -f {conf} && systemctl reload ssh")
+        lab.ssh("master", f"rm -f {conf}")
+        _reload_sshd(lab)
+
+
+def _reload_sshd(lab: Lab) -> None:
+    """Reload the master's sshd and wait until it answers again: its re-exec on SIGHUP closes the
+    listening socket for a moment (a connection then is refused)."""
+    lab.ssh("master", "systemctl reload ssh")
+    time.sleep(0.5)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection((lab.hosts["master"], 22), timeout=2) as sock:
+                if sock.recv(4) == b"SSH-":
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the master's sshd did not come back after a reload"
+        time.sleep(0.1)
 
 
 def test_master_without_curl_is_named_not_a_hang(lab: Lab) -> None:
