@@ -423,11 +423,10 @@ class _MasterSession:
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="master")
         self._conn = pool.submit(_master_connection, inv)
 
-        def registry_side() -> tuple[Connect, Future[_Early | None]]:
-            connect = _registry_connect(self.c, settings, direct, tls_files)
-            return connect, _ask_early(connect, creds, ask)
+        def ask_early() -> Future[_Early | None]:
+            return _ask_early(_registry_connect(self.c, settings, direct, tls_files), creds, ask)
 
-        self._registry = pool.submit(registry_side)  # waits for the connection on the second worker
+        self._early = pool.submit(ask_early)  # waits for the connection on the second worker
         self._facts = pool.submit(lambda: _run(self.c, facts_script(settings, creds), self.become))
         pool.shutdown(wait=False)
 
@@ -441,12 +440,9 @@ class _MasterSession:
         wait([self._conn])
 
     @property
-    def connect(self) -> Connect:
-        return self._registry.result()[0]
-
-    @property
     def early(self) -> Future[_Early | None]:
-        return self._registry.result()[1]
+        """The registry's tags and catalog, asked as soon as the connection was up."""
+        return self._early.result()
 
     def sh(self, script: NodeScript) -> ssh.RunResult:
         """Run a script on the master (through sudo when its `become` says so)."""
@@ -509,13 +505,13 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
         sources.setdefault(parse_ref(src).target, src)
     creds = _credentials(settings)
     tls_files = _tls_files(inv, settings, progress, write=not check)
-    # the master first (the critical path of an unchanged run), then this machine's side meanwhile
 
     def ask_tags(api: RegistryAPI) -> list[str]:
         from nodecfg.bundle import engine
 
         return engine.tagged_configs(api, targets)
 
+    # the master first (the critical path of an unchanged run), then this machine's side meanwhile
     master = _MasterSession(inv, settings, creds, direct, tls_files, ask_tags)
     try:
         master.settled()  # the handshake first: these imports would share the GIL with its Python work
@@ -528,14 +524,9 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet,
             client = cast("docker.DockerClient", LazyClient(_docker))
             return client, engine.local_images(client, targets, sources, progress)
 
-        def after_connect() -> tuple[docker.DockerClient, list[engine.LocalImage]]:
-            master.settled()
-            return engine_side()
-
-        # this machine's engine is asked (and the docker SDK imported) while the master works on its
-        # facts, once connected: the handshake's own Python work is the critical path until then
+        # this machine's engine is asked (and the docker SDK imported) while the master works on its facts
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        local_side = pool.submit(after_connect)
+        local_side = pool.submit(engine_side)
         pool.shutdown(wait=False)
 
         def presave() -> dockersave.Presave | None:

@@ -1,8 +1,9 @@
 """HTTP/1.1 to the registry on the master, spoken straight over SSH channels.
 
 Each HTTP connection is one paramiko `direct-tcpip` channel (what `ssh -L` opens) from the master's
-SSH connection to 127.0.0.1:<registry.port> on the master, so only SSH has to reach the master: no
-local listener, no socket file, nothing another local user could connect to. A paramiko Channel is
+SSH connection to 127.0.0.1:<registry.port> on the master (or, for a push, to the registry
+container's own address, past docker's userland proxy, when sshd allows it), so only SSH has to
+reach the master: no local listener, no socket file, nothing another local user could connect to. A paramiko Channel is
 socket-like (sendall, recv, makefile, settimeout), so `http.client` runs on it unchanged.
 Without an inventory (the registry on this machine), a plain TCP connection to 127.0.0.1.
 
