@@ -287,7 +287,7 @@ def _gcm_first(sock: Any, **kwargs: Any) -> paramiko.Transport:
     return t
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Session:
     """An open SSH connection without Fabric: what nodecfg uses of a Fabric Connection (`client`,
     `host`, `close()`), so `run` and every function here take either."""
