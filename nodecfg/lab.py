@@ -610,7 +610,8 @@ def _strip_fetchers(client: docker.DockerClient, name: str) -> None:
         raise LabError(f"{name}: could not remove curl and wget: {out.decode(errors='replace').strip()}")
 
 
-def _wait_for_ssh(address: str, deadline: float) -> None:
+def wait_for_ssh(address: str, deadline: float) -> None:
+    """Until sshd on `address` sends its banner (a lab host booting, or an sshd reloaded)."""
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((address, 22), timeout=1) as sock:
@@ -631,7 +632,7 @@ def _wait_for_runtimes(paths: LabPaths, hosts: list[tuple[str, str]], timeout: f
     settings = SshSettings(key=paths.key, known_hosts=paths.known_hosts, connect_timeout=5)
     deadline = time.monotonic() + timeout
     for name, address in hosts:
-        _wait_for_ssh(address, deadline)
+        wait_for_ssh(address, deadline)
         host = Host(name=name, address=address, ssh=settings)
         c = ssh.connect(host)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ from urllib.error import HTTPError
 
 import pytest
 
+from nodecfg import lab as labmod
 from tests.e2e.conftest import Lab, nodecfg, run_json, start_lab
 
 MAPPED = {"library/busybox": ["1.36"], "pause": ["3.9"], "prometheus/busybox": ["latest"]}
@@ -177,16 +177,7 @@ def _reload_sshd(lab: Lab) -> None:
     listening socket for a moment (a connection then is refused)."""
     lab.ssh("master", "systemctl reload ssh")
     time.sleep(0.5)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection((lab.hosts["master"], 22), timeout=2) as sock:
-                if sock.recv(4) == b"SSH-":
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the master's sshd did not come back after a reload"
-        time.sleep(0.1)
+    labmod.wait_for_ssh(lab.hosts["master"], time.monotonic() + 15)
 
 
 def test_master_without_curl_is_named_not_a_hang(lab: Lab) -> None:
