@@ -170,7 +170,7 @@ def channel_throughput(paths: lab.LabPaths, address: str, cipher: str, width: in
 
     import paramiko
 
-    from nodecfg.bundle.remote import ChannelHTTPConnection
+    from nodecfg.push.channels import ChannelHTTPConnection
 
     key = paramiko.Ed25519Key.from_private_key_file(str(paths.key))
     transport = paramiko.Transport((address, 22))

@@ -89,6 +89,22 @@ STEP_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on a node: g
                      "the other nodes go on")
 
 
+MASTER_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on the master: gathering facts, loading "
+                       "the registry image, (re)starting the container until it answers, each request of the "
+                       "push, removing it (default: connect per the inventory's ssh.connect_timeout, else 10; "
+                       "each step 60). Every docker call there runs under `timeout`, so nothing is left "
+                       "running on the master after a step is over")
+
+
+def _add_master_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S", help=MASTER_TIMEOUT_HELP)
+
+
+def _step(args: argparse.Namespace) -> dict[str, float]:
+    """The --timeout of a command that takes one, as the step deadline's keyword (absent: the default)."""
+    return {"step": args.timeout} if args.timeout is not None else {}
+
+
 def _add_fleet(p: argparse.ArgumentParser, timeout_help: str = CONNECT_TIMEOUT_HELP) -> None:
     from nodecfg.fleet import DEFAULT_FORKS
 
@@ -127,13 +143,17 @@ def make_parser() -> argparse.ArgumentParser:
                    "(faster: no SSH encryption), instead of through the master's SSH connection; the registry's "
                    "password, if any, then crosses the network as it does for the nodes")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    _add_master_timeout(p)
     p.set_defaults(func=_cmd_registry_up)
 
     p = sub.add_parser("registry-down", help="stop and remove the registry container",
                        description="Stop and remove the registry container on the master. "
                        "Its data stays unless --purge.")
     _add_inventory(p)
-    p.add_argument("--purge", action="store_true", help="also delete the registry's data")
+    p.add_argument("--purge", action="store_true",
+                   help="also delete the data directory the registry used (the one its container mounts; "
+                   "one nodecfg did not create or adopt is refused, and named)")
+    _add_master_timeout(p)
     p.set_defaults(func=_cmd_registry_down)
 
     p = sub.add_parser("configure-nodes", help="point every node's docker and containerd at the registry",
@@ -259,16 +279,18 @@ def _unlock_keys(inv: Inventory) -> None:
 
 
 def _cmd_registry_up(args: argparse.Namespace) -> int:
-    from nodecfg import registry, report
+    from nodecfg import report
+    from nodecfg.registry import up
+    from nodecfg.registry.results import RegistryCheck
 
     inv = _inventory(args, optional=True)
     bundle = Path(args.bundle) if args.bundle else None
     if inv is not None and inv.registry.auth is not None and inv.registry.tls is None:
         print("nodecfg: warning: registry.auth without registry.tls: the password crosses the network in "
               "clear on every pull (HTTP Basic); set registry.tls: true", file=sys.stderr)
-    result = registry.registry_up(inv, progress=report.progress(args.json), bundle=bundle,
-                                  check=args.check, replace=args.replace, direct=args.direct)
-    if isinstance(result, registry.RegistryCheck):
+    result = up.registry_up(inv, progress=report.progress(args.json), bundle=bundle, check=args.check,
+                            replace=args.replace, direct=args.direct, **_step(args))
+    if isinstance(result, RegistryCheck):
         report.registry_check(result, as_json=args.json)
     else:
         report.registry_up(result, as_json=args.json)
@@ -276,12 +298,13 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_registry_down(args: argparse.Namespace) -> int:
-    from nodecfg import registry, report
+    from nodecfg import report
+    from nodecfg.registry import down
 
     inv = _inventory(args, optional=True)
-    result = registry.registry_down(inv, purge=args.purge)
+    result = down.registry_down(inv, purge=args.purge, **_step(args))
     report.registry_down(result)
-    return 0
+    return result.exit_code
 
 
 def _cmd_configure_nodes(args: argparse.Namespace) -> int:

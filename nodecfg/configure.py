@@ -42,11 +42,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodecfg import runtimes as registry
-from nodecfg import scripts, ssh, tagged, tls
+from nodecfg import runtimes, scripts, ssh, tagged
+from nodecfg.credentials import Credentials
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
+from nodecfg.registry import tls
 from nodecfg.runtimes.base import (
     OutcomeAction,
     OutcomeStatus,
@@ -87,22 +88,22 @@ FACTS_END = "end\tnodecfg-facts"
 
 def _libraries() -> list[str]:
     """Every registered runtime's function file, for the node scripts."""
-    return [rt.shell() for rt in registry.registered()]
+    return [rt.shell() for rt in runtimes.registered()]
 
 
 def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> NodeScript:
     """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
     and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
     node. Its arguments: every runtime's unit and name, the files to read, the dirs to list."""
-    runtimes = registry.registered()
+    registered = runtimes.registered()
     args: list[str] = []
-    for unit in dict.fromkeys(unit_of(rt) for rt in runtimes):
+    for unit in dict.fromkeys(unit_of(rt) for rt in registered):
         args += ["-u", f"{unit}.service"]
-    for rt in runtimes:
+    for rt in registered:
         args += ["-r", rt.name]
-    for f in dict.fromkeys((*(f for rt in runtimes for f in rt.fact_files), *extra_files)):
+    for f in dict.fromkeys((*(f for rt in registered for f in rt.fact_files), *extra_files)):
         args += ["-f", f]
-    for entry in dict.fromkeys((*(d for rt in runtimes for d in rt.fact_dirs), *extra_dirs)):
+    for entry in dict.fromkeys((*(d for rt in registered for d in rt.fact_dirs), *extra_dirs)):
         args += ["-d", *split_fact_dir(entry)]
     return scripts.script("facts.sh", _libraries(), args)
 
@@ -188,8 +189,8 @@ def parse_facts(output: str) -> NodeFacts:
     lines = output.splitlines()
     if not lines or lines[-1] != FACTS_END:
         raise FactsError("the facts output is incomplete (it ended before its end marker)")
-    runtimes = registry.registered()
-    units: dict[str, dict[str, str]] = {unit_of(rt): {} for rt in runtimes}
+    registered = runtimes.registered()
+    units: dict[str, dict[str, str]] = {unit_of(rt): {} for rt in registered}
     misc: dict[str, str] = {}
     paths: dict[str, list[str]] = {}
     dirs: dict[str, FileFact] = {}
@@ -227,7 +228,7 @@ def parse_facts(output: str) -> NodeFacts:
     files = {p: _file_fact(p, f, data, archive_problem) for p, f in paths.items()}
 
     own: dict[str, RuntimeFacts] = {}
-    for rt in runtimes:
+    for rt in registered:
         u = units.get(unit_of(rt), {})
         load = u.get("LoadState", "not-found")
         service = ServiceFacts(
@@ -268,13 +269,13 @@ class NodePlan:
         return tuple(f for p in self.runtimes for f in p.files)
 
 
-def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | None,
+def plan_node(facts: NodeFacts, inv: Inventory, credentials: Credentials | None,
               check: bool = False) -> NodePlan:
     want = want_of(inv, credentials, check)
-    return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in registry.by_layer()))
+    return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in runtimes.by_layer()))
 
 
-def want_of(inv: Inventory, credentials: tuple[str, str] | None, check: bool = False) -> Want:
+def want_of(inv: Inventory, credentials: Credentials | None, check: bool = False) -> Want:
     ca = _nodes_ca(inv.registry.tls, not check) if inv.registry.tls is not None else None
     return Want(inv.registry.endpoint, inv.registry.mirrors, credentials, ca)
 
@@ -303,7 +304,7 @@ def unified_diff(change: FileChange) -> str:
 
 def _validate_content(change: FileChange, runtime: str) -> str | None:
     """Local validation before anything is sent: the text must parse as its format."""
-    fmt = registry.named(runtime).formats.get(change.validate, change.validate)
+    fmt = runtimes.named(runtime).formats.get(change.validate, change.validate)
     try:
         if fmt == "json":
             json.loads(change.content)
@@ -397,7 +398,7 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
                  fact.sha256 or "absent", backup_path(f, fact, stamp) if fact.exists else "-"]
         data.append(base64.b64encode(f.content.encode("utf-8")) + b"\n")
     planned = {rp.runtime for rp in plan.runtimes}
-    for rt in registry.by_layer(reverse=True):
+    for rt in runtimes.by_layer(reverse=True):
         if rt.name not in planned:  # a plan made for fewer runtimes (tests)
             continue
         rp = plan[rt.name]
@@ -405,7 +406,7 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
             args += ["-A", rt.name, unit_of(rt), rp.action]
         elif rp.files and verifies_unchanged(rt):  # read per command: its files are in effect
             args += ["-A", rt.name, unit_of(rt), "none"]
-    for unit in dict.fromkeys(unit_of(rt) for rt in registry.registered()):
+    for unit in dict.fromkeys(unit_of(rt) for rt in runtimes.registered()):
         args += ["-U", f"{unit}.service"]
     return scripts.script("apply.sh", _libraries(), args, b"".join(data))
 
@@ -426,7 +427,7 @@ def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active
     A start that hangs (an ExecStartPre that never returns) is cancelled by `systemctl stop`, then
     the runtime is started again with its old config and waited for, at most `deadline` seconds;
     a start still queued then is left to systemd and said."""
-    rt = registry.named(plan.runtime)
+    rt = runtimes.named(plan.runtime)
     args = ["-t", f"{deadline:g}", "-r", rt.name, "-u", unit_of(rt), "-a", plan.action,
             "-w", "1" if was_active else "0"]
     for i, f in enumerate(plan.files):
@@ -523,7 +524,7 @@ def _settled(values: dict[str, str], runtime: str, prefix: str = "settled.") -> 
 
 
 def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline: float) -> str | None:
-    rt = registry.named(rp.runtime)
+    rt = runtimes.named(rp.runtime)
     if rp.action == "none":
         return rt.check_effect(rp, values, want) if rp.files and verifies_unchanged(rt) else None
     state, sub, result, job = _settled(values, unit_of(rt))
@@ -560,7 +561,7 @@ def _hint(reason: str, host: Host) -> str:
 
 
 def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
-                   credentials: tuple[str, str] | None) -> NodeOutcome:
+                   credentials: Credentials | None) -> NodeOutcome:
     """Facts, plan, apply and verify one node over an open connection `c`.
 
     Every step on the node has a deadline, `options.step_timeout` (`--timeout`): facts, the
@@ -599,7 +600,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     missing = unknown_paths(plan, facts)
     if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
         facts = gather(missing, tuple(d for rp in plan.runtimes
-                                      for d in registry.named(rp.runtime).dirs_to_list(rp)))
+                                      for d in runtimes.named(rp.runtime).dirs_to_list(rp)))
         plan = plan_node(facts, inv, credentials, options.check)
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:
@@ -619,14 +620,14 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     want = want_of(inv, credentials)
     files = targets(plan, facts)
     # highest layer first, as apply acts (a rollback's start must not queue behind another's)
-    last_first = tuple(plan[rt.name] for rt in registry.by_layer(reverse=True))
+    last_first = tuple(plan[rt.name] for rt in runtimes.by_layer(reverse=True))
 
     def rollback(rp: RuntimePlan, error: str) -> None:
         try:
             rb = sh(rollback_script(rp, files, was_active=svc[rp.runtime].active, deadline=deadline,
                                     stamp=stamp), rollback_budget(deadline), "rolling back")
             values = parse_apply(rb.stdout).values
-            unit = unit_of(registry.named(rp.runtime))
+            unit = unit_of(runtimes.named(rp.runtime))
             state, sub, _, job = _settled(values, unit, "after.")
             back = f"{unit} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
                                                            else "")
@@ -665,7 +666,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         return _finish(outcomes, diffs)
     errors = {}
     for rp in plan.runtimes:
-        unit = unit_of(registry.named(rp.runtime))
+        unit = unit_of(runtimes.named(rp.runtime))
         active = report.values.get(f"after.{unit}", "").startswith("active")
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], active=active)
         errors[rp.runtime] = _runtime_error(rp, report.values, want, deadline)
@@ -687,9 +688,7 @@ def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> Node
 def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *, forks: int,
                     on_done: Callable[[HostResult[NodeOutcome]], Any] | None = None,
                     ) -> FleetResult[NodeOutcome]:
-    credentials = None
-    if inv.registry.auth is not None:
-        credentials = (inv.registry.auth.username, inv.registry.auth.password().reveal())
+    credentials = Credentials.of(inv.registry.auth)
     want_of(inv, credentials, options.check)  # a CA that can't be read fails here, before any host is contacted
 
     def one(host: Host) -> NodeOutcome:

@@ -138,7 +138,7 @@ class RegistryAuth:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """`registry.tls`: generated (ca_dir) or brought (cert, key, ca); made and read by nodecfg/tls.py."""
+    """`registry.tls`: generated (ca_dir) or brought (cert, key, ca); made and read by nodecfg/registry/tls.py."""
 
     ca_dir: Path | None = None  # generated: where the CA lives (None: the default)
     cert: Path | None = None  # brought: all three set

@@ -19,8 +19,7 @@ from collections.abc import Iterator
 
 from nodecfg.bundle.layout import IndexEntry
 from nodecfg.bundle.manifests import Descriptor, Platform, references
-from nodecfg.bundle.push import verified_chunks
-from nodecfg.bundle.reader import Bundle
+from nodecfg.bundle.reader import Bundle, verified_chunks
 from nodecfg.errors import BundleError
 
 _BLOCK = tarfile.BLOCKSIZE

@@ -7,8 +7,10 @@ file and what is wrong (missing, truncated, corrupt).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -19,6 +21,36 @@ from nodecfg.bundle.manifests import descriptor as parse_descriptor
 from nodecfg.errors import BundleError, UsageError
 
 _BLOCK = tarfile.BLOCKSIZE
+CHUNK = 1 << 20
+
+
+def verified_chunks(fd: int, offset: int, size: int, digest: str, what: str, path: Path,
+                    on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """A blob's bytes read in place from a file (a bundle, the engine's spool), hashed as they go; the
+    last chunk is only given out once the whole blob hashed to its digest (else a one-line
+    BundleError): whatever the chunks go into (an upload, `docker load`) never gets a corrupt blob whole."""
+    sha = hashlib.sha256()
+    pos, held = 0, b""
+    while pos < size:
+        n = min(CHUNK, size - pos)
+        data = os.pread(fd, n, offset + pos)
+        if len(data) != n:
+            raise BundleError(f"{path}: truncated: blob {digest} ({what}) ends early")
+        sha.update(data)
+        pos += n
+        if held:
+            yield held
+            if on_bytes is not None:
+                on_bytes(len(held))
+        held = data
+    got = "sha256:" + sha.hexdigest()
+    if got != digest:
+        raise BundleError(f"{path}: blob {digest} ({what}) is corrupt: its bytes hash to {got}; "
+                          "nothing of it was committed to the registry")
+    if held:
+        yield held
+        if on_bytes is not None:
+            on_bytes(len(held))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from nodecfg.tagged import last_values
 from nodecfg.tlsdiag import classify as classify_tls
 
 if TYPE_CHECKING:
+    from nodecfg.credentials import Credentials
     from nodecfg.images import ImageRef
 
 # what a planner decided for a runtime on a node
@@ -155,7 +156,7 @@ class Want:
 
     endpoint: str
     mirrors: tuple[str, ...]
-    credentials: tuple[str, str] | None = None
+    credentials: Credentials | None = None
     ca_pem: str | None = None  # the registry's CA when it serves TLS; None: plain HTTP
 
 

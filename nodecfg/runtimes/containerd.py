@@ -14,7 +14,7 @@ import base64
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodecfg import scripts, tagged
 from nodecfg.errors import NodecfgError
@@ -33,6 +33,9 @@ from nodecfg.runtimes.base import (
     pull_problem,
     rc_msg,
 )
+
+if TYPE_CHECKING:
+    from nodecfg.credentials import Credentials
 
 CONFIG_TOML = "/etc/containerd/config.toml"
 DEFAULT_CERTS_D = "/etc/containerd/certs.d"
@@ -251,12 +254,8 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
     return tomlkit.dumps(doc)
 
 
-def basic_auth(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
 def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, ...],
-                    credentials: tuple[str, str] | None, ca_pem: str | None = None) -> RuntimePlan:
+                    credentials: Credentials | None, ca_pem: str | None = None) -> RuntimePlan:
     svc = facts.service
     if not svc.installed:
         return RuntimePlan("containerd", "absent", "not installed; skipped")
@@ -270,7 +269,7 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
     if edit.text is not None:
         files.append(FileChange(facts.config_file, edit.text, 0o644, facts.config_toml,
                                 "config_path set", validate="containerd"))
-    authorization = basic_auth(*credentials) if credentials else None
+    authorization = credentials.authorization() if credentials else None
     ca = f"{edit.certs_dir}/{endpoint}/ca.crt" if ca_pem is not None else None
     if ca is not None and ca_pem is not None and facts.hosts.get(ca) != ca_pem:
         # read per pull like hosts.toml: no restart for it

@@ -35,7 +35,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nodecfg import scripts
 from nodecfg.errors import NodecfgError
@@ -51,6 +51,9 @@ from nodecfg.runtimes.base import (
     rc_msg,
 )
 from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, json_object
+
+if TYPE_CHECKING:
+    from nodecfg.credentials import Credentials
 
 NAME = "containers"
 MAIN_CONF = "/etc/containers/registries.conf"
@@ -220,7 +223,7 @@ def check_drop_in(text: str, endpoint: str, prefixes: list[str], insecure: bool 
                         f"({', '.join(problems) or endpoint})")
 
 
-def merge_auth_json(existing: str | None, endpoint: str, username: str, password: str,
+def merge_auth_json(existing: str | None, endpoint: str, creds: Credentials,
                     source: str = AUTH_JSON) -> str | None:
     """auth.json with the registry's credentials (containers-auth.json(5)); None when already there.
     Every other entry is kept. containers/image looks credentials up by the host it contacts, the
@@ -229,7 +232,7 @@ def merge_auth_json(existing: str | None, endpoint: str, username: str, password
     auths = doc.setdefault("auths", {})
     if not isinstance(auths, dict) or not isinstance(auths.get(endpoint, {}), dict):
         raise ConfError(f"{source}: auths is not an object of objects; left untouched")
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    token = creds.basic()
     if auths.get(endpoint, {}).get("auth") == token:
         return None
     auths[endpoint] = {**auths.get(endpoint, {}), "auth": token}
@@ -241,7 +244,7 @@ def ca_path(endpoint: str) -> str:
 
 
 def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, ...],
-                    credentials: tuple[str, str] | None, ca_pem: str | None = None) -> RuntimePlan:
+                    credentials: Credentials | None, ca_pem: str | None = None) -> RuntimePlan:
     """Decide what CRI-O and podman on one node need: the drop-in, auth.json, reload or nothing."""
     crio = facts.crio
     if not crio.installed and not facts.podman_installed:
@@ -254,7 +257,7 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
         prefixes = [u.prefix for u in upstreams]
         notes += _overrides(prefixes, before, later=False) + _overrides(prefixes, after, later=True)
         text = render_drop_in(endpoint, upstreams, insecure=ca_pem is None)
-        auth = merge_auth_json(facts.auth_json, endpoint, *credentials) if credentials else None
+        auth = merge_auth_json(facts.auth_json, endpoint, credentials) if credentials else None
     except ConfError as exc:
         return RuntimePlan(NAME, "failed", str(exc))
     existing = facts.drop_ins.get(DROP_IN)

@@ -12,7 +12,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodecfg import scripts
 from nodecfg.errors import NodecfgError
@@ -31,6 +31,9 @@ from nodecfg.runtimes.base import (
     rc_msg,
 )
 from nodecfg.runtimes.common import json_object
+
+if TYPE_CHECKING:
+    from nodecfg.credentials import Credentials
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -187,7 +190,7 @@ def merge_daemon_json(existing: str | None, wanted: dict[str, list[str]],
 HUB_AUTH_KEY = "https://index.docker.io/v1/"
 
 
-def merge_client_config(existing: str | None, endpoint: str, username: str, password: str,
+def merge_client_config(existing: str | None, endpoint: str, creds: Credentials,
                         source: str = ROOT_DOCKER_CONFIG, *, mirror_docker_io: bool = False,
                         ) -> tuple[str | None, list[str]]:
     """Add the registry's credentials to a docker client config.json (text None: already there).
@@ -200,7 +203,7 @@ def merge_client_config(existing: str | None, endpoint: str, username: str, pass
     auths = doc.setdefault("auths", {})
     if not isinstance(auths, dict):
         raise MergeError(f"{source}: auths is not an object; left untouched")
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    token = creds.basic()
     notes: list[str] = []
     keys = [endpoint]
     if mirror_docker_io:
@@ -219,7 +222,7 @@ def merge_client_config(existing: str | None, endpoint: str, username: str, pass
 
 
 def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
-                credentials: tuple[str, str] | None, ca_pem: str | None = None) -> RuntimePlan:
+                credentials: Credentials | None, ca_pem: str | None = None) -> RuntimePlan:
     """Decide what docker on one node needs: files to write and reload or nothing."""
     svc = facts.service
     if not svc.installed:
@@ -245,7 +248,7 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
                                 "the registry's CA"))
     if credentials is not None:
         try:
-            client, client_notes = merge_client_config(facts.client_config, endpoint, *credentials,
+            client, client_notes = merge_client_config(facts.client_config, endpoint, credentials,
                                                        mirror_docker_io=mirror_docker_io)
             notes = [*notes, *client_notes]
         except MergeError as exc:

@@ -1,40 +1,43 @@
 # shellcheck shell=sh
-# What the master's scripts share (nodecfg/registry.py puts this file after lib.sh, before
-# master_facts.sh, master_apply.sh or master_catalog.sh): their arguments, the curl credentials
-# from stdin, and `rcurl`/`$reg`, the registry as seen from the master.
+# What the master's scripts share (nodecfg/registry/container.py puts this file after lib.sh, before
+# master_facts.sh, master_apply.sh or master_down.sh): their arguments, the curl credentials from
+# stdin, `rcurl`/`$reg` (the registry as seen from the master) and `bounded` (the step's deadline).
 #
-# Arguments (nodecfg/registry.py `_access_args` and each script's builder), options up to `--`:
+# Arguments (nodecfg/registry/container.py `_access_args`, `_place_args` and each script's builder),
+# options up to `--`:
+#   -D SECONDS      this step's budget: every docker call runs under `timeout` for what is left of
+#                   it, killed on the master itself when it runs out (`bounded`)
 #   -R URL          the registry's base URL from the master: http://127.0.0.1:PORT, or over TLS
 #                   https://<endpoint> (its own name: the master checks the certificate nodes see)
 #   -P PORT         the port it is published on
 #   -C CAFILE       TLS: the CA to verify it with; curl connects to 127.0.0.1:PORT
 #   -n NAME         the registry container's name
-#   -d DATA_DIR     its data directory (or a docker volume's name)
+#   -d DATA_DIR     its data directory (or a docker volume's name) as the inventory says
 #   -A AUTH_DIR     where its htpasswd is;  -T TLS_DIR: where its tls.crt, tls.key and ca.crt are
+#   -S STATE_DIR    what nodecfg records on the master (`data-dirs`: the data directories of the
+#                   registries it created, one per line)
 #   -i IMAGE        the registry image (facts)
 #   -x ACTION       create | recreate | start | restart (apply)
 #   -w              apply: an htpasswd to write comes on stdin;  -t: TLS files come on stdin
-#   -a MEDIA_TYPE   (repeated) the manifest types asked for
-#   -m TARGET PATH  (repeated) a manifest to report, `manifest TARGET BODY`: GET $reg PATH
-#   -r REPOSITORY   (repeated) a repository whose tags are reported (catalog)
+#   -l LABEL        (repeated) down: a label that marks a container as nodecfg's
+#   -p              down: purge the data directory too
 # stdin: one line of base64 per secret, in this order: curl's config (`user = "..."`, or an empty
 # line: no credentials), then with -w the htpasswd file, with -t tls.crt, tls.key and ca.crt.
 # curl reads its config with -K from a root-only temp file ($ncfg): the password never reaches a
 # process's argv, and no secret is ever in this code.
 
-reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' image='' action='' htpw='' tls=''
-accepts=''
+reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' statedir='' image='' action='' htpw='' tls=''
+budget=60 labels='' purge=''
 
-# options FN ARG...: FN OPTION [VALUE...] for each option of the arguments, up to `--`; $optwords:
-# how many words they are (a value may itself be `--`: only an option's place ends them)
+# options FN ARG...: FN OPTION [VALUE] for each option of the arguments, up to `--`; $optwords: how
+# many words they are (a value may itself be `--`: only an option's place ends them)
 options() {
   _fn=$1
   shift
   _all=$#
   while [ $# -gt 0 ] && [ "$1" != -- ]; do
     case $1 in
-      -w|-t) "$_fn" "$1"; shift;;
-      -m) "$_fn" "$1" "$2" "$3"; shift 3;;
+      -w|-t|-p) "$_fn" "$1"; shift;;
       *) "$_fn" "$1" "$2"; shift 2;;
     esac
   done
@@ -45,6 +48,7 @@ options() {
 # shellcheck disable=SC2034  # each master script reads the options it needs
 setopt() {
   case $1 in
+    -D) budget=$2;;
     -R) reg=$2;;
     -P) port=$2;;
     -C) cafile=$2;;
@@ -52,14 +56,25 @@ setopt() {
     -d) data=$2;;
     -A) authdir=$2;;
     -T) tlsdir=$2;;
+    -S) statedir=$2;;
     -i) image=$2;;
     -x) action=$2;;
     -w) htpw=1;;
     -t) tls=1;;
-    -a) accepts="$accepts $2";;
+    -l) labels="$labels $2";;
+    -p) purge=1;;
   esac
 }
 options setopt "$@"
+deadline=$(( $(date +%s) + budget ))
+
+# bounded COMMAND...: COMMAND under `timeout` for what is left of this step's budget (at least 1 s),
+# killed 2 s after its TERM: exit 124 when it ran out (as timeout says)
+bounded() {
+  _left=$(( deadline - $(date +%s) ))
+  [ "$_left" -ge 1 ] || _left=1
+  timeout -k 2 "$_left" "$@"
+}
 
 # the secrets, read before anything else runs: curl's config into $ncfg, the others (base64) into
 # $pw64, $crt64, $key64, $ca64; nothing after this reads stdin
@@ -82,13 +97,4 @@ rcurl() {
   else
     curl "$@"
   fi
-}
-
-# manifest_of OPTION [TARGET PATH]: for -m, the line `manifest TARGET BODY` (every -a type accepted)
-manifest_of() {
-  [ "$1" = -m ] || return 0
-  _target=$2 _path=$3
-  set --
-  for _a in $accepts; do set -- "$@" -H "Accept: $_a"; done
-  rec manifest "$_target" "$(rcurl -s --max-time 10 -K "$ncfg" "$@" "$reg$_path" | tr -d '\n')"
 }

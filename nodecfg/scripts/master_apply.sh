@@ -1,21 +1,25 @@
 # shellcheck shell=sh
-# registry-up's change on the master: (re)start the registry container as -x ACTION says, wait
-# (bounded) for /v2/, then report `http CODE`, `container INSPECT` and the manifests asked for (-m).
-# Arguments: master.sh's -R -P -C -n -d -A -T -x -w -t -a -m, then `--` and `docker run`'s
+# registry-up's change on the master: (re)start the registry container as -x ACTION says, wait for
+# /v2/ (until the step's deadline), then report `http CODE` and `container INSPECT`.
+# Arguments: master.sh's -D -R -P -C -n -d -A -T -S -x -w -t, then `--` and `docker run`'s
 # arguments after `run` (create, recreate). stdin (master.sh): curl's config, with -w the
 # htpasswd, with -t tls.crt, tls.key and ca.crt.
 #
 # Nothing is left behind when docker refuses: a container `docker run` created but could not
-# start is removed (by the id in its --cidfile, never by name), the container a recreate replaces
-# is renamed aside and put back, and a data directory or htpasswd this run made is removed again
-# (a previous htpasswd restored). docker's whole message goes to stderr.
+# start is removed (by the id in its --cidfile, in a directory only this run can write, never by
+# name), the container a recreate replaces is renamed aside and put back, and a data directory or
+# htpasswd this run made is removed again (a previous htpasswd restored). docker's whole message
+# goes to stderr. A container created here has its data directory recorded in STATE_DIR/data-dirs
+# (what registry-down --purge may delete).
 
 old="$name-nodecfg-old"
 pw="$authdir/htpasswd" bak="$authdir/htpasswd.bak"
 pwtmp="$authdir/htpasswd.tmp"
-cidf=$(mktemp -u /tmp/nodecfg-cid.XXXXXX)  # docker run refuses a cidfile that exists
-trap 'rm -f "$ncfg" "$cidf"; [ -n "$pwtmp" ] && rm -f "$pwtmp"' EXIT
-fail() { printf '%s\n' "$1" >&2; exit "${2:-4}"; }
+work=$(mktemp -d)  # 0700: the cidfile inside cannot be planted (docker run refuses one that exists)
+cidf="$work/cid"
+trap 'rm -f "$ncfg"; rm -rf "$work"; [ -n "$pwtmp" ] && rm -f "$pwtmp"' EXIT
+hung="docker did not answer within ${budget}s (is dockerd hung?)"
+fail() { printf '%s\n' "${1:-$hung}" >&2; exit "${2:-4}"; }
 madedir='' hadpw=''
 case $data in /*) absdata=1;; *) absdata='';; esac  # else a docker volume's name: docker's to make
 
@@ -32,7 +36,7 @@ undo() {
 run_container() {
   shift "$optwords"
   shift
-  docker run --cidfile "$cidf" "$@"
+  bounded docker run --cidfile "$cidf" "$@"
 }
 # tlsfile NAME MODE BASE64: TLS_DIR/NAME written atomically (a temp file, then mv)
 tlsfile() {
@@ -40,7 +44,12 @@ tlsfile() {
   chmod "$2" "$tlsdir/.$1.tmp"
   mv -f "$tlsdir/.$1.tmp" "$tlsdir/$1"
 }
-drop_created() { [ -s "$cidf" ] && docker rm -f "$(cat "$cidf")" >/dev/null 2>&1; }
+drop_created() { [ -s "$cidf" ] && bounded docker rm -f "$(cat "$cidf")" >/dev/null 2>&1; }
+# record: the data directory of the container just created, once, in STATE_DIR/data-dirs (root only)
+record() {
+  install -d -m 700 "$statedir"
+  grep -qxF -- "$data" "$statedir/data-dirs" 2>/dev/null || printf '%s\n' "$data" >> "$statedir/data-dirs"
+}
 
 if [ -n "$absdata" ]; then
   [ -d "$data" ] || madedir=1
@@ -63,35 +72,34 @@ crt64='' key64='' ca64=''
 
 case $action in
   recreate)
-    was=$(docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null)
-    out=$(docker stop -t 10 "$name" 2>&1 >/dev/null && docker rename "$name" "$old" 2>&1) || { undo; fail "$out"; }
-    if out=$(run_container "$@" 2>&1); then docker rm -f "$old" >/dev/null
+    was=$(bounded docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null)
+    out=$(bounded docker stop -t 10 "$name" 2>&1 >/dev/null && bounded docker rename "$name" "$old" 2>&1) \
+      || { undo; fail "$out"; }
+    if out=$(run_container "$@" 2>&1); then bounded docker rm -f "$old" >/dev/null; record
     else
       drop_created
-      docker rename "$old" "$name"
-      [ "$was" = true ] && docker start "$name" >/dev/null
+      bounded docker rename "$old" "$name"
+      [ "$was" = true ] && bounded docker start "$name" >/dev/null
       undo
       fail "$out"
     fi;;
   create)
-    if ! out=$(run_container "$@" 2>&1); then drop_created; undo; fail "$out"; fi;;
+    if out=$(run_container "$@" 2>&1); then record; else drop_created; undo; fail "$out"; fi;;
   start|restart)
-    out=$(docker "$action" "$name" 2>&1) || { undo; fail "$out"; };;
+    out=$(bounded docker "$action" "$name" 2>&1) || { undo; fail "$out"; };;
 esac
 [ -n "$hadpw" ] && rm -f "$bak"
-i=0
-while :; do
+code=''
+up() {
   code=$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 2 "$reg/v2/")
-  case $code in 200|401) break;; esac
-  i=$((i+1))
-  if [ $i -ge 150 ]; then
-    echo "registry did not answer on /v2/ (last: $code)" >&2
-    docker logs --tail 5 "$name" >&2
-    exit 3
-  fi
-  sleep 0.2
-done
+  case $code in 200|401) return 0;; esac
+  return 1
+}
+if ! wait_until "$(( deadline - $(date +%s) ))" 0.2 up; then
+  echo "registry did not answer on /v2/ within the step's ${budget}s (last: $code)" >&2
+  bounded docker logs --tail 5 "$name" >&2
+  exit 3
+fi
 rec http "$code"
-rec container "$(docker container inspect "$name" | tr -d '\n')"
-options manifest_of "$@"
+rec container "$(bounded docker container inspect "$name" | tr -d '\n')"
 true

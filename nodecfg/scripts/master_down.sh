@@ -1,15 +1,84 @@
 # shellcheck shell=sh
-# registry-down on the master: remove nodecfg's own registry container (`removed`), and with
-# paths after it their files (--purge: the data directory, the htpasswd and TLS directories). A
-# container nodecfg did not make — no MANAGED_LABEL, no LEGACY_LABEL — is left, data and all:
-# `foreign`. Arguments: NAME MANAGED_LABEL LEGACY_LABEL [PATH...].
+# registry-down on the master. Arguments: master.sh's -D -n -d -A -T -S, -l LABEL (each label that
+# marks a container as nodecfg's), -p (purge). Tagged lines:
+#   hung                 docker did not answer within the step's budget (nothing was changed)
+#   foreign              the container is not nodecfg's (no such label): left, data and all
+#   removed | absent     nodecfg's container was removed | there is none
+#   mount KIND DIR       the data directory (bind) or volume that container mounted
+#   purged KIND DIR      (-p) the data directory (bind: a path) or volume (KIND volume) deleted
+#   kept DIR WHY         (-p) the data directory that was NOT deleted, and why
+#   nothing              (-p) no data directory is known and the inventory's does not exist
+# What --purge deletes: the directory nodecfg's container actually mounts at /var/lib/registry; with
+# no container, the last one nodecfg recorded in STATE_DIR/data-dirs when it created a registry. A
+# directory neither names is not nodecfg's: kept. So is one that holds more than a registry's
+# storage (`docker/`, `scheduler-state.json`). Then nodecfg's htpasswd and TLS directories go.
 
-name=$1 managed=$2 legacy=$3
-shift 3
-exec 0</dev/null
-if docker container inspect "$name" >/dev/null 2>&1; then
-  labels="{{index .Config.Labels \"$managed\"}}{{index .Config.Labels \"$legacy\"}}"
-  if [ -z "$(docker container inspect --format "$labels" "$name")" ]; then echo foreign; exit 0; fi
-  docker rm -f "$name" >/dev/null && echo removed
+errf=$(mktemp)
+trap 'rm -f "$ncfg" "$errf"' EXIT
+owned=''
+for l in $labels; do owned="$owned{{index .Config.Labels \"$l\"}}"; done
+mount='{{range .Mounts}}{{if eq .Destination "/var/lib/registry"}}{{.Type}}:{{if eq .Type "volume"}}{{.Name}}{{else}}{{.Source}}{{end}}{{end}}{{end}}'
+info=$(bounded docker container inspect --format "$owned|$mount" "$name" 2>"$errf")
+rc=$?
+if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then rec hung; exit 0; fi
+kind='' dir='' known=''
+if [ $rc -eq 0 ]; then
+  if [ -z "${info%%|*}" ]; then rec foreign; exit 0; fi
+  m=${info#*|}
+  if [ -n "$m" ]; then kind=${m%%:*} dir=${m#*:} known=1; rec mount "$kind" "$dir"; fi
+  out=$(bounded docker rm -f "$name" 2>&1 >/dev/null) || { printf '%s\n' "${out:-docker rm did not finish within ${budget}s}" >&2; exit 4; }
+  rec removed
+elif grep -qi 'no such' "$errf"; then
+  rec absent
+else
+  cat "$errf" >&2
+  exit 4
 fi
-if [ $# -gt 0 ]; then rm -rf -- "$@"; fi
+[ -n "$purge" ] || exit 0
+
+records="$statedir/data-dirs"
+if [ -z "$dir" ] && [ -r "$records" ]; then
+  dir=$(tail -n 1 "$records")
+  case $dir in /*) kind=bind;; ?*) kind=volume;; esac
+fi
+if [ -z "$dir" ]; then
+  case $data in
+    /*) if [ -e "$data" ]; then rec kept "$data" "nodecfg did not create or adopt it"; else rec nothing; fi;;
+    *) if bounded docker volume inspect -- "$data" >/dev/null 2>&1; then
+         rec kept "$data" "nodecfg did not create or adopt it"
+       else rec nothing; fi;;
+  esac
+  exit 0
+fi
+if [ -z "$known" ] && ! grep -qxF -- "$dir" "$records" 2>/dev/null; then
+  rec kept "$dir" "nodecfg did not create or adopt it"
+  exit 0
+fi
+forget() {
+  if [ -r "$records" ]; then grep -vxF -- "$dir" "$records" > "$records.new"; mv -f "$records.new" "$records"; fi
+}
+if [ "$kind" = volume ]; then
+  out=$(bounded docker volume rm -- "$dir" 2>&1 >/dev/null) || { printf '%s\n' "$out" >&2; exit 4; }
+  forget
+  rec purged volume "$dir"
+else
+  case $dir in
+    /|/bin|/boot|/dev|/etc|/home|/lib*|/opt|/proc|/root|/run|/sbin|/srv|/sys|/tmp|/usr|/var|/var/lib|/mnt)
+      rec kept "$dir" "a system directory"; exit 0;;
+    /*) ;;
+    *) rec kept "$dir" "not an absolute path"; exit 0;;
+  esac
+  if [ -d "$dir" ]; then
+    extra=''
+    for f in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
+      [ -e "$f" ] || [ -L "$f" ] || continue
+      case ${f##*/} in docker|scheduler-state.json|lost+found) ;; *) extra="$extra ${f##*/}";; esac
+    done
+    if [ -n "$extra" ]; then rec kept "$dir" "it holds more than a registry's data:$extra"; exit 0; fi
+    # a mount point itself stays (busy): what is in it goes
+    rm -rf -- "$dir" 2>/dev/null || [ -z "$(ls -A -- "$dir")" ] || { echo "could not delete all of $dir" >&2; exit 4; }
+  fi
+  forget
+  rec purged bind "$dir"
+fi
+rm -rf -- "$authdir" "$tlsdir"

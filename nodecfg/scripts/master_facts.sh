@@ -1,13 +1,14 @@
 # shellcheck shell=sh
-# registry-up's facts on the master, as tagged lines (nodecfg/registry.py `parse_facts`): the
-# docker engine, the registry image and container, who else is on the port, the repositories in
+# registry-up's facts on the master, as tagged lines (nodecfg/registry/container.py `parse_facts`):
+# the docker engine, the registry image and container, who else is on the port, the repositories in
 # each data directory in play, the htpasswd and TLS files, what /v2/ answers (and with the
-# credentials). Arguments: master.sh's -R -P -C -n -d -A -T -i.
+# credentials). Arguments: master.sh's -D -R -P -C -n -d -A -T -S -i.
 #
 # Docker is asked through its API on its unix socket with curl (~10 ms a call; the docker CLI
 # takes ~50 ms of CPU to start), or with the CLI when there is no such socket. Either way the
 # answers are docker's JSON (`docker inspect` gives a list of what the API gives as one object);
-# nodecfg/registry.py reads both. The calls run side by side in background jobs, each into its own
+# parse_facts reads both. A docker that does not answer in time (curl's 5 s, the CLI's `bounded`)
+# is said: `dockerhung`. The calls run side by side in background jobs, each into its own
 # file, printed in a fixed order once all are done.
 
 jobs=$(mktemp -d)
@@ -24,6 +25,7 @@ if [ -n "$dsock" ]; then
     _i=0
     for _p do _i=$((_i + 1)); set -- "$@" -o "$jobs/api.$_i" "http://docker$_p"; shift; done
     curl -s --max-time 5 --unix-socket "$dsock" "$@"
+    [ $? -ne 28 ] || : > "$jobs/hung"
   }
 else
   dapi() {
@@ -31,10 +33,10 @@ else
     for _p do
       _i=$((_i + 1))
       case $_p in
-        /version) docker version --format '{{json .Server}}';;
-        /images/*) _r=${_p#/images/}; docker image inspect "${_r%/json}" | tr -d '\n';;
-        /containers/json*) docker ps -q --no-trunc --filter "publish=$port" | sed 's/.*/{"Id":"&"}/' | tr -d '\n';;
-        /containers/*) _r=${_p#/containers/}; docker container inspect "${_r%/json}" | tr -d '\n';;
+        /version) bounded docker version --format '{{json .Server}}' || { [ $? -ne 124 ] || : > "$jobs/hung"; };;
+        /images/*) _r=${_p#/images/}; bounded docker image inspect "${_r%/json}" | tr -d '\n';;
+        /containers/json*) bounded docker ps -q --no-trunc --filter "publish=$port" | sed 's/.*/{"Id":"&"}/' | tr -d '\n';;
+        /containers/*) _r=${_p#/containers/}; bounded docker container inspect "${_r%/json}" | tr -d '\n';;
       esac > "$jobs/api.$_i" 2>/dev/null &
     done
     wait
@@ -91,6 +93,7 @@ if [ -r "$authdir/htpasswd" ]; then rec htpasswd "$(base64 -w0 "$authdir/htpassw
 rec http "$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 "$reg/v2/")"
 wait
 cat "$jobs/1" "$jobs/2" "$jobs/3" "$jobs/4" 2>/dev/null
+if [ -e "$jobs/hung" ]; then rec dockerhung ''; fi
 # the repositories in each other data directory in play: the containers' (their /var/lib/registry
 # mount), the inventory's counted above
 sed -n 's|.*"Source": *"\([^"]*\)", *"Destination": *"/var/lib/registry".*|\1|p' "$jobs/1" \

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from nodecfg import tls
+from nodecfg.registry import tls
 from tests.e2e.conftest import Lab, by_name, nodecfg, run_json, start_lab
 
 PASSWORD = "tls-S3cret-pw-77"

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from nodecfg import adopt, registry
-from nodecfg.adopt import Found, Want, existing, plan_container, ss_process
-from nodecfg.images import plan_targets
 from nodecfg.inventory import RegistrySettings, TlsSettings
+from nodecfg.registry import adopt, results, up
+from nodecfg.registry import container as reg
+from nodecfg.registry.adopt import Found, Want, existing, plan_container, ss_process
 from tests.unit.nodesh import stub_bin
 
-AUTH = registry.AUTH_DIR
+AUTH = reg.AUTH_DIR
 RECIPE_DATA = "/mnt/registry"
 
 
@@ -39,7 +39,7 @@ def container(name: str = "registry", *, own: bool | str = False, data: str | No
     if auth_mount:
         mounts.append({"Type": "bind", "Source": AUTH, "Destination": "/auth"})
     if any(e.startswith("REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt") for e in env or []):
-        mounts.append({"Type": "bind", "Source": registry.TLS_DIR, "Destination": "/certs"})
+        mounts.append({"Type": "bind", "Source": reg.TLS_DIR, "Destination": "/certs"})
     return {
         "Id": f"{name}-id", "Name": f"/{name}", "Image": image_id, "State": {"Running": running},
         "Config": {"Image": image, "Labels": labels,
@@ -57,8 +57,8 @@ def want(*explicit: str, data_dir: str = "/var/lib/registry", port: int = 5000, 
 
 def found(named: dict[str, Any] | None = None, *holders: dict[str, Any], http: int = 200,
           auth_status: int = 0, process: str = "", repos: dict[str, int] | None = None) -> Found:
-    n = existing(named, AUTH, registry.TLS_DIR) if named else None
-    return Found(n, tuple(existing(h, AUTH, registry.TLS_DIR) for h in holders), process, http, auth_status,
+    n = existing(named, AUTH, reg.TLS_DIR) if named else None
+    return Found(n, tuple(existing(h, AUTH, reg.TLS_DIR) for h in holders), process, http, auth_status,
                  repos if repos is not None else {RECIPE_DATA: 37, "/var/lib/registry": -1})
 
 
@@ -187,7 +187,7 @@ def test_facts_feed_the_decision() -> None:
         f"holder\t{json.dumps([named])}",  # the named container publishes the port too: not a holder
         "listen\tLISTEN 0 4096 0.0.0.0:5000 0.0.0.0:* users:((\"docker-proxy\",pid=9,fd=4))",
         f"repos\t{RECIPE_DATA}\t37", "repos\t/var/lib/my registry\t-1", "authhttp\t401", "http\t200"])
-    facts = registry.parse_facts(out)
+    facts = reg.parse_facts(out, "master")
     f = facts.found()
     assert f.named is not None and f.named.name == "registry" and f.named.data_source == RECIPE_DATA
     assert [h.name for h in f.holders] == ["web"]
@@ -196,7 +196,7 @@ def test_facts_feed_the_decision() -> None:
 
 
 def test_new_containers_carry_the_ownership_label() -> None:
-    spec = registry.ContainerSpec("sha256:aaa", 5000, "/var/lib/registry", auth=False)
+    spec = reg.ContainerSpec("sha256:aaa", 5000, "/var/lib/registry", auth=False)
     run = spec.run_command("registry:2")
     assert f"--label {adopt.MANAGED_LABEL}=1" in run
     assert existing({"Config": {"Labels": {adopt.MANAGED_LABEL: "1"}}}, AUTH).own
@@ -208,7 +208,13 @@ def test_new_containers_carry_the_ownership_label() -> None:
 STUB = """#!/bin/sh
 echo "$*" >> "$LOG"
 case "$1" in
-  run) for a in "$@"; do [ "$prev" = --cidfile ] && echo created-id > "$a"; prev=$a; done
+  run) for a in "$@"; do
+         if [ "$prev" = --cidfile ]; then
+           [ -e "$a" ] && { echo "cidfile exists" >&2; exit 125; }
+           echo "cidfile in $(stat -c '%a %U' "${a%/*}")" >> "$LOG.cid"; echo created-id > "$a"
+         fi
+         prev=$a
+       done
        if [ -n "$FAIL_RUN" ]; then
          echo "docker: Error response from daemon: driver failed programming external connectivity: \
 Bind for 0.0.0.0:5000 failed: port is already allocated." >&2
@@ -220,12 +226,13 @@ esac
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str, *, fail: bool,
          htpasswd: str | None) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    monkeypatch.setattr(registry, "AUTH_DIR", str(tmp_path / "auth"))
+    monkeypatch.setattr(reg, "AUTH_DIR", str(tmp_path / "auth"))
+    monkeypatch.setattr(reg, "STATE_DIR", str(tmp_path / "state"))
     bin_dir = stub_bin(tmp_path, docker=STUB, curl="#!/bin/sh\necho 200\n")
     data = tmp_path / "data"
-    spec = registry.ContainerSpec("sha256:aaa", 5000, str(data), auth=htpasswd is not None)
+    spec = reg.ContainerSpec("sha256:aaa", 5000, str(data), auth=htpasswd is not None)
     settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
-    script = registry.apply_script(spec, action, settings, htpasswd, plan_targets([]), None)
+    script = reg.apply_script(spec, action, settings, 30, htpasswd=htpasswd)
     log = tmp_path / "log"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "FAIL_RUN": "1" if fail else "",
            "TMPDIR": str(tmp_path)}
@@ -242,7 +249,17 @@ def test_a_failed_create_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     assert not any(c.startswith("rm -f registry") for c in calls)
     assert not (tmp_path / "data").exists()  # the data directory this run made
     assert not list((tmp_path / "auth").iterdir())  # no htpasswd, no temp file
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("nodecfg-cid")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp.")]  # the cidfile's directory went too
+
+
+def test_the_cidfile_is_in_a_directory_only_this_run_can_write(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """No guessable name in /tmp (`mktemp -u`): a planted symlink there would have docker write the id
+    through it. The cidfile lives in a fresh 0700 directory of this run's."""
+    proc, calls = _run(tmp_path, monkeypatch, "create", fail=False, htpasswd=None)
+    assert proc.returncode == 0, proc.stderr
+    assert calls and (tmp_path / "log.cid").read_text() == f"cidfile in 700 {__import__('getpass').getuser()}\n"
+    assert (tmp_path / "state" / "data-dirs").read_text() == f"{tmp_path / 'data'}\n"  # what --purge may delete
 
 
 def test_a_failed_recreate_puts_the_old_container_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,17 +296,17 @@ def test_inventory_says_which_registry_keys_it_set(registry_yaml: str, explicit:
     text = "master: {name: m, address: 10.0.0.1}\nnodes: [{name: n, address: 10.0.0.2}]\n" + registry_yaml
     settings = parse_inventory(text, "i.yaml", check_files=False).registry
     assert settings.explicit == frozenset(explicit)
-    assert registry._want(settings, None, "", replace=False).explicit == frozenset(explicit)
+    assert up.want(settings, False, "", replace=False).explicit == frozenset(explicit)
 
 
 def test_check_report_names_container_data_dir_and_images(capsys: pytest.CaptureFixture[str]) -> None:
     from nodecfg import report
 
     plan = plan_container(want(), found(container()))
-    result = registry.RegistryCheck("master", "m:5000", plan.action, plan.reasons, "registry registry-id",
+    result = results.RegistryCheck("master", "m:5000", plan.action, plan.reasons, "registry registry-id",
                                     plan.note, plan.refusal, plan.data_dir, 37, False,
-                                    (registry.ImagePlan("busybox:1.36", "library/busybox:1.36", "push"),
-                                     registry.ImagePlan("pause:3.9", "pause:3.9", "in registry")))
+                                    (results.ImagePlan("busybox:1.36", "library/busybox:1.36", "push"),
+                                     results.ImagePlan("pause:3.9", "pause:3.9", "in registry")))
     report.registry_check(result, as_json=False)
     out = capsys.readouterr().out
     assert "check mode: nothing was changed" in out
@@ -297,7 +314,7 @@ def test_check_report_names_container_data_dir_and_images(capsys: pytest.Capture
     assert "data directory: /mnt/registry (37 repositories), kept" in out
     assert "busybox:1.36 -> library/busybox:1.36: would push" in out
     assert "pause:3.9 -> pause:3.9: already in the registry" in out
-    refused = registry.RegistryCheck("master", "m:5000", "refuse", (), "", "", "no", "/var/lib/registry",
+    refused = results.RegistryCheck("master", "m:5000", "refuse", (), "", "", "no", "/var/lib/registry",
                                      -1, False, ())
     assert refused.exit_code == 2
     report.registry_check(refused, as_json=True)
@@ -306,12 +323,13 @@ def test_check_report_names_container_data_dir_and_images(capsys: pytest.Capture
 
 def test_tls_files_written_key_private_and_registry_run_with_them(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "TLS_DIR", str(tmp_path / "tls"))
+    monkeypatch.setattr(reg, "TLS_DIR", str(tmp_path / "tls"))
+    monkeypatch.setattr(reg, "STATE_DIR", str(tmp_path / "state"))
     bin_dir = stub_bin(tmp_path, docker=STUB, curl="#!/bin/sh\necho \"$*\" >> \"$LOG.curl\"; echo 401\n")
-    spec = registry.ContainerSpec("sha256:aaa", 5000, str(tmp_path / "data"), auth=False, tls=True)
+    spec = reg.ContainerSpec("sha256:aaa", 5000, str(tmp_path / "data"), auth=False, tls=True)
     settings = RegistrySettings(address="10.0.0.9", data_dir=str(tmp_path / "data"), tls=TlsSettings())
-    files = registry.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")
-    script = registry.apply_script(spec, "create", settings, None, plan_targets([]), None, files)
+    files = reg.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")
+    script = reg.apply_script(spec, "create", settings, 30, tls_files=files)
     assert "KEY'" not in script.command()  # the key travels as base64 data, on stdin
     assert base64.b64encode(files.key) in script.stdin.splitlines()
     log = tmp_path / "log"

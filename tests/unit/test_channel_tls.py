@@ -1,4 +1,4 @@
-"""TLS over a socket-like object (nodecfg/channel_tls.py) against a real TLS HTTP server on loopback."""
+"""TLS over a socket-like object (nodecfg/push/channel_tls.py) against a real TLS HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nodecfg import tls
-from nodecfg.channel_tls import TlsOverChannel, client_context
+from nodecfg.push.channel_tls import TlsOverChannel, client_context
+from nodecfg.registry import tls
 
 NOW = dt.datetime.now(dt.UTC)
 

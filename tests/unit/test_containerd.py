@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from nodecfg.credentials import Credentials
+from nodecfg.inventory import Secret
 from nodecfg.runtimes.common import ServiceFacts
 from nodecfg.runtimes.containerd import (
     ContainerdFacts,
@@ -168,7 +170,7 @@ def test_plan_states_and_auth_files_are_private() -> None:
     svc = ServiceFacts("containerd", installed=True, active=True, version="1.6.20")
     cfg = '[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n'
     plan = plan_containerd(ContainerdFacts(svc, config_toml="version = 2\n" + cfg), EP, ("quay.io",),
-                           ("u", "p"))
+                           Credentials("u", Secret("p")))
     assert plan.action == "none"  # only hosts.toml files: no restart
     assert all(f.mode == 0o600 and f.secret for f in plan.files)
 

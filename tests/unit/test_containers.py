@@ -20,8 +20,9 @@ import pytest
 
 from nodecfg import configure, smoke, ssh
 from nodecfg import runtimes as registry
+from nodecfg.credentials import Credentials
 from nodecfg.images import parse_ref
-from nodecfg.inventory import parse_inventory
+from nodecfg.inventory import Secret, parse_inventory
 from nodecfg.runtimes import containers
 from nodecfg.runtimes.base import Check, SmokePlan, Want, split_fact_dir, unit_of
 from nodecfg.runtimes.common import RuntimePlan, ServiceFacts
@@ -60,8 +61,8 @@ def facts_from(case: Path) -> tuple[ContainersFacts, dict]:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_plan_from_fixture(case: Path) -> None:
     facts, meta = facts_from(case)
-    creds = tuple(meta["credentials"]) if meta["credentials"] else None
-    plan = plan_containers(facts, EP, tuple(meta["mirrors"]), creds)  # type: ignore[arg-type]
+    creds = Credentials(meta["credentials"][0], Secret(meta["credentials"][1])) if meta["credentials"] else None
+    plan = plan_containers(facts, EP, tuple(meta["mirrors"]), creds)
     assert (plan.runtime, plan.status, plan.action, plan.note) == \
         ("containers", meta["status"], meta["action"], meta["note"])
     expected = {NODE_PATHS[p.name]: p.read_text() for p in sorted((case / "expected").glob("*"))} \
@@ -85,15 +86,15 @@ def test_rerun_after_apply_changes_nothing() -> None:
     """Every configuring case, applied, then planned again: no file, no reload."""
     for case in CASES:
         facts, meta = facts_from(case)
-        creds = tuple(meta["credentials"]) if meta["credentials"] else None
-        plan = plan_containers(facts, EP, tuple(meta["mirrors"]), creds)  # type: ignore[arg-type]
+        creds = Credentials(meta["credentials"][0], Secret(meta["credentials"][1])) if meta["credentials"] else None
+        plan = plan_containers(facts, EP, tuple(meta["mirrors"]), creds)
         if plan.status != "configure":
             continue
         written = {f.path: f.content for f in plan.files}
         applied = ContainersFacts(facts.crio, facts.podman_installed, facts.registries_conf,
                                   {**facts.drop_ins, **{p: t for p, t in written.items() if p == DROP_IN}},
                                   written.get(AUTH_JSON, facts.auth_json))
-        again = plan_containers(applied, EP, tuple(meta["mirrors"]), creds)  # type: ignore[arg-type]
+        again = plan_containers(applied, EP, tuple(meta["mirrors"]), creds)
         assert (again.files, again.action) == ((), "none"), case.name
 
 
@@ -152,15 +153,15 @@ def test_non_conf_files_are_ignored() -> None:
 ])
 def test_auth_json_that_cannot_be_merged_fails_the_plan(existing: str, error: str) -> None:
     with pytest.raises(ConfError, match="^" + re.escape(error) + "$"):
-        merge_auth_json(existing, EP, "u", "p")
-    plan = plan_containers(ContainersFacts(podman_installed=True, auth_json=existing), EP, (), ("u", "p"))
+        merge_auth_json(existing, EP, Credentials("u", Secret("p")))
+    plan = plan_containers(ContainersFacts(podman_installed=True, auth_json=existing), EP, (), Credentials("u", Secret("p")))
     assert (plan.status, plan.note, plan.files) == ("failed", error, ())
 
 
 def test_auth_json_unchanged_and_empty() -> None:
-    first = merge_auth_json("", EP, "u", "p")
+    first = merge_auth_json("", EP, Credentials("u", Secret("p")))
     assert first is not None and json.loads(first) == {"auths": {EP: {"auth": "dTpw"}}}
-    assert merge_auth_json(first, EP, "u", "p") is None
+    assert merge_auth_json(first, EP, Credentials("u", Secret("p"))) is None
 
 
 def test_check_drop_in_rejects_what_was_not_meant() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from nodecfg.credentials import Credentials
+from nodecfg.inventory import Secret
 from nodecfg.runtimes.common import ServiceFacts
 from nodecfg.runtimes.docker import (
     HUB_AUTH_KEY,
@@ -50,6 +52,9 @@ def test_merge_daemon_json(case: Path) -> None:
         assert any(note in n for n in notes)
 
 
+PULLER = Credentials("puller", Secret("pw"))
+
+
 def test_template_renders_registry_and_mirror() -> None:
     assert desired_settings(EP, True) == {"insecure-registries": [EP],
                                           "registry-mirrors": [f"http://{EP}"]}
@@ -65,24 +70,24 @@ def test_flags_parsed_from_cmdline() -> None:
 
 def test_client_config_merge_keeps_other_auths() -> None:
     existing = json.dumps({"auths": {"other:5000": {"auth": "eDp5"}}, "detachKeys": "ctrl-x"})
-    text, notes = merge_client_config(existing, EP, "puller", "pw")
+    text, notes = merge_client_config(existing, EP, PULLER)
     assert text is not None and notes == []
     doc = json.loads(text)
     assert doc["detachKeys"] == "ctrl-x" and doc["auths"]["other:5000"] == {"auth": "eDp5"}
     assert doc["auths"][EP]["auth"] == "cHVsbGVyOnB3"
     assert HUB_AUTH_KEY not in doc["auths"]  # docker.io not mirrored
-    assert merge_client_config(text, EP, "puller", "pw") == (None, [])
+    assert merge_client_config(text, EP, PULLER) == (None, [])
 
 
 def test_client_config_with_docker_io_mirrored_gives_the_hub_key_too() -> None:
-    text, _ = merge_client_config(None, EP, "puller", "pw", mirror_docker_io=True)
+    text, _ = merge_client_config(None, EP, PULLER, mirror_docker_io=True)
     assert text is not None
     auths = json.loads(text)["auths"]
     assert auths[EP] == auths[HUB_AUTH_KEY] == {"auth": "cHVsbGVyOnB3"}
-    assert merge_client_config(text, EP, "puller", "pw", mirror_docker_io=True) == (None, [])
+    assert merge_client_config(text, EP, PULLER, mirror_docker_io=True) == (None, [])
     # real Docker Hub credentials already there: kept, and said
     theirs = json.dumps({"auths": {HUB_AUTH_KEY: {"auth": "bWU6aHVi"}}})
-    text, notes = merge_client_config(theirs, EP, "puller", "pw", mirror_docker_io=True)
+    text, notes = merge_client_config(theirs, EP, PULLER, mirror_docker_io=True)
     assert text is not None and json.loads(text)["auths"][HUB_AUTH_KEY] == {"auth": "bWU6aHVi"}
     assert notes and "kept the existing Docker Hub credentials" in notes[0]
 
@@ -109,7 +114,7 @@ def test_plan_docker_unchanged_and_credentials() -> None:
     current = json.dumps({"insecure-registries": [EP], "registry-mirrors": [f"http://{EP}/"]})
     plan = plan_docker(DockerFacts(service=svc, daemon_json=current), EP, True, None)
     assert plan.files == () and plan.action == "none"
-    plan = plan_docker(DockerFacts(service=svc, daemon_json=current), EP, True, ("u", "p"))
+    plan = plan_docker(DockerFacts(service=svc, daemon_json=current), EP, True, Credentials("u", Secret("p")))
     assert [(f.path, f.mode, f.secret) for f in plan.files] == [("/root/.docker/config.json", 0o600, True)]
     assert plan.action == "none"  # credentials need no reload
 

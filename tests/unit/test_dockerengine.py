@@ -1,4 +1,4 @@
-"""This machine's engine asked over its unix socket (nodecfg/dockerengine.py), against a real HTTP
+"""This machine's engine asked over its unix socket (nodecfg/push/dockerengine.py), against a real HTTP
 server on a unix socket; the SDK client made only on first use."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from nodecfg import dockerengine
+from nodecfg.push import dockerengine
 
 DOC = {"Id": "sha256:abc", "RootFS": {"Layers": ["sha256:l1"]}, "Size": 42}
 
@@ -69,19 +69,3 @@ def test_another_engine_or_no_socket_falls_back(tmp_path: Path, monkeypatch: pyt
     monkeypatch.delenv("DOCKER_HOST")
     monkeypatch.setenv("DOCKER_CONTEXT", "remote")
     assert dockerengine.socket_path() is None
-
-
-def test_lazy_client_is_made_once_on_first_use() -> None:
-    made: list[int] = []
-
-    class _Client:
-        images = "the images API"
-
-    def make() -> _Client:
-        made.append(1)
-        return _Client()
-
-    lazy = dockerengine.LazyClient(make)
-    assert not lazy.made and made == []
-    assert lazy.images == "the images API" and lazy.images == "the images API"
-    assert made == [1] and lazy.made

@@ -22,10 +22,11 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nodecfg import configure, registry, smoke
+from nodecfg import configure, smoke
+from nodecfg.credentials import Credentials
 from nodecfg.errors import InventoryError
-from nodecfg.images import plan_targets
 from nodecfg.inventory import Inventory, Secret, parse_inventory
+from nodecfg.registry import container
 from nodecfg.scripts import NodeScript
 
 PATH = "/inv/inventory.yaml"
@@ -91,16 +92,15 @@ def _text(doc: dict[str, Any], raw_username: str | None) -> str:
 def _scripts(inv: Inventory, password: str) -> dict[str, str]:
     reg = inv.registry
     assert reg.auth is not None
-    creds = (reg.auth.username, Secret(password))
-    targets = plan_targets(inv.images)
-    spec = registry.ContainerSpec("sha256:" + "b" * 64, reg.port, reg.data_dir, True, reg.container)
+    creds = Credentials(reg.auth.username, Secret(password))
+    spec = container.ContainerSpec("sha256:" + "b" * 64, reg.port, reg.data_dir, True, reg.container)
     htpasswd = f"{reg.auth.username}:$2b$10$notarealhash\n"
     plan = smoke.choose_plan(inv, None, lambda: "busybox:1.36")
     return {
-        "registry.facts_script": _node_script(registry.facts_script(reg, creds)),
-        "registry.apply_script": _node_script(registry.apply_script(spec, "recreate", reg, htpasswd, targets, creds)),
-        "registry.tags_script": _node_script(registry.tags_script(reg, [t.path for t in targets], creds)),
-        "registry.down_script": _node_script(registry.down_script(reg, purge=True)),
+        "registry.facts_script": _node_script(container.facts_script(reg, creds, 30)),
+        "registry.apply_script": _node_script(container.apply_script(spec, "recreate", reg, 30, htpasswd=htpasswd,
+                                                                     auth=creds)),
+        "registry.down_script": _node_script(container.down_script(reg, 30, purge=True)),
         "smoke.probe_script": _node_script(smoke.probe_script(plan, creds)),
         "configure.facts_script": _node_script(configure.facts_script()),
     }

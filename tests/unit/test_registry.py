@@ -10,44 +10,40 @@ from typing import Any
 
 import pytest
 
-from nodecfg import registry, ssh
-from nodecfg.errors import UsageError
-from nodecfg.images import plan_targets
+from nodecfg import ssh
+from nodecfg.credentials import Credentials
+from nodecfg.errors import HostError, UsageError
 from nodecfg.inventory import RegistryAuth, RegistrySettings, Secret
-from nodecfg.registry import (
-    ContainerSpec,
-    htpasswd_line,
-    htpasswd_matches,
-    parse_facts,
-)
+from nodecfg.registry import container, master, up
+from nodecfg.registry.auth import htpasswd_line, htpasswd_matches
+from nodecfg.registry.container import ContainerSpec, parse_facts
 
 SPEC = ContainerSpec(image_id="sha256:aaa", port=5000, data_dir="/var/lib/registry", auth=False)
 
 
 def test_htpasswd_is_bcrypt_and_checkable() -> None:
-    line = htpasswd_line("puller", Secret("pa:ss word"))
+    line = htpasswd_line(Credentials("puller", Secret("pa:ss word")))
     user, hashed = line.strip().split(":", 1)
     assert user == "puller" and hashed.startswith("$2")
-    assert htpasswd_matches(line, "puller", Secret("pa:ss word"))
-    assert not htpasswd_matches(line, "puller", Secret("other"))
-    assert not htpasswd_matches(line, "someone", Secret("pa:ss word"))
-    assert not htpasswd_matches(None, "puller", Secret("x"))
-    assert not htpasswd_matches("garbage", "puller", Secret("x"))
+    assert htpasswd_matches(line, Credentials("puller", Secret("pa:ss word")))
+    assert not htpasswd_matches(line, Credentials("puller", Secret("other")))
+    assert not htpasswd_matches(line, Credentials("someone", Secret("pa:ss word")))
+    assert not htpasswd_matches(None, Credentials("puller", Secret("x")))
+    assert not htpasswd_matches("garbage", Credentials("puller", Secret("x")))
 
 
 def test_htpasswd_accepted_by_apache_format_checkers_if_available() -> None:
     # the registry (Go bcrypt) accepts $2b$; cross-check with python's crypt-free bcrypt parse
-    line = htpasswd_line("u", Secret("p"))
+    line = htpasswd_line(Credentials("u", Secret("p")))
     assert line.count(":") == 1 and line.endswith("\n")
 
 
 def test_scripts_keep_the_password_off_argv() -> None:
     """The password only travels base64-encoded on the script's stdin, never in its code or argv."""
     settings = RegistrySettings(address="127.0.0.1", auth=RegistryAuth("puller", password_env="X"))
-    creds = ("puller", Secret('s3cr"et\\pw'))
-    targets = plan_targets(["busybox:1.36"])
-    for script in (registry.facts_script(settings, creds),
-                   registry.apply_script(SPEC, "create", settings, "puller:$2b$hash\n", targets, creds)):
+    creds = Credentials("puller", Secret('s3cr"et\\pw'))
+    for script in (container.facts_script(settings, creds, 30),
+                   container.apply_script(SPEC, "create", settings, 30, htpasswd="puller:$2b$hash\n", auth=creds)):
         assert "s3cr" not in script.command() and "$2b$hash" not in script.command()
         lines = script.stdin.decode().splitlines()
         assert base64.b64decode(lines[0]) == b'user = "puller:s3cr\\"et\\\\pw"\n'
@@ -57,7 +53,6 @@ def test_scripts_keep_the_password_off_argv() -> None:
 
 
 def test_parse_facts() -> None:
-    manifest = {"schemaVersion": 2, "config": {"digest": "sha256:cfg"}, "layers": []}
     container = [{"Id": "abc", "Image": "sha256:aaa"}]
     version = {"Version": "20.10.24+dfsg1", "Os": "linux", "Arch": "arm64", "Components": []}
     out = "\n".join([
@@ -65,20 +60,17 @@ def test_parse_facts() -> None:
         'regimage\t{"Id":"sha256:reg","RepoTags":["registry:2"]}',
         f"container\t{json.dumps(container)}",
         "http\t401",
-        f"manifest\tlibrary/busybox:1.36\t{json.dumps(manifest)}",
-        'manifest\tpause:3.9\t{"errors":[{"code":"MANIFEST_UNKNOWN"}]}',
     ])
-    facts = parse_facts(out)
+    facts = parse_facts(out, "master")
     assert facts.docker_version == "20.10.24+dfsg1" and facts.platform == "linux/arm64"
     assert facts.registry_image_id == "sha256:reg"
     assert facts.container == container[0]
     assert facts.http_status == 401
-    assert facts.manifests == {"library/busybox:1.36": "sha256:cfg", "pause:3.9": ""}
-    empty = parse_facts("version\t\ncontainer\t\nhttp\t000\n")
+    empty = parse_facts("version\t\ncontainer\t\nhttp\t000\n", "master")
     assert empty.container is None and empty.http_status == 0 and not empty.docker_version
     # docker's API answers one object where `docker inspect` prints a list; an error is no object
     api = parse_facts('container\t{"Id":"abc"}\nregimage\t{"message":"No such image: registry:2"}\n'
-                      'holder\t{"message":"No such container: x"}\nholder\t{"Id":"h1"}\n')
+                      'holder\t{"message":"No such container: x"}\nholder\t{"Id":"h1"}\n', "master")
     assert api.container == {"Id": "abc"} and api.registry_image_id == "" and api.holders == ({"Id": "h1"},)
 
 
@@ -102,12 +94,13 @@ def _stub_bin(tmp_path: Path) -> Path:
 def _run_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, username: str, password: str,
                data_dir: str) -> subprocess.CompletedProcess[str]:
     auth_dir = tmp_path / "auth"
-    monkeypatch.setattr(registry, "AUTH_DIR", str(auth_dir))
+    monkeypatch.setattr(container, "AUTH_DIR", str(auth_dir))
+    monkeypatch.setattr(container, "STATE_DIR", str(tmp_path / "state"))
     spec = ContainerSpec("sha256:aaa", 5000, data_dir, auth=True)
     settings = RegistrySettings(address="127.0.0.1", data_dir=data_dir)
     htpasswd = f"{username}:$2b$10$hash\n"
-    script = registry.apply_script(spec, "recreate", settings, htpasswd, plan_targets(["busybox:1.36"]),
-                                   (username, Secret(password)))
+    script = container.apply_script(spec, "recreate", settings, 30, htpasswd=htpasswd,
+                                    auth=Credentials(username, Secret(password)))
     env = {"PATH": f"{_stub_bin(tmp_path)}:/usr/bin:/bin"}
     return subprocess.run(script.argv(), input=script.stdin.decode(), text=True, capture_output=True, env=env,
                           cwd=tmp_path, check=False)
@@ -137,58 +130,58 @@ def test_shell_metacharacters_in_values_are_data(tmp_path: Path, monkeypatch: py
 
 def test_curl_config_holds_the_credentials_on_one_line() -> None:
     """A newline in a value would add curl options (`output = ...`): curl's own escapes instead."""
-    script = registry.catalog_script(RegistrySettings(address="127.0.0.1"), ("a\nurl = x", Secret('p"\\\t\r')))
+    script = container.facts_script(RegistrySettings(address="127.0.0.1"), Credentials("a\nurl = x", Secret('p"\\\t\r')),
+                                    30)
     assert base64.b64decode(script.stdin.splitlines()[0]).decode() == 'user = "a\\nurl = x:p\\"\\\\\\t\\r"\n'
     with pytest.raises(ValueError, match="NUL"):
-        registry.curl_config_line("a\0", Secret("p"))
+        Credentials("a\0", Secret("p")).curl_config()
 
 
-def test_catalog_repositories_from_the_master_are_data(tmp_path: Path) -> None:
-    settings = RegistrySettings(address="127.0.0.1")
-    script = registry.tags_script(settings, ["ok/repo", "x$(touch pwned)"], None)
-    assert "x$(touch pwned)" in script.args and "pwned" not in script.program
-    bin_dir = _stub_bin(tmp_path)
-    (bin_dir / "curl").write_text('#!/bin/sh\nfor a in "$@"; do last=$a; done; printf \'{"name":"%s"}\' "$last"\n')
-    out = subprocess.run(script.argv(), input=script.stdin.decode(), text=True, capture_output=True, check=False,
-                         cwd=tmp_path, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout
-    assert out.splitlines() == ['tags\t{"name":"http://127.0.0.1:5000/v2/ok/repo/tags/list"}',
-                                'tags\t{"name":"http://127.0.0.1:5000/v2/x$(touch pwned)/tags/list"}']
-    assert not (tmp_path / "pwned").exists()
+def test_credentials_never_show_the_password() -> None:
+    """Every repr a traceback, a log or a dataclass dump would print: the password is not in it."""
+    from dataclasses import dataclass
+
+    from nodecfg.runtimes.base import Want
+
+    creds = Credentials("puller", Secret("hunter2-s3cret"))
+    want = Want("m:5000", ("docker.io",), creds)
+
+    @dataclass(frozen=True)
+    class Holder:
+        creds: Credentials | None
+
+    for shown in (repr(creds), str(creds), repr(want), str(want), repr(Holder(creds)), f"{creds}"):
+        assert "hunter2" not in shown and "puller" in shown, shown
+    assert creds.authorization() == "Basic " + base64.b64encode(b"puller:hunter2-s3cret").decode()
+
+
+def test_a_garbled_master_answer_is_one_line() -> None:
+    with pytest.raises(HostError, match=r"^master: the master's answer is garbled \(its htpasswd line"):
+        parse_facts('version\t{"Version":"1"}\nhtpasswd\tnot base64!!\n', "master")
 
 
 def test_down_script_passes_its_values_as_arguments() -> None:
     settings = RegistrySettings(address="127.0.0.1", data_dir="/srv/a b;c")
-    script = registry.down_script(settings, purge=True)
-    assert script.args[-3:] == ("/srv/a b;c", registry.AUTH_DIR, registry.TLS_DIR)
-    assert "a b;c" not in script.program and script.command().endswith(" '/srv/a b;c' /etc/nodecfg/registry "
-                                                                       "/etc/nodecfg/registry-tls")
-
-
-class _NoImages:
-    def get(self, ref: str) -> None:
-        import docker
-
-        raise docker.errors.ImageNotFound(f"No such image: {ref}")
-
-
-class _Client:
-    images = _NoImages()
+    script = container.down_script(settings, 30, purge=True)
+    assert "/srv/a b;c" in script.args and script.args[-1] == "-p"
+    assert "a b;c" not in script.program and " '/srv/a b;c' " in script.command()
 
 
 def test_registry_image_on_neither_side_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12 (7): this path raised NameError (`docker` was imported for typing only)."""
+    from nodecfg.push import dockerengine
+
     calls: list[str] = []
 
     def fake_run(c: object, command: str, **_: object) -> ssh.RunResult:
         calls.append(command)
         return ssh.RunResult(command, 0, 'version\t{"Version":"24.0.7"}\nregimage\t\nhttp\t000\n', "")
 
-    monkeypatch.setattr(registry, "_docker", _Client)
-    monkeypatch.setattr(registry, "_master_connection", lambda inv: (object(), None))
-    monkeypatch.setattr(registry.ssh, "run", fake_run)
-    monkeypatch.setattr(registry.ssh, "close", lambda c: None)
+    monkeypatch.setattr(dockerengine, "inspect_image", lambda ref: None)
+    monkeypatch.setattr(master.ssh, "run", fake_run)
+    monkeypatch.setattr(up._Run, "_ask_early", lambda self: None)  # no registry answers yet
     with pytest.raises(UsageError, match=r"registry:2 is neither on the master nor on this machine"):
-        registry.registry_up(None)
+        up.registry_up(None)
     assert len(calls) == 1 and calls[0].startswith("sh -c ")  # facts only: nothing was loaded or started
 
 
@@ -203,7 +196,7 @@ def _running(port: str = "5000", inner: str = "5000/tcp", networks: dict[str, An
                                 else networks}}
 
 
-@pytest.mark.parametrize(("container", "route"), [
+@pytest.mark.parametrize(("running", "route"), [
     (_running(), ("172.17.0.2", 5000)),
     (_running(inner="443/tcp"), ("172.17.0.2", 443)),  # a registry published from another port
     (_running(running=False), None),
@@ -213,8 +206,8 @@ def _running(port: str = "5000", inner: str = "5000/tcp", networks: dict[str, An
     (_running(inner="5000/udp"), None),
     (None, None),
 ])
-def test_route_to_the_container(container: dict[str, Any] | None, route: tuple[str, int] | None) -> None:
-    assert registry.MasterFacts(container=container).route(5000) == route
+def test_route_to_the_container(running: dict[str, Any] | None, route: tuple[str, int] | None) -> None:
+    assert container.MasterFacts(container=running).route(5000) == route
 
 
 def test_port_forwards_fall_back_to_loopback_when_sshd_refuses_the_container() -> None:
@@ -222,7 +215,7 @@ def test_port_forwards_fall_back_to_loopback_when_sshd_refuses_the_container() -
     and the refused target is not asked again."""
     import paramiko
 
-    from nodecfg.bundle import remote
+    from nodecfg.push import channels as remote
 
     asked: list[tuple[str, int]] = []
 

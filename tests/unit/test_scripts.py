@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nodecfg import configure, scripts, smoke, tagged
-from nodecfg import runtimes as registry
+from nodecfg import configure, runtimes, scripts, smoke, tagged
 from nodecfg.configure import NodePlan, apply_script, parse_apply, parse_facts, rollback_script
 from nodecfg.images import parse_ref
 from nodecfg.runtimes.base import SmokePlan, Want
@@ -47,20 +46,18 @@ def test_every_script_file_passes_shellcheck(name: str) -> None:
 
 
 NODE_MAINS = ("facts.sh", "apply.sh", "rollback.sh", "probe.sh", "call.sh")
-MASTER_MAINS = ("master_facts.sh", "master_apply.sh", "master_catalog.sh")  # after master.sh
+MASTER_MAINS = ("master_facts.sh", "master_apply.sh", "master_down.sh")  # after master.sh
 
 
 def _libraries(main: str) -> list[str]:
     if main in MASTER_MAINS:
         return [scripts.read("master.sh")]
-    if main == "master_down.sh":
-        return []
-    return [rt.shell() for rt in registry.registered()]
+    return [rt.shell() for rt in runtimes.registered()]
 
 
 def _programs() -> dict[str, str]:
     return {main: scripts.program(main, _libraries(main), strip=False)
-            for main in (*NODE_MAINS, *MASTER_MAINS, "master_down.sh")}
+            for main in (*NODE_MAINS, *MASTER_MAINS)}
 
 
 @pytest.mark.parametrize("main", sorted(_programs()))
@@ -79,10 +76,10 @@ def test_the_stripped_program_is_the_same_code() -> None:
 
 def test_no_python_formatting_left_in_the_scripts() -> None:
     """No doubled braces of an f-string; docker's Go templates (single-quoted `--format` values, and
-    master_down.sh's label lookup) are the only `{{` there."""
+    master_down.sh's label lookup and mount template) are the only `{{` there."""
     for name in scripts.names():
-        text = re.sub(r"--format '[^']*'|\"\{\{index [^\n]*\}\}\"|\"present\$tab\{\{\.Id\}\}\"", "",
-                      scripts.read(name))
+        text = re.sub(r"--format '[^']*'|\{\{index \.Config\.Labels \\\"\$l\\\"\}\}|mount='\{\{range [^']*'"
+                      r"|\"present\$tab\{\{\.Id\}\}\"", "", scripts.read(name))
         assert "{{" not in text.replace("'{{json .}}'", ""), name
         assert "{{{{" not in scripts.read(name), name
 
@@ -296,7 +293,7 @@ def test_docker_verify_over_tls_waits_for_the_https_mirror_only(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------------------------------
-# the master's scripts (nodecfg/registry.py) against a stub docker and curl
+# the master's scripts (nodecfg/registry/container.py) against a stub docker and curl
 
 def _inspect(cid: str, data: str, *, indent: int | None = None) -> str:
     """A container as docker describes it: its id and its /var/lib/registry mount."""
@@ -346,8 +343,9 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     directory in play counted once; no password in any argv."""
     import socket
 
-    from nodecfg import registry as master
+    from nodecfg.credentials import Credentials
     from nodecfg.inventory import RegistrySettings, Secret
+    from nodecfg.registry import container as master
 
     auth, tls, data, other = tmp_path / "auth", tmp_path / "tls", tmp_path / "data", tmp_path / "other data"
     monkeypatch.setattr(master, "AUTH_DIR", str(auth))
@@ -375,13 +373,13 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     else:
         env["DOCKER_HOST"] = f"unix://{stub / 'no.sock'}"  # no socket there: the CLI
     settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
-    script = master.facts_script(settings, ("u", Secret("pw")))
+    script = master.facts_script(settings, Credentials("u", Secret("pw")), 30)
     proc = subprocess.run(script.argv(), input=script.stdin, capture_output=True, check=False, cwd=tmp_path,
                           env=env)
     if mode == "api":
         sock.close()
     assert proc.returncode == 0, proc.stderr
-    facts = master.parse_facts(proc.stdout.decode())
+    facts = master.parse_facts(proc.stdout.decode(), "master")
     assert facts.docker_version == "24.0.7" and facts.platform == "linux/amd64"
     assert facts.registry_image_id == "sha256:reg" and facts.container is not None
     assert facts.container["Id"] == "aaa1" and [h["Id"] for h in facts.holders] == ["bbb2"]

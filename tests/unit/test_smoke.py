@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nodecfg.credentials import Credentials
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Secret
 from nodecfg.smoke import SmokePlan, diagnose, probe_script
@@ -129,7 +130,7 @@ def test_unreachable_names_node() -> None:
 
 
 def test_probe_script_is_valid_shell_and_keeps_secret_encoded() -> None:
-    script = probe_script(PLAN, ("puller", Secret("pw-123")))
+    script = probe_script(PLAN, Credentials("puller", Secret("pw-123")))
     assert subprocess.run(["sh", "-n"], input=script.program, text=True, check=False).returncode == 0
     # the credentials travel on stdin, base64-encoded, decoded into a 0600 file: never in the command
     assert "pw-123" not in script.command() and b"pw-123" not in script.stdin

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nodecfg import tls
 from nodecfg.images import parse_ref
+from nodecfg.registry import tls
 from nodecfg.smoke import SmokePlan, diagnose, probe_script
 
 NOW = dt.datetime.now(dt.UTC)

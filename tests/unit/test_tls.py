@@ -1,4 +1,4 @@
-"""Certificate generation and reuse (nodecfg/tls.py): SANs, validity, key usage, renewal."""
+"""Certificate generation and reuse (nodecfg/registry/tls.py): SANs, validity, key usage, renewal."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from nodecfg import tls
 from nodecfg.errors import UsageError
+from nodecfg.registry import tls
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 NAMES = tls.wanted_names("10.0.0.1", "master", "10.0.0.1")

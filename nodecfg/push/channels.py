@@ -8,7 +8,7 @@ socket-like (sendall, recv, makefile, settimeout), so `http.client` runs on it u
 Without an inventory (the registry on this machine), a plain TCP connection to 127.0.0.1.
 
 Over TLS (`registry.tls`) the registry's certificate is verified inside the channel, for the
-registry's own name, against the CA the nodes trust (`nodecfg/channel_tls.py`): the tunnel ends at
+registry's own name, against the CA the nodes trust (`channel_tls.py`): the tunnel ends at
 127.0.0.1 but the check is the one a node makes.
 """
 
@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nodecfg.errors import HostError
+from nodecfg.push.api import Connect
 
 if TYPE_CHECKING:
     import paramiko
 
-Connect = Callable[[], http.client.HTTPConnection]
 Tls = tuple[bytes, str]  # (the CA's PEM, the name the certificate must carry)
 WINDOW = 8 << 20  # our receive window per channel; replies are small, this only matters for GETs
 
@@ -65,7 +64,7 @@ class ChannelHTTPConnection(http.client.HTTPConnection):
             return
         import ssl
 
-        from nodecfg.channel_tls import TlsOverChannel, client_context
+        from nodecfg.push.channel_tls import TlsOverChannel, client_context
 
         ca, name = self._tls
         try:
@@ -89,7 +88,7 @@ def direct(address: str, port: int, timeout: float = 60.0, tls: Tls | None = Non
     TLS verified against the CA the nodes trust."""
     if tls is None:
         return lambda: http.client.HTTPConnection(address, port, timeout=timeout)
-    from nodecfg.channel_tls import client_context
+    from nodecfg.push.channel_tls import client_context
 
     ctx = client_context(tls[0])
     return lambda: http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)

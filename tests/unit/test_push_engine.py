@@ -1,7 +1,7 @@
-"""registry-up from the engine, without a lab: the pure plan and manifest, the `docker save` stream
-(docker's legacy layout: a layer linked to its first copy), and `push_engine` against the fake
-registry of test_bundle_push: only missing blobs are saved and sent, tags last, a re-run asks only
-for the tags."""
+"""The push pipeline from this machine's engine, without a lab: the manifest, the `docker save`
+stream (docker's legacy layout: a layer linked to its first copy), and `pipeline.push` of an
+`EngineSource` against the fake registry of test_push_bundle: only missing blobs are saved and sent,
+tags last, a re-run asks only for the tags."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from nodecfg.bundle import dockersave, engine
 from nodecfg.bundle.manifests import DOCKER_MANIFEST, Descriptor
 from nodecfg.images import parse_ref
-from tests.unit.test_bundle_push import Fake, serve_fake
+from nodecfg.push import dockersave, engine_source, pipeline
+from nodecfg.push.api import Target, config_digest
+from nodecfg.push.source import SourceImage
+from tests.unit.test_push_bundle import Fake, serve_fake
 
 
 @pytest.fixture
@@ -43,9 +45,10 @@ def _config(layers: Sequence[bytes], tag: str) -> bytes:
                        "rootfs": {"type": "layers", "diff_ids": [_sha(x) for x in layers]}}).encode()
 
 
-def _image(ref: str, config: bytes, layers: Sequence[bytes]) -> engine.LocalImage:
-    r = parse_ref(ref)
-    return engine.LocalImage(r, ref, _sha(config), tuple(_sha(x) for x in layers), len(config) + sum(map(len, layers)))
+def _image(ref: str, config: bytes, layers: Sequence[bytes]) -> dict[str, Any]:
+    """What the engine's inspect answers for it."""
+    return {"Id": _sha(config), "RootFS": {"Layers": [_sha(x) for x in layers]},
+            "Size": len(config) + sum(map(len, layers)), "ref": ref}
 
 
 def _save(images: Sequence[tuple[bytes, Sequence[bytes]]], chunk: int = 7000) -> Iterator[bytes]:
@@ -89,39 +92,39 @@ SMALL = _layer("small", b"small")
 APP_CONFIG, TOOL_CONFIG = _config([BASE, BIG], "app"), _config([BASE, SMALL], "tool")
 APP = _image("quay.io/org/app:1", APP_CONFIG, [BASE, BIG])
 TOOL = _image("docker.io/library/tool:2", TOOL_CONFIG, [BASE, SMALL])
-SAVES = {APP.image_id: (APP_CONFIG, [BASE, BIG]), TOOL.image_id: (TOOL_CONFIG, [BASE, SMALL])}
+SAVES = {APP["Id"]: (APP_CONFIG, [BASE, BIG]), TOOL["Id"]: (TOOL_CONFIG, [BASE, SMALL])}
 
 
 def test_manifest_is_docker_schema2_with_uncompressed_layers() -> None:
-    config = Descriptor(engine.DOCKER_CONFIG, APP.image_id, len(APP_CONFIG))
-    layers = [Descriptor(engine.LAYER_TAR, d, 10) for d in APP.diff_ids]
-    body = engine.manifest(config, layers)
-    assert body == engine.manifest(config, layers)  # the same image, the same digest
+    config = Descriptor(engine_source.DOCKER_CONFIG, APP["Id"], len(APP_CONFIG))
+    layers = [Descriptor(engine_source.LAYER_TAR, d, 10) for d in APP["RootFS"]["Layers"]]
+    body = engine_source.manifest(config, layers)
+    assert body == engine_source.manifest(config, layers)  # the same image, the same digest
     doc = json.loads(body)
-    assert doc["mediaType"] == DOCKER_MANIFEST and doc["config"]["digest"] == APP.image_id
+    assert doc["mediaType"] == DOCKER_MANIFEST and doc["config"]["digest"] == APP["Id"]
     assert [x["mediaType"] for x in doc["layers"]] == ["application/vnd.docker.image.rootfs.diff.tar"] * 2
-    assert engine.config_digest(body) == APP.image_id
-    assert engine.config_digest(b"not json") == ""
+    assert config_digest(body) == APP["Id"]
+    assert config_digest(b"not json") == ""
 
 
-def test_plan_mounts_what_a_repository_has_and_saves_the_rest() -> None:
-    have: dict[tuple[str, str], int | None] = {("org/app", _sha(BASE)): len(BASE)}
-    mounts, from_save = engine.plan([APP, TOOL], have)
-    assert [(j.descriptor.digest, j.first, j.mount_from) for j in mounts] == [(_sha(BASE), "library/tool", "org/app")]
-    assert mounts[0].descriptor.size == len(BASE)
-    assert from_save == {APP.image_id, _sha(BIG), TOOL.image_id, _sha(SMALL)}
-    everything = {(img.repo, d): 1 for img in (APP, TOOL) for d in img.blobs}
-    assert engine.plan([APP, TOOL], everything) == ([], set())
+def test_plan_mounts_what_a_repository_has_and_uploads_the_rest() -> None:
+    app = SourceImage("a", parse_ref("quay.io/org/app:1"), (APP["Id"], _sha(BASE), _sha(BIG)), 0, config=APP["Id"])
+    tool = SourceImage("t", parse_ref("docker.io/library/tool:2"), (TOOL["Id"], _sha(BASE), _sha(SMALL)), 0,
+                       config=TOOL["Id"])
+    jobs = pipeline.plan_blobs([app, tool], {("org/app", _sha(BASE)): len(BASE)})
+    assert [(j.digest, j.first, j.mount_from) for j in jobs if j.mount_from] == [(_sha(BASE), "library/tool", "org/app")]
+    assert {j.digest for j in jobs if j.mount_from is None} == {APP["Id"], _sha(BIG), TOOL["Id"], _sha(SMALL)}
+    everything = {(img.repo, d): 1 for img in (app, tool) for d in img.blobs}
+    assert pipeline.plan_blobs([app, tool], everything) == []
 
 
 def test_save_stream_spools_only_wanted_blobs_once() -> None:
     spool = dockersave.Spool()
     seen: list[tuple[str, int]] = []
-    wanted = {_sha(BASE), _sha(BIG), TOOL.image_id}
+    wanted = {_sha(BASE), _sha(BIG), TOOL["Id"]}
     try:
-        dockersave.read_save(_save([SAVES[APP.image_id], SAVES[TOOL.image_id]]), wanted, spool,
-                         lambda d, n: seen.append((d, n)))
-        assert sorted(seen) == sorted([(_sha(BASE), len(BASE)), (_sha(BIG), len(BIG)), (TOOL.image_id, len(TOOL_CONFIG))])
+        seen += dockersave.saved_blobs(_save([SAVES[APP["Id"]], SAVES[TOOL["Id"]]]), wanted, spool)
+        assert sorted(seen) == sorted([(_sha(BASE), len(BASE)), (_sha(BIG), len(BIG)), (TOOL["Id"], len(TOOL_CONFIG))])
         offset, size = spool.offset(_sha(BIG))
         spool.file.seek(offset)
         assert spool.file.read(size) == BIG
@@ -131,8 +134,8 @@ def test_save_stream_spools_only_wanted_blobs_once() -> None:
         spool.close()
 
 
-def _push(fake: Fake, images: Sequence[engine.LocalImage], monkeypatch: pytest.MonkeyPatch
-          ) -> tuple[list[engine.EngineResult], Any, list[list[str]]]:
+def _push(fake: Fake, images: Sequence[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+          ) -> tuple[list[pipeline.ImageResult], Any, list[list[str]]]:
     import http.client
 
     saves: list[list[str]] = []
@@ -141,10 +144,30 @@ def _push(fake: Fake, images: Sequence[engine.LocalImage], monkeypatch: pytest.M
         saves.append(list(ids))
         return _save([SAVES[i] for i in ids])
 
-    monkeypatch.setattr(engine, "save_stream", save_stream)
-    results, stats = engine.push_engine(
-        object(), images, lambda: http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10), None,  # type: ignore[arg-type]
-        progress=lambda _m: None, width=3)
+    class Presave:  # started by `prepare` as soon as the tags are known; the stream is the stand-in's
+        def __init__(self, _client: object, ids: Sequence[str]) -> None:
+            self.ids = list(dict.fromkeys(ids))
+
+        def stream(self, ids: Sequence[str]) -> Iterator[bytes] | None:
+            return save_stream(None, self.ids) if set(ids) <= set(self.ids) else None
+
+        def close(self) -> None:
+            return None
+
+    monkeypatch.setattr(engine_source, "save_stream", save_stream)
+    monkeypatch.setattr(engine_source, "Presave", Presave)
+    docs = {parse_ref(i["ref"]).upstream: i for i in images}
+    monkeypatch.setattr(engine_source.dockerengine, "inspect_image", docs.get)
+    refs = [parse_ref(i["ref"]) for i in images]
+    source = engine_source.EngineSource(refs, {r.target: i["ref"] for r, i in zip(refs, images, strict=True)},
+                                        lambda _m: None)
+    source._client = object()  # type: ignore[assignment]  # no engine: save_stream is the stand-in
+    try:
+        results, stats = pipeline.push(
+            source, Target("fake", lambda: http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)),
+            progress=lambda _m: None, width=3)
+    finally:
+        source.close()
     return results, stats, saves
 
 
@@ -152,22 +175,25 @@ def test_push_sends_what_is_missing_then_tags_and_a_rerun_sends_nothing(
         fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.blobs["org/app"] = {_sha(BASE): BASE}  # the registry has the base layer in one repository
     results, stats, saves = _push(fake, [APP, TOOL], monkeypatch)
-    assert [r.action for r in results] == ["pushed", "pushed"], [r.error for r in results]
-    assert saves == [[APP.image_id, TOOL.image_id]]  # one docker save for both
-    assert sorted(stats.uploaded) == sorted([APP.image_id, _sha(BIG), TOOL.image_id, _sha(SMALL)])
+    assert [r.outcome for r in results] == ["pushed", "pushed"], [r.error for r in results]
+    assert saves == [[APP["Id"], TOOL["Id"]]]  # one docker save for both
+    assert sorted(stats.uploaded) == sorted([APP["Id"], _sha(BIG), TOOL["Id"], _sha(SMALL)])
     assert stats.mounted == 1  # the base layer into library/tool, never sent
     for img, config in ((APP, APP_CONFIG), (TOOL, TOOL_CONFIG)):
-        body = fake.manifests[(img.repo, img.ref.tag)]
+        ref = parse_ref(img["ref"])
+        body = fake.manifests[(ref.path, ref.tag)]
         doc = json.loads(body)
-        assert doc["config"] == {"mediaType": engine.DOCKER_CONFIG, "size": len(config), "digest": img.image_id}
-        assert [x["digest"] for x in doc["layers"]] == list(img.diff_ids)
-        assert fake.blobs[img.repo][img.image_id] == config
+        assert doc["config"] == {"mediaType": engine_source.DOCKER_CONFIG, "size": len(config), "digest": img["Id"]}
+        assert [x["digest"] for x in doc["layers"]] == img["RootFS"]["Layers"]
+        assert fake.blobs[ref.path][img["Id"]] == config
     puts = [path for method, path in fake.log if method == "PUT"]
-    assert puts[-2:] and all("/manifests/" in p for p in puts[-2:])  # tags after every blob
+    for repo in ("org/app", "library/tool"):  # each image tagged after every blob of its own
+        mine = [p for p in puts if p.startswith(f"/v2/{repo}/")]
+        assert mine[-1].startswith(f"/v2/{repo}/manifests/") and sum("/manifests/" in p for p in mine) == 1
 
     fake.log.clear()
     results, stats, saves = _push(fake, [APP, TOOL], monkeypatch)
-    assert [r.action for r in results] == ["skipped", "skipped"]
+    assert [r.outcome for r in results] == ["skipped", "skipped"]
     assert saves == [] and stats.uploaded == []
     assert sorted(fake.log) == sorted([("GET", "/v2/org/app/manifests/1"), ("GET", "/v2/library/tool/manifests/2")])
 
@@ -177,29 +203,32 @@ def test_a_tag_on_another_image_is_pushed_again_from_the_registrys_blobs(
     _push(fake, [APP], monkeypatch)
     fake.manifests[("org/app", "1")] = b'{"schemaVersion": 2, "config": {"digest": "sha256:' + b"0" * 64 + b'"}}'
     results, stats, saves = _push(fake, [APP], monkeypatch)
-    assert [r.action for r in results] == ["pushed"]
+    assert [r.outcome for r in results] == ["pushed"]
     assert saves == [] and stats.uploaded == []  # every blob was there: the manifest is made from their sizes
-    assert engine.config_digest(fake.manifests[("org/app", "1")]) == APP.image_id
+    assert config_digest(fake.manifests[("org/app", "1")]) == APP["Id"]
 
 
 def test_direct_goes_to_the_registry_address_and_port_ssh_does_not() -> None:
-    from nodecfg import registry, ssh
-    from nodecfg.bundle import remote
+    from concurrent.futures import ThreadPoolExecutor
+
     from nodecfg.inventory import RegistrySettings
+    from nodecfg.push import channels
+    from nodecfg.registry.master import Master
 
     settings = RegistrySettings(address="fd00::5", port=5001)
-    conn = registry._registry_connect(object(), settings, direct=True)()
-    assert (conn.host, conn.port) == ("fd00::5", 5001)
-    local = registry._registry_connect(ssh.LocalConnection(), settings, direct=False)()
-    assert (local.host, local.port) == ("127.0.0.1", 5001)  # no inventory: the registry on this machine
-    assert remote.direct("10.0.0.5", 5000)().host == "10.0.0.5"
+    with ThreadPoolExecutor(1) as pool:
+        master = Master(None, 30, pool)  # no inventory: the registry on this machine
+        conn = master.connector(settings, direct=True)()
+        assert (conn.host, conn.port, conn.timeout) == ("fd00::5", 5001, 30)
+        local = master.connector(settings)()
+        assert (local.host, local.port) == ("127.0.0.1", 5001)
+    assert channels.direct("10.0.0.5", 5000)().host == "10.0.0.5"
 
 
 def test_two_targets_of_one_image_are_saved_once(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
-    other = engine.LocalImage(parse_ref("docker.io/org/app2:1"), "docker.io/org/app2:1",
-                              APP.image_id, APP.diff_ids, APP.size)
+    other = {**APP, "ref": "docker.io/org/app2:1"}
     results, stats, saves = _push(fake, [APP, other], monkeypatch)
-    assert [r.action for r in results] == ["pushed", "pushed"] and saves == [[APP.image_id]]
+    assert [r.outcome for r in results] == ["pushed", "pushed"] and saves == [[APP["Id"]]]
     assert stats.mounted == 3  # config and both layers into the second repository, sent once
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nodecfg.errors import UsageError
 from nodecfg.inventory import TlsSettings
+from nodecfg.registry.container import TlsFiles
 
 CA_LIFETIME = dt.timedelta(days=3650)
 SERVER_LIFETIME = dt.timedelta(days=365)
@@ -206,14 +208,34 @@ def renewal_reason(cert_pem: bytes, ca_pem: bytes, names: Iterable[str], now: dt
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """`data` into `path`, atomically: a new temp file beside it (O_EXCL: never a file or symlink
+    someone planted), its mode set before the bytes go in, then renamed over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.write(fd, data)
         os.fchmod(fd, mode)
-    finally:
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
         os.close(fd)
-    tmp.replace(path)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    Path(tmp).replace(path)
+
+
+def _private_dir(ca_dir: Path) -> None:
+    """The CA directory, made 0700, or an existing one tightened to 0700 (and its key to 0600); one
+    that belongs to another user is refused: whoever owns it could swap the CA."""
+    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = ca_dir.stat()
+    if st.st_uid != os.geteuid():
+        raise UsageError(f"registry.tls: CA directory {ca_dir} belongs to uid {st.st_uid}, not to this user; "
+                         "choose another (registry.tls.ca_dir or $NODECFG_CA_DIR)")
+    if st.st_mode & 0o077:
+        ca_dir.chmod(0o700)
+    key = ca_dir / "ca.key"
+    if key.exists() and key.stat().st_mode & 0o077:
+        key.chmod(0o600)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -233,7 +255,8 @@ def _ensure_ca(ca_dir: Path, now: dt.datetime, write: bool = True) -> tuple[byte
     ca_crt, ca_key = ca_dir / "ca.crt", ca_dir / "ca.key"
     if not write and not ca_crt.exists() and not ca_key.exists():
         return make_ca(now)
-    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if write:
+        _private_dir(ca_dir)
     if ca_crt.exists() != ca_key.exists():
         have, lack = (ca_crt, ca_key) if ca_crt.exists() else (ca_key, ca_crt)
         raise UsageError(f"registry.tls: {have} exists but {lack} does not; restore it or remove both "
@@ -320,3 +343,21 @@ def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: b
         return _ensure_ca(ca_dir, now or dt.datetime.now(dt.UTC), write)[0]
     except OSError as exc:
         raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# what the master holds
+
+
+def master_files(settings: TlsSettings | None, *, registry_address: str, port: int, master_name: str,
+                 master_address: str, say: Callable[[str], None], write: bool = True) -> TlsFiles | None:
+    """The certificate, key and CA the registry serves with (registry.tls), made or reused here on
+    the operator machine before the master is contacted (with `write` False — --check — anything
+    made stays in memory); None for plain HTTP."""
+    if settings is None:
+        return None
+    m = material(settings, registry_address=registry_address, port=port, master_name=master_name,
+                 master_address=master_address, write=write)
+    if m.issued and write:
+        say(f"issued the registry's TLS certificate ({m.issued}); CA: {m.ca_path}")
+    return TlsFiles(m.cert_pem, m.key_pem, m.ca_pem)

@@ -1,6 +1,7 @@
-"""registry-up --bundle, without a lab: the pure plan, the verified stream, the docker-archive
-stream, and `push_bundle` against a small fake registry on loopback that checks digests and
-references as the distribution registry does and records every request."""
+"""The push pipeline from a bundle, without a lab: the pure plan, the verified stream, the
+docker-archive stream, and `pipeline.push` of a `BundleSource` against a small fake registry on
+loopback that checks digests and references as the distribution registry does and records every
+request."""
 
 from __future__ import annotations
 
@@ -21,12 +22,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from nodecfg.bundle import dockerarchive, push
+from nodecfg.bundle import dockerarchive
 from nodecfg.bundle.layout import IndexEntry, WorkDir, entry_from, index_document, write_bundle
 from nodecfg.bundle.manifests import DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Platform, descriptor, sha256_digest
-from nodecfg.bundle.reader import Bundle
+from nodecfg.bundle.reader import CHUNK, Bundle, verified_chunks
+from nodecfg.credentials import Credentials
 from nodecfg.errors import BundleError
+from nodecfg.images import parse_ref
 from nodecfg.inventory import Secret
+from nodecfg.push import pipeline
+from nodecfg.push.api import PushError, Target
+from nodecfg.push.bundle_source import BundleSource
+from nodecfg.push.source import SourceImage
 
 CONFIG = "application/vnd.docker.container.image.v1+json"
 LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -168,28 +175,33 @@ def serve_fake() -> Iterator[Fake]:
     server.server_close()
 
 
-def _push(made: Made, fake: Fake, creds: tuple[str, Secret] | None = None
-          ) -> tuple[list[push.ImageResult], push.PushStats, list[str]]:
+def _target(fake: Fake, creds: Credentials | None = None) -> Target:
+    return Target("fake", lambda: http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10), creds)
+
+
+def _push(made: Made, fake: Fake, creds: Credentials | None = None
+          ) -> tuple[list[pipeline.ImageResult], pipeline.PushStats, list[str]]:
     said: list[str] = []
-    with Bundle.open(made.path) as b:
-        images = push.images_to_push(b, [e for e in b.entries if e.pushed])
-        results, stats = push.push_bundle(
-            b, images, lambda: http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10), creds,
-            progress=said.append, width=3)
+    source = BundleSource(made.path, [], "registry:2")
+    try:
+        results, stats = pipeline.push(source, _target(fake, creds), progress=said.append, width=3)
+    finally:
+        source.close()
     return results, stats, said
 
 
+def _image(repo: str, *digests: str) -> SourceImage:
+    return SourceImage(repo, parse_ref(repo), digests, 0)
+
+
 def test_plan_mounts_what_another_repository_has() -> None:
-    a, b = Descriptor(LAYER, "sha256:" + "a" * 64, 10), Descriptor(LAYER, "sha256:" + "b" * 64, 99)
-    entry = IndexEntry("x/y:1", Descriptor(DOCKER_MANIFEST, "sha256:" + "c" * 64, 1))
-    one = push.ImagePush(entry, push.parse_ref("one/x:1"), (), (a, b))
-    two = push.ImagePush(entry, push.parse_ref("two/x:1"), (), (a,))
-    jobs = push.plan_blobs([one, two], {("two/x", a.digest): True})
-    assert jobs == [push.BlobJob(b, "one/x", None, ()), push.BlobJob(a, "one/x", "two/x", ())]  # largest first
-    jobs = push.plan_blobs([one, two], {})
-    assert push.BlobJob(a, "one/x", None, ("two/x",)) in jobs
-    assert push.plan_blobs([one, two], {("one/x", a.digest): True, ("two/x", a.digest): True,
-                                        ("one/x", b.digest): True}) == []
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    one, two = _image("one/x:1", a, b), _image("two/x:1", a)
+    jobs = pipeline.plan_blobs([one, two], {("two/x", a): 10})
+    assert jobs == [pipeline.BlobJob(a, "one/x", "two/x", ()), pipeline.BlobJob(b, "one/x", None, ())]  # mounts first
+    jobs = pipeline.plan_blobs([one, two], {})
+    assert pipeline.BlobJob(a, "one/x", None, ("two/x",)) in jobs
+    assert pipeline.plan_blobs([one, two], {("one/x", a): 10, ("two/x", a): 10, ("one/x", b): 99}) == []
 
 
 def test_role_annotation_round_trip() -> None:
@@ -202,21 +214,21 @@ def test_role_annotation_round_trip() -> None:
 
 
 def test_verified_chunks_hold_back_the_last_chunk(tmp_path: Path) -> None:
-    data = b"x" * (push.CHUNK * 2 + 5)
+    data = b"x" * (CHUNK * 2 + 5)
     f = tmp_path / "blob"
     f.write_bytes(b"pad" + data)
     import os
 
     fd = os.open(f, os.O_RDONLY)
     try:
-        assert b"".join(push.verified_chunks(fd, 3, len(data), sha256_digest(data), "w", f, lambda _n: None)) == data
+        assert b"".join(verified_chunks(fd, 3, len(data), sha256_digest(data), "w", f, lambda _n: None)) == data
         got: list[bytes] = []
         with pytest.raises(BundleError, match="is corrupt"):
-            for chunk in push.verified_chunks(fd, 3, len(data), sha256_digest(b"other"), "w", f, lambda _n: None):
+            for chunk in verified_chunks(fd, 3, len(data), sha256_digest(b"other"), "w", f, lambda _n: None):
                 got.append(chunk)
         assert sum(map(len, got)) < len(data)  # the last chunk never left
         with pytest.raises(BundleError, match="truncated"):
-            list(push.verified_chunks(fd, 3, len(data) + 10, sha256_digest(data), "w", f, lambda _n: None))
+            list(verified_chunks(fd, 3, len(data) + 10, sha256_digest(data), "w", f, lambda _n: None))
     finally:
         os.close(fd)
 
@@ -224,12 +236,12 @@ def test_verified_chunks_hold_back_the_last_chunk(tmp_path: Path) -> None:
 def test_push_then_nothing_to_send(tmp_path: Path, fake: Fake) -> None:
     made = _bundle(tmp_path)
     results, stats, said = _push(made, fake)
-    assert [(r.push.ref.target, r.action) for r in results] == [("org/app:1", "pushed"), ("multi:2", "pushed")]
+    assert [(r.image.ref.target, r.outcome) for r in results] == [("org/app:1", "pushed"), ("multi:2", "pushed")]
     assert "library/registry" not in fake.blobs  # the registry's own image is not pushed
     assert stats.uploaded.count(made.shared) == 1 and stats.mounted == 1  # once, then mounted across
     with Bundle.open(made.path) as b:
         for e in b.entries[:2]:
-            path, tag = push.parse_ref(e.ref).path, push.parse_ref(e.ref).tag
+            path, tag = parse_ref(e.ref).path, parse_ref(e.ref).tag
             assert sha256_digest(fake.manifests[(path, tag)]) == e.descriptor.digest
     # manifests after blobs, tags after their children
     puts = [p for m, p in fake.log if m == "PUT" and "/manifests/" in p]
@@ -239,8 +251,8 @@ def test_push_then_nothing_to_send(tmp_path: Path, fake: Fake) -> None:
     assert any("tagged multi:2" in s for s in said)
     fake.log.clear()
     results, stats, _ = _push(made, fake)
-    assert [r.action for r in results] == ["skipped", "skipped"]
-    assert stats.uploaded == [] and {m for m, _ in fake.log} == {"HEAD"} and len(fake.log) == 2
+    assert [r.outcome for r in results] == ["skipped", "skipped"]
+    assert stats.uploaded == [] and {m for m, _ in fake.log} == {"GET"} and len(fake.log) == 2
 
 
 def test_corrupt_blob_tags_nothing_half_pushed(tmp_path: Path, fake: Fake) -> None:
@@ -265,14 +277,12 @@ def test_corrupt_blob_tags_nothing_half_pushed(tmp_path: Path, fake: Fake) -> No
 def test_basic_auth_on_every_request(tmp_path: Path, fake: Fake) -> None:
     made = _bundle(tmp_path)
     fake.auth = "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()
-    results, _, said = _push(made, fake, ("ops", Secret("s3cret-pw")))
-    assert all(r.action == "pushed" for r in results)
+    results, _, said = _push(made, fake, Credentials("ops", Secret("s3cret-pw")))
+    assert all(r.outcome == "pushed" for r in results)
     assert not any("s3cret" in s for s in said)
     fake.auth = "Basic wrong"
-    with Bundle.open(made.path) as b, pytest.raises(push.PushError, match="refused the credentials"):
-        push.push_bundle(b, push.images_to_push(b, b.entries[:1]),
-                         lambda: http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10),
-                         ("ops", Secret("s3cret-pw")), progress=lambda _m: None)
+    with pytest.raises(PushError, match="refused the credentials"):
+        _push(made, fake, Credentials("ops", Secret("s3cret-pw")))
 
 
 def test_docker_archive_for_the_masters_platform(tmp_path: Path) -> None:

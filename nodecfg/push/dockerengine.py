@@ -3,7 +3,7 @@
 The docker SDK costs ~0.15 s to import (requests, urllib3) — most of an unchanged `registry-up`'s
 own time. Inspecting the inventory's images is one `GET /images/<ref>/json` each, which
 `http.client` does over the engine's unix socket in a few milliseconds; the SDK is imported only
-when there is real work (a pull, a `docker save`): `LazyClient` makes it on first use.
+when there is real work (a pull, a `docker save`): `engine_source.EngineSource.client()`.
 
 The socket is the one the docker CLI would use by default: `$DOCKER_HOST` when it is `unix://…`,
 else /var/run/docker.sock. With another `DOCKER_HOST` (tcp, ssh) or a `DOCKER_CONTEXT`, everything
@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -80,20 +79,3 @@ def inspect_image(ref: str) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         raise EngineUnavailable("the engine's answer is no object")
     return doc
-
-
-class LazyClient:
-    """A docker SDK client made (imported, connected, pinged) on first use, by `make`."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._client: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._client is None:
-            self._client = self._make()
-        return getattr(self._client, name)
-
-    @property
-    def made(self) -> bool:
-        return self._client is not None

@@ -1,4 +1,4 @@
-"""`docker save` of this machine's engine, read as a stream for the engine path (engine.py): one
+"""`docker save` of this machine's engine, read as a stream for the engine source (engine_source.py): one
 request for all images, its tar walked as it arrives (docker's legacy layout or the OCI one of docker
 25+), each wanted blob hashed and spooled to an unlinked temp file, from which its upload reads in
 place. `Presave` asks early, so the engine's export (seconds before its first byte) overlaps other work.
@@ -15,7 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodecfg.bundle.push import CHUNK, PushError
+from nodecfg.bundle.reader import CHUNK
+from nodecfg.push.api import PushError
 
 if TYPE_CHECKING:
     import docker
@@ -89,9 +90,9 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def read_save(chunks: Iterator[bytes], wanted: set[str], spool: Spool, on_blob: Callable[[str, int], None]) -> None:
+def saved_blobs(chunks: Iterator[bytes], wanted: set[str], spool: Spool) -> Iterator[tuple[str, int]]:
     """Walk a `docker save` tar stream (docker's legacy layout or the OCI one of docker 25+): every
-    regular file is hashed; a wanted one is spooled and `on_blob(digest, size)` called at once."""
+    regular file is hashed; a wanted one is spooled and its (digest, size) yielded at once."""
     stream = io.BufferedReader(_ChunkReader(chunks), CHUNK)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -103,7 +104,7 @@ def read_save(chunks: Iterator[bytes], wanted: set[str], spool: Spool, on_blob: 
                     continue
                 digest = spool.add(f.read, member.size, wanted)
                 if digest is not None:
-                    on_blob(digest, member.size)
+                    yield digest, member.size
     except tarfile.TarError as exc:
         raise PushError(f"docker save gave no readable tar ({exc})") from None
 

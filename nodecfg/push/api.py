@@ -1,0 +1,213 @@
+"""The registry's HTTP API (distribution v2), as the push and registry-up ask it.
+
+`RegistryAPI` keeps one keep-alive HTTP connection per thread, each made by a `Connect` factory
+(`channels.py`: an SSH channel to the master, or TCP with `--direct`); every request is bounded by
+the connection's timeout. Errors are `PushError`s that name the request, never a credential.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from nodecfg.bundle.manifests import ACCEPT
+from nodecfg.errors import HostError
+
+if TYPE_CHECKING:
+    from nodecfg.credentials import Credentials
+    from nodecfg.images import ImageRef
+
+Connect = Callable[[], http.client.HTTPConnection]
+Answer = tuple[int, http.client.HTTPMessage, bytes]
+WIDTH = 8  # requests in flight (one SSH channel each): bench/registry_push.py found 8 ahead of 4 (docs/benchmarks.md)
+
+
+class PushError(HostError):
+    """The registry refused or broke off a request; the message names the request, never a secret."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registry to push to: how to reach it, and its login."""
+
+    name: str  # for messages: the master's name
+    connect: Connect
+    auth: Credentials | None = None
+
+    def api(self) -> RegistryAPI:
+        return RegistryAPI(self.connect, self.auth.authorization() if self.auth is not None else None)
+
+
+@dataclass(frozen=True)
+class TagState:
+    """What a tag points at now: the manifest's digest and, for an image manifest, its config's
+    digest (an engine image's id); both "" when the tag is not there."""
+
+    digest: str = ""
+    config: str = ""
+
+
+class RegistryAPI:
+    """Thread-local keep-alive HTTP connections to the registry (one SSH channel each)."""
+
+    def __init__(self, connect: Connect, authorization: str | None) -> None:
+        self._connect, self._auth = connect, authorization
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[http.client.HTTPConnection] = []
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        h = dict(extra or {})
+        if self._auth:
+            h["Authorization"] = self._auth
+        return h
+
+    def _answer(self, conn: http.client.HTTPConnection) -> Answer:
+        """The response to the request just sent; a connection the registry closes is let go."""
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.will_close:
+            self._drop()
+        return resp.status, resp.headers, data
+
+    def call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Answer:
+        """One request; a dropped keep-alive connection is retried once on a new channel."""
+        for attempt in (0, 1):
+            try:
+                conn = self._conn()
+                conn.request(method, path, body=body or None, headers=self._headers(headers))
+                return self._answer(conn)
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop()
+                if attempt:
+                    raise broke(method, path, exc) from None
+        raise AssertionError("unreachable")
+
+    def put_stream(self, path: str, size: int, chunks: Iterable[bytes]) -> Answer:
+        """PUT a body of `size` bytes from `chunks` (an iterable of bytes). If `chunks` raises (a
+        corrupt blob), the connection is dropped before the body is complete: the registry commits
+        nothing."""
+        conn = self._conn()
+        try:
+            conn.putrequest("PUT", path, skip_accept_encoding=True)
+            for k, v in self._headers({"Content-Type": "application/octet-stream",
+                                        "Content-Length": str(size)}).items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            for chunk in chunks:
+                conn.send(chunk)
+            return self._answer(conn)
+        except (http.client.HTTPException, OSError) as exc:
+            self._drop()
+            raise broke("PUT", path, exc) from None
+        except BaseException:
+            self._drop()
+            raise
+
+    # the questions the push asks
+
+    def tag_state(self, ref: ImageRef) -> TagState:
+        path = f"/v2/{ref.path}/manifests/{ref.tag}"
+        status, headers, body = self.call("GET", path, headers={"Accept": ACCEPT})
+        if status == 404:
+            return TagState()
+        if status != 200:
+            raise refused("GET", path, status, body)
+        return TagState(headers.get("Docker-Content-Digest") or "", config_digest(body))
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        """The blob's size in `repo`, None when the repository lacks it."""
+        path = f"/v2/{repo}/blobs/{digest}"
+        status, headers, body = self.call("HEAD", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise refused("HEAD", path, status, body)
+        return int(headers.get("Content-Length") or 0)
+
+    def catalog(self, width: int = WIDTH) -> dict[str, list[str]]:
+        """The registry's repositories and their tags."""
+        status, _, body = self.call("GET", "/v2/_catalog?n=1000")
+        if status != 200:
+            raise refused("GET", "/v2/_catalog", status, body)
+        try:
+            repos = [str(r) for r in json.loads(body).get("repositories") or []]
+        except (ValueError, AttributeError):
+            return {}
+
+        def tags(repo: str) -> list[str]:
+            status, _, body = self.call("GET", f"/v2/{repo}/tags/list")
+            try:
+                return sorted(json.loads(body).get("tags") or []) if status == 200 else []
+            except (ValueError, AttributeError):
+                return []
+
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="catalog") as pool:
+            return dict(zip(repos, pool.map(tags, repos), strict=True))
+
+
+def tag_states(api: RegistryAPI, refs: Sequence[ImageRef], width: int = WIDTH) -> list[TagState]:
+    """What each target's tag points at now, asked `width` at a time."""
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="tags") as pool:
+        return list(pool.map(api.tag_state, refs))
+
+
+def config_digest(body: bytes) -> str:
+    """The config digest of a manifest the registry served ("" if it is not an image manifest)."""
+    try:
+        digest = json.loads(body)["config"]["digest"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return digest if isinstance(digest, str) else ""
+
+
+def broke(method: str, path: str, exc: BaseException) -> PushError:
+    return PushError(f"{method} {_short(path)}: the connection to the registry broke "
+                     f"({exc or type(exc).__name__})")
+
+
+def _short(path: str) -> str:
+    return path.partition("?")[0]
+
+
+def refused(method: str, path: str, status: int, body: bytes) -> PushError:
+    if status == 401:
+        return PushError(f"the registry refused the credentials (401 on {method} {_short(path)}); "
+                         "check registry.auth")
+    detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
+    return PushError(f"the registry answered {status} to {method} {_short(path)}: {detail}")
+
+
+def location(headers: http.client.HTTPMessage, what: str) -> str:
+    loc = headers.get("Location") or ""
+    parts = urlsplit(loc)
+    if not parts.path.startswith("/v2/"):
+        raise PushError(f"{what}: the registry gave no usable upload location ({loc!r})")
+    return parts.path + (f"?{parts.query}" if parts.query else "")

@@ -1,0 +1,312 @@
+"""The one push: a source's images into a registry over its HTTP API (distribution v2).
+
+Facts -> plan -> apply, as everywhere in nodecfg; the same for every source (`source.py`):
+1. facts: each image's tag (is it this image already? then nothing of it is sent: an unchanged
+   re-run asks only this, often before the push even starts: `tags`); for the others, HEAD each of
+   their blobs in each repository they go to;
+2. plan (pure, `plan_blobs`): per blob, nothing (every repository has it), a cross-repository mount
+   (another repository has it: no bytes move), or one upload of bytes the source gives, then mounts;
+3. apply: the mounts at once and each upload as soon as the source yields its bytes, `width` in
+   flight. When the last blob of an image is in, its manifests go up by digest (children before
+   the index) and its tag last: a half-pushed image is never tagged. An interrupted run leaves whole
+   blobs, which the next run's HEADs skip.
+A blob the registry refuses fails the images that need it, not the run; a source that breaks (a
+corrupt bundle, docker save failing) stops what is queued, lets what is in flight end, and is raised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import quote
+
+from nodecfg.bundle.manifests import Descriptor
+from nodecfg.bundle.progress import human
+from nodecfg.errors import HostError
+from nodecfg.push.api import WIDTH, PushError, RegistryAPI, TagState, Target, location, refused
+from nodecfg.push.source import Blob, Source, SourceImage
+
+CHUNK = 1 << 20
+Outcome = Literal["pushed", "skipped", "failed"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BlobJob:
+    """One blob: into `first` (by mounting it from `mount_from`, else uploading the source's bytes),
+    then mounted into each of `mount_to`."""
+
+    digest: str
+    first: str
+    mount_from: str | None
+    mount_to: tuple[str, ...]
+
+
+def plan_blobs(images: Sequence[SourceImage], have: Mapping[tuple[str, str], int | None]) -> list[BlobJob]:
+    """From the registry's answers (`have[(repo, digest)]`: the blob's size there, None when absent),
+    what each blob needs: nothing, mounts, or an upload then mounts. Mounts first (no bytes)."""
+    needs: dict[str, list[str]] = {}
+    for img in images:
+        for digest in img.blobs:
+            repos = needs.setdefault(digest, [])
+            if img.repo not in repos:
+                repos.append(img.repo)
+    jobs = []
+    for digest, repos in needs.items():
+        missing = [r for r in repos if have.get((r, digest)) is None]
+        if missing:
+            source = next((r for r in repos if have.get((r, digest)) is not None), None)
+            jobs.append(BlobJob(digest, missing[0], source, tuple(missing[1:])))
+    return sorted(jobs, key=lambda j: j.mount_from is None)
+
+
+@dataclass
+class PushStats:
+    uploaded: list[str] = field(default_factory=list)  # digests sent over the wire
+    uploaded_bytes: int = 0
+    mounted: int = 0
+    present: int = 0  # (repo, blob) pairs the registry had
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    image: SourceImage
+    outcome: Outcome
+    seconds: float
+    error: str = ""
+
+
+def push(source: Source, target: Target, *, progress: Progress, width: int = WIDTH,
+         tags: Sequence[TagState] | None = None) -> tuple[list[ImageResult], PushStats]:
+    """Push the source's images into `target`; `tags`: what each image's tag points at, when
+    already asked (`api.tag_states`)."""
+    images = source.images()
+    started = time.monotonic()
+    api = target.api()
+    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="push")
+    run = _Run(source, api, pool, progress, started)
+    try:
+        if tags is None:
+            tags = list(pool.map(api.tag_state, [img.ref for img in images]))
+        todo = []
+        for img, tag in zip(images, tags, strict=True):
+            if img.current(tag):
+                run.results[img.ref.target] = ImageResult(img, "skipped", 0.0)
+            else:
+                todo.append(img)
+        if todo:
+            source.prepare(todo)
+            pairs = list(dict.fromkeys((img.repo, d) for img in todo for d in img.blobs))
+            have = dict(zip(pairs, pool.map(lambda p: api.blob_size(*p), pairs), strict=True))
+            run.stats.present = sum(s is not None for s in have.values())
+            run.go(todo, plan_blobs(todo, have), have)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        api.close()
+    run.stats.seconds = time.monotonic() - started
+    return [run.results[img.ref.target] for img in images], run.stats
+
+
+class _Run:
+    """One push's apply: jobs, which images wait for which blobs, and what failed."""
+
+    def __init__(self, source: Source, api: RegistryAPI, pool: ThreadPoolExecutor, progress: Progress,
+                 started: float) -> None:
+        self.source, self.api, self.pool, self.progress, self.started = source, api, pool, progress, started
+        self.stats = PushStats()
+        self.results: dict[str, ImageResult] = {}
+        self.lock = threading.Lock()
+        self.sizes: dict[str, int] = {}
+        self.waiting: dict[str, set[str]] = {}  # image target -> blobs not in yet
+        self.images: dict[str, SourceImage] = {}
+        self.failed_blobs: dict[str, str] = {}
+        self.fatal: BaseException | None = None
+        self.outstanding = 0
+        self.feeding = True
+        self.idle = threading.Event()
+
+    # scheduling
+
+    def _submit(self, fn: object, *args: object) -> None:
+        with self.lock:
+            if self.fatal is not None:
+                return
+            self.outstanding += 1
+            self.idle.clear()
+        fut: Future[None] = self.pool.submit(fn, *args)  # type: ignore[arg-type]
+        fut.add_done_callback(self._done)
+
+    def _done(self, _fut: Future[None]) -> None:
+        with self.lock:
+            self.outstanding -= 1
+            if self.outstanding == 0 and not self.feeding:
+                self.idle.set()
+
+    def _stop(self, exc: BaseException) -> None:
+        """A source that broke, an interrupt or a bug: nothing more is started."""
+        with self.lock:
+            if self.fatal is None:
+                self.fatal = exc
+
+    def _blob_done(self, digest: str, error: str) -> None:
+        ready = []
+        with self.lock:
+            if error:
+                self.failed_blobs.setdefault(digest, error)
+            for target, left in list(self.waiting.items()):
+                left.discard(digest)
+                if not left:
+                    del self.waiting[target]
+                    ready.append(self.images[target])
+        for img in ready:
+            self._release(img)
+
+    def _release(self, img: SourceImage) -> None:
+        bad = next((self.failed_blobs[d] for d in img.blobs if d in self.failed_blobs), None)
+        if bad is not None:
+            self._result(img, "failed", bad)
+        else:
+            self._submit(self._finish, img)
+
+    def _result(self, img: SourceImage, outcome: Outcome, error: str = "") -> None:
+        with self.lock:
+            self.results[img.ref.target] = ImageResult(img, outcome, time.monotonic() - self.started, error)
+
+    def go(self, todo: Sequence[SourceImage], jobs: Sequence[BlobJob], have: Mapping[tuple[str, str], int | None]
+           ) -> None:
+        self.sizes = {d: s for (_, d), s in have.items() if s is not None}
+        planned = {j.digest for j in jobs}
+        for img in todo:
+            self.images[img.ref.target] = img
+            self.waiting[img.ref.target] = set(img.blobs) & planned
+        uploads = {j.digest: j for j in jobs if j.mount_from is None}
+        if jobs:
+            self.progress(f"{len(todo)} image(s) to push: {len(jobs)} blob(s) the registry lacks, "
+                          f"{len(uploads)} to send, {len(jobs) - len(uploads)} to mount")
+        for j in jobs:
+            if j.mount_from is not None:
+                self._submit(self._blob_job, j, None)
+        for target in [t for t, left in self.waiting.items() if not left]:
+            del self.waiting[target]
+            self._release(self.images[target])
+        given: set[str] = set()
+        try:
+            for blob in self.source.blobs(todo, set(uploads)):
+                if self.fatal is not None:
+                    break
+                if blob.digest in uploads and blob.digest not in given:
+                    given.add(blob.digest)
+                    self._submit(self._blob_job, uploads[blob.digest], blob)
+        except BaseException as exc:  # noqa: BLE001 -- re-raised below, once what is in flight has ended
+            self._stop(exc)
+        if self.fatal is None:
+            for digest in set(uploads) - given:
+                self._blob_done(digest, self.source.missing(digest))
+        with self.lock:
+            self.feeding = False
+            if self.outstanding == 0:
+                self.idle.set()
+        self.idle.wait()
+        if self.fatal is not None:
+            raise self.fatal
+        for target, img in self.images.items():
+            if target not in self.results:
+                self._result(img, "failed", "not pushed")
+
+    # jobs (in the pool)
+
+    def _blob_job(self, job: BlobJob, blob: Blob | None) -> None:
+        try:
+            self._blob(job, blob)
+        except HostError as exc:
+            self._blob_done(job.digest, str(exc))
+            return
+        except BaseException as exc:  # noqa: BLE001 -- a corrupt source or a bug: go() raises it
+            self._stop(exc)
+            self._blob_done(job.digest, str(exc) or type(exc).__name__)
+            return
+        self._blob_done(job.digest, "")
+
+    def _blob(self, job: BlobJob, blob: Blob | None) -> None:
+        if job.mount_from is not None:
+            loc = self._mount(job.first, job.digest, job.mount_from)
+            if loc is not None:  # the registry opened an upload instead: a mount needs the bytes
+                raise PushError(f"{job.first}: the registry would not mount {job.digest} from {job.mount_from}")
+        else:
+            assert blob is not None
+            self._upload(job.first, blob, None)
+        for repo in job.mount_to:
+            loc = self._mount(repo, job.digest, job.first)
+            if loc is not None and blob is not None:
+                self._upload(repo, blob, loc)
+            elif loc is not None:
+                raise PushError(f"{repo}: the registry would not mount {job.digest} from {job.first}")
+
+    def _mount(self, repo: str, digest: str, source: str) -> str | None:
+        """None when mounted; else the upload location the registry opened instead."""
+        path = f"/v2/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}"
+        status, headers, body = self.api.call("POST", path)
+        if status == 201:
+            with self.lock:
+                self.stats.mounted += 1
+            return None
+        if status != 202:
+            raise refused("POST", path, status, body)
+        return location(headers, f"{repo}: {digest}")
+
+    def _upload(self, repo: str, blob: Blob, loc: str | None) -> None:
+        if loc is None:
+            path = f"/v2/{repo}/blobs/uploads/"
+            status, headers, body = self.api.call("POST", path)
+            if status != 202:
+                raise refused("POST", path, status, body)
+            loc = location(headers, f"{repo}: {blob.digest}")
+        url = f"{loc}{'&' if '?' in loc else '?'}digest={quote(blob.digest)}"
+        if blob.size >= CHUNK:
+            self.progress(f"uploading {blob.digest} ({human(blob.size)}) to {repo}")
+        status, _, body = self.api.put_stream(url, blob.size, blob.chunks())
+        if status != 201:
+            raise refused("PUT", url, status, body)
+        with self.lock:
+            self.stats.uploaded.append(blob.digest)
+            self.stats.uploaded_bytes += blob.size
+            self.sizes[blob.digest] = blob.size
+        if blob.size >= CHUNK:
+            self.progress(f"sent {blob.digest} to {repo}")
+
+    def _finish(self, img: SourceImage) -> None:
+        """The image's manifests (children by digest, when the registry lacks them), then its tag."""
+        try:
+            with self.lock:
+                sizes = dict(self.sizes)
+            manifests = self.source.manifests(img, sizes)
+            *children, (top, top_body) = manifests
+            for d, body in children:
+                status, _, _ = self.api.call("HEAD", f"/v2/{img.repo}/manifests/{d.digest}",
+                                             headers={"Accept": d.media_type})
+                if status != 200:
+                    self._put_manifest(img.repo, d.digest, d, body)
+            self._put_manifest(img.repo, img.ref.tag, top, top_body)
+        except HostError as exc:
+            self._result(img, "failed", str(exc))
+            return
+        except BaseException as exc:  # noqa: BLE001 -- a bug: go() raises it
+            self._stop(exc)
+            self._result(img, "failed", str(exc) or type(exc).__name__)
+            return
+        self._result(img, "pushed")
+        self.progress(f"tagged {img.ref.target} ({top.digest})")
+
+    def _put_manifest(self, repo: str, reference: str, d: Descriptor, body: bytes) -> None:
+        path = f"/v2/{repo}/manifests/{reference}"
+        status, headers, text = self.api.call("PUT", path, body, {"Content-Type": d.media_type})
+        if status != 201:
+            raise refused("PUT", path, status, text)
+        got = headers.get("Docker-Content-Digest")
+        if got and got != d.digest:
+            raise PushError(f"PUT {path}: the registry stored it as {got}, not {d.digest}")

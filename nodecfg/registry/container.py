@@ -1,0 +1,285 @@
+"""The registry container on the master: its spec, the scripts that read and change it, its facts.
+
+The scripts are files, like the nodes' (nodecfg/scripts/master*.sh after master.sh, run as
+`sh -c PROGRAM nodecfg ARG...`): fixed text, every inventory- or master-derived value one of their
+arguments. Secrets (curl's credentials, the htpasswd file, the TLS certificate, key and CA) only
+travel base64 on the script's stdin, are written only to root-only files (the certificate and CA
+0644), and are never printed. Each script is one step: `-D SECONDS` is its budget, and every docker
+call in it runs under `timeout` on the master itself, so nothing of nodecfg's is left running there
+when a step is over (master.sh `bounded`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nodecfg import scripts, tagged
+from nodecfg.credentials import Credentials
+from nodecfg.errors import HostError
+from nodecfg.inventory import RegistrySettings
+from nodecfg.registry import adopt
+from nodecfg.scripts import NodeScript
+
+AUTH_DIR = "/etc/nodecfg/registry"  # htpasswd (0600)
+TLS_DIR = "/etc/nodecfg/registry-tls"  # tls.crt, tls.key (0600) and ca.crt of a TLS registry
+STATE_DIR = "/var/lib/nodecfg/registry"  # what nodecfg records on the master (root only): data-dirs
+SPEC_LABEL = "nodecfg.registry.spec"
+
+ApplyAction = Literal["create", "recreate", "start", "restart"]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS registry serves with, as the master holds it in TLS_DIR (`TLS_NAMES`)."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes
+
+    def contents(self) -> tuple[bytes, bytes, bytes]:
+        return self.cert, self.key, self.ca  # in TLS_NAMES order
+
+    @property
+    def sums(self) -> str:
+        return " ".join(hashlib.sha256(b).hexdigest() for b in self.contents())
+
+
+TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_apply.sh name them
+
+
+# ---------------------------------------------------------------------------------------------
+# pure: the container spec
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What the registry container must look like."""
+
+    image_id: str
+    port: int
+    data_dir: str
+    auth: bool
+    name: str = "registry"
+    tls: bool = False
+
+    @property
+    def digest(self) -> str:
+        blob = json.dumps([self.image_id, self.port, self.data_dir, self.auth, self.name,
+                           *(["tls"] if self.tls else [])])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def run_args(self, image: str) -> list[str]:
+        """`docker run`'s arguments (after `run`), each one word: values, never shell text."""
+        args = ["-d", "--name", self.name, "--restart=always",
+                "-p", f"{int(self.port)}:5000", "-v", f"{self.data_dir}:/var/lib/registry",
+                "--label", f"{SPEC_LABEL}={self.digest}", "--label", f"{adopt.MANAGED_LABEL}=1"]
+        if self.auth:
+            args += ["-v", f"{AUTH_DIR}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
+                     "-e", "REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry",
+                     "-e", "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd"]
+        if self.tls:
+            args += ["-v", f"{TLS_DIR}:/certs:ro", "-e", "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/tls.crt",
+                     "-e", "REGISTRY_HTTP_TLS_KEY=/certs/tls.key"]
+        args.append(image)
+        return args
+
+    def run_command(self, image: str) -> str:
+        """The same as one shell command (for people: the scripts pass `run_args` as arguments)."""
+        return " ".join(shlex.quote(a) for a in ["docker", "run", *self.run_args(image)])
+
+
+# ---------------------------------------------------------------------------------------------
+# pure: the scripts (nodecfg/scripts/master*.sh; master.sh documents their arguments)
+
+
+def _secrets(auth: Credentials | None, *more: bytes) -> bytes:
+    """A master script's stdin: one base64 line per secret — curl's config first (an empty line: no
+    credentials), then `more` in the order the script reads them."""
+    curl = auth.curl_config() if auth is not None else b""
+    return b"".join(base64.b64encode(data) + b"\n" for data in (curl, *more))
+
+
+def _access_args(settings: RegistrySettings, budget: float) -> list[str]:
+    """`-D SECONDS -R URL -P PORT [-C CAFILE]`: the step's budget, the registry's base URL as seen from
+    the master, and what reaching it takes. Plain HTTP: http://127.0.0.1:<port>. TLS: the registry's
+    own name (https://<endpoint>), connected to 127.0.0.1 and verified with the CA nodecfg put
+    beside the certificate — the master checks the same certificate the nodes will."""
+    port = int(settings.port)
+    args = ["-D", str(max(1, int(budget))), "-P", str(port)]
+    if settings.tls is None:
+        return [*args, "-R", f"http://127.0.0.1:{port}"]
+    return [*args, "-R", f"https://{settings.endpoint}", "-C", f"{TLS_DIR}/ca.crt"]
+
+
+def _place_args(name: str, data_dir: str) -> list[str]:
+    """The container's name, its data directory, and where its htpasswd, TLS files and state are."""
+    return ["-n", name, "-d", data_dir, "-A", AUTH_DIR, "-T", TLS_DIR, "-S", STATE_DIR]
+
+
+def _master_script(main: str, args: list[str], stdin: bytes = b"") -> NodeScript:
+    return scripts.script(main, [scripts.read("master.sh")], args, stdin)
+
+
+def facts_script(settings: RegistrySettings, auth: Credentials | None, budget: float) -> NodeScript:
+    """What registry-up decides on, as tagged lines (scripts/master_facts.sh): docker's API answers
+    (or its CLI's) and the registry's, asked side by side."""
+    args = [*_access_args(settings, budget), *_place_args(settings.container, settings.data_dir),
+            "-i", settings.image]
+    return _master_script("master_facts.sh", args, _secrets(auth))
+
+
+def apply_script(spec: ContainerSpec, action: ApplyAction, settings: RegistrySettings, budget: float, *,
+                 htpasswd: str | None = None, auth: Credentials | None = None,
+                 tls_files: TlsFiles | None = None) -> NodeScript:
+    """(Re)start the container as `action` says and wait for /v2/ (scripts/master_apply.sh), leaving
+    nothing behind when docker refuses (the script says how). The htpasswd and the TLS files travel
+    on stdin, base64."""
+    args = [*_access_args(settings, budget), *_place_args(spec.name, spec.data_dir), "-x", action]
+    more: list[bytes] = []
+    if htpasswd is not None:
+        args.append("-w")
+        more.append(htpasswd.encode())
+    if tls_files is not None:  # a renewed or first certificate
+        args.append("-t")
+        more += tls_files.contents()
+    return _master_script("master_apply.sh", [*args, "--", *spec.run_args(settings.image)],
+                          _secrets(auth, *more))
+
+
+def down_script(settings: RegistrySettings, budget: float, *, purge: bool) -> NodeScript:
+    """Remove nodecfg's own container, and with `purge` the data directory it used (scripts/master_down.sh
+    says which directory that is, and which it refuses)."""
+    args = [*_access_args(settings, budget), *_place_args(settings.container, settings.data_dir),
+            "-l", adopt.MANAGED_LABEL, "-l", adopt.LEGACY_LABEL]
+    if purge:
+        args.append("-p")
+    return _master_script("master_down.sh", args)
+
+
+def load_command(image: str, image_id: str, budget: float) -> str:
+    """`docker load` of the archive on stdin, then the image tagged by id under the inventory's name
+    (whatever the archive named it), then its id printed: one command, under `timeout`."""
+    q = shlex.quote
+    tag = f" && timeout -k 2 5 docker tag {q(image_id)} {q(image)}" if image_id else ""
+    return (f"timeout -k 2 {max(1, int(budget))} docker load >/dev/null{tag} && "
+            f"timeout -k 2 5 docker image inspect --format '{{{{.Id}}}}' {q(image)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# facts
+
+
+@dataclass(frozen=True)
+class MasterFacts:
+    docker_version: str = ""
+    registry_image_id: str = ""
+    container: dict[str, Any] | None = None
+    htpasswd: str | None = None
+    http_status: int = 0
+    container_id: str = ""
+    platform: str = ""  # the master engine's os/arch, e.g. linux/amd64
+    holders: tuple[dict[str, Any], ...] = ()  # running containers publishing the registry's port
+    listen: str = ""  # `ss -Hltnp` lines for the port
+    auth_status: int = 0  # GET /v2/ with the inventory's credentials (0: not asked)
+    repositories: dict[str, int] = field(default_factory=dict)  # data directory -> repositories (-1: absent)
+    tls_sums: str = ""  # sha256 of TLS_DIR's tls.crt, tls.key, ca.crt ("" none)
+    docker_hung: bool = False  # docker's API or CLI did not answer within its bound
+    curl: bool = True  # the master has curl
+
+    def route(self, port: int) -> tuple[str, int] | None:
+        """The registry container's own address and port on the master's default bridge, where
+        host port `port` leads (None: not known, not running, or another kind of network): a
+        port forward there skips docker's userland proxy, which 127.0.0.1:<port> goes through."""
+        c = self.container or {}
+        if not (c.get("State") or {}).get("Running"):
+            return None
+        bindings = (c.get("HostConfig") or {}).get("PortBindings") or {}
+        inner = [k for k, bs in bindings.items() for b in bs or [] if str(b.get("HostPort")) == str(port)]
+        address = (((c.get("NetworkSettings") or {}).get("Networks") or {}).get("bridge") or {}).get("IPAddress")
+        if len(inner) != 1 or not inner[0].endswith("/tcp") or not inner[0][:-4].isdigit() or not address:
+            return None
+        return str(address), int(inner[0][:-4])
+
+    def found(self) -> adopt.Found:
+        """What adopt.plan_container() decides on."""
+        named = adopt.existing(self.container, AUTH_DIR, TLS_DIR) if self.container else None
+        holders = tuple(adopt.existing(h, AUTH_DIR, TLS_DIR) for h in self.holders)
+        if named is not None:
+            holders = tuple(h for h in holders if h.id != named.id)
+        return adopt.Found(named, holders, adopt.ss_process([self.listen]), self.http_status,
+                           self.auth_status, dict(self.repositories))
+
+
+def _docker_object(text: str) -> dict[str, Any] | None:
+    """One object docker answered: the API's JSON object, or the first of `docker inspect`'s list;
+    None for nothing, an error (`{"message": ...}`) or what is not JSON."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, list):
+        data = data[0] if data else None
+    return data if isinstance(data, dict) and "message" not in data else None
+
+
+def _status(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def parse_facts(output: str, where: str) -> MasterFacts:
+    """The tagged lines of facts_script / apply_script as MasterFacts; an answer that does not
+    decode is a HostError naming the master and the line, never a traceback."""
+    values: dict[str, Any] = {"holders": [], "repositories": {}}
+    for record in tagged.decode(output):
+        key, rest = record.tag, record.rest
+        if key == "version":  # docker's /version (the CLI's .Server): Version, Os, Arch
+            version = _docker_object(rest) or {}
+            values["docker_version"] = str(version.get("Version") or "")
+            if version.get("Os") and version.get("Arch"):
+                values["platform"] = f"{version['Os']}/{version['Arch']}"
+        elif key == "regimage":
+            values["registry_image_id"] = str((_docker_object(rest) or {}).get("Id") or "")
+        elif key == "container":
+            values["container"] = _docker_object(rest)
+            values["container_id"] = str((values["container"] or {}).get("Id") or "")
+        elif key == "holder" and (holder := _docker_object(rest)) is not None:
+            values["holders"].append(holder)
+        elif key == "listen":
+            values["listen"] = rest.strip()
+        elif key == "authhttp":
+            values["auth_status"] = _status(rest)
+        elif key == "repos":
+            path, _, count = rest.rpartition("\t")
+            values["repositories"][path] = int(count) if count.strip().lstrip("-").isdigit() else -1
+        elif key == "htpasswd" and rest.strip():
+            try:
+                values["htpasswd"] = base64.b64decode(rest.strip(), validate=True).decode("utf-8", "replace")
+            except (binascii.Error, ValueError):
+                raise HostError(f"{where}: the master's answer is garbled (its htpasswd line does not "
+                                "decode as base64); run registry-up again") from None
+        elif key == "tlsfiles":
+            values["tls_sums"] = " ".join(rest.split())
+        elif key == "http":
+            values["http_status"] = _status(rest)
+        elif key == "dockerhung":
+            values["docker_hung"] = True
+        elif key == "nocurl":
+            values["curl"] = False
+    values["holders"] = tuple(values["holders"])
+    return MasterFacts(**values)
+
+
+def docker_answered(facts: MasterFacts, where: str, brief: str, budget: float) -> None:
+    """A HostError naming the master and what did not answer, unless docker did."""
+    if facts.docker_version:
+        return
+    if facts.docker_hung:
+        raise HostError(f"{where}: dockerd on the master did not answer within {budget:g}s (is it hung? "
+                        "`systemctl status docker` there)")
+    raise HostError(f"{where}: docker does not answer on the master ({brief})")
