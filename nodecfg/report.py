@@ -151,7 +151,7 @@ def registry_down(result: Any) -> None:
     elif result.purge == "nothing":
         data = "no data directory of nodecfg's is left to delete"
     else:
-        data = f"kept its data in {result.data_dir}" if result.data_dir else "kept its data"
+        data = f"kept data in {result.data_dir}" if result.data_dir else "kept its data"
     print(f"{result.master}: {what}; {data}")
     if result.purge == "kept":
         _err(f"nodecfg: error: {result.master}: --purge refused to delete {result.data_dir}: {result.why_kept} "

@@ -55,6 +55,9 @@ class BundleSource:
         self._descriptors = {d.digest: d for e in self._entries for d in e.blobs}
         self._by_target = {e.image.ref.target: e for e in self._entries}
 
+    def __str__(self) -> str:
+        return f"the bundle {self.path}"
+
     def _read(self, entry: IndexEntry) -> _Entry:
         """The entry's manifests (read and digest-checked) and blobs (present, sizes checked)."""
         manifests: list[tuple[Descriptor, bytes]] = []

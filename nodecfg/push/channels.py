@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from nodecfg.errors import HostError
@@ -26,6 +28,18 @@ if TYPE_CHECKING:
 
 Tls = tuple[bytes, str]  # (the CA's PEM, the name the certificate must carry)
 WINDOW = 8 << 20  # our receive window per channel; replies are small, this only matters for GETs
+
+
+class _Refusals(logging.Filter):
+    """paramiko logs every refused channel open at ERROR, which lands on the user's terminal. Each
+    refusal of these channels is nodecfg's to handle: the registry not answering yet (asked again
+    later), a forward sshd forbids (the next target), or one named in a HostError."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not re.match(r"Secsh channel \d+ open FAILED", str(record.msg))
+
+
+_REFUSALS = _Refusals()
 
 
 class ChannelHTTPConnection(http.client.HTTPConnection):
@@ -42,6 +56,8 @@ class ChannelHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         import paramiko
+
+        self._transport.logger.addFilter(_REFUSALS)  # once per logger: addFilter skips a filter already there
 
         while True:
             target = self._targets[0]

@@ -79,6 +79,9 @@ class EngineSource:
         self._presave: Presave | None = None
         self._spool: Spool | None = None
 
+    def __str__(self) -> str:
+        return "this machine's Docker engine"
+
     def client(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:

@@ -162,7 +162,8 @@ class _Run:
         if plan.action == "refuse":
             raise ConflictError(f"{self.where}: {plan.refusal}")
         if ship:
-            self.progress(f"{self.where}: shipping {self.settings.image} to the master (docker load)")
+            self.progress(f"{self.where}: loading {self.settings.image} on the master (docker load) "
+                          f"from {self.source}")
             image_id = self.master.load_image(self.source.registry_image(self.settings.image, facts.platform),
                                               self.settings.image, image_id)
         action, reasons, facts = self._bring_container(facts, plan, image_id)
@@ -239,7 +240,8 @@ class _Run:
 def want(settings: RegistrySettings, auth: bool, image_id: str, replace: bool) -> adopt.Want:
     """What the inventory asks of the registry container, and which of its keys it set."""
     return adopt.Want(settings.container, settings.port, settings.data_dir, auth, image_id, settings.image,
-                      frozenset(settings.explicit & {"port", "data_dir", "auth"}), replace, tls=settings.tls is not None)
+                      frozenset(settings.explicit & {"port", "data_dir", "auth"}), replace,
+                      tls=settings.tls is not None)
 
 
 _APPLIED: dict[adopt.Action, ApplyAction] = {"create": "create", "recreate": "recreate", "start": "start",

@@ -4,9 +4,10 @@ A node script is a program and its values, kept apart (`NodeScript`): the progra
 registered runtimes' function files (`<runtime>.sh`, or a runtime's own `shell()` text), then the
 main script (`facts.sh`, `apply.sh`, `rollback.sh`, `probe.sh`, `call.sh`; on the master,
 after `master.sh`, `master_facts.sh`, `master_apply.sh` or `master_down.sh`: nodecfg/registry/
-container.py) — fixed text with no value formatted into it; the values are its positional arguments, each shell-quoted as one word,
-and data that must stay out of a process's argv (file contents, credentials) goes on stdin. The
-remote command is `sh -c PROGRAM nodecfg ARG...`, one SSH round trip as before.
+container.py) — fixed text with no value formatted into it; the values are its positional
+arguments, each shell-quoted as one word, and data that must stay out of a process's argv (file
+contents, credentials) goes on stdin. The remote command is `sh -c PROGRAM nodecfg ARG...`, one SSH
+round trip.
 
 What the scripts print is read by one codec, `nodecfg.tagged`. shellcheck checks every file here
 and every assembled program (tests/unit/test_scripts.py).
