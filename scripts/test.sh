@@ -17,9 +17,11 @@ shellcheck -s sh -S style -e SC2034,SC2154 nodecfg/scripts/*.sh
 rm -rf dist
 .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w dist . >/dev/null
 wheel=$(ls dist/nodecfg-*.whl)
+# Beside it, non-editable too, the dev lab the e2e harness drives (its `nodecfg-lab` command and
+# its API); the wheel itself holds no lab (tests/e2e/test_install.py checks).
 "${PYTHON:-python3}" -m venv --clear .venv-e2e
-.venv-e2e/bin/pip install -q --disable-pip-version-check "$wheel" 'pytest>=8,<10' 'hypothesis>=6.100'
-echo "test: e2e against $wheel installed in .venv-e2e" >&2
+.venv-e2e/bin/pip install -q --disable-pip-version-check "$wheel" ./lab 'pytest>=8,<10' 'hypothesis>=6.100'
+echo "test: e2e against $wheel installed in .venv-e2e (with the lab from lab/)" >&2
 
 # NODECFG_CLI is the installed console script; the e2e harness refuses to run anything else.
 export NODECFG_CLI="$PWD/.venv-e2e/bin/nodecfg"
