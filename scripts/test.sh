@@ -13,8 +13,10 @@ shellcheck -s sh -S style -e SC2034,SC2154 nodecfg/scripts/*.sh
 
 .venv/bin/python -m pytest -p no:cacheprovider "$@" tests/unit
 
-# The wheel, as `pip install .` / `pipx install .` would install it.
-rm -rf dist
+# The wheel, as `pip install .` / `pipx install .` would install it. setuptools packs whatever its
+# build/ holds, stale modules too (a lab.py from before the lab left the product): the build
+# directories go first.
+rm -rf dist build lab/build
 .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w dist . >/dev/null
 wheel=$(ls dist/nodecfg-*.whl)
 # Beside it, non-editable too, the dev lab the e2e harness drives (its `nodecfg-lab` command and
