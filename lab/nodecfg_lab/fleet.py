@@ -15,6 +15,7 @@ overlay on overlay). `--minimal` nodes have neither curl nor wget (purged after 
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
 import time
@@ -169,21 +170,28 @@ def wait_for_ssh(address: str, deadline: float) -> None:
     raise LabError(f"{address}: sshd did not come up")
 
 
+# on a node: until docker and containerd are both active, at most $1 seconds; then their states
+_AWAIT_RUNTIMES = ('end=$(($(date +%s) + $1)); until systemctl is-active -q docker containerd; do '
+                   'if [ "$(date +%s)" -ge "$end" ]; then systemctl is-active docker containerd; exit 1; fi; '
+                   'sleep 0.3; done')
+
+
 def _wait_for_runtimes(paths: LabPaths, hosts: list[tuple[str, str]], timeout: float = 180) -> None:
     """Every node answers over SSH with docker and containerd active (one deadline for all:
     the hosts boot in parallel; containerd 2 and docker 28 take a few seconds more). The OpenSSH
-    client logs in with the lab's key and learns each host's key into the lab's known_hosts."""
+    client logs in with the lab's key, learning each host's key into the lab's known_hosts, and
+    waits on the node, one connection per host unless a login fails while the host boots."""
     deadline = time.monotonic() + timeout
     for name, address in hosts:
         wait_for_ssh(address, deadline)
-        ssh = ["ssh", "-i", str(paths.key), "-o", f"UserKnownHostsFile={paths.known_hosts}",
-               "-o", "StrictHostKeyChecking=accept-new", "-o", "HashKnownHosts=no", "-o", "BatchMode=yes",
-               "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", f"root@{address}",
-               "systemctl is-active docker containerd"]
         while True:
+            left = max(1, int(deadline - time.monotonic()))
+            ssh = ["ssh", "-i", str(paths.key), "-o", f"UserKnownHostsFile={paths.known_hosts}",
+                   "-o", "StrictHostKeyChecking=accept-new", "-o", "HashKnownHosts=no", "-o", "BatchMode=yes",
+                   "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", f"root@{address}",
+                   shlex.join(["sh", "-c", _AWAIT_RUNTIMES, "nodecfg-lab", str(left)])]
             try:
-                proc = subprocess.run(ssh, capture_output=True, text=True, check=False,
-                                      timeout=max(1.0, deadline - time.monotonic()))
+                proc = subprocess.run(ssh, capture_output=True, text=True, check=False, timeout=left + 10)
             except subprocess.TimeoutExpired:
                 said = "no answer"
             else:
