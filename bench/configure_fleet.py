@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nodecfg_lab
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine_line, replace_section  # noqa: E402
-from nodecfg import lab  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
 VENVS = Path.home() / ".cache" / "nodecfg" / "bench"
@@ -66,13 +66,18 @@ def nodecfg(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     return timed([sys.executable, "-m", "nodecfg", *args])
 
 
+def lab(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """The dev lab's command (lab/, installed in .venv by scripts/setup.sh)."""
+    return timed([sys.executable, "-m", "nodecfg_lab", *args])
+
+
 def lab_up(n: int) -> tuple[float, dict[str, Any]]:
-    seconds, _ = nodecfg("lab", "up", "--nodes", str(n))
-    return seconds, yaml.safe_load(lab.lab_paths().inventory.read_text())
+    seconds, _ = lab("up", "--nodes", str(n))
+    return seconds, yaml.safe_load(nodecfg_lab.lab_paths().inventory.read_text())
 
 
 def ssh(address: str, command: str) -> str:
-    paths = lab.lab_paths()
+    paths = nodecfg_lab.lab_paths()
     return subprocess.run(
         ["ssh", "-i", str(paths.key), "-o", f"UserKnownHostsFile={paths.known_hosts}",
          "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", f"root@{address}", command],
@@ -88,7 +93,7 @@ def job_from_node(address: str, addresses: list[str], workdir: Path) -> Path:
     for chunk in rest.split("### ")[1:]:
         path, _, content = chunk.partition("\n")
         hosts[path] = content
-    paths = lab.lab_paths()
+    paths = nodecfg_lab.lab_paths()
     job = {"daemon_json": daemon, "hosts_toml": hosts, "config_block": CONFIG_BLOCK,
            "addresses": addresses, "key": str(paths.key), "known_hosts": str(paths.known_hosts)}
     path = workdir / "job.json"
@@ -116,7 +121,7 @@ def run_pyinfra(job: Path, n: int) -> tuple[float, float]:
 
 def run_ansible(job: Path, addresses: list[str], workdir: Path) -> tuple[float, float]:
     exe = tool("ansible")
-    paths = lab.lab_paths()
+    paths = nodecfg_lab.lab_paths()
     cp = workdir / "cp"
     cp.mkdir(exist_ok=True)
     (workdir / "ansible.cfg").write_text(
@@ -143,7 +148,7 @@ def bench_size(n: int, workdir: Path) -> dict[str, Any]:
     print(f"== {n} nodes: lab up", flush=True)
     row["lab_up"], inv = lab_up(n)
     addresses = [h["address"] for h in inv["nodes"]]
-    inv_path = str(lab.lab_paths().inventory)
+    inv_path = str(nodecfg_lab.lab_paths().inventory)
     nodecfg("registry-up", "-i", inv_path)
     print("   nodecfg configure-nodes (first, re-run), smoke-test", flush=True)
     row["nodecfg_first"], proc = nodecfg("configure-nodes", "-i", inv_path, "--json")
@@ -227,7 +232,7 @@ def main() -> int:
         startup = startup_seconds()
         rows = [bench_size(n, workdir) for n in sizes]
     finally:
-        nodecfg("lab", "down")
+        lab("down")
     text = report(rows, startup)
     print()
     print(text)

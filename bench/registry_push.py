@@ -49,13 +49,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import nodecfg_lab
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine_line, replace_section  # noqa: E402
-from nodecfg import lab  # noqa: E402
 from nodecfg.images import parse_ref  # noqa: E402
 from tests.e2e.standin import Registry, layer, push_image, push_index  # noqa: E402
 
@@ -76,6 +76,11 @@ def sh(cmd: str, *, timeout: float = 600) -> str:
 
 
 CLI = [str(ROOT / ".venv-e2e" / "bin" / "nodecfg")]  # --cli
+
+
+def lab(*args: str) -> None:
+    """The dev lab's command (lab/, installed in .venv by scripts/setup.sh)."""
+    subprocess.run([sys.executable, "-m", "nodecfg_lab", *args], check=True)
 
 
 def nodecfg(*args: str, env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
@@ -125,7 +130,7 @@ def feed_standin(reg: Registry) -> None:
 
 
 class Master:
-    def __init__(self, paths: lab.LabPaths, address: str) -> None:
+    def __init__(self, paths: nodecfg_lab.LabPaths, address: str) -> None:
         self.address = address
         self.ssh = (f"ssh -i {paths.key} -o UserKnownHostsFile={paths.known_hosts} -o LogLevel=ERROR "
                     f"-o StrictHostKeyChecking=accept-new -o BatchMode=yes root@{address}")
@@ -162,7 +167,7 @@ def skopeo(upstream: int, master: Master) -> float:
 # -- where the time goes ------------------------------------------------------------------------------
 
 
-def channel_throughput(paths: lab.LabPaths, address: str, cipher: str, width: int, mb: int = 160) -> float:
+def channel_throughput(paths: nodecfg_lab.LabPaths, address: str, cipher: str, width: int, mb: int = 160) -> float:
     """MB/s of blob uploads (PUT) to the master's registry over `width` direct-tcpip channels of one
     paramiko connection using `cipher`."""
     import http.client
@@ -278,10 +283,10 @@ def main() -> int:
 
     if not args.no_lab:
         print("lab up (a master and 1 node)", flush=True)
-        nodecfg("lab", "up", "--nodes", "1")
+        lab("up", "--nodes", "1")
     print("building the images", flush=True)
     build_images()
-    paths = lab.lab_paths()
+    paths = nodecfg_lab.lab_paths()
     base = yaml.safe_load(paths.inventory.read_text())
     master = Master(paths, base["master"]["address"])
     tmp = Path(tempfile.mkdtemp(prefix="nodecfg-bench-"))
@@ -424,7 +429,7 @@ def main() -> int:
         replace_section(ROOT / "docs" / "benchmarks.md", SECTION,
                         f"{body}\n\nReproduce: `.venv/bin/python bench/registry_push.py --write` (see its docstring)")
     if not args.no_lab:
-        nodecfg("lab", "down")
+        lab("down")
     shutil.rmtree(tmp, ignore_errors=True)  # the bundle and the stand-in's data
     return 0
 

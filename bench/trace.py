@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import itertools
 
-from nodecfg import configure, lab, smoke, ssh
+import nodecfg_lab
+
+from nodecfg import configure, smoke, ssh
 from nodecfg.inventory import load_inventory
 from nodecfg.scripts import NodeScript
 
@@ -55,7 +57,7 @@ def instrument(script: str) -> tuple[str, list[str]]:
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else "configure"
     forks = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    inv = load_inventory(lab.lab_paths().inventory)
+    inv = load_inventory(nodecfg_lab.lab_paths().inventory)
     outputs: dict[int, list[tuple[float, str]]] = defaultdict(list)
     steps: list[str] = []
     real_run = ssh.run

@@ -185,34 +185,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_smoke_test)
 
     _add_bundle(sub)
-
-    lab = sub.add_parser("lab", help="a local fleet of real systemd nodes for demos and tests",
-                         description="A master and N Debian nodes (systemd, sshd, docker, "
-                         "containerd) as containers on this machine's Docker engine.")
-    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)
-    p = lab_sub.add_parser("up", help="build (once) and start the lab; write its inventory")
-    p.add_argument("--nodes", type=_positive_int, default=3, metavar="N",
-                   help="number of nodes besides the master (default: 3)")
-    p.add_argument("--pull", action="store_true",
-                   help="try to pull registry:2 and the test images before building them")
-    p.add_argument("--rebuild", action="store_true",
-                   help="rebuild the node images in use from scratch (a derived flavor reuses its base's rootfs)")
-    p.add_argument("--flavors", type=_names, default=["bookworm"], metavar="LIST",
-                   help="node flavors, comma-separated: node1, node2, ... take them in turn; the master, "
-                   "which runs the registry, is bookworm (default: bookworm; `nodecfg lab flavors` lists them)")
-    p.add_argument("--minimal", type=_names, default=[], metavar="NAMES",
-                   help="hosts that get neither curl nor wget (comma-separated, e.g. node3)")
-    p.set_defaults(func=_cmd_lab_up)
-    p = lab_sub.add_parser("down", help="remove the lab's containers, volumes and network")
-    p.set_defaults(func=_cmd_lab_down)
-    p = lab_sub.add_parser("status", help="list the lab's hosts")
-    p.set_defaults(func=_cmd_lab_status)
-    p = lab_sub.add_parser("inventory", help="print the path of the lab's inventory")
-    p.set_defaults(func=_cmd_lab_inventory)
-    p = lab_sub.add_parser("flavors", help="list the node flavors and which images are built")
-    p.set_defaults(func=_cmd_lab_flavors)
-    lab.set_defaults(func=lambda _args: _fail_usage(
-        "lab: choose an action: up, down, status, inventory, flavors"))
     return parser
 
 
@@ -428,61 +400,20 @@ def _cmd_bundle_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_lab_up(args: argparse.Namespace) -> int:
-    from nodecfg import lab
-
-    path = lab.lab_up(args.nodes, say=_say, pull=args.pull, rebuild=args.rebuild,
-                      flavors=args.flavors, minimal=args.minimal)
-    used = ", ".join(dict.fromkeys(lab.assign_flavors(args.nodes, args.flavors)))
-    print(f"lab is up: master + {args.nodes} node(s) ({used}); inventory: {path}")
-    print(f"  ssh -i {lab.lab_paths().key} root@<address>      nodecfg lab status")
-    return 0
-
-
-def _cmd_lab_down(_args: argparse.Namespace) -> int:
-    from nodecfg import lab
-
-    count = lab.lab_down(say=_say)
-    print(f"lab is down ({count} host(s) removed)")
-    return 0
-
-
-def _cmd_lab_status(_args: argparse.Namespace) -> int:
-    from nodecfg import lab
-
-    nodes = lab.lab_status()
-    if not nodes:
-        print("no lab is running (nodecfg lab up)")
-        return 1
-    for n in nodes:
-        print(f"{n.name:<10} {n.address:<16} {n.state:<10} {n.flavor}{' minimal' if n.minimal else ''}")
-    print(f"inventory: {lab.lab_paths().inventory}")
-    return 0
-
-
-def _cmd_lab_flavors(_args: argparse.Namespace) -> int:
-    from nodecfg import lab
-
-    built = lab.built_flavors()
-    for f in lab.FLAVORS.values():
-        print(f"{f.name:<12} {'image' if f.name in built else '-':<6} {f.description}")
-    return 0
-
-
-def _cmd_lab_inventory(_args: argparse.Namespace) -> int:
-    from nodecfg import lab
-
-    print(lab.lab_paths().inventory)
-    return 0
-
-
 def _say(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
+
+
+# `nodecfg lab` was a command of nodecfg until the lab became a package of its own (lab/)
+_LAB_MOVED = ("`nodecfg lab` is not part of nodecfg: the test lab is a separate dev tool, `nodecfg-lab`, "
+             "in nodecfg's repository (lab/)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     try:
+        if (sys.argv[1:] if argv is None else list(argv))[:1] == ["lab"]:
+            raise UsageError(_LAB_MOVED)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()

@@ -42,10 +42,6 @@ class UnreachableError(HostError):
     """The host could not be reached over SSH (timeout, refused, no route)."""
 
 
-class LabError(NodecfgError):
-    """The local lab fleet could not be built, started or stopped."""
-
-
 class BundleError(NodecfgError):
     """An image bundle is missing a blob, truncated, corrupt, or not a bundle at all (exit 1)."""
 

@@ -21,22 +21,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests/unit/fixtures/nodes"
 FLAVORS = ("bookworm", "trixie", "containerd2")
 NODECFG = [sys.executable, "-m", "nodecfg"]
+LAB = [sys.executable, "-m", "nodecfg_lab"]  # the dev lab (lab/), installed in .venv by setup.sh
 
 
-def cli(*args: str) -> str:
-    proc = subprocess.run([*NODECFG, *args], capture_output=True, text=True, check=False, cwd=ROOT)
+def cli(*args: str, tool: list[str] = NODECFG) -> str:
+    proc = subprocess.run([*tool, *args], capture_output=True, text=True, check=False, cwd=ROOT)
     if proc.returncode != 0:
-        raise SystemExit(f"nodecfg {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+        raise SystemExit(f"{tool[-1]} {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
     return proc.stdout
 
 
 def main() -> None:
-    from nodecfg import lab
+    import nodecfg_lab
 
-    cli("lab", "up", "--nodes", str(len(FLAVORS)), "--flavors", ",".join(FLAVORS))
-    paths = lab.lab_paths()
+    cli("up", "--nodes", str(len(FLAVORS)), "--flavors", ",".join(FLAVORS), tool=LAB)
+    paths = nodecfg_lab.lab_paths()
     inv = yaml.safe_load(paths.inventory.read_text())
-    flavors = lab.lab_flavors()
+    flavors = nodecfg_lab.lab_flavors()
     nodes = {n["name"]: n["address"] for n in inv["nodes"]}
 
     def ssh(name: str, command: str) -> str:
@@ -72,7 +73,7 @@ def main() -> None:
         for fname, text in files.items():
             # the lab's addresses are not part of what a fixture means
             (target / fname).write_text(text.replace(registry, "registry.lab:5000"))
-    cli("lab", "down")
+    cli("down", tool=LAB)
     print(f"wrote {', '.join(sorted({flavors[n] for n in captured}))} under {OUT}", file=sys.stderr)
 
 

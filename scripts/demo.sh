@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 N=.venv/bin/nodecfg
-$N lab up --nodes "${NODES:-3}" --flavors "${FLAVORS:-bookworm}"
-INV=$($N lab inventory)
+LAB=.venv/bin/nodecfg-lab   # the dev lab (lab/), not part of nodecfg
+$LAB up --nodes "${NODES:-3}" --flavors "${FLAVORS:-bookworm}"
+INV=$($LAB inventory)
 $N registry-up -i "$INV"
 $N configure-nodes -i "$INV"
 $N smoke-test -i "$INV"

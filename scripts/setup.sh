@@ -20,12 +20,14 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The project in a venv of its own.
+# The project in a venv of its own, with the dev lab (lab/: the `nodecfg-lab` command the demo and
+# the unit tests use; never part of the nodecfg wheel), both editable.
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/nodecfg ] || [ pyproject.toml -nt .venv/.installed ]; then
-  echo "setup: installing nodecfg into .venv" >&2
+if [ ! -x .venv/bin/nodecfg ] || [ ! -x .venv/bin/nodecfg-lab ] || [ pyproject.toml -nt .venv/.installed ] \
+   || [ lab/pyproject.toml -nt .venv/.installed ]; then
+  echo "setup: installing nodecfg and nodecfg-lab into .venv" >&2
   "$PY" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e ./lab
   touch .venv/.installed
 fi
 

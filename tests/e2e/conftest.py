@@ -1,7 +1,7 @@
 """The e2e harness: the real `nodecfg` CLI against a lab fleet on this machine's Docker engine.
 
-Every e2e module starts a fresh lab (`nodecfg lab up`, a few seconds once the node image is
-cached). These tests need a Docker engine; without one they fail — they never skip.
+Every e2e module starts a fresh lab (`nodecfg-lab up`, the dev lab of lab/, a few seconds once the
+node image is cached). These tests need a Docker engine; without one they fail — they never skip.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nodecfg_lab as labmod
 import pytest
 import yaml
-
-from nodecfg import lab as labmod
 
 
 def cli() -> list[str]:
@@ -36,6 +35,20 @@ def nodecfg(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
     """Run the real, installed CLI in a child process."""
     return subprocess.run([*cli(), *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd, check=False)
+
+
+def lab_cli() -> list[str]:
+    """The lab's console script, `nodecfg-lab`, from the venv of the CLI under test (scripts/test.sh
+    installs lab/ there next to the wheel)."""
+    path = Path(cli()[0]).parent / "nodecfg-lab"
+    if not path.exists():
+        raise AssertionError(f"{path} is missing: install the lab (lab/) next to the wheel, as scripts/test.sh does")
+    return [str(path)]
+
+
+def nodecfg_lab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the lab's CLI in a child process."""
+    return subprocess.run([*lab_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @dataclass
@@ -71,10 +84,10 @@ class Lab:
 def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tuple[str, ...] = ()) -> Lab:
     """A fresh lab: node1, node2, ... take `flavors` in turn (the master the first); `minimal`
     hosts have neither curl nor wget."""
-    args = ["lab", "up", "--nodes", str(nodes), "--flavors", ",".join(flavors)]
+    args = ["up", "--nodes", str(nodes), "--flavors", ",".join(flavors)]
     if minimal:
         args += ["--minimal", ",".join(minimal)]
-    proc = nodecfg(*args)
+    proc = nodecfg_lab(*args)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     paths = labmod.lab_paths()
     data = yaml.safe_load(paths.inventory.read_text())
@@ -86,7 +99,7 @@ def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tup
 @pytest.fixture(scope="session", autouse=True)
 def _lab_down_at_the_end() -> Iterator[None]:
     yield
-    nodecfg("lab", "down")
+    nodecfg_lab("down")
 
 
 def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nodecfg_lab as labmod
 import pytest
 
-from nodecfg import lab as labmod
 from nodecfg.bundle.reader import Bundle
 from tests.e2e.conftest import Lab, cli, nodecfg, run_json, start_lab
 from tests.e2e.standin import ACCEPT, Registry, digest, layer, push_image, push_index

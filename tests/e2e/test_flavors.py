@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import tomllib
 
+import nodecfg_lab as labmod
 import pytest
 
-from nodecfg import lab as labmod
 from tests.e2e.conftest import Lab, by_name, nodecfg, run_json, start_lab
 
 FLAVORS = ("bookworm", "trixie", "containerd2", "containerd2", "containerd2", "containerd2")

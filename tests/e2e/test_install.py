@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import zipfile
 from pathlib import Path
 
 from tests.e2e.conftest import cli, nodecfg
@@ -44,3 +46,20 @@ def test_installed_package_renders_its_templates(tmp_path: Path) -> None:
     assert '"registry-mirrors": ["http://m:5000"]' in proc.stdout, proc.stdout
     assert 'server = "https://registry-1.docker.io"' in proc.stdout, proc.stdout
     assert nodecfg("--help").returncode == 0
+
+
+def test_the_wheel_holds_no_lab() -> None:
+    """Issue 21: the dev lab (privileged containers, writes under /proc/sys) is a package of its own,
+    lab/, never in what users install; `nodecfg lab` is a one-line usage error naming it."""
+    wheels = sorted((SOURCE_TREE / "dist").glob("nodecfg-*.whl"))
+    assert len(wheels) == 1, f"{wheels}: scripts/test.sh builds exactly one wheel into dist/"
+    with zipfile.ZipFile(wheels[0]) as whl:
+        names = whl.namelist()
+        assert any(n.startswith("nodecfg/") for n in names), names
+        assert [n for n in names if re.search(r"(^|/)(nodecfg_)?lab(\.py|/|$)", n)] == []
+        for name in (n for n in names if n.endswith(".py")):
+            text = whl.read(name).decode()
+            assert "cap_add" not in text and "/proc/sys" not in text, name
+    proc = nodecfg("lab", "up", "--flavors", "jessie")  # a wheel that still had the lab starts nothing
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr.count("\n") == 1 and "`nodecfg-lab`" in proc.stderr, proc.stderr

@@ -1,12 +1,14 @@
-"""Issue 2: the lab gives real nodes — sshd, systemd, docker and containerd — and an inventory."""
+"""Issue 2: the lab (`nodecfg-lab`, lab/) gives real nodes — sshd, systemd, docker and containerd —
+and an inventory."""
 
 from __future__ import annotations
 
 import re
 
-from nodecfg import lab as labmod
+import nodecfg_lab as labmod
+
 from nodecfg.inventory import load_inventory
-from tests.e2e.conftest import nodecfg, start_lab
+from tests.e2e.conftest import nodecfg_lab, start_lab
 
 
 def test_lab_up_gives_real_ssh_nodes_with_both_runtimes() -> None:
@@ -20,10 +22,11 @@ def test_lab_up_gives_real_ssh_nodes_with_both_runtimes() -> None:
     # every node has its own host key
     keys = {lab.ssh(n, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1] for n in lab.hosts}
     assert len(keys) == len(lab.hosts)
-    status = nodecfg("lab", "status")
+    status = nodecfg_lab("status")
     assert status.returncode == 0
     for name, address in lab.hosts.items():
         assert any(line.split()[:3] == [name, address, "running"] for line in status.stdout.splitlines())
+    assert nodecfg_lab("inventory").stdout.strip() == str(lab.inventory)
 
 
 def test_lab_network_is_internal() -> None:
@@ -63,7 +66,7 @@ def test_lab_flavors_give_each_node_its_runtimes_and_minimal_nodes_lack_fetchers
     assert "  name: master   # flavor: bookworm" in inventory
     assert any(line.startswith("  - {name: node3,") and line.endswith("# flavor: containerd2, minimal")
                for line in inventory)
-    status = nodecfg("lab", "status").stdout.splitlines()
+    status = nodecfg_lab("status").stdout.splitlines()
     assert any(line.split()[0] == "node3" and line.split()[3:] == ["containerd2", "minimal"]
                for line in status), status
     assert any(line.split()[0] == "node2" and line.split()[3:] == ["trixie"] for line in status), status

@@ -12,9 +12,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import nodecfg_lab as labmod
 import pytest
 
-from nodecfg import lab as labmod
 from tests.e2e.conftest import Lab, by_name, nodecfg, start_lab
 
 # this machine's address on the lab network: the subnet's first host

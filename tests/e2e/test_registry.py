@@ -11,9 +11,9 @@ from base64 import b64encode
 from pathlib import Path
 from urllib.error import HTTPError
 
+import nodecfg_lab as labmod
 import pytest
 
-from nodecfg import lab as labmod
 from tests.e2e.conftest import Lab, nodecfg, run_json, start_lab
 
 MAPPED = {"library/busybox": ["1.36"], "pause": ["3.9"], "prometheus/busybox": ["latest"]}

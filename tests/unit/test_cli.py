@@ -12,7 +12,7 @@ import pytest
 from nodecfg.cli import main
 from nodecfg.errors import UsageError
 
-COMMANDS = ("registry-up", "registry-down", "configure-nodes", "smoke-test", "kubespray-vars", "lab")
+COMMANDS = ("registry-up", "registry-down", "configure-nodes", "smoke-test", "kubespray-vars")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +24,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert cmd in out
 
 
-@pytest.mark.parametrize("cmd", [*COMMANDS[:-1], "lab up", "lab down", "lab status"])
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_each_command_has_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([*cmd.split(), "--help"])
@@ -38,7 +38,8 @@ BAD = [
     (["smoke-test", "--timeout", "-1"], "--timeout"),
     (["configure-nodes", "--frok", "2"], "unrecognized arguments"),
     (["no-such-command"], "invalid choice"),
-    (["lab"], "choose an action"),
+    (["lab"], "`nodecfg-lab`"),
+    (["lab", "status"], "separate dev tool, `nodecfg-lab`"),
     (["configure-nodes", "-i", "/nonexistent/inv.yaml"], "/nonexistent/inv.yaml: inventory file not found"),
 ]
 
@@ -50,6 +51,19 @@ def test_usage_errors_are_one_line_exit_2(argv: list[str], words: str,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err, err
     assert "Traceback" not in err
+
+
+def test_lab_is_not_a_command_and_is_not_imported(capsys: pytest.CaptureFixture[str]) -> None:
+    """The lab (lab/, `nodecfg-lab`) left the product: `nodecfg lab ...` is a one-line usage error
+    that names the dev tool, and nodecfg imports nothing of it on the way."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert " lab " not in capsys.readouterr().out
+    code = ("import sys; from nodecfg.cli import main; rc = main(['lab', 'up', '--flavors', 'jessie']); "
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] == 'nodecfg_lab' or m == 'nodecfg.lab'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "[]"], proc.stdout
+    assert proc.stderr.count("\n") == 1 and "nodecfg-lab" in proc.stderr, proc.stderr
 
 
 def test_broken_inventory_via_real_process(tmp_path: Path) -> None:

@@ -1,0 +1,3 @@
+from nodecfg_lab.cli import run
+
+run()
