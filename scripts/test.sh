@@ -10,6 +10,9 @@ bash scripts/setup.sh
 # set in one file and read in another are allowed); tests/unit/test_scripts.py checks each program
 # nodecfg assembles from them, and runs them under dash against a fake root.
 shellcheck -s sh -S style -e SC2034,SC2154 nodecfg/scripts/*.sh
+# ruff and mypy with pyproject.toml's settings (the typed statuses rely on mypy's strict_equality)
+.venv/bin/ruff check nodecfg tests bench scripts lab
+.venv/bin/mypy nodecfg lab/nodecfg_lab
 
 .venv/bin/python -m pytest -p no:cacheprovider "$@" tests/unit
 

@@ -220,6 +220,8 @@ def test_port_forwards_fall_back_to_loopback_when_sshd_refuses_the_container() -
     asked: list[tuple[str, int]] = []
 
     class Transport:
+        logger = __import__("logging").getLogger("test.transport")
+
         def is_active(self) -> bool:
             return True
 
