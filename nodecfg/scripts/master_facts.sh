@@ -24,8 +24,9 @@ if [ -n "$dsock" ]; then
   dapi() {
     _i=0
     for _p do _i=$((_i + 1)); set -- "$@" -o "$jobs/api.$_i" "http://docker$_p"; shift; done
-    curl -s --max-time 5 --unix-socket "$dsock" "$@"
-    [ $? -ne 28 ] || : > "$jobs/hung"
+    # curl's --max-time bounds each URL: `timeout` bounds them all
+    timeout -k 1 6 curl -s --max-time 5 --unix-socket "$dsock" "$@"
+    case $? in 28|124|137) : > "$jobs/hung";; esac
   }
 else
   dapi() {

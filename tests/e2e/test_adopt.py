@@ -194,9 +194,31 @@ def test_replace_recreates_it_as_nodecfgs_own_and_keeps_its_data(lab: Lab, tmp: 
     assert rc == 0 and again["container_action"] == "keep", err
 
 
+def test_purge_deletes_the_directory_the_registry_used_and_nothing_else(lab: Lab, tmp: Path, recipe: str) -> None:
+    """Issue 21 (2): after --replace kept the recipe's /mnt/registry (registry.data_dir unset), --purge
+    deletes /mnt/registry, not the /var/lib/registry the inventory defaults to, which on this master
+    holds something else and is refused, named, by a second --purge."""
+    del recipe
+    inv = inventory(lab, tmp, "plain")
+    master(lab, "mkdir -p /var/lib/registry && echo theirs > /var/lib/registry/not-a-registry")
+    try:
+        proc = nodecfg("registry-down", "-i", inv, "--purge")
+        assert proc.returncode == 0, proc.stderr
+        assert "deleted /mnt/registry" in proc.stdout, proc.stdout
+        assert master(lab, "test -e /mnt/registry && echo there || echo gone") == "gone"
+        assert master(lab, "cat /var/lib/registry/not-a-registry") == "theirs"
+        proc = nodecfg("registry-down", "-i", inv, "--purge")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "refused to delete /var/lib/registry: nodecfg did not create or adopt it" in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert master(lab, "cat /var/lib/registry/not-a-registry") == "theirs"
+    finally:
+        master(lab, "rm -rf /var/lib/registry")
+
+
 def test_port_held_by_another_container_is_named_and_nothing_is_left(lab: Lab, tmp: Path, recipe: str) -> None:
     del recipe
-    master(lab, "docker rm -f registry >/dev/null && "
+    master(lab, "docker rm -f registry >/dev/null 2>&1; "
                 "docker run -d --name squatter -p 5000:5000 busybox:1.36 sleep 3600 >/dev/null")
     try:
         inv = inventory(lab, tmp, "auth", auth={"username": "puller", "password_env": "ADOPT_PW"})
@@ -207,7 +229,7 @@ def test_port_held_by_another_container_is_named_and_nothing_is_left(lab: Lab, t
         assert PASSWORD not in proc.stderr + proc.stdout
         assert master(lab, "docker ps -aq --filter name=^registry$") == ""
         assert master(lab, "docker ps -aq --filter status=created") == ""
-        assert master(lab, "ls -A /etc/nodecfg/registry 2>/dev/null; ls /tmp | grep -c nodecfg-cid || true") == "0"
+        assert master(lab, "ls -A /etc/nodecfg/registry 2>/dev/null; ls -A /tmp | grep -c '^tmp\\.' || true") == "0"
     finally:
         master(lab, "docker rm -f squatter >/dev/null")
     # a process, not a container: named from `ss -ltnp` on the master

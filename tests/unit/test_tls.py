@@ -121,6 +121,40 @@ def test_check_runs_write_nothing(tmp_path: Path) -> None:
     assert (d / "s.crt").read_bytes() == made.cert_pem
 
 
+def test_an_existing_ca_directory_is_made_private(tmp_path: Path) -> None:
+    """A CA directory someone made loose (0755, a 0644 key) is tightened before nodecfg keeps a key in
+    it; made by another user, it is refused."""
+    d = tmp_path / "ca"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    tls.ensure_generated(d, NAMES, "s", NOW)
+    (d / "ca.key").chmod(0o644)
+    d.chmod(0o755)
+    tls.ensure_generated(d, NAMES, "s", NOW)
+    assert d.stat().st_mode & 0o777 == 0o700 and (d / "ca.key").stat().st_mode & 0o777 == 0o600
+    import os
+
+    if os.geteuid() == 0:  # root can hand the directory to another user
+        os.chown(d, 4242, 4242)
+        with pytest.raises(UsageError, match="belongs to uid 4242"):
+            tls.ensure_generated(d, NAMES, "s", NOW)
+
+
+def test_key_files_are_never_written_through_a_planted_file(tmp_path: Path) -> None:
+    """The CA key goes to a new temp file (O_EXCL) renamed into place: a symlink planted at the old
+    fixed temp name (`.ca.key.tmp`) is not followed, its target not touched."""
+    d = tmp_path / "ca"
+    d.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    target.write_text("not a key\n")
+    (d / ".ca.key.tmp").symlink_to(target)
+    (d / ".s.key.tmp").symlink_to(target)
+    tls.ensure_generated(d, NAMES, "s", NOW)
+    assert target.read_text() == "not a key\n"
+    assert (d / "ca.key").read_bytes().startswith(b"-----BEGIN") and not (d / "ca.key").is_symlink()
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["ca.crt", "ca.key", "s.crt", "s.key"]
+
+
 def test_ensure_generated_half_ca(tmp_path: Path) -> None:
     tls.ensure_generated(tmp_path, NAMES, "s", NOW)
     (tmp_path / "ca.key").unlink()
