@@ -1,10 +1,15 @@
-"""The paramiko internals `open_streamlocal_channel` (nodecfg/cri/tunnel.py) drives, checked on the
-installed paramiko: their names and signatures, the source of the paramiko steps it copies, and a
-stream-local channel opened, refused and timed out against a real in-process paramiko SSH server.
+"""The paramiko internals nodecfg relies on, checked on the installed paramiko.
 
-When one of these fails, paramiko moved something tunnel.py relies on: read paramiko's new
-`Transport.open_channel`, `_parse_channel_open_success` and `_parse_channel_open_failure`, bring
-`open_streamlocal_channel` in line, then update the fingerprints below and the paramiko pin in
+- nodecfg/cri/tunnel.py's `open_streamlocal_channel`: the names and signatures of the private
+  methods it calls, the source of the paramiko steps it copies, and a stream-local channel opened,
+  refused and timed out against a real in-process paramiko SSH server.
+- nodecfg/ssh.py: paramiko imports without invoke, and `Match exec` runs with the invoke handed to
+  the module global `paramiko.config.invoke`.
+
+When one of these fails, paramiko moved something nodecfg relies on. For tunnel.py: read paramiko's
+new `Transport.open_channel`, `_parse_channel_open_success` and `_parse_channel_open_failure`, bring
+`open_streamlocal_channel` in line, then update the fingerprints below. For ssh.py: read the top of
+paramiko/config.py and `_import_paramiko` / `_give_paramiko_invoke`. Then set the paramiko pin in
 pyproject.toml to the versions checked.
 """
 
@@ -15,6 +20,8 @@ import inspect
 import io
 import logging
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import tokenize
@@ -23,10 +30,11 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 
+from nodecfg import ssh
 from nodecfg.cri.tunnel import STREAMLOCAL, open_streamlocal_channel
 
-WHAT_TO_DO = ("paramiko {version} moved an internal that nodecfg/cri/tunnel.py's open_streamlocal_channel "
-              "uses ({what}); see this test module's docstring for what to check and update")
+WHAT_TO_DO = ("paramiko {version} moved an internal that {where} uses ({what}); see the docstring of "
+              "tests/unit/test_paramiko_internals.py for what to check and update")
 
 # The token stream (no comments, docstrings or layout) of the paramiko functions whose steps
 # open_streamlocal_channel repeats or relies on: the same in paramiko 3.4.0, 4.0.0, 5.0.0 and 5.1.0.
@@ -46,8 +54,8 @@ METHODS = {
 }
 
 
-def _loud(what: str) -> str:
-    return WHAT_TO_DO.format(version=paramiko.__version__, what=what)
+def _loud(what: str, where: str = "nodecfg/cri/tunnel.py's open_streamlocal_channel") -> str:
+    return WHAT_TO_DO.format(version=paramiko.__version__, what=what, where=where)
 
 
 def fingerprint(func: object) -> str:
@@ -180,3 +188,27 @@ def test_an_unanswered_open_times_out_and_a_late_channel_is_closed(pair: _Pair) 
     assert far is not None
     far.settimeout(10)
     assert far.recv(10) == b"", _loud("a channel opened after the timeout was not closed")
+
+
+# -- nodecfg/ssh.py: paramiko without invoke, then invoke handed over --------------------------------
+
+SSH_PY = "nodecfg/ssh.py's _import_paramiko / _give_paramiko_invoke"
+
+
+def test_paramiko_imports_without_invoke() -> None:
+    probe = ("import sys\nfrom nodecfg import ssh\nssh.preload()\nimport paramiko.config\n"
+             "print('invoke' in sys.modules, paramiko.config.invoke)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "None"], _loud(
+        f"importing paramiko without invoke gave {proc.stdout.strip()!r} {proc.stderr.strip()[-300:]!r}", SSH_PY)
+
+
+def test_match_exec_runs_with_the_invoke_handed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    import paramiko.config
+
+    assert hasattr(paramiko.config, "invoke"), _loud("paramiko.config.invoke is gone", SSH_PY)
+    monkeypatch.setattr(paramiko.config, "invoke", None)  # as imported by ssh._import_paramiko
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # invoke.run reads stdin; pytest's refuses
+    ssh._give_paramiko_invoke()
+    config = paramiko.SSHConfig.from_text("Match exec true\n    User matched\n")
+    assert config.lookup("node")["user"] == "matched", _loud("Match exec did not run", SSH_PY)
