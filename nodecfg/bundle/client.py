@@ -1,14 +1,23 @@
 """A small registry v2 HTTP API client: manifests and blobs, pull only.
 
-- One keep-alive connection per host and thread; a connection the server closed is reopened once.
+- HTTP through urllib3 (already installed with the docker SDK; declared): a pool of keep-alive
+  connections per host, shared by the threads; a request whose connection broke (a keep-alive
+  connection the server closed) or timed out before the answer is sent once more.
 - Auth on demand: a 401 is answered (anonymous or ~/.docker/config.json bearer token, or Basic),
   the authorization cached per host and repository, and the request retried; an expired token
   (a 401 later on) is renewed the same way.
-- Redirects (blob GETs land on CDNs and object stores) are followed; Authorization is never sent
-  to another host.
+- Redirects (blob GETs land on CDNs and object stores) are followed here, not by urllib3: a host met
+  on the way may challenge for its own token, and Authorization is never sent to another host.
 - Blobs stream to `<digest>.part` files, sha256-checked before they take their final name; a
-  `.part` left by an interrupted run is continued with a Range request.
-- HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured; loopback never goes through a proxy.
+  `.part` left by an interrupted run is continued with a Range request. Bytes are kept as served
+  (no Content-Encoding decoding: the digest is of the bytes).
+- HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (`proxy_for`); loopback never goes through a proxy.
+- `abort()` cuts every body in flight at once; a request still waiting for its answer ends within
+  the timeout.
+
+Why urllib3 and not the http.client code this replaced: the pool, the proxy tunnel and the stale
+connection retry are urllib3's, well kept and shared with the docker SDK and pip; what is left here
+is the registry's part. `bundle create` is as fast either way (docs/benchmarks.md, issue 21).
 """
 
 from __future__ import annotations
@@ -16,7 +25,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import socket
@@ -28,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError, ProtocolError
+
 from nodecfg import __version__
 from nodecfg.bundle import auth
 from nodecfg.bundle.manifests import ACCEPT, MAX_MANIFEST, Descriptor, media_type_of, sha256_digest
@@ -37,7 +49,9 @@ from nodecfg.errors import FetchError
 CHUNK = 256 << 10
 _RETRIES = 3
 _REDIRECTS = 5
-_TRANSIENT = (OSError, http.client.HTTPException)
+_POOL = 8  # keep-alive connections kept per host: more than bundle create's workers
+_TRANSIENT = (OSError, Urllib3Error)
+Response = urllib3.BaseHTTPResponse
 
 
 @dataclass(frozen=True)
@@ -58,13 +72,14 @@ class Manifest:
 class RegistryClient:
     def __init__(self, *, timeout: float = 60.0,
                  auths: Callable[[], Mapping[str, auth.Credentials]] = auth.load_docker_auths) -> None:
-        self._timeout = timeout
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._retries = urllib3.Retry(total=1, connect=0, read=1, status=0, other=0, redirect=False)
         self._load_auths = auths
         self._auths: Mapping[str, auth.Credentials] | None = None
         self._authz: dict[tuple[str, str], str] = {}
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: set[http.client.HTTPConnection] = set()
+        self._managers: dict[tuple[str, str], urllib3.PoolManager] = {}  # by scheme and proxy URL ("": direct)
+        self._in_flight: set[Response] = set()
         self._aborted = threading.Event()
 
     # -- public -------------------------------------------------------------------------------
@@ -84,7 +99,7 @@ class RegistryClient:
         if len(body) > MAX_MANIFEST:
             raise FetchError(f"{what}: the manifest from {ep} is larger than {MAX_MANIFEST >> 20} MiB")
         try:
-            media_type = media_type_of(body, resp.getheader("Content-Type") or "")
+            media_type = media_type_of(body, resp.headers.get("Content-Type") or "")
         except ValueError as exc:
             raise FetchError(f"{what}: {ep} served {exc}") from None
         manifest = Manifest(media_type, body)
@@ -121,16 +136,17 @@ class RegistryClient:
         """Unblock every transfer in flight (Ctrl-C): their sockets are shut down."""
         self._aborted.set()
         with self._lock:
-            for conn in list(self._open):
-                if conn.sock is not None:
-                    with contextlib.suppress(OSError):
-                        conn.sock.shutdown(socket.SHUT_RDWR)
+            in_flight = list(self._in_flight)
+        for resp in in_flight:
+            with contextlib.suppress(ValueError, RuntimeError, OSError):  # already done with
+                resp.shutdown()
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._open:
-                conn.close()
-            self._open.clear()
+            managers = list(self._managers.values())
+            self._managers.clear()
+        for manager in managers:
+            manager.clear()
 
     # -- blobs --------------------------------------------------------------------------------
 
@@ -153,7 +169,7 @@ class RegistryClient:
         resp = self._request(ep.url(ep.repository(repo), "blobs", desc.digest), headers, ep, repo, what)
         try:
             self._expect(resp, (200, 206), ep, what)
-            if resp.status == 200 or not _range_starts_at(resp.getheader("Content-Range"), have):
+            if resp.status == 200 or not _range_starts_at(resp.headers.get("Content-Range"), have):
                 sha, have = hashlib.sha256(), 0
                 at(0)
             with part.open("r+b" if have else "wb", buffering=0) as out:
@@ -168,7 +184,7 @@ class RegistryClient:
                     fetched[0] += len(chunk)
                     at(have)
                 if have < desc.size:
-                    raise http.client.IncompleteRead(b"", desc.size - have)
+                    raise ProtocolError(f"the connection ended after {have} of {desc.size} bytes")
                 os.fsync(out.fileno())
         finally:
             self._release(resp)
@@ -181,7 +197,7 @@ class RegistryClient:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _request(self, url: str, headers: Mapping[str, str], ep: Endpoint, repo: str,
-                 what: str) -> http.client.HTTPResponse:
+                 what: str) -> Response:
         """GET with redirects and auth: each host met (registry.k8s.io redirects to regional
         registries that challenge again) gets one 401 answered per request; its authorization is
         cached per host and repository and sent to that host only."""
@@ -196,7 +212,7 @@ class RegistryClient:
                 sent["Authorization"] = authz
             resp = self._get(url, sent, what)
             if resp.status == 401 and parts.netloc not in renewed:
-                challenge = auth.parse_challenge(resp.getheader("WWW-Authenticate") or "")
+                challenge = auth.parse_challenge(resp.headers.get("WWW-Authenticate") or "")
                 resp.read(1 << 16)
                 self._release(resp)
                 where = str(ep) if parts.netloc == ep.netloc else f"{parts.scheme}://{parts.netloc}"
@@ -205,10 +221,10 @@ class RegistryClient:
                     self._authz[key] = authz
                 renewed.add(parts.netloc)
                 continue
-            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+            if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                 resp.read(1 << 16)
                 self._release(resp)
-                url = urljoin(url, resp.getheader("Location") or "")
+                url = urljoin(url, resp.headers.get("Location") or "")
                 continue
             return resp
         raise FetchError(f"{what}: too many redirects from {ep}")
@@ -249,71 +265,55 @@ class RegistryClient:
                 self._auths = self._load_auths()
             return auth.credentials_for(self._auths, netloc)
 
-    def _get(self, url: str, headers: Mapping[str, str], what: str) -> http.client.HTTPResponse:
-        """One GET on this thread's connection to the URL's host; a stale keep-alive connection
-        is reopened once."""
+    def _get(self, url: str, headers: Mapping[str, str], what: str) -> Response:
+        """One GET, its body left to read (and to `_release`)."""
         parts = urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
         sent = {"User-Agent": f"nodecfg/{__version__}", **headers}
-        for attempt in (1, 2):
-            conn, absolute = self._connection(parts.scheme, parts.netloc)
-            reused = getattr(conn, "_nodecfg_used", False)
-            try:
-                conn.request("GET", url if absolute else target, headers=sent)
-                resp = conn.getresponse()
-            except _TRANSIENT as exc:
-                self._drop(parts.scheme, parts.netloc)
-                if self._aborted.is_set():
-                    raise FetchError(f"{what}: interrupted") from None
-                if attempt == 1 and reused:
-                    continue
-                raise FetchError(f"{what}: cannot reach {parts.scheme}://{parts.netloc}: {_reason(exc)}") from None
-            conn._nodecfg_used = True  # type: ignore[attr-defined]
-            resp._nodecfg_key = (parts.scheme, parts.netloc)  # type: ignore[attr-defined]
-            return resp
-        raise AssertionError("unreachable")
-
-    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
-        conns: dict[tuple[str, str], tuple[http.client.HTTPConnection, bool]]
-        conns = self._local.__dict__.setdefault("conns", {})
-        if (scheme, netloc) in conns:
-            return conns[(scheme, netloc)]
-        proxy = None if is_loopback(netloc) else _proxy(scheme, netloc)
-        absolute = False
-        if scheme == "https":
-            context = ssl.create_default_context()
-            if proxy:
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    proxy[0], timeout=self._timeout, context=context)
-                conn.set_tunnel(netloc, headers=proxy[1])
-            else:
-                conn = http.client.HTTPSConnection(netloc, timeout=self._timeout, context=context)
-        elif proxy:
-            conn, absolute = http.client.HTTPConnection(proxy[0], timeout=self._timeout), True
-        else:
-            conn = http.client.HTTPConnection(netloc, timeout=self._timeout)
-        conns[(scheme, netloc)] = (conn, absolute)
+        try:
+            resp = self._manager(parts.scheme, parts.netloc).request(
+                "GET", url, headers=sent, preload_content=False, decode_content=False, redirect=False,
+                retries=self._retries, timeout=self._timeout)
+        except _TRANSIENT as exc:
+            if self._aborted.is_set():
+                raise FetchError(f"{what}: interrupted") from None
+            proxy = proxy_for(parts.scheme, parts.netloc)
+            via = f" through the proxy {proxy[0]}" if proxy else ""
+            raise FetchError(f"{what}: cannot reach {parts.scheme}://{parts.netloc}{via}: {_reason(exc)}") from None
         with self._lock:
-            self._open.add(conn)
-        return conn, absolute
+            self._in_flight.add(resp)
+        if self._aborted.is_set():
+            self._release(resp)
+            raise FetchError(f"{what}: interrupted")
+        return resp
 
-    def _release(self, resp: http.client.HTTPResponse) -> None:
-        """Done with a response: a body read to its end leaves the connection reusable; any
+    def _manager(self, scheme: str, netloc: str) -> urllib3.PoolManager:
+        """The pool manager for this host's scheme: direct, or through its proxy. A TLS context
+        (the system's CAs, ~30 ms to load) is made for https only, once for all its hosts."""
+        proxy = proxy_for(scheme, netloc)
+        key = (scheme, proxy[0] if proxy else "")
+        with self._lock:
+            manager = self._managers.get(key)
+            if manager is None:
+                context = ssl.create_default_context() if scheme == "https" else None
+                if proxy:
+                    manager = urllib3.ProxyManager(proxy[0], num_pools=32, proxy_headers=proxy[1], maxsize=_POOL,
+                                                   ssl_context=context)
+                else:
+                    manager = urllib3.PoolManager(num_pools=32, maxsize=_POOL, ssl_context=context)
+                self._managers[key] = manager
+            return manager
+
+    def _release(self, resp: Response) -> None:
+        """Done with a response: a body read to its end has left its connection in the pool; any
         other is closed with its connection (the unread rest would be read as the next answer)."""
-        if not resp.isclosed():
+        with self._lock:
+            self._in_flight.discard(resp)
+        if resp.connection is not None:
             resp.close()
-            self._drop(*getattr(resp, "_nodecfg_key", ("", "")))
-
-    def _drop(self, scheme: str, netloc: str) -> None:
-        conns = self._local.__dict__.get("conns", {})
-        found = conns.pop((scheme, netloc), None)
-        if found:
-            found[0].close()
-            with self._lock:
-                self._open.discard(found[0])
+            resp.release_conn()
 
     @staticmethod
-    def _expect(resp: http.client.HTTPResponse, ok: tuple[int, ...], ep: Endpoint, what: str) -> None:
+    def _expect(resp: Response, ok: tuple[int, ...], ep: Endpoint, what: str) -> None:
         if resp.status in ok:
             return
         body = resp.read(1 << 16)
@@ -347,26 +347,38 @@ def _error_code(body: bytes) -> str:
         return ""
 
 
+def _root(exc: BaseException) -> BaseException:
+    """The error under urllib3's wrappers: MaxRetryError's reason, a cause, an error among the args."""
+    for _ in range(8):
+        inner = exc.reason if isinstance(exc, MaxRetryError) else exc.__cause__
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
 def _reason(exc: BaseException) -> str:
+    exc = _root(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message}); set SSL_CERT_FILE for a private CA"
     if isinstance(exc, socket.gaierror):
         return "unknown host name"
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError):
         return "timed out"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def _proxy(scheme: str, netloc: str) -> tuple[str, dict[str, str]] | None:
-    """(proxy host:port, CONNECT headers) from the *_PROXY environment, unless NO_PROXY spares
-    the host."""
+def proxy_for(scheme: str, netloc: str) -> tuple[str, dict[str, str]] | None:
+    """(proxy URL, its Proxy-Authorization header) from the *_PROXY environment for a request to
+    scheme://netloc; None when NO_PROXY spares the host, and always for loopback."""
     url = urllib.request.getproxies().get(scheme)
-    if not url or urllib.request.proxy_bypass(netloc):
+    if not url or is_loopback(netloc) or urllib.request.proxy_bypass(netloc):
         return None
     parts = urlsplit(url if "://" in url else f"http://{url}")
     headers: dict[str, str] = {}
     if parts.username is not None:
         raw = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
-    host = parts.hostname or ""
-    return f"{host}:{parts.port or 80}", headers
+    return f"http://{parts.hostname or ''}:{parts.port or 80}", headers
