@@ -1,23 +1,22 @@
 """A small registry v2 HTTP API client: manifests and blobs, pull only.
 
-- HTTP through urllib3 (already installed with the docker SDK; declared): a pool of keep-alive
-  connections per host, shared by the threads; a request whose connection broke (a keep-alive
-  connection the server closed) or timed out before the answer is sent once more.
+- One keep-alive connection per host and thread; a connection the server closed is reopened once.
 - Auth on demand: a 401 is answered (anonymous or ~/.docker/config.json bearer token, or Basic),
   the authorization cached per host and repository, and the request retried; an expired token
   (a 401 later on) is renewed the same way.
-- Redirects (blob GETs land on CDNs and object stores) are followed here, not by urllib3: a host met
-  on the way may challenge for its own token, and Authorization is never sent to another host.
+- Redirects (blob GETs land on CDNs and object stores) are followed; Authorization is never sent
+  to another host.
 - Blobs stream to `<digest>.part` files, sha256-checked before they take their final name; a
-  `.part` left by an interrupted run is continued with a Range request. Bytes are kept as served
-  (no Content-Encoding decoding: the digest is of the bytes).
-- HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (`proxy_for`); loopback never goes through a proxy.
-- `abort()` cuts every body in flight at once; a request still waiting for its answer ends within
-  the timeout.
+  `.part` left by an interrupted run is continued with a Range request.
+- HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (`proxy_for`), with the proxy's credentials
+  from its URL; loopback never goes through a proxy.
+- One TLS context for every https connection; `abort()` shuts down every connection in flight.
 
-Why urllib3 and not the http.client code this replaced: the pool, the proxy tunnel and the stale
-connection retry are urllib3's, well kept and shared with the docker SDK and pip; what is left here
-is the registry's part. `bundle create` is as fast either way (docs/benchmarks.md, issue 21).
+Why http.client and not urllib3 (installed with the docker SDK): the same client on urllib3 (its
+pool, proxy tunnel and retry; branch history of issue 21) made `bundle create` about 5% slower, over
+HTTP and HTTPS alike: urllib3's import and its per-request work are a fixed ~45 ms that this client
+does not pay (docs/benchmarks.md, "bundle create: http.client or urllib3"). What is hand-written
+here is the part above; the proxy, keep-alive and TLS mechanics are http.client's.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import socket
@@ -36,10 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
-import urllib3
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import MaxRetryError, ProtocolError
-
 from nodecfg import __version__
 from nodecfg.bundle import auth
 from nodecfg.bundle.manifests import ACCEPT, MAX_MANIFEST, Descriptor, media_type_of, sha256_digest
@@ -49,9 +45,7 @@ from nodecfg.errors import FetchError
 CHUNK = 256 << 10
 _RETRIES = 3
 _REDIRECTS = 5
-_POOL = 8  # keep-alive connections kept per host: more than bundle create's workers
-_TRANSIENT = (OSError, Urllib3Error)
-Response = urllib3.BaseHTTPResponse
+_TRANSIENT = (OSError, http.client.HTTPException)
 
 
 @dataclass(frozen=True)
@@ -72,15 +66,15 @@ class Manifest:
 class RegistryClient:
     def __init__(self, *, timeout: float = 60.0,
                  auths: Callable[[], Mapping[str, auth.Credentials]] = auth.load_docker_auths) -> None:
-        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self._retries = urllib3.Retry(total=1, connect=0, read=1, status=0, other=0, redirect=False)
+        self._timeout = timeout
         self._load_auths = auths
         self._auths: Mapping[str, auth.Credentials] | None = None
         self._authz: dict[tuple[str, str], str] = {}
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._managers: dict[tuple[str, str], urllib3.PoolManager] = {}  # by scheme and proxy URL ("": direct)
-        self._in_flight: set[Response] = set()
+        self._open: set[http.client.HTTPConnection] = set()
         self._aborted = threading.Event()
+        self._context: ssl.SSLContext | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -99,7 +93,7 @@ class RegistryClient:
         if len(body) > MAX_MANIFEST:
             raise FetchError(f"{what}: the manifest from {ep} is larger than {MAX_MANIFEST >> 20} MiB")
         try:
-            media_type = media_type_of(body, resp.headers.get("Content-Type") or "")
+            media_type = media_type_of(body, resp.getheader("Content-Type") or "")
         except ValueError as exc:
             raise FetchError(f"{what}: {ep} served {exc}") from None
         manifest = Manifest(media_type, body)
@@ -136,17 +130,16 @@ class RegistryClient:
         """Unblock every transfer in flight (Ctrl-C): their sockets are shut down."""
         self._aborted.set()
         with self._lock:
-            in_flight = list(self._in_flight)
-        for resp in in_flight:
-            with contextlib.suppress(ValueError, RuntimeError, OSError):  # already done with
-                resp.shutdown()
+            for conn in list(self._open):
+                if conn.sock is not None:
+                    with contextlib.suppress(OSError):
+                        conn.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:
-            managers = list(self._managers.values())
-            self._managers.clear()
-        for manager in managers:
-            manager.clear()
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
 
     # -- blobs --------------------------------------------------------------------------------
 
@@ -169,7 +162,7 @@ class RegistryClient:
         resp = self._request(ep.url(ep.repository(repo), "blobs", desc.digest), headers, ep, repo, what)
         try:
             self._expect(resp, (200, 206), ep, what)
-            if resp.status == 200 or not _range_starts_at(resp.headers.get("Content-Range"), have):
+            if resp.status == 200 or not _range_starts_at(resp.getheader("Content-Range"), have):
                 sha, have = hashlib.sha256(), 0
                 at(0)
             with part.open("r+b" if have else "wb", buffering=0) as out:
@@ -184,7 +177,7 @@ class RegistryClient:
                     fetched[0] += len(chunk)
                     at(have)
                 if have < desc.size:
-                    raise ProtocolError(f"the connection ended after {have} of {desc.size} bytes")
+                    raise http.client.IncompleteRead(b"", desc.size - have)
                 os.fsync(out.fileno())
         finally:
             self._release(resp)
@@ -197,7 +190,7 @@ class RegistryClient:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _request(self, url: str, headers: Mapping[str, str], ep: Endpoint, repo: str,
-                 what: str) -> Response:
+                 what: str) -> http.client.HTTPResponse:
         """GET with redirects and auth: each host met (registry.k8s.io redirects to regional
         registries that challenge again) gets one 401 answered per request; its authorization is
         cached per host and repository and sent to that host only."""
@@ -212,7 +205,7 @@ class RegistryClient:
                 sent["Authorization"] = authz
             resp = self._get(url, sent, what)
             if resp.status == 401 and parts.netloc not in renewed:
-                challenge = auth.parse_challenge(resp.headers.get("WWW-Authenticate") or "")
+                challenge = auth.parse_challenge(resp.getheader("WWW-Authenticate") or "")
                 resp.read(1 << 16)
                 self._release(resp)
                 where = str(ep) if parts.netloc == ep.netloc else f"{parts.scheme}://{parts.netloc}"
@@ -221,10 +214,10 @@ class RegistryClient:
                     self._authz[key] = authz
                 renewed.add(parts.netloc)
                 continue
-            if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                 resp.read(1 << 16)
                 self._release(resp)
-                url = urljoin(url, resp.headers.get("Location") or "")
+                url = urljoin(url, resp.getheader("Location") or "")
                 continue
             return resp
         raise FetchError(f"{what}: too many redirects from {ep}")
@@ -265,55 +258,85 @@ class RegistryClient:
                 self._auths = self._load_auths()
             return auth.credentials_for(self._auths, netloc)
 
-    def _get(self, url: str, headers: Mapping[str, str], what: str) -> Response:
-        """One GET, its body left to read (and to `_release`)."""
+    def _get(self, url: str, headers: Mapping[str, str], what: str) -> http.client.HTTPResponse:
+        """One GET on this thread's connection to the URL's host; a stale keep-alive connection
+        is reopened once."""
         parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
         sent = {"User-Agent": f"nodecfg/{__version__}", **headers}
-        try:
-            resp = self._manager(parts.scheme, parts.netloc).request(
-                "GET", url, headers=sent, preload_content=False, decode_content=False, redirect=False,
-                retries=self._retries, timeout=self._timeout)
-        except _TRANSIENT as exc:
-            if self._aborted.is_set():
-                raise FetchError(f"{what}: interrupted") from None
-            proxy = proxy_for(parts.scheme, parts.netloc)
-            via = f" through the proxy {proxy[0]}" if proxy else ""
-            raise FetchError(f"{what}: cannot reach {parts.scheme}://{parts.netloc}{via}: {_reason(exc)}") from None
-        with self._lock:
-            self._in_flight.add(resp)
-        if self._aborted.is_set():
-            self._release(resp)
-            raise FetchError(f"{what}: interrupted")
-        return resp
+        for attempt in (1, 2):
+            conn, forward = self._connection(parts.scheme, parts.netloc)
+            reused = getattr(conn, "_nodecfg_used", False)
+            try:
+                if forward is None:
+                    conn.request("GET", target, headers=sent)
+                else:  # plain HTTP through a proxy: the absolute URL, and the proxy's credentials
+                    conn.request("GET", url, headers={**sent, **forward})
+                resp = conn.getresponse()
+            except _TRANSIENT as exc:
+                self._drop(parts.scheme, parts.netloc)
+                if self._aborted.is_set():
+                    raise FetchError(f"{what}: interrupted") from None
+                if attempt == 1 and reused:
+                    continue
+                proxy = proxy_for(parts.scheme, parts.netloc)
+                via = f" through the proxy {proxy[0]}" if proxy else ""
+                raise FetchError(f"{what}: cannot reach {parts.scheme}://{parts.netloc}{via}: "
+                                 f"{_reason(exc)}") from None
+            conn._nodecfg_used = True  # type: ignore[attr-defined]
+            resp._nodecfg_key = (parts.scheme, parts.netloc)  # type: ignore[attr-defined]
+            return resp
+        raise AssertionError("unreachable")
 
-    def _manager(self, scheme: str, netloc: str) -> urllib3.PoolManager:
-        """The pool manager for this host's scheme: direct, or through its proxy. A TLS context
-        (the system's CAs, ~30 ms to load) is made for https only, once for all its hosts."""
+    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, dict[str, str] | None]:
+        """This thread's connection to the host, and the headers for a proxy that forwards plain
+        HTTP (None when the request goes straight, or through a CONNECT tunnel)."""
+        conns: dict[tuple[str, str], tuple[http.client.HTTPConnection, dict[str, str] | None]]
+        conns = self._local.__dict__.setdefault("conns", {})
+        if (scheme, netloc) in conns:
+            return conns[(scheme, netloc)]
         proxy = proxy_for(scheme, netloc)
-        key = (scheme, proxy[0] if proxy else "")
+        forward = None
+        if scheme == "https":
+            if proxy:
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    proxy[0], timeout=self._timeout, context=self._tls())
+                conn.set_tunnel(netloc, headers=proxy[1])
+            else:
+                conn = http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._tls())
+        elif proxy:
+            conn, forward = http.client.HTTPConnection(proxy[0], timeout=self._timeout), proxy[1]
+        else:
+            conn = http.client.HTTPConnection(netloc, timeout=self._timeout)
+        conns[(scheme, netloc)] = (conn, forward)
         with self._lock:
-            manager = self._managers.get(key)
-            if manager is None:
-                context = ssl.create_default_context() if scheme == "https" else None
-                if proxy:
-                    manager = urllib3.ProxyManager(proxy[0], num_pools=32, proxy_headers=proxy[1], maxsize=_POOL,
-                                                   ssl_context=context)
-                else:
-                    manager = urllib3.PoolManager(num_pools=32, maxsize=_POOL, ssl_context=context)
-                self._managers[key] = manager
-            return manager
+            self._open.add(conn)
+        return conn, forward
 
-    def _release(self, resp: Response) -> None:
-        """Done with a response: a body read to its end has left its connection in the pool; any
-        other is closed with its connection (the unread rest would be read as the next answer)."""
+    def _tls(self) -> ssl.SSLContext:
+        """One TLS context (the system's CAs: ~30 ms to load) for every https connection."""
         with self._lock:
-            self._in_flight.discard(resp)
-        if resp.connection is not None:
+            if self._context is None:
+                self._context = ssl.create_default_context()
+            return self._context
+
+    def _release(self, resp: http.client.HTTPResponse) -> None:
+        """Done with a response: a body read to its end leaves the connection reusable; any
+        other is closed with its connection (the unread rest would be read as the next answer)."""
+        if not resp.isclosed():
             resp.close()
-            resp.release_conn()
+            self._drop(*getattr(resp, "_nodecfg_key", ("", "")))
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        conns = self._local.__dict__.get("conns", {})
+        found = conns.pop((scheme, netloc), None)
+        if found:
+            found[0].close()
+            with self._lock:
+                self._open.discard(found[0])
 
     @staticmethod
-    def _expect(resp: Response, ok: tuple[int, ...], ep: Endpoint, what: str) -> None:
+    def _expect(resp: http.client.HTTPResponse, ok: tuple[int, ...], ep: Endpoint, what: str) -> None:
         if resp.status in ok:
             return
         body = resp.read(1 << 16)
@@ -347,32 +370,19 @@ def _error_code(body: bytes) -> str:
         return ""
 
 
-def _root(exc: BaseException) -> BaseException:
-    """The error under urllib3's wrappers: MaxRetryError's reason, a cause, an error among the args."""
-    for _ in range(8):
-        inner = exc.reason if isinstance(exc, MaxRetryError) else exc.__cause__
-        if not isinstance(inner, BaseException):
-            inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
 def _reason(exc: BaseException) -> str:
-    exc = _root(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message}); set SSL_CERT_FILE for a private CA"
     if isinstance(exc, socket.gaierror):
         return "unknown host name"
-    if isinstance(exc, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError):
+    if isinstance(exc, TimeoutError | socket.timeout):
         return "timed out"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def proxy_for(scheme: str, netloc: str) -> tuple[str, dict[str, str]] | None:
-    """(proxy URL, its Proxy-Authorization header) from the *_PROXY environment for a request to
-    scheme://netloc; None when NO_PROXY spares the host, and always for loopback."""
+    """(proxy host:port, its Proxy-Authorization header) from the *_PROXY environment for a
+    request to scheme://netloc; None when NO_PROXY spares the host, and always for loopback."""
     url = urllib.request.getproxies().get(scheme)
     if not url or is_loopback(netloc) or urllib.request.proxy_bypass(netloc):
         return None
@@ -381,4 +391,5 @@ def proxy_for(scheme: str, netloc: str) -> tuple[str, dict[str, str]] | None:
     if parts.username is not None:
         raw = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
-    return f"http://{parts.hostname or ''}:{parts.port or 80}", headers
+    host = parts.hostname or ""
+    return f"{host}:{parts.port or 80}", headers
