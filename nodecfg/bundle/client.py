@@ -13,10 +13,10 @@
 - One TLS context for every https connection; `abort()` shuts down every connection in flight.
 
 Why http.client and not urllib3 (installed with the docker SDK): the same client on urllib3 (its
-pool, proxy tunnel and retry; branch history of issue 21) made `bundle create` about 5% slower, over
-HTTP and HTTPS alike: urllib3's import and its per-request work are a fixed ~45 ms that this client
-does not pay (docs/benchmarks.md, "bundle create: http.client or urllib3"). What is hand-written
-here is the part above; the proxy, keep-alive and TLS mechanics are http.client's.
+pool, proxy tunnel and retry; branch history of issue 21) made `bundle create` 3-7% slower, over
+HTTP and HTTPS alike, by urllib3's import and its per-request work (docs/benchmarks.md, "bundle
+create: http.client or urllib3"). What is hand-written here is the part above; the proxy, keep-alive
+and TLS mechanics are http.client's.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ class RegistryClient:
         return conn, forward
 
     def _tls(self) -> ssl.SSLContext:
-        """One TLS context (the system's CAs: ~30 ms to load) for every https connection."""
+        """One TLS context for every https connection (loading the system's CAs is its cost)."""
         with self._lock:
             if self._context is None:
                 self._context = ssl.create_default_context()
