@@ -43,7 +43,8 @@ def _import_paramiko() -> None:
     paramiko imports invoke for one thing, running the commands of `Match exec` lines in
     ssh_config; invoke imports unittest.mock and asyncio, ~0.13 s on a small machine. Fabric
     needs invoke, and `_give_paramiko_invoke()` hands it over whenever Fabric is imported or an
-    ssh_config with `Match exec` is read."""
+    ssh_config with `Match exec` is read (paramiko.config's module global `invoke`: a paramiko
+    internal, checked by tests/unit/test_paramiko_internals.py)."""
     import sys
 
     if "paramiko" in sys.modules or "invoke" in sys.modules:

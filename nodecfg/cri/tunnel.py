@@ -11,6 +11,13 @@ connection gRPC opens there is joined to one SSH channel that ends at the node's
 sshd answers every failed stream-local open with the same "open failed", whatever the cause, so it is
 never taken as containerd's answer: only the bridge's connect error or a gRPC answer is. When no
 transport works the result is "not checked", with the reason; never a false failure.
+
+paramiko internals, on purpose: paramiko has no public way to open a `direct-streamlocal@openssh.com`
+channel (`Transport.open_channel` writes the type-specific payload for direct-tcpip, forwarded-tcpip and
+x11 only), so `open_streamlocal_channel` repeats open_channel's steps with its own message, through
+`Transport._next_channel`, `_channels`, `_send_user_message` and `Channel._set_transport`/`_set_window`.
+Those steps are the same in paramiko 3.4 to 5.1; pyproject.toml pins the versions the tests ran on, and
+tests/unit/test_paramiko_internals.py fails, saying what to check, when paramiko moves any of them.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 request for all images, its tar walked as it arrives (docker's legacy layout or the OCI one of docker
 25+), each wanted blob hashed and spooled to an unlinked temp file, from which its upload reads in
 place. `Presave` asks early, so the engine's export (seconds before its first byte) overlaps other work.
+
+The request goes through public API only: the SDK's `APIClient.get_image` saves one image a call, so
+the one save of several images is `GET /images/get?names=...` sent with the client's own
+`requests.Session.get` (APIClient is a requests.Session) on its `base_url` and `api_version`. The
+client's timeout bounds each read of the stream.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from nodecfg.push.api import PushError
 
 if TYPE_CHECKING:
     import docker
+    import requests
 
 
 class Spool:
@@ -112,23 +118,36 @@ def saved_blobs(chunks: Iterator[bytes], wanted: set[str], spool: Spool) -> Iter
 def save_stream(client: docker.DockerClient, image_ids: Sequence[str]) -> Iterator[bytes]:
     """One `docker save` of all these images (GET /images/get?names=...; the SDK saves one image a
     call), streamed."""
-    return _stream(client, lambda: _open_save(client, image_ids))
+    return _stream(lambda: _open_save(client, image_ids))
 
 
-def _open_save(client: docker.DockerClient, image_ids: Sequence[str]) -> Any:
+def _open_save(client: docker.DockerClient, image_ids: Sequence[str]) -> requests.Response:
     """The engine's response to the save request; it answers once its export is done."""
     api = client.api
-    return api._get(api._url("/images/get"), params={"names": list(image_ids)}, stream=True)
+    return api.get(f"{api.base_url}/v{api.api_version}/images/get", params={"names": list(image_ids)},
+                   stream=True, timeout=api.timeout)
 
 
-def _stream(client: docker.DockerClient, opened: Callable[[], Any]) -> Iterator[bytes]:
-    import docker
+def _stream(opened: Callable[[], requests.Response]) -> Iterator[bytes]:
     import requests
 
     try:
-        yield from client.api._stream_raw_result(opened(), CHUNK, False)
-    except (docker.errors.DockerException, requests.RequestException) as exc:
+        response = opened()
+        if not response.ok:
+            raise PushError(f"docker save on this machine failed (HTTP {response.status_code}: "
+                            f"{_engine_message(response)})")
+        yield from response.iter_content(CHUNK)
+    except requests.RequestException as exc:
         raise PushError(f"docker save on this machine failed ({exc})") from None
+
+
+def _engine_message(response: requests.Response) -> str:
+    """The engine's error: its JSON `message`, else the body's text."""
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or response.text.strip() or response.reason)
 
 
 class Presave:
@@ -137,19 +156,19 @@ class Presave:
     registry is asked for blobs. Used if it covers the images the push needs, else closed."""
 
     def __init__(self, client: docker.DockerClient, image_ids: Sequence[str]) -> None:
-        self.client, self.ids = client, tuple(dict.fromkeys(image_ids))
+        self.ids = tuple(dict.fromkeys(image_ids))
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presave")
-        self._response: Future[Any] = pool.submit(_open_save, client, self.ids)
+        self._response: Future[requests.Response] = pool.submit(_open_save, client, self.ids)
         pool.shutdown(wait=False)
 
     def stream(self, image_ids: Sequence[str]) -> Iterator[bytes] | None:
         """The save's bytes when it holds every one of `image_ids`, else None."""
         if not set(image_ids) <= set(self.ids):
             return None
-        return _stream(self.client, self._response.result)
+        return _stream(self._response.result)
 
     def close(self) -> None:
-        def close(fut: Future[Any]) -> None:
+        def close(fut: Future[requests.Response]) -> None:
             if fut.exception() is None:
                 fut.result().close()
 

@@ -1,12 +1,14 @@
 """Bundles: the pure parts (images.list, platforms, index filtering, auth challenges, sources,
 index.json), the bundle file round trip, and the registry client against a fake registry on
-loopback (bearer and Basic auth, redirects, Range resume, digest checks)."""
+loopback (bearer and Basic auth, redirects, Range resume, digest checks, proxies, timeouts, abort)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from nodecfg.bundle import auth
-from nodecfg.bundle.client import RegistryClient
+from nodecfg.bundle.client import RegistryClient, proxy_for
 from nodecfg.bundle.inspect import inspect_bundle, verify_bundle
 from nodecfg.bundle.layout import IndexEntry, WorkDir, entry_from, index_document, write_bundle
 from nodecfg.bundle.manifests import (
@@ -367,6 +369,12 @@ def fakes() -> Iterator[Callable[[], Fake]]:
                 if len(body) < int(headers.get("Content-Length", len(body))):
                     self.close_connection = True  # the connection drops mid-body
 
+            def do_CONNECT(self) -> None:  # as a proxy: tunnels refused
+                fake.seen.append((f"CONNECT {self.path}", dict(self.headers.items())))
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         fake.port = server.server_address[1]
@@ -537,6 +545,162 @@ def test_redirect_to_a_registry_that_challenges_again(fakes: Callable[[], Fake])
     assert all("Authorization" not in headers for _, headers in front.seen)
     tokens = [parse_qs(urlsplit(p).query)["scope"] for p, _ in regional.seen if p.startswith("/token")]
     assert tokens == [["repository:k8s-artifacts-prod/images/pause:pull"]]  # asked once, then cached
+
+
+# -- proxies, timeouts, abort ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "scheme", "netloc", "proxy"), [
+    ({}, "https", "registry-1.docker.io", None),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "https", "registry-1.docker.io", "proxy:3128"),
+    ({"https_proxy": "proxy:3128"}, "https", "quay.io", "proxy:3128"),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "http", "mirror:5000", None),  # only https goes there
+    ({"HTTP_PROXY": "http://proxy"}, "http", "mirror:5000", "proxy:80"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "quay.io,.corp"}, "https", "quay.io", None),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "quay.io,.corp"}, "https", "reg.corp:443", None),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "quay.io,.corp"}, "https", "ghcr.io", "proxy:3128"),
+    ({"HTTP_PROXY": "http://proxy:3128"}, "http", "127.0.0.1:5000", None),  # loopback: never
+    ({"HTTP_PROXY": "http://proxy:3128"}, "http", "localhost:5000", None),
+    ({"HTTP_PROXY": "http://proxy:3128"}, "http", "[::1]:5000", None),
+])
+def test_proxy_for(env: dict[str, str], scheme: str, netloc: str, proxy: str | None,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = proxy_for(scheme, netloc)
+    assert (found[0] if found else None) == proxy
+
+
+def test_through_an_http_proxy_with_its_credentials(fakes: Callable[[], Fake], monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = fakes()  # answers the absolute URL it is asked for, as a forwarding proxy would
+    proxy.routes["/v2/app/manifests/1"] = lambda _h: (200, {}, MANIFEST)
+    monkeypatch.setenv("HTTP_PROXY", f"http://me:p%40ss@{proxy.netloc}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    got = RegistryClient(auths=dict).get_manifest(Endpoint("http", "mirror.corp:5000"), "app", "1", what="app")
+    assert got.body == MANIFEST
+    path, headers = proxy.seen[0]
+    assert path == "http://mirror.corp:5000/v2/app/manifests/1"
+    assert headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"me:p@ss").decode()
+
+
+def test_https_goes_through_the_proxy_tunnel(fakes: Callable[[], Fake], monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = fakes()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://me:pw@{proxy.netloc}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(FetchError, match=rf"^app: cannot reach https://registry.corp through the proxy "
+                                         rf"{proxy.netloc}: Tunnel connection failed: 403 Forbidden$"):
+        RegistryClient(auths=dict).get_manifest(Endpoint("https", "registry.corp"), "app", "1", what="app")
+    path, headers = proxy.seen[0]
+    assert path == "CONNECT registry.corp:443"
+    assert headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"me:pw").decode()
+
+
+def test_loopback_is_never_proxied(fakes: Callable[[], Fake], monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, proxy = fakes(), fakes()
+    registry.routes["/v2/app/manifests/1"] = lambda _h: (200, {}, MANIFEST)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.netloc}")
+    assert RegistryClient(auths=dict).get_manifest(registry.endpoint, "app", "1", what="app").body == MANIFEST
+    assert proxy.seen == [] and len(registry.seen) == 1
+
+
+class _Silent:
+    """A TCP server on 127.0.0.1 that accepts, reads the request, then answers what it is told
+    (headers and part of a body, or nothing) and holds the connection until released."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer, self.accepted, self.release = answer, 0, threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(self.answer)
+            self.release.wait(20)
+
+    def close(self) -> None:
+        self.release.set()
+        self.sock.close()
+
+
+def test_an_unanswered_request_times_out() -> None:
+    server = _Silent(b"")
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=rf"^app: cannot reach http://127.0.0.1:{server.port}: timed out$"):
+            RegistryClient(auths=dict, timeout=0.3).get_manifest(Endpoint("http", f"127.0.0.1:{server.port}"),
+                                                                 "app", "1", what="app")
+        assert server.accepted == 1 and time.monotonic() - started < 5  # a fresh connection: not tried again
+    finally:
+        server.close()
+
+
+def test_a_keep_alive_connection_the_server_closed_is_reopened_once() -> None:
+    """The server answers one request per connection, then closes it without saying so."""
+    server = _Silent(f"HTTP/1.1 200 OK\r\nContent-Length: {len(MANIFEST)}\r\n\r\n".encode() + MANIFEST)
+    server.release.set()  # close each connection after its answer
+    try:
+        client = RegistryClient(auths=dict)
+        ep = Endpoint("http", f"127.0.0.1:{server.port}")
+        for _ in range(3):
+            assert client.get_manifest(ep, "app", "1", what="app").body == MANIFEST
+        assert server.accepted == 3
+    finally:
+        server.close()
+
+
+def test_a_refused_connection_is_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed: nothing listens there
+    with pytest.raises(FetchError, match=rf"^app: cannot reach http://127.0.0.1:{port}: Connection refused$"):
+        RegistryClient(auths=dict).get_manifest(Endpoint("http", f"127.0.0.1:{port}"), "app", "1", what="app")
+
+
+def test_abort_cuts_a_stalled_body_at_once(tmp_path: Path) -> None:
+    size = 1 << 20
+    server = _Silent(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode() + b"x" * 1000)
+    client = RegistryClient(auths=dict)
+    got: list[int] = []
+    failed: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            client.fetch_blob(Endpoint("http", f"127.0.0.1:{server.port}"), "app",
+                              Descriptor("x", "sha256:" + "0" * 64, size), tmp_path / "b", got.append, what="b")
+        except FetchError as exc:
+            failed.append(exc)
+
+    try:
+        worker = threading.Thread(target=fetch)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while sum(got) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        client.abort()
+        worker.join(10)
+        assert not worker.is_alive() and time.monotonic() - started < 2
+        assert [str(e) for e in failed] == ["b: interrupted"]
+        assert (tmp_path / "b.part").stat().st_size == 1000  # kept for the next run
+    finally:
+        server.close()
+        client.close()
 
 
 # -- the CLI's edges --------------------------------------------------------------------------

@@ -9,9 +9,15 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import docker
 import pytest
 
 from nodecfg.bundle.manifests import DOCKER_MANIFEST, Descriptor
@@ -232,36 +238,75 @@ def test_two_targets_of_one_image_are_saved_once(fake: Fake, monkeypatch: pytest
     assert stats.mounted == 3  # config and both layers into the second repository, sent once
 
 
-class _Response:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks, self.closed = chunks, False
+@dataclass
+class _Engine:
+    """A docker engine on 127.0.0.1 that answers `GET /v1.43/images/get?names=...` only."""
 
-    def close(self) -> None:
-        self.closed = True
-
-
-class _API:
-    def __init__(self) -> None:
-        self.asked: list[list[str]] = []
-        self.response = _Response([b"x" * 10, b"y"])
-
-    def _url(self, path: str) -> str:
-        return path
-
-    def _get(self, _url: str, params: dict[str, list[str]], stream: bool) -> _Response:
-        assert stream
-        self.asked.append(params["names"])
-        return self.response
-
-    def _stream_raw_result(self, res: _Response, _chunk: int, _decode: bool) -> Iterator[bytes]:
-        yield from res.chunks
+    reply: tuple[int, bytes] = (200, b"x" * 10 + b"y")
+    asked: list[list[str]] = field(default_factory=list)
+    url: str = ""
 
 
-def test_a_presave_serves_the_images_it_asked_for_and_is_closed() -> None:
-    client = type("Client", (), {"api": _API()})()
-    early = dockersave.Presave(client, ["sha256:a", "sha256:b", "sha256:a"])  # type: ignore[arg-type]
+@pytest.fixture
+def docker_engine() -> Iterator[_Engine]:
+    engine = _Engine()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_a: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            status, body = engine.reply if parts.path == "/v1.43/images/get" else (404, b"{}")
+            engine.asked.append(parse_qs(parts.query).get("names", []))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-tar" if status == 200 else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    engine.url = f"tcp://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    yield engine
+    server.shutdown()
+    server.server_close()
+
+
+def _client(engine: _Engine) -> docker.DockerClient:
+    return docker.DockerClient(base_url=engine.url, version="1.43", timeout=10)
+
+
+def test_one_save_of_several_images_through_the_sdk(docker_engine: _Engine) -> None:
+    stream = dockersave.save_stream(_client(docker_engine), ["sha256:a", "sha256:b"])
+    assert b"".join(stream) == b"x" * 10 + b"y"
+    assert docker_engine.asked == [["sha256:a", "sha256:b"]]  # one request for both
+
+
+def test_a_save_the_engine_refuses_is_one_line(docker_engine: _Engine) -> None:
+    docker_engine.reply = (404, b'{"message":"reference does not exist"}')
+    with pytest.raises(dockersave.PushError, match=r"^docker save on this machine failed \(HTTP 404: "
+                                                   r"reference does not exist\)$"):
+        b"".join(dockersave.save_stream(_client(docker_engine), ["sha256:a"]))
+    stopped = docker.DockerClient(base_url="tcp://127.0.0.1:9", version="1.43", timeout=10)  # nothing listens
+    with pytest.raises(dockersave.PushError, match="docker save on this machine failed"):
+        b"".join(dockersave.save_stream(stopped, ["sha256:a"]))
+
+
+def test_a_presave_serves_the_images_it_asked_for_and_is_closed(docker_engine: _Engine) -> None:
+    early = dockersave.Presave(_client(docker_engine), ["sha256:a", "sha256:b", "sha256:a"])
     assert early.stream(["sha256:c"]) is None  # not asked for: a fresh save is needed
     stream = early.stream(["sha256:b"])
     assert stream is not None and b"".join(stream) == b"x" * 10 + b"y"
     early.close()
-    assert client.api.asked == [["sha256:a", "sha256:b"]] and client.api.response.closed
+    assert docker_engine.asked == [["sha256:a", "sha256:b"]]
+    unused = dockersave.Presave(_client(docker_engine), ["sha256:c"])
+    unused.close()
+    response = unused._response.result(timeout=10)
+    deadline = time.monotonic() + 10  # the close runs as the answer comes, on the presave's thread
+    while not response.raw.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert response.raw.closed
