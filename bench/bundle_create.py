@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nodecfg.tls import make_ca, make_server_cert  # noqa: E402
+from nodecfg.registry.tls import make_ca, make_server_cert  # noqa: E402
 from tests.e2e.standin import REGISTRY_BIN, Registry, layer, push_image, push_index  # noqa: E402
 
 BIG_LAYERS, LAYER_MB, SMALL = 5, 40, 12
