@@ -42,8 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodecfg import runtimes as registry
-from nodecfg import scripts, ssh, tagged, tls
+from nodecfg import runtimes, scripts, ssh, tagged, tls
 from nodecfg.errors import HostError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
@@ -62,8 +61,8 @@ from nodecfg.runtimes.common import (
     FileState,
     RuntimePlan,
     ServiceFacts,
+    last_meaningful_line,
     mask_secrets,
-    one_line,
     secret_values,
 )
 from nodecfg.scripts import NodeScript
@@ -87,22 +86,22 @@ FACTS_END = "end\tnodecfg-facts"
 
 def _libraries() -> list[str]:
     """Every registered runtime's function file, for the node scripts."""
-    return [rt.shell() for rt in registry.registered()]
+    return [rt.shell() for rt in runtimes.registered()]
 
 
 def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> NodeScript:
     """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
     and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
     node. Its arguments: every runtime's unit and name, the files to read, the dirs to list."""
-    runtimes = registry.registered()
+    registered = runtimes.registered()
     args: list[str] = []
-    for unit in dict.fromkeys(unit_of(rt) for rt in runtimes):
+    for unit in dict.fromkeys(unit_of(rt) for rt in registered):
         args += ["-u", f"{unit}.service"]
-    for rt in runtimes:
+    for rt in registered:
         args += ["-r", rt.name]
-    for f in dict.fromkeys((*(f for rt in runtimes for f in rt.fact_files), *extra_files)):
+    for f in dict.fromkeys((*(f for rt in registered for f in rt.fact_files), *extra_files)):
         args += ["-f", f]
-    for entry in dict.fromkeys((*(d for rt in runtimes for d in rt.fact_dirs), *extra_dirs)):
+    for entry in dict.fromkeys((*(d for rt in registered for d in rt.fact_dirs), *extra_dirs)):
         args += ["-d", *split_fact_dir(entry)]
     return scripts.script("facts.sh", _libraries(), args)
 
@@ -188,8 +187,8 @@ def parse_facts(output: str) -> NodeFacts:
     lines = output.splitlines()
     if not lines or lines[-1] != FACTS_END:
         raise FactsError("the facts output is incomplete (it ended before its end marker)")
-    runtimes = registry.registered()
-    units: dict[str, dict[str, str]] = {unit_of(rt): {} for rt in runtimes}
+    registered = runtimes.registered()
+    units: dict[str, dict[str, str]] = {unit_of(rt): {} for rt in registered}
     misc: dict[str, str] = {}
     paths: dict[str, list[str]] = {}
     dirs: dict[str, FileFact] = {}
@@ -223,11 +222,11 @@ def parse_facts(output: str) -> NodeFacts:
         else:
             misc[key] = rest
     systemd_error = "" if any(units.values()) else (
-        one_line(misc.get("error.systemctl", "")) or "systemctl printed no unit states")
+        last_meaningful_line(misc.get("error.systemctl", "")) or "systemctl printed no unit states")
     files = {p: _file_fact(p, f, data, archive_problem) for p, f in paths.items()}
 
     own: dict[str, RuntimeFacts] = {}
-    for rt in runtimes:
+    for rt in registered:
         u = units.get(unit_of(rt), {})
         load = u.get("LoadState", "not-found")
         service = ServiceFacts(
@@ -251,7 +250,7 @@ def parse_facts(output: str) -> NodeFacts:
 
 @dataclass(frozen=True)
 class NodePlan:
-    plans: tuple[RuntimePlan, ...]  # one per runtime, lowest layer first (`registry.by_layer`)
+    plans: tuple[RuntimePlan, ...]  # one per runtime, lowest layer first (`runtimes.by_layer`)
 
     @property
     def runtimes(self) -> tuple[RuntimePlan, ...]:
@@ -271,7 +270,7 @@ class NodePlan:
 def plan_node(facts: NodeFacts, inv: Inventory, credentials: tuple[str, str] | None,
               check: bool = False) -> NodePlan:
     want = want_of(inv, credentials, check)
-    return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in registry.by_layer()))
+    return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in runtimes.by_layer()))
 
 
 def want_of(inv: Inventory, credentials: tuple[str, str] | None, check: bool = False) -> Want:
@@ -303,7 +302,7 @@ def unified_diff(change: FileChange) -> str:
 
 def _validate_content(change: FileChange, runtime: str) -> str | None:
     """Local validation before anything is sent: the text must parse as its format."""
-    fmt = registry.named(runtime).formats.get(change.validate, change.validate)
+    fmt = runtimes.named(runtime).formats.get(change.validate, change.validate)
     try:
         if fmt == "json":
             json.loads(change.content)
@@ -326,7 +325,7 @@ def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str,
     write over a non-UTF-8 file failed (it can't be merged; left untouched), and the files that
     could not be read at all (path -> why), which fail the whole node."""
     unreadable: dict[str, str] = {}
-    runtimes: list[RuntimePlan] = []
+    kept: list[RuntimePlan] = []
     for rp in plan.runtimes:
         refused = []
         for f in rp.files:
@@ -335,8 +334,8 @@ def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str,
                 unreadable[f.path] = fact.reason if fact is not None else "the facts did not cover it"
             elif (why := fact.not_utf8()) is not None:
                 refused.append(why)
-        runtimes.append(RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused else rp)
-    return NodePlan(tuple(runtimes)), unreadable
+        kept.append(RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused else rp)
+    return NodePlan(tuple(kept)), unreadable
 
 
 def targets(plan: NodePlan, facts: NodeFacts) -> dict[str, FileFact]:
@@ -397,7 +396,7 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
                  fact.sha256 or "absent", backup_path(f, fact, stamp) if fact.exists else "-"]
         data.append(base64.b64encode(f.content.encode("utf-8")) + b"\n")
     planned = {rp.runtime for rp in plan.runtimes}
-    for rt in registry.by_layer(reverse=True):
+    for rt in runtimes.by_layer(reverse=True):
         if rt.name not in planned:  # a plan made for fewer runtimes (tests)
             continue
         rp = plan[rt.name]
@@ -405,7 +404,7 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
             args += ["-A", rt.name, unit_of(rt), rp.action]
         elif rp.files and verifies_unchanged(rt):  # read per command: its files are in effect
             args += ["-A", rt.name, unit_of(rt), "none"]
-    for unit in dict.fromkeys(unit_of(rt) for rt in registry.registered()):
+    for unit in dict.fromkeys(unit_of(rt) for rt in runtimes.registered()):
         args += ["-U", f"{unit}.service"]
     return scripts.script("apply.sh", _libraries(), args, b"".join(data))
 
@@ -426,7 +425,7 @@ def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active
     A start that hangs (an ExecStartPre that never returns) is cancelled by `systemctl stop`, then
     the runtime is started again with its old config and waited for, at most `deadline` seconds;
     a start still queued then is left to systemd and said."""
-    rt = registry.named(plan.runtime)
+    rt = runtimes.named(plan.runtime)
     args = ["-t", f"{deadline:g}", "-r", rt.name, "-u", unit_of(rt), "-a", plan.action,
             "-w", "1" if was_active else "0"]
     for i, f in enumerate(plan.files):
@@ -504,7 +503,7 @@ def parse_apply(output: str) -> ApplyReport:
         key, rest = record.tag, record.rest
         path, _, why = rest.partition("\t")
         if key == "invalid":
-            report.invalid[path] = one_line(why) or "rejected"
+            report.invalid[path] = last_meaningful_line(why) or "rejected"
         elif key == "conflict":
             report.conflicts[path] = why
         elif key == "backup":
@@ -523,11 +522,11 @@ def _settled(values: dict[str, str], runtime: str, prefix: str = "settled.") -> 
 
 
 def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline: float) -> str | None:
-    rt = registry.named(rp.runtime)
+    rt = runtimes.named(rp.runtime)
     if rp.action == "none":
         return rt.check_effect(rp, values, want) if rp.files and verifies_unchanged(rt) else None
     state, sub, result, job = _settled(values, unit_of(rt))
-    log = one_line(values.get(f"actionlog.{rp.runtime}", ""))
+    log = last_meaningful_line(values.get(f"actionlog.{rp.runtime}", ""))
     if job:
         return (f"{rp.runtime} did not come back within {deadline:g}s of its {rp.action} "
                 f"({state}: {sub})")
@@ -577,7 +576,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                            timeout=budget + 5)
         except HostError as exc:
             why = (f"no answer within {budget + 5:g}s" if "timed out" in str(exc)
-                   else one_line(str(exc)))
+                   else last_meaningful_line(str(exc)))
             raise HostError(f"{host}: {step}: {why}") from None
 
     def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
@@ -586,7 +585,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             return parse_facts(res.stdout)
         except FactsError as exc:
             why = (f"no answer within {deadline:g}s" if res.exit_code in (124, 137)
-                   else one_line(res.stderr) or str(exc))
+                   else last_meaningful_line(res.stderr) or str(exc))
             raise HostError(f"{host}: gathering facts failed: {why}{_hint(why, host)}") from None
 
     facts = gather((), ())
@@ -599,7 +598,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     missing = unknown_paths(plan, facts)
     if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
         facts = gather(missing, tuple(d for rp in plan.runtimes
-                                      for d in registry.named(rp.runtime).dirs_to_list(rp)))
+                                      for d in runtimes.named(rp.runtime).dirs_to_list(rp)))
         plan = plan_node(facts, inv, credentials, options.check)
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:
@@ -619,24 +618,24 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     want = want_of(inv, credentials)
     files = targets(plan, facts)
     # highest layer first, as apply acts (a rollback's start must not queue behind another's)
-    last_first = tuple(plan[rt.name] for rt in registry.by_layer(reverse=True))
+    last_first = tuple(plan[rt.name] for rt in runtimes.by_layer(reverse=True))
 
     def rollback(rp: RuntimePlan, error: str) -> None:
         try:
             rb = sh(rollback_script(rp, files, was_active=svc[rp.runtime].active, deadline=deadline,
                                     stamp=stamp), rollback_budget(deadline), "rolling back")
             values = parse_apply(rb.stdout).values
-            unit = unit_of(registry.named(rp.runtime))
+            unit = unit_of(runtimes.named(rp.runtime))
             state, sub, _, job = _settled(values, unit, "after.")
             back = f"{unit} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
                                                            else "")
             if job:
                 back += f", its start still queued after {deadline:g}s"
             if ROLLBACK_END not in rb.stdout.splitlines():
-                back += f" (the rollback did not finish: {one_line(rb.stderr) or 'cut short'})"
+                back += f" (the rollback did not finish: {last_meaningful_line(rb.stderr) or 'cut short'})"
             note = f"{error}; previous files restored, {back}"
         except HostError as exc:
-            state, note = "", f"{error}; rolling back failed: {one_line(str(exc))}"
+            state, note = "", f"{error}; rolling back failed: {last_meaningful_line(str(exc))}"
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], status="rolled back",
                                        active=state == "active", note=note)
 
@@ -646,9 +645,9 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         report = parse_apply(res.stdout)
         lost = "" if report.complete else (
             f"no answer within {apply_budget(deadline):g}s" if res.exit_code in (124, 137)
-            else one_line(res.stderr) or "the apply script was cut short")
+            else last_meaningful_line(res.stderr) or "the apply script was cut short")
     except HostError as exc:
-        report, lost = ApplyReport(), one_line(str(exc))
+        report, lost = ApplyReport(), last_meaningful_line(str(exc))
     if lost:  # the node's state is unknown: put back every runtime that had something to write
         for rp in last_first:
             if rp.files:
@@ -665,7 +664,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         return _finish(outcomes, diffs)
     errors = {}
     for rp in plan.runtimes:
-        unit = unit_of(registry.named(rp.runtime))
+        unit = unit_of(runtimes.named(rp.runtime))
         active = report.values.get(f"after.{unit}", "").startswith("active")
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], active=active)
         errors[rp.runtime] = _runtime_error(rp, report.values, want, deadline)
@@ -678,9 +677,9 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
 
 def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> NodeOutcome:
     """The node's outcome: every note one line (it may quote a node), the error their summary."""
-    outcomes = {rt: replace(o, note=one_line(o.note)) for rt, o in outcomes.items()}
+    outcomes = {rt: replace(o, note=last_meaningful_line(o.note)) for rt, o in outcomes.items()}
     failed = [o for o in outcomes.values() if o.status in ("failed", "rolled back")]
-    error = one_line("; ".join(f"{o.runtime}: {o.note}" for o in failed))
+    error = last_meaningful_line("; ".join(f"{o.runtime}: {o.note}" for o in failed))
     return NodeOutcome(outcomes, diffs, error)
 
 
@@ -700,6 +699,6 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
             finally:
                 ssh.close(c)
         except HostError as exc:  # a node's error is one line, whatever it came from
-            raise type(exc)(one_line(str(exc))) from None
+            raise type(exc)(last_meaningful_line(str(exc))) from None
 
     return run_fleet(hosts, one, forks=forks, on_done=on_done)

@@ -173,12 +173,12 @@ def _runtime_cell(o: Any) -> str:
 def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> None:
     """Diffs (masked where they are made, and here again), the recap table, the count. Every
     string that came from a node goes through `mask_secrets`, in the table and in --json."""
-    from nodecfg import runtimes as registry  # loads every runtime's module: only where used
+    from nodecfg import runtimes  # loads every runtime's module: only where used
 
     if as_json:
         fleet_json(fleet, lambda v: {
             "changed": v.changed, "files_changed": list(v.files_changed),
-            **{rt.name: asdict(v.runtimes[rt.name]) for rt in registry.registered()},
+            **{rt.name: asdict(v.runtimes[rt.name]) for rt in runtimes.registered()},
             **({"diffs": list(v.diffs)} if v.diffs else {}),
         }, mask=True)
         return
@@ -188,7 +188,7 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
             for diff in r.value.diffs:
                 text = mask_secrets(diff)
                 print(text, end="" if text.endswith("\n") else "\n")
-    names = [rt.name for rt in registry.registered()]
+    names = [rt.name for rt in runtimes.registered()]
     rows = []
     for r in fleet.results:
         v = r.value
@@ -196,7 +196,7 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
             rows.append([r.host.name, *(["-"] * (len(names) + 2)),
                          ("UNREACHABLE: " if r.unreachable else "FAILED: ") + first_line(r.error)])
             continue
-        work = [v.runtimes[rt.name] for rt in registry.by_layer()]  # lowest layer first
+        work = [v.runtimes[rt.name] for rt in runtimes.by_layer()]  # lowest layer first
         actions = [f"{o.runtime} {o.action}" for o in work if o.action != "none"]
         notes = [f"{o.runtime}: {first_line(o.note)}" for o in work if o.note]
         result = ("FAILED: " + first_line(r.error)) if r.error else (

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nodecfg import runtimes as registry
-from nodecfg import scripts, ssh, tagged, tlsdiag
+from nodecfg import runtimes, scripts, ssh, tagged, tlsdiag
 from nodecfg.bundle.manifests import DOCKER_LIST, OCI_INDEX
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
@@ -33,7 +32,7 @@ INDEX_TYPES = (DOCKER_LIST, OCI_INDEX)
 
 def check_names() -> tuple[str, ...]:
     """The recap's columns: the registry, then every runtime's checks."""
-    return ("registry", *(name for rt in registry.registered() for name in rt.checks))
+    return ("registry", *(name for rt in runtimes.registered() for name in rt.checks))
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,12 @@ def probe_script(plan: SmokePlan, credentials: tuple[str, Secret] | None) -> Nod
             "-M", f"{scheme}://{ep}/v2/{plan.image.path}/manifests/{plan.image.tag}", "-S", scheme]
     for media_type in (*MANIFEST_TYPES, *INDEX_TYPES):
         args += ["-a", media_type]
-    for rt in registry.registered():
+    for rt in runtimes.registered():
         args += ["-r", rt.name, unit_of(rt)]
         if scheme == "https" and rt.trust_file(ep):
             args += ["-C", rt.trust_file(ep)]
     stdin = base64.b64encode(curl_config_line(*credentials).encode()) if credentials is not None else b""
-    return scripts.script("probe.sh", [rt.shell() for rt in registry.registered()], args, stdin)
+    return scripts.script("probe.sh", [rt.shell() for rt in runtimes.registered()], args, stdin)
 
 
 def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) -> Check:  # noqa: PLR0911
@@ -96,7 +95,7 @@ def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) ->
     via = f"{tool}; CA {ca}" if scheme == "https" and ca not in ("", "none") else tool
     if tool == "noca":
         return Check("registry", "FAIL", f"the registry serves TLS and the node holds no CA for it (none of "
-                     f"{', '.join(rt.trust_file(ep) for rt in registry.registered() if rt.trust_file(ep))}); "
+                     f"{', '.join(rt.trust_file(ep) for rt in runtimes.registered() if rt.trust_file(ep))}); "
                      "run configure-nodes")
     if tool == "none":
         return Check("registry", "skip", "not checked: the node has no curl, wget, python3" +
@@ -129,8 +128,8 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     vals = parse_probe(output)
     checks: list[Check] = [registry_check(vals, plan, node)]
     active_runtimes = 0
-    runtimes = registry.registered()
-    for rt in runtimes:  # its unit-state check is named by its unit (`unit_of`: usually its name)
+    registered = runtimes.registered()
+    for rt in registered:  # its unit-state check is named by its unit (`unit_of`: usually its name)
         unit = unit_of(rt)
         active, enabled = vals.get(f"unit.{unit}", ["", ""])
         if active == "active":
@@ -144,7 +143,7 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
             checks.append(Check(unit, "FAIL", f"{unit} is {active or 'unknown'} (enabled: "
                                 f"{enabled or '?'}): runtime down"))
         checks.extend(rt.down_checks(state))
-    for rt in runtimes:
+    for rt in registered:
         checks.extend(rt.diagnose(vals, plan))
     # a runtime without a unit of its own (podman) that pulled counts as one the node has
     if active_runtimes == 0 and not any(ch.status == "ok" and ch.name != "registry" for ch in checks):
@@ -160,7 +159,7 @@ def smoke_node(c: Any, host: Host, plan: SmokePlan,
     if not any(r.tag.startswith("unit.") for r in tagged.decode(res.stdout)):
         raise HostError(f"{host}: the probe did not run: {res.brief()}")
     output = res.stdout
-    for rt in registry.registered():  # a runtime's second step, on the same connection
+    for rt in runtimes.registered():  # a runtime's second step, on the same connection
         output += rt.probe_more(c, become, plan, parse_probe(output))
     checks = diagnose(output, plan, f"{host.name} ({host.address})")
     failed = [ch for ch in checks if ch.status == "FAIL"]

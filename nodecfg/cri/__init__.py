@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from nodecfg.cri.tunnel import NoTransport, SocketGone, Tunnel, one_line
+from nodecfg.cri.tunnel import NoTransport, SocketGone, Tunnel, squeeze_whitespace
 from nodecfg.cri.wire import (
     decode_image_status_response,
     decode_list_images_response,
@@ -132,7 +132,7 @@ def _steps(channel: Any, ref: str, timeout: float, progress: _Progress, kind: st
     try:
         rpc.call("RemoveImage", remove_image_request(ref), max(progress.left(), min(timeout, 10.0)))
     except grpc.RpcError as exc:
-        why = one_line(exc.details()) or exc.code().name
+        why = squeeze_whitespace(exc.details()) or exc.code().name
         return CriPull("ok", f"{detail}; could not remove it again: {why}", image_ref)
     return CriPull("ok", f"{detail}; removed again", image_ref, removed=True)
 
@@ -158,7 +158,7 @@ def _rpc_problem(exc: Any, timeout: float, step: str, tunnel: Tunnel) -> CriPull
     import grpc
 
     code = exc.code()
-    msg = one_line(exc.details()) or code.name
+    msg = squeeze_whitespace(exc.details()) or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         errors = tunnel.problems()
         gone = [e.removeprefix("socket gone: ") for e in errors if e.startswith("socket gone: ")]

@@ -183,7 +183,7 @@ class NoTransport(Exception):
     """Neither channel kind reaches the socket: the check cannot be made from here."""
 
 
-def one_line(text: str | None) -> str:
+def squeeze_whitespace(text: str | None) -> str:
     return re.sub(r"\s+", " ", text or "").strip()
 
 
@@ -239,7 +239,7 @@ class Tunnel:
                 if chan.recv_ready():
                     out += chan.recv(4096)
                 elif chan.eof_received or chan.closed:
-                    why = one_line(err.decode("utf-8", "replace")).removeprefix("sh: 1: ")
+                    why = squeeze_whitespace(err.decode("utf-8", "replace")).removeprefix("sh: 1: ")
                     if not why and chan.exit_status_ready():
                         why = f"exit code {chan.recv_exit_status()}"
                     raise NoTransport(f"the socket bridge did not run on the node ({why or 'no output'})")
@@ -259,7 +259,7 @@ class Tunnel:
                 raise SocketGone(f"{self.socket_path}: {words[2]}")
             hint = " (set become: the socket is root's)" if words[1] in ("EACCES", "EPERM") and not self.become else ""
             raise NoTransport(f"cannot open {self.socket_path} on the node: {words[2]}{hint}")
-        raise NoTransport(f"the socket bridge said {one_line(line.decode('utf-8', 'replace'))!r}")
+        raise NoTransport(f"the socket bridge said {squeeze_whitespace(line.decode('utf-8', 'replace'))!r}")
 
     def _open_channel(self) -> tuple[paramiko.Channel, bytes]:
         import paramiko

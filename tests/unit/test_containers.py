@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from nodecfg import configure, smoke, ssh
-from nodecfg import runtimes as registry
+from nodecfg import configure, runtimes, smoke, ssh
 from nodecfg.images import parse_ref
 from nodecfg.inventory import parse_inventory
 from nodecfg.runtimes import containers
@@ -223,10 +222,10 @@ def _facts_output(*, podman: bool = True, crio: str = "", files: dict[str, str] 
 
 
 def test_registered_with_its_unit_and_layer() -> None:
-    rt = registry.named("containers")
+    rt = runtimes.named("containers")
     assert rt is containers.RUNTIME and unit_of(rt) == "crio"
-    assert [unit_of(r) for r in registry.RUNTIMES] == ["docker", "containerd", "crio"]
-    assert registry.by_layer(reverse=True)[0] is rt  # acts first: it talks to neither other runtime
+    assert [unit_of(r) for r in runtimes.RUNTIMES] == ["docker", "containerd", "crio"]
+    assert runtimes.by_layer(reverse=True)[0] is rt  # acts first: it talks to neither other runtime
     assert smoke.check_names()[-2:] == ("crio", "podman")
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nodecfg import configure, scripts, smoke, tagged
-from nodecfg import runtimes as registry
+from nodecfg import configure, runtimes, scripts, smoke, tagged
 from nodecfg.configure import NodePlan, apply_script, parse_apply, parse_facts, rollback_script
 from nodecfg.images import parse_ref
 from nodecfg.runtimes.base import SmokePlan, Want
@@ -55,7 +54,7 @@ def _libraries(main: str) -> list[str]:
         return [scripts.read("master.sh")]
     if main == "master_down.sh":
         return []
-    return [rt.shell() for rt in registry.registered()]
+    return [rt.shell() for rt in runtimes.registered()]
 
 
 def _programs() -> dict[str, str]:
