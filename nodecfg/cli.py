@@ -80,8 +80,12 @@ def _add_inventory(p: argparse.ArgumentParser) -> None:
                    help=f"inventory file (default: ./{DEFAULT_INVENTORY})")
 
 
-CONNECT_TIMEOUT_HELP = ("seconds for the SSH connect (default: the inventory's ssh.connect_timeout, "
-                        "else 10); each node's probe is bounded on its own (300 s, a CRI pull 60 s)")
+SMOKE_TIMEOUT_HELP = ("seconds for each node's whole smoke test, one deadline from its SSH connect to its last "
+                      "answer: the probe, every pull (docker, ctr, crictl, podman, the kubelet's CRI PullImage) "
+                      "and the cleanup share it (default: 120; the SSH connect itself at most the inventory's "
+                      "ssh.connect_timeout, else 10). It is enforced on the node too (coreutils timeout): a node "
+                      "past it is failed, with what did not answer, and nothing of nodecfg's is left running there; "
+                      "the other nodes go on")
 STEP_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on a node: gathering facts, writing "
                      "and validating, each reload or restart coming back, each verify, a rollback "
                      "(default: connect per the inventory's ssh.connect_timeout, else 10; each step 60). "
@@ -89,7 +93,7 @@ STEP_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on a node: g
                      "the other nodes go on")
 
 
-def _add_fleet(p: argparse.ArgumentParser, timeout_help: str = CONNECT_TIMEOUT_HELP) -> None:
+def _add_fleet(p: argparse.ArgumentParser, timeout_help: str) -> None:
     from nodecfg.fleet import DEFAULT_FORKS
 
     p.add_argument("--forks", type=_positive_int, default=DEFAULT_FORKS, metavar="N",
@@ -159,7 +163,7 @@ def make_parser() -> argparse.ArgumentParser:
                        description="On every node, for each active runtime, reach the registry "
                        "and pull an image through the mirror config; diagnose what fails.")
     _add_inventory(p)
-    _add_fleet(p)
+    _add_fleet(p, SMOKE_TIMEOUT_HELP)
     p.add_argument("--image", metavar="REF", default=None,
                    help="image to pull (default: the first inventory image)")
     p.set_defaults(func=_cmd_smoke_test)
@@ -234,16 +238,18 @@ def _fail_usage(message: str) -> int:
     raise UsageError(message)
 
 
-def _inventory(args: argparse.Namespace, *, optional: bool = False) -> Inventory | None:
+def _inventory(args: argparse.Namespace, *, optional: bool = False,
+               connect_timeout: float | None = None) -> Inventory | None:
+    """The inventory of -i (or ./inventory.yaml), every host's SSH connect timeout set to
+    `connect_timeout` when given, its encrypted keys unlocked."""
     path = args.inventory
     if path is None:
         if optional and not Path(DEFAULT_INVENTORY).exists():
             return None
         path = DEFAULT_INVENTORY
     inv = load_inventory(path)
-    timeout = getattr(args, "timeout", None)
-    if timeout is not None:
-        inv = inv.with_connect_timeout(timeout)
+    if connect_timeout is not None:
+        inv = inv.with_connect_timeout(connect_timeout)
     _unlock_keys(inv)
     return inv
 
@@ -287,7 +293,7 @@ def _cmd_registry_down(args: argparse.Namespace) -> int:
 def _cmd_configure_nodes(args: argparse.Namespace) -> int:
     from nodecfg import configure, report
 
-    inv = _inventory(args)
+    inv = _inventory(args, connect_timeout=args.timeout)
     assert inv is not None
     hosts = inv.select(args.limit)
     become_pass = None
@@ -324,7 +330,7 @@ def _cmd_smoke_test(args: argparse.Namespace) -> int:
     assert inv is not None
     hosts = inv.select(args.limit)
     result = smoke.smoke_test(inv, hosts, image=args.image, forks=args.forks,
-                              on_done=report.host_done(args.json))
+                              timeout=args.timeout or smoke.DEFAULT_TIMEOUT, on_done=report.host_done(args.json))
     report.smoke_recap(result, as_json=args.json)
     return result.exit_code
 

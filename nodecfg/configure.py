@@ -24,7 +24,10 @@ registry, containerd answers with its CRI plugin loaded and the config dump show
 A runtime whose change did not take is rolled back: backups restored, runtime recovered, node
 failed. Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
 validation, each reload or restart (queued with `--no-block`, then polled), each verify, the
-rollback; a node's errors reach the operator as one line, secrets masked.
+rollback. It holds on the node itself: each script runs under coreutils `timeout -k`, and each
+systemctl / dockerd / docker / containerd / ctr / podman call in it under lib.sh's `bounded` (a
+`timeout -k` of its own), so nothing of nodecfg's outlives a step there. A node's errors reach the
+operator as one line, secrets masked.
 """
 
 from __future__ import annotations
@@ -89,12 +92,14 @@ def _libraries() -> list[str]:
     return [rt.shell() for rt in runtimes.registered()]
 
 
-def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> NodeScript:
+def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = (),
+                 deadline: float = 60.0) -> NodeScript:
     """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
     and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
-    node. Its arguments: every runtime's unit and name, the files to read, the dirs to list."""
+    node. Its arguments: each command's bound (`deadline`), every runtime's unit and name, the
+    files to read, the dirs to list."""
     registered = runtimes.registered()
-    args: list[str] = []
+    args: list[str] = ["-t", f"{deadline:g}"]
     for unit in dict.fromkeys(unit_of(rt) for rt in registered):
         args += ["-u", f"{unit}.service"]
     for rt in registered:
@@ -562,9 +567,8 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                    credentials: tuple[str, str] | None) -> NodeOutcome:
     """Facts, plan, apply and verify one node over an open connection `c`.
 
-    Every step on the node has a deadline, `options.step_timeout` (`--timeout`): facts, the
-    validation, the restart or reload, each verify and a rollback get that long each, enforced on
-    the node (`timeout`, bounded polls) and again here (`ssh.run(timeout=...)`)."""
+    Every step on the node has a deadline, `options.step_timeout` (`--timeout`), enforced on the
+    node and again here (`ssh.run(timeout=...)`), as the module docstring says."""
     become = host.ssh.become
     deadline = options.step_timeout
     stamp = time.strftime("%Y%m%d%H%M%S")
@@ -580,7 +584,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             raise HostError(f"{host}: {step}: {why}") from None
 
     def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
-        res = sh(facts_script(files, dirs), deadline, "gathering facts")
+        res = sh(facts_script(files, dirs, deadline), deadline, "gathering facts")
         try:
             return parse_facts(res.stdout)
         except FactsError as exc:

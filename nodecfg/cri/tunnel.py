@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import shlex
 import shutil
@@ -169,10 +170,13 @@ except OSError:
 _SOCKET_GONE = ("ENOENT", "ECONNREFUSED", "ENOTSOCK", "ENOTDIR")  # nothing listens at the path
 
 
-def bridge_command(socket_path: str, become: bool) -> str:
+def bridge_command(socket_path: str, become: bool, seconds: float) -> str:
+    """The bridge on the node, under `timeout -k 2` for the `seconds` left of the node's deadline
+    (nodecfg/deadline.py): it never outlives the check."""
     from nodecfg.ssh import wrap_become
 
-    return wrap_become(f"exec python3 -c {shlex.quote(BRIDGE.strip())} {shlex.quote(socket_path)}", become)
+    bridge = f"python3 -c {shlex.quote(BRIDGE.strip())} {shlex.quote(socket_path)}"
+    return wrap_become(f"exec timeout -k 2 {math.ceil(seconds) + 1} {bridge}", become)
 
 
 class SocketGone(Exception):
@@ -225,7 +229,7 @@ class Tunnel:
             raise NoTransport(f"cannot open an SSH session ({exc or type(exc).__name__})") from None
         self._track(chan)
         try:
-            chan.exec_command(bridge_command(self.socket_path, self.become))
+            chan.exec_command(bridge_command(self.socket_path, self.become, self._remaining()))
             out, err = bytearray(), bytearray()
             budget = self._remaining()
             end = time.monotonic() + budget

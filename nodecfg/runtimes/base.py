@@ -13,8 +13,9 @@ iterate over the registry; everything that names a unit, a config file or a CLI 
 - plan: `plan(facts, want)`, pure; the least disruptive action is in the plan (`reload` or
   `restart`, or `none`), and its `<name>_rollback` function undoes it;
 - verify: `check_effect` reading what its `<name>_verify` printed;
-- smoke: an optional second step on the connection, its checks' names (the recap's columns)
-  and `diagnose`.
+- smoke: an optional second step on the connection (`probe_more`, through a `BoundedNode`: the
+  node's one deadline, nodecfg/deadline.py), its checks' names (the recap's columns) and
+  `diagnose`, which names a call that ran out of time (`timeout_problem`).
 
 Statuses are `Literal`s: with mypy's strict_equality a misspelt status is an error wherever it is
 assigned or compared, and their values are exactly the strings the reports print.
@@ -29,10 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from nodecfg.tagged import last_values
+from nodecfg.tagged import b64text, last_values
 from nodecfg.tlsdiag import classify as classify_tls
 
 if TYPE_CHECKING:
+    from nodecfg.deadline import BoundedNode
     from nodecfg.images import ImageRef
 
 # what a planner decided for a runtime on a node
@@ -227,6 +229,7 @@ class Runtime(Protocol[F]):
     #                                   not), `$job` its queued job, `$was_active`, `$deadline`
     #   <name>_probe                    smoke-test, run when its unit is active: `$endpoint`,
     #                                   `$image_ref` (<endpoint>/<target>), `$hub_ref` (or "")
+    # Every call of theirs to a daemon or a CLI goes through lib.sh's `bounded TAG MAX CMD...`.
     def shell(self) -> str:
         """Its function file's text."""
         ...
@@ -257,9 +260,9 @@ class Runtime(Protocol[F]):
         ...
 
     # smoke-test
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
-        """A second step over the open connection, given the first probe's values: more lines
-        of output ("" when none)."""
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        """A second step on the node (`node.run`, within what is left of its deadline), given the
+        first probe's values: more lines of output ("" when none)."""
         ...
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:
@@ -330,6 +333,23 @@ def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:  # no
     if "connection refused" in low or "no route" in low or "i/o timeout" in low:
         return f"registry unreachable from the node for {what} ({msg})"
     return msg or "failed"
+
+
+def timeout_problem(vals: Mapping[str, list[str]], daemon: str, *tags: str) -> str | None:
+    """Why a check has no answer when one of its node-side calls ran out of time (`timeout.<tag>
+    <seconds> <base64 command>`, printed by lib.sh's `bounded`): "`docker pull x` did not answer
+    within 18 s: dockerd hung?", or, when no time was left to start it, that the node's budget was
+    spent first. The first of `tags` (in the order the calls ran) that timed out; None when none did."""
+    for tag in tags:
+        fields = vals.get(f"timeout.{tag}")
+        if fields is None:
+            continue
+        seconds = fields[0] if fields else ""
+        command = (b64text(fields[1]) if len(fields) > 1 else "") or tag
+        if not seconds.isdigit() or seconds == "0":
+            return f"`{command}` was not run: the node's smoke-test --timeout was spent before it"
+        return f"`{command}` did not answer within {seconds} s: {daemon} hung?"
+    return None
 
 
 def parse_probe(output: str) -> dict[str, list[str]]:

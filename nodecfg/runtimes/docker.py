@@ -12,7 +12,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodecfg import scripts
 from nodecfg.errors import NodecfgError
@@ -29,8 +29,12 @@ from nodecfg.runtimes.base import (
     first,
     pull_problem,
     rc_msg,
+    timeout_problem,
 )
 from nodecfg.runtimes.common import json_object
+
+if TYPE_CHECKING:
+    from nodecfg.deadline import BoundedNode
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -341,8 +345,8 @@ class Docker:
         return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors,
                             want.ca_pem is not None)
 
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
-        del c, become, plan, vals
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        del node, plan, vals
         return ""
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:
@@ -352,16 +356,27 @@ class Docker:
         ep = plan.endpoint
         manifest = first(vals, "manifest")
         code = [*vals.get("reach", ["", "", "000"]), "", "", ""][2]
+        hung = timeout_problem(vals, "dockerd", "docker.info")
+        if hung is not None:  # the probe asked nothing more of it
+            return (Check("docker", "FAIL", hung), Check("docker mirror", "skip", "docker does not answer"))
         checks: list[Check] = []
         if "docker.pull" in vals:
             rc, msg = rc_msg(vals["docker.pull"])
-            checks.append(Check("docker", "ok" if rc == "0" else "FAIL",
-                                f"docker pull {ep}/{plan.image.target}" if rc == "0"
-                                else pull_problem(msg, "docker", ep, manifest)))
+            late = (timeout_problem(vals, "dockerd", "docker.pull") if rc == "124"
+                    else timeout_problem(vals, "dockerd", "docker.rmi"))  # the cleanup, after both pulls
+            if late is not None:
+                checks.append(Check("docker", "FAIL", late))
+            else:
+                checks.append(Check("docker", "ok" if rc == "0" else "FAIL",
+                                    f"docker pull {ep}/{plan.image.target}" if rc == "0"
+                                    else pull_problem(msg, "docker", ep, manifest)))
         if "docker.mirror" in vals and plan.hub_image is not None:
             rc, msg = rc_msg(vals["docker.mirror"])
             name = plan.hub_image.upstream
-            if rc == "nomirror":
+            if rc == "124":
+                checks.append(Check("docker mirror", "FAIL", timeout_problem(vals, "dockerd", "docker.mirror")
+                                    or "docker pull through the mirror ran out of time"))
+            elif rc == "nomirror":
                 checks.append(Check("docker mirror", "FAIL", f"docker's registry-mirrors does not list "
                                     f"http://{ep}: docker.io images won't come from the registry; "
                                     "run configure-nodes"))

@@ -142,7 +142,7 @@ act_all() {
       "${rt}_verify"
       continue
     fi
-    timeout "$deadline" systemctl --no-block "$action" "$unit.service" 2>&1 | tail -n 1 \
+    bounded systemctl "$deadline" systemctl --no-block "$action" "$unit.service" 2>&1 | tail -n 1 \
       | while IFS= read -r line; do rec "actionlog.$rt" "$line"; done
     settle_units "$deadline" settled. "$unit.service"
     case $settled in *"settled.$unit${tab}active$tab"*) "${rt}_verify";; esac

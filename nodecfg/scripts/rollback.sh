@@ -47,10 +47,10 @@ restore_all() {
 }
 
 changed() { [ "$restored" = 1 ] && [ "$action" != none ]; }
-down() { [ "$was_active" = 1 ] && ! systemctl is-active -q "$unit.service"; }
+down() { [ "$was_active" = 1 ] && ! bounded systemctl "$deadline" systemctl is-active -q "$unit.service"; }
 
 restore_all "$@"
-job=$(systemctl show -p Job --value "$unit.service" 2>/dev/null)
+job=$(bounded systemctl "$deadline" systemctl show -p Job --value "$unit.service" 2>/dev/null)
 "${rt}_rollback"
 settle_units "$deadline" after. "$unit.service"
 rec end rollback

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from nodecfg import configure, report, runtimes, smoke, ssh
+from nodecfg.deadline import BoundedNode
 from nodecfg.fleet import FleetResult, HostResult
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Host, parse_inventory
@@ -103,8 +104,8 @@ class FakeRuntime:
         del plan
         return None if values.get("fakert.mirror") == want.endpoint else "fakert did not take it"
 
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
-        del c, become, plan, vals
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        del node, plan, vals
         return ""
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:

@@ -105,7 +105,7 @@ def test_codec_round_trip_and_refusals() -> None:
 def test_the_shell_rec_and_the_codec_agree(tmp_path: Path) -> None:
     node = fake_node(tmp_path)
     out = node.run(scripts.script("call.sh", [], ["rec", "tag.x", "a b", "", "c'd $(x)"])).stdout
-    assert out == tagged.encode("tag.x", "a b", "", "c'd $(x)")
+    assert out == tagged.encode("tag.x", "a b", "", "c'd $(x)") + tagged.encode("end", "call")
 
 
 # ---------------------------------------------------------------------------------------------
