@@ -440,8 +440,8 @@ class Containerd:
         res = node.run(scripts.script("call.sh", [self.shell()], pulls_args(plan, certs)), "containerd_pulls")
         output = "\n" + res.stdout
         pulled = (parse_probe(res.stdout).get("containerd.pull") or ["nomirror"])[0]
-        if pulled == "124":  # containerd did not answer ctr: the CRI would not either
-            status, detail = "not checked", "containerd did not answer ctr (see the containerd check)"
+        if pulled == "124":  # containerd did not answer ctr in time: the CRI would not either
+            status, detail = "not checked", "not tried: the ctr step ran out of time (see the containerd check)"
         elif pulled != "nomirror":
             cri = pull_via_cri(node.c, plan.ctr_ref, become=node.become, timeout=node.deadline.left())
             status, detail = cri.status, cri.detail

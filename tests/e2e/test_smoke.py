@@ -67,13 +67,13 @@ def test_broken_nodes_are_named_with_the_reason(lab: Lab) -> None:
     lab.ssh("node1", "rm -rf /etc/containerd/certs.d/* && echo '{}' > /etc/docker/daemon.json && "
                      "systemctl restart docker")
     lab.stop("node2")  # node2: down
-    proc = nodecfg("smoke-test", "-i", str(lab.inventory), "--timeout", "3")
+    proc = nodecfg("smoke-test", "-i", str(lab.inventory), "--timeout", "60")
     assert proc.returncode == 1
     assert "node1" in proc.stdout and "node2" in proc.stdout
     assert "FAIL: 2 of 3 node(s) cannot pull (1 passed, 2 failed)" in proc.stdout
     assert "SSH unreachable" in proc.stdout
 
-    rc, data, _ = run_json("smoke-test", "-i", str(lab.inventory), "--timeout", "3")
+    rc, data, _ = run_json("smoke-test", "-i", str(lab.inventory), "--timeout", "60")
     assert rc == 1
     hosts = by_name(data)
     assert hosts["node3"]["ok"] is True
