@@ -150,6 +150,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="print unified diffs of changed files")
     p.add_argument("--ask-become-pass", action="store_true",
                    help="prompt once for the sudo password of become users")
+    p.add_argument("--keep-backups", type=_positive_int, default=3, metavar="N",
+                   help="keep the newest N of nodecfg's backups of each file it changes (<file>.nodecfg-<time>.bak, "
+                   "at most 0600: they may hold old credentials); older ones are removed (default: 3)")
     p.set_defaults(func=_cmd_configure_nodes)
 
     p = sub.add_parser("kubespray-vars", help="print kubespray's offline.yml registry values",
@@ -304,6 +307,7 @@ def _cmd_configure_nodes(args: argparse.Namespace) -> int:
 
         become_pass = Secret(getpass.getpass("BECOME password: "))
     options = configure.Options(check=args.check, diff=args.diff, become_password=become_pass,
+                                keep_backups=args.keep_backups,
                                 **({"step_timeout": args.timeout} if args.timeout is not None else {}))
     fleet = configure.configure_nodes(inv, hosts, options, forks=args.forks,
                                       on_done=report.host_done(args.json))

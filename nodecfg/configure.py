@@ -13,15 +13,15 @@ a symlink), *absent*, or *unreadable* (never taken for absent), and the output m
 end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
 before anything is planned; a file that is not UTF-8 is refused (it can't be merged), not rewritten.
 
-apply sends each changed file's bytes base64-encoded on stdin and writes them exactly to a temp file beside
-the file it replaces (a symlink's target: the link is kept), with the old file's mode and owner,
-validates it (JSON and TOML here before sending; on the node `dockerd --validate` where docker has
-it, `containerd -c FILE config dump`), checks every target is still what facts saw (sha256, or
-absent: compare-and-swap, else nothing is written), keeps the previous version as
-`<file>.nodecfg-<time>.bak`, renames the temp file into place, reloads docker / restarts
-containerd only when their config changed, and checks the *effect*: `docker info` lists the
-registry, containerd answers with its CRI plugin loaded and the config dump shows config_path.
-A runtime whose change did not take is rolled back: backups restored, runtime recovered, node
+apply writes each changed file as nodecfg/scripts/apply.sh's header says (the contract, said
+there once: exact bytes to a temp file, validated — JSON and TOML here first, `dockerd --validate`
+or `containerd config dump` on the node —, compare-and-swap against what facts saw, a backup
+`<file>.nodecfg-<time>.bak` at most 0600 of which the newest `Options.keep_backups` are kept,
+rename), reloads docker / restarts containerd only when their config changed, and checks the
+*effect*: `docker info` lists the registry, containerd answers with its CRI plugin loaded and the
+config dump shows config_path. A runtime whose change did not take is rolled back
+(scripts/rollback.sh, compare-and-swap too: only a file still holding what this run wrote is put
+back; one changed since is left and named), runtime recovered, node
 failed. Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
 validation, each reload or restart (queued with `--no-block`, then polled), each verify, the
 rollback. It holds on the node itself: each script runs under coreutils `timeout -k`, and each
@@ -38,6 +38,7 @@ import difflib
 import functools
 import hashlib
 import json
+import secrets
 import shlex
 import time
 import tomllib
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodecfg import runtimes, scripts, ssh, tagged, tls
-from nodecfg.errors import HostError
+from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
 from nodecfg.runtimes.base import (
@@ -79,6 +80,11 @@ class Options:
     # seconds each step on a node may take (facts, apply, each reload/restart, verify, rollback);
     # `--timeout` sets it and the SSH connect timeout alike
     step_timeout: float = 60.0
+    keep_backups: int = 3  # nodecfg's backups kept per file (`--keep-backups`, at least 1)
+
+    def __post_init__(self) -> None:
+        if self.keep_backups < 1:
+            raise UsageError(f"keep_backups must be at least 1, got {self.keep_backups}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,21 +383,20 @@ def backup_path(change: FileChange, fact: FileFact, stamp: str) -> str:
 
 
 def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadline: float = 10,
-                 stamp: str = "0") -> NodeScript:
-    """The one script that changes a node (scripts/apply.sh), as its arguments: every file to write
-    (the file it replaces, its mode and owner, its validator, the sha256 facts saw, its backup),
-    then each runtime's action, highest layer first. Every file's bytes travel base64 on stdin (a
-    credential never reaches argv) and are written exactly to a temp file beside the file they
-    replace (a symlink's target: the link is kept), under noclobber, with the old file's mode and
-    owner; validated; then every target is checked to be what facts saw (`cas`: sha256, or still
-    absent) — if one is not, nothing is written. The previous files are kept as hard links
-    `<file>.nodecfg-<stamp>.bak`. Restarts and reloads are queued (`--no-block`) and waited for at
-    most `deadline` seconds, as is each check; the script ends with `APPLY_END`."""
+                 stamp: str = "0", *, run: str = "0", keep_backups: int = 3) -> NodeScript:
+    """The one script that changes a node (scripts/apply.sh, whose header is the contract: temp
+    file, validation, compare-and-swap, backup, rename, action, verify), as its arguments: every
+    file to write (the file it replaces, its mode and owner, its validator, the sha256 facts saw,
+    its backup `<file>.nodecfg-<stamp>.bak`), this run's id `run` (its temp files), how many backups
+    to keep per file, then each runtime's action, highest layer first. Every file's bytes travel
+    base64 on stdin (a credential never reaches argv); every wait is bounded by `deadline`; the
+    script ends with `APPLY_END`."""
     args = ["-t", f"{deadline:g}", "-e", want.endpoint]
     for m in want.mirrors:
         args += ["-m", m]
     if want.ca_pem is not None:
         args += ["-S", "https"]  # the registry serves TLS: what the verifies look for
+    args += ["-R", run, "-K", str(keep_backups)]
     owner = {f.path: rp.runtime for rp in plan.runtimes for f in rp.files}
     data = []
     for f in plan.files:
@@ -421,23 +426,24 @@ def apply_budget(deadline: float) -> float:
 
 
 def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active: bool,
-                    deadline: float = 10, stamp: str = "0") -> NodeScript:
+                    deadline: float = 10, stamp: str = "0", run: str = "0") -> NodeScript:
     """Put back one runtime's previous files and bring it back as it was, every wait bounded
     (scripts/rollback.sh, then the runtime's `<name>_rollback`).
 
-    Works from the plan and facts alone (the apply may have died half-way): a backup that exists
-    is renamed back; a file that did not exist before is removed if it holds what nodecfg wrote.
-    A start that hangs (an ExecStartPre that never returns) is cancelled by `systemctl stop`, then
-    the runtime is started again with its old config and waited for, at most `deadline` seconds;
-    a start still queued then is left to systemd and said."""
+    Works from the plan and facts alone (the apply may have died half-way), compare-and-swap as
+    the apply: a file is put back only while it holds exactly what this run (`run`) wrote; one
+    changed on the node since is left as it is and named (`conflict`). A start that hangs (an
+    ExecStartPre that never returns) is cancelled by `systemctl stop`, then the runtime is started
+    again with its old config and waited for, at most `deadline` seconds; a start still queued
+    then is left to systemd and said."""
     rt = runtimes.named(plan.runtime)
     args = ["-t", f"{deadline:g}", "-r", rt.name, "-u", unit_of(rt), "-a", plan.action,
-            "-w", "1" if was_active else "0"]
+            "-w", "1" if was_active else "0", "-R", run]
     for i, f in enumerate(plan.files):
         fact = files[f.path]
         ours = hashlib.sha256(f.content.encode("utf-8")).hexdigest()
-        args += ["-F", f.path, _real(f, fact), str(i),
-                 backup_path(f, fact, stamp) if fact.exists else "-", "-" if fact.exists else ours]
+        args += ["-F", f.path, _real(f, fact), str(i), backup_path(f, fact, stamp) if fact.exists else "-",
+                 ours, fact.sha256 or "absent", f"{fact.mode:o}" if fact.exists and fact.mode is not None else "-"]
     return scripts.script("rollback.sh", _libraries(), args)
 
 
@@ -571,7 +577,8 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     node and again here (`ssh.run(timeout=...)`), as the module docstring says."""
     become = host.ssh.become
     deadline = options.step_timeout
-    stamp = time.strftime("%Y%m%d%H%M%S")
+    stamp = time.strftime("%Y%m%d%H%M%S")  # names its backups, in the order runs were made
+    run = secrets.token_hex(6)  # names its temp files: its own, never another run's
 
     def sh(script: NodeScript, budget: float, step: str) -> ssh.RunResult:
         try:
@@ -627,8 +634,9 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     def rollback(rp: RuntimePlan, error: str) -> None:
         try:
             rb = sh(rollback_script(rp, files, was_active=svc[rp.runtime].active, deadline=deadline,
-                                    stamp=stamp), rollback_budget(deadline), "rolling back")
-            values = parse_apply(rb.stdout).values
+                                    stamp=stamp, run=run), rollback_budget(deadline), "rolling back")
+            done = parse_apply(rb.stdout)
+            values = done.values
             unit = unit_of(runtimes.named(rp.runtime))
             state, sub, _, job = _settled(values, unit, "after.")
             back = f"{unit} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
@@ -637,14 +645,15 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                 back += f", its start still queued after {deadline:g}s"
             if ROLLBACK_END not in rb.stdout.splitlines():
                 back += f" (the rollback did not finish: {last_meaningful_line(rb.stderr) or 'cut short'})"
-            note = f"{error}; previous files restored, {back}"
+            kept = "; ".join(f"{path} not restored: {why}" for path, why in done.conflicts.items())
+            note = f"{error}; {kept + '; other ' if kept else ''}previous files restored, {back}"
         except HostError as exc:
             state, note = "", f"{error}; rolling back failed: {last_meaningful_line(str(exc))}"
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], status="rolled back",
                                        active=state == "active", note=note)
 
     try:
-        res = sh(apply_script(plan, files, want, deadline, stamp),
+        res = sh(apply_script(plan, files, want, deadline, stamp, run=run, keep_backups=options.keep_backups),
                  apply_budget(deadline), "applying")
         report = parse_apply(res.stdout)
         lost = "" if report.complete else (
