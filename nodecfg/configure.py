@@ -179,9 +179,11 @@ def _file_fact(path: str, rest: list[str], data: dict[str, bytes], archive_probl
         return FileFact(path, FileState.ABSENT)
     if state == "unreadable":
         return FileFact(path, FileState.UNREADABLE, reason=rest[1] if len(rest) > 1 else "unreadable")
-    if state != "file" or len(rest) < 3 or len(rest[2].split()) != 4:
+    numbers = rest[2].split() if len(rest) > 2 else []
+    if (state != "file" or len(numbers) != 4 or not all(n.isascii() and n.isdigit() for n in numbers)
+            or set(numbers[0]) - set("01234567")):
         return FileFact(path, FileState.UNREADABLE, reason="facts about it are garbled")
-    mode, uid, gid, size = rest[2].split()
+    mode, uid, gid, size = numbers
     real = rest[1] or path
     if path not in data:
         return FileFact(path, FileState.UNREADABLE, reason=archive_problem or "missing from the facts")
@@ -246,7 +248,7 @@ def parse_facts(output: str) -> NodeFacts:
             masked=load == "masked" or u.get("UnitFileState", "") in ("masked", "masked-runtime"),
             active=u.get("ActiveState") == "active",
             active_since=u.get("ActiveEnterTimestampMonotonic", ""),
-            main_pid=int(u.get("MainPID", "0") or 0),
+            main_pid=int(pid) if (pid := u.get("MainPID", "")).isascii() and pid.isdigit() else 0,
             version=rt.version_of(misc.get(f"version.{rt.name}", "")),
             exec_start=_exec_argv(u.get("ExecStart", "")),
             drop_ins=tuple(u.get("DropInPaths", "").split()),

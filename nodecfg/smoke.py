@@ -25,7 +25,7 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, parse_ref
 from nodecfg.inventory import Host, Inventory, Secret
 from nodecfg.registry import MANIFEST_TYPES, curl_config_line
-from nodecfg.runtimes.base import Check, SmokePlan, parse_probe, rc_msg, timeout_problem, unit_of
+from nodecfg.runtimes.base import Check, SmokePlan, fields, parse_probe, rc_msg, timeout_problem, unit_of
 from nodecfg.scripts import NodeScript
 
 __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "parse_probe",
@@ -93,7 +93,7 @@ def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) ->
     with the CA the node holds, a TLS failure named (tlsdiag) with its fix."""
     ep, scheme = plan.endpoint, plan.scheme
     url = f"{scheme}://{ep}/v2/"
-    tool, rc, code = [*vals.get("reach", ["", "", "000"]), "", "", ""][:3]
+    tool, rc, code = fields(vals, "reach", 3)
     auth_code = (vals.get("reach.auth") or [""])[0]
     ca = (vals.get("reach.ca") or [""])[0]
     err = rc_msg(["", *(vals.get("reach.err") or [""])])[1]
@@ -136,7 +136,7 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     registered = runtimes.registered()
     for rt in registered:  # its unit-state check is named by its unit (`unit_of`: usually its name)
         unit = unit_of(rt)
-        active, enabled = vals.get(f"unit.{unit}", ["", ""])
+        active, enabled = fields(vals, f"unit.{unit}", 2)
         if active == "active":
             active_runtimes += 1
             continue

@@ -303,14 +303,15 @@ def split_fact_dir(entry: str) -> tuple[str, str]:
 
 
 def rc_msg(parts: list[str]) -> tuple[str, str]:
-    """`<rc>\\t<base64 message>` fields -> (rc, message)."""
+    """`<rc>\\t<base64 message>` fields -> (rc, message on one line; the raw field when it is not
+    base64)."""
     rc = parts[0] if parts else ""
     raw = parts[1] if len(parts) > 1 else ""
     try:
-        msg = base64.b64decode(raw).decode("utf-8", "replace").strip()
+        msg = base64.b64decode(raw).decode("utf-8", "replace")
     except ValueError:
         msg = raw
-    return rc, msg
+    return rc, " ".join(msg.split())
 
 
 def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:  # noqa: PLR0911
@@ -345,7 +346,7 @@ def timeout_problem(vals: Mapping[str, list[str]], daemon: str, *tags: str) -> s
         if fields is None:
             continue
         seconds = fields[0] if fields else ""
-        command = (b64text(fields[1]) if len(fields) > 1 else "") or tag
+        command = " ".join((b64text(fields[1]) if len(fields) > 1 else "").split()) or tag
         if not seconds.isdigit() or seconds == "0":
             return f"`{command}` was not run: the node's smoke-test --timeout was spent before it"
         return f"`{command}` did not answer within {seconds} s: {daemon} hung?"
@@ -360,3 +361,8 @@ def parse_probe(output: str) -> dict[str, list[str]]:
 def first(vals: Mapping[str, list[str]], key: str) -> str:
     """The first field of a probe value, "" when absent."""
     return (vals.get(key) or [""])[0]
+
+
+def fields(vals: Mapping[str, list[str]], key: str, n: int) -> list[str]:
+    """The first `n` fields of a probe value, "" for each one the line lacks (absent, or cut short)."""
+    return [*vals.get(key, []), *[""] * n][:n]

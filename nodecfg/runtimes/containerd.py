@@ -317,8 +317,8 @@ def dumped_config_path(dump_b64: str) -> str | None:
     if dump is None:
         return None
     version = dump.get("version", 1)
-    value = (_get(dump, registry_section(version if isinstance(version, int) else 1)) or {}).get(
-        "config_path", "")
+    section = _get(dump, registry_section(version if isinstance(version, int) else 1))
+    value = section.get("config_path", "") if isinstance(section, dict) else ""
     return value if isinstance(value, str) else ""
 
 
@@ -435,7 +435,7 @@ class Containerd:
             return ""
         from nodecfg.cri import pull_via_cri
 
-        config_path = dumped_config_path(vals["containerd.dump"][0]) or ""
+        config_path = dumped_config_path(first(vals, "containerd.dump")) or ""
         certs = config_path.split(":")[0] or DEFAULT_CERTS_D
         res = node.run(scripts.script("call.sh", [self.shell()], pulls_args(plan, certs)), "containerd_pulls")
         output = "\n" + res.stdout

@@ -307,7 +307,8 @@ def podman_registries(info_b64: str) -> dict[str, Any] | None:
 def mirror_problem(regs: Mapping[str, Any], upstream: str, endpoint: str) -> str | None:
     """None when podman resolves `upstream` with the registry as its first mirror, else what it has."""
     entry = regs.get(upstream)
-    mirrors = [m.get("Location") for m in (entry or {}).get("Mirrors") or [] if isinstance(m, dict)]
+    listed = (entry or {}).get("Mirrors")
+    mirrors = [m.get("Location") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     if entry is not None and mirrors and str(mirrors[0]).rstrip("/") == endpoint:
         return None
     has = f"mirrors {', '.join(map(str, mirrors))}" if mirrors else "no mirror"
