@@ -83,6 +83,21 @@ def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tup
     return Lab(paths.inventory, paths.key, paths.known_hosts, hosts)
 
 
+def configured_lab(nodes: int) -> Lab:
+    """A fresh lab whose registry is up (`registry-up`) and whose nodes are configured."""
+    lab = start_lab(nodes)
+    inv = str(lab.inventory)
+    assert nodecfg("registry-up", "-i", inv).returncode == 0
+    proc = nodecfg("configure-nodes", "-i", inv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lab
+
+
+def smoke_checks(host: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A host's smoke-test checks from `--json`, by name."""
+    return {c["name"]: c for c in host["result"]["checks"]}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _lab_down_at_the_end() -> Iterator[None]:
     yield

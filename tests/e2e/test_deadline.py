@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Lab, by_name, nodecfg, run_json, start_lab
+from tests.e2e.conftest import Lab, by_name, configured_lab, nodecfg, run_json, smoke_checks
 
 TIMEOUT = 20
 SLACK = 5  # process start, the lab's 2 shared cores; the node's own margin is nodecfg/deadline.py's
@@ -48,16 +47,7 @@ def leftovers(lab: Lab, name: str, within: float = 3.0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lab() -> Lab:
-    lab = start_lab(3)
-    inv = str(lab.inventory)
-    assert nodecfg("registry-up", "-i", inv).returncode == 0
-    proc = nodecfg("configure-nodes", "-i", inv)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return lab
-
-
-def checks(host: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in host["result"]["checks"]}
+    return configured_lab(3)
 
 
 @pytest.fixture
@@ -88,7 +78,7 @@ def test_frozen_daemons_fail_their_nodes_within_the_timeout(lab: Lab, frozen: di
     assert hosts["node3"]["ok"] is True, hosts["node3"]
 
     # node1: docker named, dockerd suspected; its containerd still checked, and it passes
-    n1 = checks(hosts["node1"])
+    n1 = smoke_checks(hosts["node1"])
     assert n1["docker"]["status"] == "FAIL"
     assert re.fullmatch(r"`curl -sf --unix-socket /var/run/docker\.sock http://docker/info` did not answer "
                         r"within [1-5] s: dockerd hung\?", n1["docker"]["detail"]), n1["docker"]
@@ -96,7 +86,7 @@ def test_frozen_daemons_fail_their_nodes_within_the_timeout(lab: Lab, frozen: di
         assert n1[check]["status"] == "ok", (check, n1[check])
 
     # node2: containerd named; the CRI pull, which would hang the same way, not tried
-    n2 = checks(hosts["node2"])
+    n2 = smoke_checks(hosts["node2"])
     assert n2["containerd"]["status"] == "FAIL"
     assert re.fullmatch(r"`ctr -n k8s\.io images ls -q` did not answer within \d+ s: containerd hung\?",
                         n2["containerd"]["detail"]), n2["containerd"]
