@@ -16,34 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Lab, by_name, configured_lab, nodecfg, run_json, smoke_checks
+from tests.e2e.conftest import Lab, by_name, configured_lab, leftovers, nodecfg, run_json, smoke_checks
 
 TIMEOUT = 20
 SLACK = 5  # process start, the lab's 2 shared cores; the node's own margin is nodecfg/deadline.py's
-
-# What counts as nodecfg's on a node (every process's argv, from /proc): its scripts (`sh -c PROGRAM
-# nodecfg ...`: every program starts with lib.sh, whose `rec() {` no other program holds), the
-# `timeout` wrappers it starts, the CLIs those run (docker / ctr / crictl / podman asked to pull,
-# list, inspect or remove images, or for info), curl on docker's socket, and the CRI bridge
-# (python3 -c ... AF_UNIX). The daemons themselves (dockerd, containerd, their shims) are not.
-OURS = re.compile(r"rec\(\) \{|^timeout |\b(docker|ctr|crictl|podman)\b.*\b(pull|info|images?|rmi|rm)\b"
-                  r"|--unix-socket /var/run/docker\.sock|socket\.AF_UNIX")
-
-
-# every process but this listing's own shell: `<pid> <argv joined by spaces>` (no ps in a minimal image)
-PS = r"""for p in /proc/[0-9]*; do [ "${p#/proc/}" = $$ ] && continue
-  a=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) && [ -n "$a" ] && printf '%s %s\n' "${p#/proc/}" "$a"; done"""
-
-
-def leftovers(lab: Lab, name: str, within: float = 3.0) -> list[str]:
-    """nodecfg's processes still on the node after `within` seconds (for reaping): [] when none."""
-    end = time.monotonic() + within
-    while True:
-        found = [ln for ln in lab.ssh(name, PS).stdout.splitlines() if OURS.search(ln.split(" ", 1)[-1])]
-        if not found or time.monotonic() > end:
-            return found
-        time.sleep(0.5)
-
 
 @pytest.fixture(scope="module")
 def lab() -> Lab:
