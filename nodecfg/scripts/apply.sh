@@ -145,30 +145,34 @@ rename_all() {
 }
 
 # own_backup REAL FILE: FILE is one of nodecfg's backups of REAL (`REAL.nodecfg-<14 digits>.bak`, a
-# regular file, not REAL itself)
+# regular file, not a symlink)
 own_backup() {
   case ${2#"$1".nodecfg-} in
     [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].bak) ;;
     *) return 1;;
   esac
-  [ -f "$2" ] && [ ! -L "$2" ] && [ "$(stat -c %d:%i -- "$2")" != "$(stat -L -c %d:%i -- "$1")" ]
+  [ -f "$2" ] && [ ! -L "$2" ]
 }
 
-# keep_backups REAL: the newest $keep of nodecfg's backups of REAL kept, each at most 0600 (its old
-# mode or 0600, whichever is stricter); the older ones removed (`pruned <file>`). The stamps sort
-# in the order they were made, as the glob lists them (LC_ALL=C).
+# keep_backups REAL, right after REAL was renamed into place (a fresh inode: no backup is it): the
+# newest $keep of nodecfg's backups of REAL kept, each at most 0600 (its old mode or 0600, whichever
+# is stricter); the older ones removed (`pruned <file>`). The stamps sort in the order they were
+# made, as the glob lists them (LC_ALL=C).
 keep_backups() {
+  _real=$1
   _n=0
-  for _b in "$1".nodecfg-*.bak; do own_backup "$1" "$_b" && _n=$((_n + 1)); done
-  for _b in "$1".nodecfg-*.bak; do
-    own_backup "$1" "$_b" || continue
+  for _b in "$_real".nodecfg-*.bak; do own_backup "$_real" "$_b" && _n=$((_n + 1)); done
+  set --
+  for _b in "$_real".nodecfg-*.bak; do
+    own_backup "$_real" "$_b" || continue
     if [ "$_n" -gt "$keep" ]; then
       rm -f -- "$_b" && rec pruned "$_b"
     else
-      chmod u-x,go= -- "$_b"
+      set -- "$@" "$_b"
     fi
     _n=$((_n - 1))
   done
+  if [ $# -gt 0 ]; then chmod u-x,go= -- "$@"; fi
 }
 
 # highest layer first: docker's reload needs nothing from containerd, but systemd queues a docker
