@@ -11,14 +11,15 @@ The contract, said once here:
   before the budget's end at the latest, and its KILL at that end. The script as a whole runs under
   `timeout -k KILL_GRACE N+1` (for anything it does not bound itself). So nothing of nodecfg's
   outlives the budget on the node, whether or not anyone is still listening here. A call that ran
-  out of time prints
-  `timeout.<tag> <S> <base64 of the command>` (S 0: no time was left to start it), which the
-  runtimes' diagnoses turn into "`docker pull ...` did not answer within 18 s: dockerd hung?".
+  out of time prints `timeout.<tag> <S> <base64 of the command>` (S 0: no time was left to start
+  it), which the runtimes' diagnoses turn into "`docker pull ...` did not answer within 18 s:
+  dockerd hung?" (`runtimes.base.timeout_problem`). Every script run here ends with an `end` record:
+  output without one was cut short.
 - Here, each SSH step waits at most what is left + `MARGIN`, and `ssh.connect(give_up_at=...)`
   cuts the node's SSH socket at the budget's end + `MARGIN`: a node whose SSH itself hangs
   (connect, banner, a channel) fails in time too. The other nodes go on (nodecfg/fleet.py).
 - The CRI pull (nodecfg/cri/) gets what is left as its timeout; its python3 bridge on the node
-  runs under `timeout -k 2` too (`cri.tunnel.bridge_command`).
+  runs under `timeout -k` too (`cri.tunnel.bridge_command`).
 """
 
 from __future__ import annotations

@@ -41,14 +41,16 @@ budget() { budget_end=$(( $(date +%s) + $(secs "$1") )); }
 kill_grace=2  # `timeout -k`: a call that ignores the TERM is KILLed this much later (deadline.KILL_GRACE)
 
 # bounded TAG MAX COMMAND...: COMMAND (an executable) under coreutils `timeout -k $kill_grace S` on
-# this node, so nothing of it outlives its bound: S is MAX seconds (0: no cap of its own), or less
-# when the budget ends sooner: then the TERM comes $kill_grace s before the budget's end and the
-# KILL at it. Returns COMMAND's status, or 124 when it ran out of time (or no time was left to start
-# it); then `timeout.TAG S <base64 COMMAND>` goes to fd 3 (S 0: it was not started).
+# this node, so nothing of it outlives its bound: S is MAX seconds (0: no cap of its own, only the
+# budget's; a script run without a budget then runs COMMAND as it is), or less when the budget ends
+# sooner: then the TERM comes $kill_grace s before the budget's end and the KILL at it. Returns
+# COMMAND's status, or 124 when it ran out of time (or no time was left to start it); then
+# `timeout.TAG S <base64 COMMAND>` goes to fd 3 (S 0: it was not started).
 bounded() {
   _tag=$1
   _s=$(secs "$2")
   shift 2
+  if [ "$_s" -eq 0 ] && [ -z "$budget_end" ]; then "$@"; return; fi
   if [ -n "$budget_end" ]; then
     _left=$(( budget_end - $(date +%s) - kill_grace ))
     if [ "$_s" -eq 0 ] || [ "$_left" -lt "$_s" ]; then _s=$_left; fi

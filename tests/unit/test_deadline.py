@@ -229,3 +229,14 @@ def test_every_runtime_call_in_the_node_scripts_is_bounded() -> None:
             for m in re.finditer(rf"(^|[;|&(!]|\$\(|\bthen|\bdo|\belse|\bif|\bwhile|\buntil)\s*{clis}\s", code):
                 before = code[:m.start(2)]
                 assert re.search(r"bounded [\w.]+ (\S+ )$", before), f"{name}:{n}: {line.strip()}"
+
+
+def test_without_a_budget_a_call_has_its_own_cap_or_none(tmp_path: Path) -> None:
+    """A node script run by hand (no -T): capped calls keep their cap, uncapped ones just run."""
+    node = fake_node(tmp_path)
+    out = node.run(scripts.script("call.sh", [], ["bounded", "x.y", "0", "sh", "-c", "echo ran"])).stdout
+    assert out == "ran\n" + tagged.encode("end", "call")
+    start = time.monotonic()
+    out = node.run(scripts.script("call.sh", [], ["bounded", "x.y", "1", "sleep", "9"])).stdout
+    assert time.monotonic() - start < 3
+    assert out == tagged.encode("timeout.x.y", "1", tagged_b64("sleep 9")) + tagged.encode("end", "call")
