@@ -48,7 +48,7 @@ kill_grace=2  # `timeout -k`: a call that ignores the TERM is KILLed this much l
 # `timeout.TAG S <base64 COMMAND>` goes to fd 3 (S 0: it was not started).
 bounded() {
   _tag=$1
-  _s=$(secs "$2")
+  case $2 in *.*) _s=$(( ${2%.*} + 1 ));; *) _s=$2;; esac  # secs, without a subshell's fork
   shift 2
   if [ "$_s" -eq 0 ] && [ -z "$budget_end" ]; then "$@"; return; fi
   if [ -n "$budget_end" ]; then
