@@ -69,8 +69,8 @@ def main() -> int:
         return res
 
     def wrap(fn: Callable[..., NodeScript]) -> Callable[..., NodeScript]:
-        def traced(*args: Any) -> NodeScript:
-            script = fn(*args)
+        def traced(*args: Any, **kwargs: Any) -> NodeScript:
+            script = fn(*args, **kwargs)
             text, names = instrument(script.program)
             steps[:] = names
             return dataclasses.replace(script, program=text)

@@ -35,9 +35,10 @@ _INI_SECTION = re.compile(r"^\[([^\]:]+)(?::(vars|children))?\]\s*$")
 
 def _error(message: str, *, path: str, line: int | None = None, key: str | None = None) -> InventoryError:
     """One line, whatever the group and host names in it hold."""
-    from nodecfg.inventory import one_line
+    from nodecfg.inventory import escape_unprintable
 
-    return InventoryError(one_line(message), path=path, line=line, key=one_line(key) if key else None)
+    return InventoryError(escape_unprintable(message), path=path, line=line,
+                          key=escape_unprintable(key) if key else None)
 
 
 @dataclass

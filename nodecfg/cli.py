@@ -80,8 +80,12 @@ def _add_inventory(p: argparse.ArgumentParser) -> None:
                    help=f"inventory file (default: ./{DEFAULT_INVENTORY})")
 
 
-CONNECT_TIMEOUT_HELP = ("seconds for the SSH connect (default: the inventory's ssh.connect_timeout, "
-                        "else 10); each node's probe is bounded on its own (300 s, a CRI pull 60 s)")
+SMOKE_TIMEOUT_HELP = ("seconds for each node's whole smoke test, one deadline from its SSH connect to its last "
+                      "answer: the probe, every pull (docker, ctr, crictl, podman, the kubelet's CRI PullImage) "
+                      "and the cleanup share it (default: 120; the SSH connect itself at most the inventory's "
+                      "ssh.connect_timeout, else 10). It is enforced on the node too (coreutils timeout): a node "
+                      "past it is failed, with what did not answer, and nothing of nodecfg's is left running there; "
+                      "the other nodes go on")
 STEP_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on a node: gathering facts, writing "
                      "and validating, each reload or restart coming back, each verify, a rollback "
                      "(default: connect per the inventory's ssh.connect_timeout, else 10; each step 60). "
@@ -105,7 +109,7 @@ def _step(args: argparse.Namespace) -> dict[str, float]:
     return {"step": args.timeout} if args.timeout is not None else {}
 
 
-def _add_fleet(p: argparse.ArgumentParser, timeout_help: str = CONNECT_TIMEOUT_HELP) -> None:
+def _add_fleet(p: argparse.ArgumentParser, timeout_help: str) -> None:
     from nodecfg.fleet import DEFAULT_FORKS
 
     p.add_argument("--forks", type=_positive_int, default=DEFAULT_FORKS, metavar="N",
@@ -166,6 +170,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="print unified diffs of changed files")
     p.add_argument("--ask-become-pass", action="store_true",
                    help="prompt once for the sudo password of become users")
+    p.add_argument("--keep-backups", type=_positive_int, default=3, metavar="N",
+                   help="keep the newest N of nodecfg's backups of each file it changes (<file>.nodecfg-<time>.bak, "
+                   "at most 0600: they may hold old credentials); older ones are removed (default: 3)")
     p.set_defaults(func=_cmd_configure_nodes)
 
     p = sub.add_parser("kubespray-vars", help="print kubespray's offline.yml registry values",
@@ -179,7 +186,7 @@ def make_parser() -> argparse.ArgumentParser:
                        description="On every node, for each active runtime, reach the registry "
                        "and pull an image through the mirror config; diagnose what fails.")
     _add_inventory(p)
-    _add_fleet(p)
+    _add_fleet(p, SMOKE_TIMEOUT_HELP)
     p.add_argument("--image", metavar="REF", default=None,
                    help="image to pull (default: the first inventory image)")
     p.set_defaults(func=_cmd_smoke_test)
@@ -226,16 +233,18 @@ def _fail_usage(message: str) -> int:
     raise UsageError(message)
 
 
-def _inventory(args: argparse.Namespace, *, optional: bool = False) -> Inventory | None:
+def _inventory(args: argparse.Namespace, *, optional: bool = False,
+               connect_timeout: float | None = None) -> Inventory | None:
+    """The inventory of -i (or ./inventory.yaml), every host's SSH connect timeout set to
+    `connect_timeout` when given, its encrypted keys unlocked."""
     path = args.inventory
     if path is None:
         if optional and not Path(DEFAULT_INVENTORY).exists():
             return None
         path = DEFAULT_INVENTORY
     inv = load_inventory(path)
-    timeout = getattr(args, "timeout", None)
-    if timeout is not None:
-        inv = inv.with_connect_timeout(timeout)
+    if connect_timeout is not None:
+        inv = inv.with_connect_timeout(connect_timeout)
     _unlock_keys(inv)
     return inv
 
@@ -255,7 +264,7 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
     from nodecfg.registry import up
     from nodecfg.registry.results import RegistryCheck
 
-    inv = _inventory(args, optional=True)
+    inv = _inventory(args, optional=True, connect_timeout=args.timeout)
     bundle = Path(args.bundle) if args.bundle else None
     if inv is not None and inv.registry.auth is not None and inv.registry.tls is None:
         print("nodecfg: warning: registry.auth without registry.tls: the password crosses the network in "
@@ -273,7 +282,7 @@ def _cmd_registry_down(args: argparse.Namespace) -> int:
     from nodecfg import report
     from nodecfg.registry import down
 
-    inv = _inventory(args, optional=True)
+    inv = _inventory(args, optional=True, connect_timeout=args.timeout)
     result = down.registry_down(inv, purge=args.purge, **_step(args))
     report.registry_down(result)
     return result.exit_code
@@ -282,7 +291,7 @@ def _cmd_registry_down(args: argparse.Namespace) -> int:
 def _cmd_configure_nodes(args: argparse.Namespace) -> int:
     from nodecfg import configure, report
 
-    inv = _inventory(args)
+    inv = _inventory(args, connect_timeout=args.timeout)
     assert inv is not None
     hosts = inv.select(args.limit)
     become_pass = None
@@ -293,6 +302,7 @@ def _cmd_configure_nodes(args: argparse.Namespace) -> int:
 
         become_pass = Secret(getpass.getpass("BECOME password: "))
     options = configure.Options(check=args.check, diff=args.diff, become_password=become_pass,
+                                keep_backups=args.keep_backups,
                                 **({"step_timeout": args.timeout} if args.timeout is not None else {}))
     fleet = configure.configure_nodes(inv, hosts, options, forks=args.forks,
                                       on_done=report.host_done(args.json))
@@ -319,7 +329,7 @@ def _cmd_smoke_test(args: argparse.Namespace) -> int:
     assert inv is not None
     hosts = inv.select(args.limit)
     result = smoke.smoke_test(inv, hosts, image=args.image, forks=args.forks,
-                              on_done=report.host_done(args.json))
+                              timeout=args.timeout or smoke.DEFAULT_TIMEOUT, on_done=report.host_done(args.json))
     report.smoke_recap(result, as_json=args.json)
     return result.exit_code
 

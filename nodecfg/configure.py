@@ -13,18 +13,21 @@ a symlink), *absent*, or *unreadable* (never taken for absent), and the output m
 end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
 before anything is planned; a file that is not UTF-8 is refused (it can't be merged), not rewritten.
 
-apply sends each changed file's bytes base64-encoded on stdin and writes them exactly to a temp file beside
-the file it replaces (a symlink's target: the link is kept), with the old file's mode and owner,
-validates it (JSON and TOML here before sending; on the node `dockerd --validate` where docker has
-it, `containerd -c FILE config dump`), checks every target is still what facts saw (sha256, or
-absent: compare-and-swap, else nothing is written), keeps the previous version as
-`<file>.nodecfg-<time>.bak`, renames the temp file into place, reloads docker / restarts
-containerd only when their config changed, and checks the *effect*: `docker info` lists the
-registry, containerd answers with its CRI plugin loaded and the config dump shows config_path.
-A runtime whose change did not take is rolled back: backups restored, runtime recovered, node
+apply writes each changed file as nodecfg/scripts/apply.sh's header says (the contract, said
+there once: exact bytes to a temp file, validated — JSON and TOML here first, `dockerd --validate`
+or `containerd config dump` on the node —, compare-and-swap against what facts saw, a backup
+`<file>.nodecfg-<time>.bak` at most 0600 of which the newest `Options.keep_backups` are kept,
+rename), reloads docker / restarts containerd only when their config changed, and checks the
+*effect*: `docker info` lists the registry, containerd answers with its CRI plugin loaded and the
+config dump shows config_path. A runtime whose change did not take is rolled back
+(scripts/rollback.sh, compare-and-swap too: only a file still holding what this run wrote is put
+back; one changed since is left and named), runtime recovered, node
 failed. Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
 validation, each reload or restart (queued with `--no-block`, then polled), each verify, the
-rollback; a node's errors reach the operator as one line, secrets masked.
+rollback. It holds on the node itself: each script runs under coreutils `timeout -k`, and each
+systemctl / dockerd / docker / containerd / ctr / podman call in it under lib.sh's `bounded` (a
+`timeout -k` of its own), so nothing of nodecfg's outlives a step there. A node's errors reach the
+operator as one line, secrets masked.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import difflib
 import functools
 import hashlib
 import json
+import secrets
 import shlex
 import time
 import tomllib
@@ -44,7 +48,7 @@ from typing import Any
 
 from nodecfg import runtimes, scripts, ssh, tagged
 from nodecfg.credentials import Credentials
-from nodecfg.errors import HostError
+from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
 from nodecfg.registry import tls
@@ -63,8 +67,8 @@ from nodecfg.runtimes.common import (
     FileState,
     RuntimePlan,
     ServiceFacts,
+    last_meaningful_line,
     mask_secrets,
-    one_line,
     secret_values,
 )
 from nodecfg.scripts import NodeScript
@@ -78,6 +82,11 @@ class Options:
     # seconds each step on a node may take (facts, apply, each reload/restart, verify, rollback);
     # `--timeout` sets it and the SSH connect timeout alike
     step_timeout: float = 60.0
+    keep_backups: int = 3  # nodecfg's backups kept per file (`--keep-backups`, at least 1)
+
+    def __post_init__(self) -> None:
+        if self.keep_backups < 1:
+            raise UsageError(f"keep_backups must be at least 1, got {self.keep_backups}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,12 +100,14 @@ def _libraries() -> list[str]:
     return [rt.shell() for rt in runtimes.registered()]
 
 
-def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> NodeScript:
+def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = (),
+                 deadline: float = 60.0) -> NodeScript:
     """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
     and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
-    node. Its arguments: every runtime's unit and name, the files to read, the dirs to list."""
+    node. Its arguments: each command's bound (`deadline`), every runtime's unit and name, the
+    files to read, the dirs to list."""
     registered = runtimes.registered()
-    args: list[str] = []
+    args: list[str] = ["-t", f"{deadline:g}"]
     for unit in dict.fromkeys(unit_of(rt) for rt in registered):
         args += ["-u", f"{unit}.service"]
     for rt in registered:
@@ -170,9 +181,11 @@ def _file_fact(path: str, rest: list[str], data: dict[str, bytes], archive_probl
         return FileFact(path, FileState.ABSENT)
     if state == "unreadable":
         return FileFact(path, FileState.UNREADABLE, reason=rest[1] if len(rest) > 1 else "unreadable")
-    if state != "file" or len(rest) < 3 or len(rest[2].split()) != 4:
+    numbers = rest[2].split() if len(rest) > 2 else []
+    if (state != "file" or len(numbers) != 4 or not all(n.isascii() and n.isdigit() for n in numbers)
+            or set(numbers[0]) - set("01234567")):
         return FileFact(path, FileState.UNREADABLE, reason="facts about it are garbled")
-    mode, uid, gid, size = rest[2].split()
+    mode, uid, gid, size = numbers
     real = rest[1] or path
     if path not in data:
         return FileFact(path, FileState.UNREADABLE, reason=archive_problem or "missing from the facts")
@@ -224,7 +237,7 @@ def parse_facts(output: str) -> NodeFacts:
         else:
             misc[key] = rest
     systemd_error = "" if any(units.values()) else (
-        one_line(misc.get("error.systemctl", "")) or "systemctl printed no unit states")
+        last_meaningful_line(misc.get("error.systemctl", "")) or "systemctl printed no unit states")
     files = {p: _file_fact(p, f, data, archive_problem) for p, f in paths.items()}
 
     own: dict[str, RuntimeFacts] = {}
@@ -237,7 +250,7 @@ def parse_facts(output: str) -> NodeFacts:
             masked=load == "masked" or u.get("UnitFileState", "") in ("masked", "masked-runtime"),
             active=u.get("ActiveState") == "active",
             active_since=u.get("ActiveEnterTimestampMonotonic", ""),
-            main_pid=int(u.get("MainPID", "0") or 0),
+            main_pid=int(pid) if (pid := u.get("MainPID", "")).isascii() and pid.isdigit() else 0,
             version=rt.version_of(misc.get(f"version.{rt.name}", "")),
             exec_start=_exec_argv(u.get("ExecStart", "")),
             drop_ins=tuple(u.get("DropInPaths", "").split()),
@@ -252,7 +265,7 @@ def parse_facts(output: str) -> NodeFacts:
 
 @dataclass(frozen=True)
 class NodePlan:
-    plans: tuple[RuntimePlan, ...]  # one per runtime, lowest layer first (`registry.by_layer`)
+    plans: tuple[RuntimePlan, ...]  # one per runtime, lowest layer first (`runtimes.by_layer`)
 
     @property
     def runtimes(self) -> tuple[RuntimePlan, ...]:
@@ -327,7 +340,7 @@ def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str,
     write over a non-UTF-8 file failed (it can't be merged; left untouched), and the files that
     could not be read at all (path -> why), which fail the whole node."""
     unreadable: dict[str, str] = {}
-    runtimes: list[RuntimePlan] = []
+    kept: list[RuntimePlan] = []
     for rp in plan.runtimes:
         refused = []
         for f in rp.files:
@@ -336,8 +349,8 @@ def refuse_unsafe(plan: NodePlan, facts: NodeFacts) -> tuple[NodePlan, dict[str,
                 unreadable[f.path] = fact.reason if fact is not None else "the facts did not cover it"
             elif (why := fact.not_utf8()) is not None:
                 refused.append(why)
-        runtimes.append(RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused else rp)
-    return NodePlan(tuple(runtimes)), unreadable
+        kept.append(RuntimePlan(rp.runtime, "failed", "; ".join(refused)) if refused else rp)
+    return NodePlan(tuple(kept)), unreadable
 
 
 def targets(plan: NodePlan, facts: NodeFacts) -> dict[str, FileFact]:
@@ -374,21 +387,20 @@ def backup_path(change: FileChange, fact: FileFact, stamp: str) -> str:
 
 
 def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadline: float = 10,
-                 stamp: str = "0") -> NodeScript:
-    """The one script that changes a node (scripts/apply.sh), as its arguments: every file to write
-    (the file it replaces, its mode and owner, its validator, the sha256 facts saw, its backup),
-    then each runtime's action, highest layer first. Every file's bytes travel base64 on stdin (a
-    credential never reaches argv) and are written exactly to a temp file beside the file they
-    replace (a symlink's target: the link is kept), under noclobber, with the old file's mode and
-    owner; validated; then every target is checked to be what facts saw (`cas`: sha256, or still
-    absent) — if one is not, nothing is written. The previous files are kept as hard links
-    `<file>.nodecfg-<stamp>.bak`. Restarts and reloads are queued (`--no-block`) and waited for at
-    most `deadline` seconds, as is each check; the script ends with `APPLY_END`."""
+                 stamp: str = "0", *, run: str = "0", keep_backups: int = 3) -> NodeScript:
+    """The one script that changes a node (scripts/apply.sh, whose header is the contract: temp
+    file, validation, compare-and-swap, backup, rename, action, verify), as its arguments: every
+    file to write (the file it replaces, its mode and owner, its validator, the sha256 facts saw,
+    its backup `<file>.nodecfg-<stamp>.bak`), this run's id `run` (its temp files), how many backups
+    to keep per file, then each runtime's action, highest layer first. Every file's bytes travel
+    base64 on stdin (a credential never reaches argv); every wait is bounded by `deadline`; the
+    script ends with `APPLY_END`."""
     args = ["-t", f"{deadline:g}", "-e", want.endpoint]
     for m in want.mirrors:
         args += ["-m", m]
     if want.ca_pem is not None:
         args += ["-S", "https"]  # the registry serves TLS: what the verifies look for
+    args += ["-R", run, "-K", str(keep_backups)]
     owner = {f.path: rp.runtime for rp in plan.runtimes for f in rp.files}
     data = []
     for f in plan.files:
@@ -418,23 +430,24 @@ def apply_budget(deadline: float) -> float:
 
 
 def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active: bool,
-                    deadline: float = 10, stamp: str = "0") -> NodeScript:
+                    deadline: float = 10, stamp: str = "0", run: str = "0") -> NodeScript:
     """Put back one runtime's previous files and bring it back as it was, every wait bounded
     (scripts/rollback.sh, then the runtime's `<name>_rollback`).
 
-    Works from the plan and facts alone (the apply may have died half-way): a backup that exists
-    is renamed back; a file that did not exist before is removed if it holds what nodecfg wrote.
-    A start that hangs (an ExecStartPre that never returns) is cancelled by `systemctl stop`, then
-    the runtime is started again with its old config and waited for, at most `deadline` seconds;
-    a start still queued then is left to systemd and said."""
+    Works from the plan and facts alone (the apply may have died half-way), compare-and-swap as
+    the apply: a file is put back only while it holds exactly what this run (`run`) wrote; one
+    changed on the node since is left as it is and named (`conflict`). A start that hangs (an
+    ExecStartPre that never returns) is cancelled by `systemctl stop`, then the runtime is started
+    again with its old config and waited for, at most `deadline` seconds; a start still queued
+    then is left to systemd and said."""
     rt = runtimes.named(plan.runtime)
     args = ["-t", f"{deadline:g}", "-r", rt.name, "-u", unit_of(rt), "-a", plan.action,
-            "-w", "1" if was_active else "0"]
+            "-w", "1" if was_active else "0", "-R", run]
     for i, f in enumerate(plan.files):
         fact = files[f.path]
         ours = hashlib.sha256(f.content.encode("utf-8")).hexdigest()
-        args += ["-F", f.path, _real(f, fact), str(i),
-                 backup_path(f, fact, stamp) if fact.exists else "-", "-" if fact.exists else ours]
+        args += ["-F", f.path, _real(f, fact), str(i), backup_path(f, fact, stamp) if fact.exists else "-",
+                 ours, fact.sha256 or "absent", f"{fact.mode:o}" if fact.exists and fact.mode is not None else "-"]
     return scripts.script("rollback.sh", _libraries(), args)
 
 
@@ -505,7 +518,7 @@ def parse_apply(output: str) -> ApplyReport:
         key, rest = record.tag, record.rest
         path, _, why = rest.partition("\t")
         if key == "invalid":
-            report.invalid[path] = one_line(why) or "rejected"
+            report.invalid[path] = last_meaningful_line(why) or "rejected"
         elif key == "conflict":
             report.conflicts[path] = why
         elif key == "backup":
@@ -528,7 +541,7 @@ def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline
     if rp.action == "none":
         return rt.check_effect(rp, values, want) if rp.files and verifies_unchanged(rt) else None
     state, sub, result, job = _settled(values, unit_of(rt))
-    log = one_line(values.get(f"actionlog.{rp.runtime}", ""))
+    log = last_meaningful_line(values.get(f"actionlog.{rp.runtime}", ""))
     if job:
         return (f"{rp.runtime} did not come back within {deadline:g}s of its {rp.action} "
                 f"({state}: {sub})")
@@ -564,12 +577,12 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                    credentials: Credentials | None) -> NodeOutcome:
     """Facts, plan, apply and verify one node over an open connection `c`.
 
-    Every step on the node has a deadline, `options.step_timeout` (`--timeout`): facts, the
-    validation, the restart or reload, each verify and a rollback get that long each, enforced on
-    the node (`timeout`, bounded polls) and again here (`ssh.run(timeout=...)`)."""
+    Every step on the node has a deadline, `options.step_timeout` (`--timeout`), enforced on the
+    node and again here (`ssh.run(timeout=...)`), as the module docstring says."""
     become = host.ssh.become
     deadline = options.step_timeout
-    stamp = time.strftime("%Y%m%d%H%M%S")
+    stamp = time.strftime("%Y%m%d%H%M%S")  # names its backups, in the order runs were made
+    run = secrets.token_hex(6)  # names its temp files: its own, never another run's
 
     def sh(script: NodeScript, budget: float, step: str) -> ssh.RunResult:
         try:
@@ -578,16 +591,16 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
                            timeout=budget + 5)
         except HostError as exc:
             why = (f"no answer within {budget + 5:g}s" if "timed out" in str(exc)
-                   else one_line(str(exc)))
+                   else last_meaningful_line(str(exc)))
             raise HostError(f"{host}: {step}: {why}") from None
 
     def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
-        res = sh(facts_script(files, dirs), deadline, "gathering facts")
+        res = sh(facts_script(files, dirs, deadline), deadline, "gathering facts")
         try:
             return parse_facts(res.stdout)
         except FactsError as exc:
             why = (f"no answer within {deadline:g}s" if res.exit_code in (124, 137)
-                   else one_line(res.stderr) or str(exc))
+                   else last_meaningful_line(res.stderr) or str(exc))
             raise HostError(f"{host}: gathering facts failed: {why}{_hint(why, host)}") from None
 
     facts = gather((), ())
@@ -625,8 +638,9 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     def rollback(rp: RuntimePlan, error: str) -> None:
         try:
             rb = sh(rollback_script(rp, files, was_active=svc[rp.runtime].active, deadline=deadline,
-                                    stamp=stamp), rollback_budget(deadline), "rolling back")
-            values = parse_apply(rb.stdout).values
+                                    stamp=stamp, run=run), rollback_budget(deadline), "rolling back")
+            done = parse_apply(rb.stdout)
+            values = done.values
             unit = unit_of(runtimes.named(rp.runtime))
             state, sub, _, job = _settled(values, unit, "after.")
             back = f"{unit} {state or 'state unknown'}" + (f" ({sub})" if state != "active" and sub
@@ -634,22 +648,23 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             if job:
                 back += f", its start still queued after {deadline:g}s"
             if ROLLBACK_END not in rb.stdout.splitlines():
-                back += f" (the rollback did not finish: {one_line(rb.stderr) or 'cut short'})"
-            note = f"{error}; previous files restored, {back}"
+                back += f" (the rollback did not finish: {last_meaningful_line(rb.stderr) or 'cut short'})"
+            kept = "; ".join(f"{path} not restored: {why}" for path, why in done.conflicts.items())
+            note = f"{error}; {kept + '; other ' if kept else ''}previous files restored, {back}"
         except HostError as exc:
-            state, note = "", f"{error}; rolling back failed: {one_line(str(exc))}"
+            state, note = "", f"{error}; rolling back failed: {last_meaningful_line(str(exc))}"
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], status="rolled back",
                                        active=state == "active", note=note)
 
     try:
-        res = sh(apply_script(plan, files, want, deadline, stamp),
+        res = sh(apply_script(plan, files, want, deadline, stamp, run=run, keep_backups=options.keep_backups),
                  apply_budget(deadline), "applying")
         report = parse_apply(res.stdout)
         lost = "" if report.complete else (
             f"no answer within {apply_budget(deadline):g}s" if res.exit_code in (124, 137)
-            else one_line(res.stderr) or "the apply script was cut short")
+            else last_meaningful_line(res.stderr) or "the apply script was cut short")
     except HostError as exc:
-        report, lost = ApplyReport(), one_line(str(exc))
+        report, lost = ApplyReport(), last_meaningful_line(str(exc))
     if lost:  # the node's state is unknown: put back every runtime that had something to write
         for rp in last_first:
             if rp.files:
@@ -679,9 +694,9 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
 
 def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> NodeOutcome:
     """The node's outcome: every note one line (it may quote a node), the error their summary."""
-    outcomes = {rt: replace(o, note=one_line(o.note)) for rt, o in outcomes.items()}
+    outcomes = {rt: replace(o, note=last_meaningful_line(o.note)) for rt, o in outcomes.items()}
     failed = [o for o in outcomes.values() if o.status in ("failed", "rolled back")]
-    error = one_line("; ".join(f"{o.runtime}: {o.note}" for o in failed))
+    error = last_meaningful_line("; ".join(f"{o.runtime}: {o.note}" for o in failed))
     return NodeOutcome(outcomes, diffs, error)
 
 
@@ -699,6 +714,6 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
             finally:
                 ssh.close(c)
         except HostError as exc:  # a node's error is one line, whatever it came from
-            raise type(exc)(one_line(str(exc))) from None
+            raise type(exc)(last_meaningful_line(str(exc))) from None
 
     return run_fleet(hosts, one, forks=forks, on_done=on_done)

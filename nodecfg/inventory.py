@@ -46,7 +46,7 @@ CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # docker's own rule
 USERNAME_MAX = 255
 
 
-def one_line(text: str) -> str:
+def escape_unprintable(text: str) -> str:
     """`text` with its non-printable characters escaped, so a message stays on one line."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                    for ch in text)
@@ -233,14 +233,14 @@ def _compose(text: str, path: str) -> _Doc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise InventoryError(f"YAML syntax error: {one_line(problem)}", path=path, line=line) from None
+        raise InventoryError(f"YAML syntax error: {escape_unprintable(problem)}", path=path, line=line) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
         raise InventoryError(f"YAML error: unacceptable character {char} ({exc.reason})",
                              path=path, line=line) from None
     except yaml.YAMLError as exc:
-        raise InventoryError(f"YAML error: {one_line(str(exc))}", path=path) from None
+        raise InventoryError(f"YAML error: {escape_unprintable(str(exc))}", path=path) from None
     if node is None:
         raise InventoryError("the inventory is empty", path=path)
     lines: dict[str, int] = {}
@@ -268,11 +268,11 @@ def _to_python(node: yaml.Node, key: str, lines: dict[str, int], path: str) -> A
                 if isinstance(knode, yaml.ScalarNode) else None
             if not isinstance(k, str):
                 raise InventoryError("mapping keys must be plain strings", path=path,
-                                     line=knode.start_mark.line + 1, key=one_line(key) or None)
+                                     line=knode.start_mark.line + 1, key=escape_unprintable(key) or None)
             sub = f"{key}.{k}" if key else k
             if k in out:
                 raise InventoryError("duplicate key", path=path, line=knode.start_mark.line + 1,
-                                     key=one_line(sub))
+                                     key=escape_unprintable(sub))
             out[k] = _to_python(vnode, sub, lines, path)
             lines[sub] = knode.start_mark.line + 1
         return out
@@ -283,12 +283,12 @@ def _to_python(node: yaml.Node, key: str, lines: dict[str, int], path: str) -> A
         return loader.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "cannot be read"
-        raise InventoryError(f"bad value: {one_line(problem)}", path=path,
-                             line=node.start_mark.line + 1, key=one_line(key) or None) from None
+        raise InventoryError(f"bad value: {escape_unprintable(problem)}", path=path,
+                             line=node.start_mark.line + 1, key=escape_unprintable(key) or None) from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         # e.g. an implicit date that is no date (2024-13-45): the constructor raises ValueError
-        raise InventoryError(f"bad value: {one_line(str(exc))}", path=path,
-                             line=node.start_mark.line + 1, key=one_line(key) or None) from None
+        raise InventoryError(f"bad value: {escape_unprintable(str(exc))}", path=path,
+                             line=node.start_mark.line + 1, key=escape_unprintable(key) or None) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +309,8 @@ class _Checker:
             if parent == probe:
                 break
             probe, line = parent, self.doc.lines.get(parent)
-        return InventoryError(one_line(message), path=self.doc.path, line=line,
-                              key=one_line(self.doc.names.get(key, key)))
+        return InventoryError(escape_unprintable(message), path=self.doc.path, line=line,
+                              key=escape_unprintable(self.doc.names.get(key, key)))
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):

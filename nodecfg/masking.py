@@ -86,7 +86,7 @@ _BLOB = re.compile(r"^\S{80,}$")  # base64, a hex dump: output, never a reason
 _RECORD = re.compile(r"^[a-z][\w.-]*\t")  # a tagged line of a node script: data, not a reason
 
 
-def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+def last_meaningful_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """A node's raw output (or a long message) as one meaningful line of at most `limit`
     characters: the last line that is neither a blob nor a script's data record, secrets masked."""
     lines = [ln.strip() for ln in mask_secrets(text).splitlines()]

@@ -5,6 +5,9 @@ pulls, config_path in effect) and prints raw results; `diagnose()` turns them in
 operator-facing reasons. A pull through a mirror is only attempted when the node's mirror config
 names the registry: without it the node would go to the upstream, which an offline node can't reach.
 Images a node didn't have before are removed afterwards, so a re-run really pulls again.
+
+A node's whole work — the SSH connect, the probe, the runtimes' second steps, the CRI pull — has one
+deadline, `--timeout` (`DEFAULT_TIMEOUT`), enforced on the node and here: nodecfg/deadline.py.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from typing import Any
 from nodecfg import runtimes, scripts, ssh, tagged, tlsdiag
 from nodecfg.bundle.manifests import INDEX_TYPES, MANIFEST_TYPES
 from nodecfg.credentials import Credentials
+from nodecfg.deadline import BoundedNode, NodeDeadline
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, parse_ref
 from nodecfg.inventory import Host, Inventory
-from nodecfg.runtimes.base import Check, SmokePlan, parse_probe, rc_msg, unit_of
+from nodecfg.runtimes.base import Check, SmokePlan, fields, parse_probe, rc_msg, timeout_problem, unit_of
 from nodecfg.scripts import NodeScript
 
 __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "parse_probe",
            "probe_script", "smoke_node", "smoke_test"]
+
+DEFAULT_TIMEOUT = 120.0  # seconds for a node's whole smoke test (--timeout): connect, probe, pulls
 
 
 def check_names() -> tuple[str, ...]:
@@ -86,7 +92,7 @@ def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) ->
     with the CA the node holds, a TLS failure named (tlsdiag) with its fix."""
     ep, scheme = plan.endpoint, plan.scheme
     url = f"{scheme}://{ep}/v2/"
-    tool, rc, code = [*vals.get("reach", ["", "", "000"]), "", "", ""][:3]
+    tool, rc, code = fields(vals, "reach", 3)
     auth_code = (vals.get("reach.auth") or [""])[0]
     ca = (vals.get("reach.ca") or [""])[0]
     err = rc_msg(["", *(vals.get("reach.err") or [""])])[1]
@@ -116,8 +122,8 @@ def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) ->
     problem = tlsdiag.classify(err) if scheme == "https" else None
     if problem is not None:
         return Check("registry", "FAIL", f"{problem} (GET {url} with {ca}: {err})")
-    why = {"6": "name does not resolve", "7": "connection refused",
-           "28": "no answer within 5s"}.get(rc, err or f"{tool} exit code {rc}")
+    why = {"6": "name does not resolve", "7": "connection refused", "28": "no answer within 5s",
+           "124": "no answer in time"}.get(rc, err or f"{tool} exit code {rc}")
     return Check("registry", "FAIL", f"registry unreachable from {node}: {url}: {why}")
 
 
@@ -129,7 +135,7 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     registered = runtimes.registered()
     for rt in registered:  # its unit-state check is named by its unit (`unit_of`: usually its name)
         unit = unit_of(rt)
-        active, enabled = vals.get(f"unit.{unit}", ["", ""])
+        active, enabled = fields(vals, f"unit.{unit}", 2)
         if active == "active":
             active_runtimes += 1
             continue
@@ -149,16 +155,16 @@ def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     return tuple(checks)
 
 
-def smoke_node(c: Any, host: Host, plan: SmokePlan,
+def smoke_node(node: BoundedNode, host: Host, plan: SmokePlan,
                credentials: Credentials | None) -> NodeSmoke:
-    become = host.ssh.become
-    probe = probe_script(plan, credentials)
-    res = ssh.run(c, probe.command(), stdin=probe.stdin, become=become, timeout=300)
+    """The probe, then each runtime's second step, on one node within its deadline; diagnosed."""
+    res = node.run(probe_script(plan, credentials), "the probe")
     if not any(r.tag.startswith("unit.") for r in tagged.decode(res.stdout)):
-        raise HostError(f"{host}: the probe did not run: {res.brief()}")
+        hung = timeout_problem(parse_probe(res.stdout), "systemd", "systemctl")
+        raise HostError(f"{host}: the probe did not run: {hung or res.brief()}")
     output = res.stdout
     for rt in runtimes.registered():  # a runtime's second step, on the same connection
-        output += rt.probe_more(c, become, plan, parse_probe(output))
+        output += rt.probe_more(node, plan, parse_probe(output))
     checks = diagnose(output, plan, f"{host.name} ({host.address})")
     failed = [ch for ch in checks if ch.status == "FAIL"]
     return NodeSmoke(checks, "; ".join(f"{ch.name}: {ch.detail}" for ch in failed))
@@ -175,7 +181,10 @@ class SmokeResult:
 
 
 def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, forks: int,
+               timeout: float = DEFAULT_TIMEOUT,
                on_done: Callable[[HostResult[NodeSmoke]], Any] | None = None) -> SmokeResult:
+    """Every node of `hosts` probed (at most `forks` at a time), each within `timeout` seconds
+    from its connect to its last answer (nodecfg/deadline.py)."""
     credentials = Credentials.of(inv.registry.auth)
 
     def catalog_first() -> str | None:
@@ -190,9 +199,15 @@ def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, fo
     plan = choose_plan(inv, image, catalog_first)
 
     def one(host: Host) -> NodeSmoke:
-        c = ssh.connect(host)
+        deadline = NodeDeadline.start(timeout)
         try:
-            return smoke_node(c, host, plan, credentials)
+            c = ssh.connect(host, give_up_at=deadline.give_up_at)
+        except HostError as exc:
+            if deadline.left() > 0:
+                raise
+            raise type(exc)(f"{exc} (no SSH answer within the node's {timeout:g}s: smoke-test --timeout)") from None
+        try:
+            return smoke_node(BoundedNode(str(host), c, host.ssh.become, deadline), host, plan, credentials)
         finally:
             ssh.close(c)
 

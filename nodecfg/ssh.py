@@ -19,8 +19,10 @@ import contextlib
 import functools
 import select
 import shlex
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,12 +247,16 @@ def close_gateways() -> None:
         _GATEWAYS.clear()
 
 
-def connect(host: Host, *, fabric: bool = True) -> Connection:
+def connect(host: Host, *, fabric: bool = True, give_up_at: float | None = None) -> Connection:
     """A Fabric Connection for `host`, opened (with `fabric=False` a `Session`: the same paramiko
     connection without importing Fabric). Raises HostError with the reason if it can't be.
 
     With `ssh.gateway`, the connection is tunnelled (direct-tcpip) through a shared connection to
     the jump host, as `ssh -J` does.
+
+    `give_up_at` (a time.monotonic()): the connection's socket is shut down then, wherever paramiko
+    waits on it (the connect, the banner, a command, a channel), so everything on it fails at once;
+    `close()` calls that off (nodecfg/deadline.py).
     """
     _import_paramiko()
     import paramiko
@@ -267,11 +273,34 @@ def connect(host: Host, *, fabric: bool = True) -> Connection:
         assert transport is not None
         try:
             sock = transport.open_channel("direct-tcpip", (target, s.port), ("127.0.0.1", 0),
-                                          timeout=s.connect_timeout)
+                                          timeout=_capped(s.connect_timeout, give_up_at))
         except (paramiko.SSHException, OSError) as exc:
             raise UnreachableError(f"{s.user}@{host.address}:{s.port}: unreachable through gateway "
                                    f"{s.gateway} ({exc})") from None
-    return _open_client(host, sock, target, fabric=fabric)
+    return _open_client(host, sock, target, fabric=fabric, give_up_at=give_up_at)
+
+
+def _capped(seconds: float, give_up_at: float | None) -> float:
+    """`seconds`, or less when `give_up_at` comes sooner."""
+    return seconds if give_up_at is None else max(0.1, min(seconds, give_up_at - time.monotonic()))
+
+
+_WATCHDOGS: weakref.WeakKeyDictionary[Any, threading.Timer] = weakref.WeakKeyDictionary()
+
+
+def _cut_at(client: paramiko.SSHClient, sock: Any, when: float) -> None:
+    """Shut `sock` (a TCP socket, or a channel through the jump host) down at `when`."""
+    def cut() -> None:
+        with contextlib.suppress(Exception):
+            if isinstance(sock, socket.socket):
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
+                sock.close()
+
+    timer = threading.Timer(max(0.0, when - time.monotonic()), cut)
+    timer.daemon = True
+    _WATCHDOGS[client] = timer
+    timer.start()
 
 
 def _gcm_first(sock: Any, **kwargs: Any) -> paramiko.Transport:
@@ -302,7 +331,8 @@ class Session:
         self.client.close()
 
 
-def _open_client(host: Host, sock: object, target: str | None = None, *, fabric: bool = True) -> Connection:
+def _open_client(host: Host, sock: object, target: str | None = None, *, fabric: bool = True,
+                 give_up_at: float | None = None) -> Connection:
     _import_paramiko()
     import paramiko
 
@@ -342,6 +372,14 @@ def _open_client(host: Host, sock: object, target: str | None = None, *, fabric:
                            transport_factory=_gcm_first, **kwargs)
     where = f"{s.user}@{host.address}:{s.port}"
     try:
+        if give_up_at is not None:  # our own socket, to cut at give_up_at
+            if sock is None:
+                sock = socket.create_connection((target or host.address, s.port),
+                                                timeout=_capped(s.connect_timeout, give_up_at))
+            kwargs["sock"] = sock
+            if fabric:
+                c.connect_kwargs["sock"] = sock
+            _cut_at(client, sock, give_up_at)
         opening()
     except paramiko.BadHostKeyException:
         raise HostError(
@@ -364,6 +402,10 @@ def _open_client(host: Host, sock: object, target: str | None = None, *, fabric:
 
 
 def close(c: Connection | LocalConnection) -> None:
+    client = getattr(c, "client", None)
+    timer = _WATCHDOGS.pop(client, None) if client is not None else None
+    if timer is not None:
+        timer.cancel()
     with contextlib.suppress(Exception):
         c.close()
 

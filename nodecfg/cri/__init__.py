@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from nodecfg.cri.tunnel import NoTransport, SocketGone, Tunnel, one_line
+from nodecfg.cri.tunnel import NoTransport, SocketGone, Tunnel, squeeze_whitespace
 from nodecfg.cri.wire import (
     decode_image_status_response,
     decode_list_images_response,
@@ -36,7 +36,7 @@ APIS = ("runtime.v1", "runtime.v1alpha2")  # the kubelet speaks v1 (k8s 1.26+); 
 
 @dataclass(frozen=True)
 class CriPull:
-    status: Literal["ok", "fail", "not checked"]
+    status: Literal["ok", "fail", "timeout", "not checked"]  # timeout: no answer within `timeout`
     detail: str
     image_ref: str = ""
     removed: bool = False
@@ -68,7 +68,7 @@ def pull_via_cri(c: Connection, ref: str, *, socket: str = DEFAULT_SOCKET, becom
     """Pull `ref` through the CRI ImageService on the node behind `c`, as the kubelet would.
 
     ImageStatus first; PullImage within what is left of `timeout`; then, if the image was not on
-    the node before, RemoveImage, so the next run really pulls again. CRI's RemoveImage drops every
+    the node before, RemoveImage (also within it), so the next run really pulls again. CRI's RemoveImage drops every
     name of the image, so it is skipped when the same image (by id, from a ListImages taken before
     the pull) was already there under another name. "fail" carries containerd's own one-line
     reason; "not checked" says why no answer was had. Safe to call from several threads.
@@ -76,6 +76,8 @@ def pull_via_cri(c: Connection, ref: str, *, socket: str = DEFAULT_SOCKET, becom
     import grpc
     import paramiko
 
+    if timeout < 1:
+        return CriPull("timeout", "CRI PullImage was not run: the node's smoke-test --timeout was spent before it")
     progress = _Progress(time.monotonic() + timeout)
     transport = c.client.get_transport() if c.client is not None else None
     if transport is None or not transport.is_active():
@@ -88,7 +90,7 @@ def pull_via_cri(c: Connection, ref: str, *, socket: str = DEFAULT_SOCKET, becom
             ("grpc.enable_http_proxy", 0),
             ("grpc.max_receive_message_length", 64 << 20),  # ListImages on a node with many images
         ])
-        return _steps(channel, ref, timeout, progress, tunnel.kind)
+        return _steps(channel, ref, progress, tunnel.kind)
     except (grpc.RpcError, SocketGone, NoTransport, ValueError, paramiko.SSHException, OSError) as exc:
         return _outcome(exc, socket, timeout, progress.step, tunnel, transport)
     finally:
@@ -97,7 +99,7 @@ def pull_via_cri(c: Connection, ref: str, *, socket: str = DEFAULT_SOCKET, becom
         tunnel.close()
 
 
-def _steps(channel: Any, ref: str, timeout: float, progress: _Progress, kind: str) -> CriPull:
+def _steps(channel: Any, ref: str, progress: _Progress, kind: str) -> CriPull:
     import grpc
 
     progress.step = "ImageStatus"
@@ -130,9 +132,9 @@ def _steps(channel: Any, ref: str, timeout: float, progress: _Progress, kind: st
         return CriPull("ok", f"{detail}; kept: the same image is on the node under another name", image_ref)
     progress.step = "RemoveImage"
     try:
-        rpc.call("RemoveImage", remove_image_request(ref), max(progress.left(), min(timeout, 10.0)))
+        rpc.call("RemoveImage", remove_image_request(ref), progress.left())
     except grpc.RpcError as exc:
-        why = one_line(exc.details()) or exc.code().name
+        why = squeeze_whitespace(exc.details()) or exc.code().name
         return CriPull("ok", f"{detail}; could not remove it again: {why}", image_ref)
     return CriPull("ok", f"{detail}; removed again", image_ref, removed=True)
 
@@ -158,7 +160,7 @@ def _rpc_problem(exc: Any, timeout: float, step: str, tunnel: Tunnel) -> CriPull
     import grpc
 
     code = exc.code()
-    msg = one_line(exc.details()) or code.name
+    msg = squeeze_whitespace(exc.details()) or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         errors = tunnel.problems()
         gone = [e.removeprefix("socket gone: ") for e in errors if e.startswith("socket gone: ")]
@@ -169,9 +171,8 @@ def _rpc_problem(exc: Any, timeout: float, step: str, tunnel: Tunnel) -> CriPull
             msg = f"{tunnel.socket_path}: {msg}"
         return CriPull("fail", f"containerd CRI socket does not answer ({gone[-1] if gone else msg})")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        if step == "PullImage":
-            return CriPull("fail", f"CRI PullImage did not finish within {timeout:g}s")
-        return CriPull("fail", f"containerd CRI {step} gave no answer within {timeout:g}s")
+        what = "did not finish" if step == "PullImage" else "gave no answer"
+        return CriPull("timeout", f"CRI {step} {what} within {timeout:.0f} s: containerd hung?")
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return CriPull("not checked", f"containerd serves no CRI image service ({', '.join(APIS)}: {msg}): its "
                        'CRI plugin is off (disabled_plugins = ["cri"]) or it is not the node\'s CRI runtime')

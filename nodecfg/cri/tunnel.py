@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import shlex
 import shutil
@@ -176,10 +177,13 @@ except OSError:
 _SOCKET_GONE = ("ENOENT", "ECONNREFUSED", "ENOTSOCK", "ENOTDIR")  # nothing listens at the path
 
 
-def bridge_command(socket_path: str, become: bool) -> str:
+def bridge_command(socket_path: str, become: bool, seconds: float) -> str:
+    """The bridge on the node, under `timeout -k 2` for the `seconds` left of the node's deadline
+    (nodecfg/deadline.py): it never outlives the check."""
     from nodecfg.ssh import wrap_become
 
-    return wrap_become(f"exec python3 -c {shlex.quote(BRIDGE.strip())} {shlex.quote(socket_path)}", become)
+    bridge = f"python3 -c {shlex.quote(BRIDGE.strip())} {shlex.quote(socket_path)}"
+    return wrap_become(f"exec timeout -k 2 {math.ceil(seconds) + 1} {bridge}", become)
 
 
 class SocketGone(Exception):
@@ -190,7 +194,7 @@ class NoTransport(Exception):
     """Neither channel kind reaches the socket: the check cannot be made from here."""
 
 
-def one_line(text: str | None) -> str:
+def squeeze_whitespace(text: str | None) -> str:
     return re.sub(r"\s+", " ", text or "").strip()
 
 
@@ -232,7 +236,7 @@ class Tunnel:
             raise NoTransport(f"cannot open an SSH session ({exc or type(exc).__name__})") from None
         self._track(chan)
         try:
-            chan.exec_command(bridge_command(self.socket_path, self.become))
+            chan.exec_command(bridge_command(self.socket_path, self.become, self._remaining()))
             out, err = bytearray(), bytearray()
             budget = self._remaining()
             end = time.monotonic() + budget
@@ -246,7 +250,7 @@ class Tunnel:
                 if chan.recv_ready():
                     out += chan.recv(4096)
                 elif chan.eof_received or chan.closed:
-                    why = one_line(err.decode("utf-8", "replace")).removeprefix("sh: 1: ")
+                    why = squeeze_whitespace(err.decode("utf-8", "replace")).removeprefix("sh: 1: ")
                     if not why and chan.exit_status_ready():
                         why = f"exit code {chan.recv_exit_status()}"
                     raise NoTransport(f"the socket bridge did not run on the node ({why or 'no output'})")
@@ -266,7 +270,7 @@ class Tunnel:
                 raise SocketGone(f"{self.socket_path}: {words[2]}")
             hint = " (set become: the socket is root's)" if words[1] in ("EACCES", "EPERM") and not self.become else ""
             raise NoTransport(f"cannot open {self.socket_path} on the node: {words[2]}{hint}")
-        raise NoTransport(f"the socket bridge said {one_line(line.decode('utf-8', 'replace'))!r}")
+        raise NoTransport(f"the socket bridge said {squeeze_whitespace(line.decode('utf-8', 'replace'))!r}")
 
     def _open_channel(self) -> tuple[paramiko.Channel, bytes]:
         import paramiko

@@ -13,8 +13,9 @@ iterate over the registry; everything that names a unit, a config file or a CLI 
 - plan: `plan(facts, want)`, pure; the least disruptive action is in the plan (`reload` or
   `restart`, or `none`), and its `<name>_rollback` function undoes it;
 - verify: `check_effect` reading what its `<name>_verify` printed;
-- smoke: an optional second step on the connection, its checks' names (the recap's columns)
-  and `diagnose`.
+- smoke: an optional second step on the connection (`probe_more`, through a `BoundedNode`: the
+  node's one deadline, nodecfg/deadline.py), its checks' names (the recap's columns) and
+  `diagnose`, which names a call that ran out of time (`timeout_problem`).
 
 Statuses are `Literal`s: with mypy's strict_equality a misspelt status is an error wherever it is
 assigned or compared, and their values are exactly the strings the reports print.
@@ -29,11 +30,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from nodecfg.tagged import last_values
+from nodecfg.tagged import b64text, last_values
 from nodecfg.tlsdiag import classify as classify_tls
 
 if TYPE_CHECKING:
     from nodecfg.credentials import Credentials
+    from nodecfg.deadline import BoundedNode
     from nodecfg.images import ImageRef
 
 # what a planner decided for a runtime on a node
@@ -228,6 +230,7 @@ class Runtime(Protocol[F]):
     #                                   not), `$job` its queued job, `$was_active`, `$deadline`
     #   <name>_probe                    smoke-test, run when its unit is active: `$endpoint`,
     #                                   `$image_ref` (<endpoint>/<target>), `$hub_ref` (or "")
+    # Every call of theirs to a daemon or a CLI goes through lib.sh's `bounded TAG MAX CMD...`.
     def shell(self) -> str:
         """Its function file's text."""
         ...
@@ -258,9 +261,9 @@ class Runtime(Protocol[F]):
         ...
 
     # smoke-test
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
-        """A second step over the open connection, given the first probe's values: more lines
-        of output ("" when none)."""
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        """A second step on the node (`node.run`, within what is left of its deadline), given the
+        first probe's values: more lines of output ("" when none)."""
         ...
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:
@@ -301,14 +304,15 @@ def split_fact_dir(entry: str) -> tuple[str, str]:
 
 
 def rc_msg(parts: list[str]) -> tuple[str, str]:
-    """`<rc>\\t<base64 message>` fields -> (rc, message)."""
+    """`<rc>\\t<base64 message>` fields -> (rc, message on one line; the raw field when it is not
+    base64)."""
     rc = parts[0] if parts else ""
     raw = parts[1] if len(parts) > 1 else ""
     try:
-        msg = base64.b64decode(raw).decode("utf-8", "replace").strip()
+        msg = base64.b64decode(raw).decode("utf-8", "replace")
     except ValueError:
         msg = raw
-    return rc, msg
+    return rc, " ".join(msg.split())
 
 
 def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:  # noqa: PLR0911
@@ -333,6 +337,23 @@ def pull_problem(msg: str, what: str, ep: str, manifest: str = "") -> str:  # no
     return msg or "failed"
 
 
+def timeout_problem(vals: Mapping[str, list[str]], daemon: str, *tags: str) -> str | None:
+    """Why a check has no answer when one of its node-side calls ran out of time (`timeout.<tag>
+    <seconds> <base64 command>`, printed by lib.sh's `bounded`): "`docker pull x` did not answer
+    within 18 s: dockerd hung?", or, when no time was left to start it, that the node's budget was
+    spent first. The first of `tags` (in the order the calls ran) that timed out; None when none did."""
+    for tag in tags:
+        fields = vals.get(f"timeout.{tag}")
+        if fields is None:
+            continue
+        seconds = fields[0] if fields else ""
+        command = " ".join((b64text(fields[1]) if len(fields) > 1 else "").split()) or tag
+        if not seconds.isdigit() or seconds == "0":
+            return f"`{command}` was not run: the node's smoke-test --timeout was spent before it"
+        return f"`{command}` did not answer within {seconds} s: {daemon} hung?"
+    return None
+
+
 def parse_probe(output: str) -> dict[str, list[str]]:
     """A probe's tagged lines: tag -> fields of its last line (`unit.<unit>` -> [active, enabled])."""
     return last_values(output)
@@ -341,3 +362,8 @@ def parse_probe(output: str) -> dict[str, list[str]]:
 def first(vals: Mapping[str, list[str]], key: str) -> str:
     """The first field of a probe value, "" when absent."""
     return (vals.get(key) or [""])[0]
+
+
+def fields(vals: Mapping[str, list[str]], key: str, n: int) -> list[str]:
+    """The first `n` fields of a probe value, "" for each one the line lacks (absent, or cut short)."""
+    return [*vals.get(key, []), *[""] * n][:n]

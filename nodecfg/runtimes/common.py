@@ -17,8 +17,16 @@ from nodecfg.runtimes.base import (  # re-exported: the shapes every runtime sha
     ServiceFacts,
 )
 
-__all__ = ["FileChange", "FileFact", "FileState", "RuntimePlan", "ServiceFacts", "mask_secrets",
-           "one_line", "secret_values"]
+__all__ = [
+    "FileChange",
+    "FileFact",
+    "FileState",
+    "RuntimePlan",
+    "ServiceFacts",
+    "last_meaningful_line",
+    "mask_secrets",
+    "secret_values",
+]
 
 
 def json_object(existing: str | None, source: str, error: type[NodecfgError]) -> dict[str, Any]:
@@ -36,6 +44,6 @@ def json_object(existing: str | None, source: str, error: type[NodecfgError]) ->
 
 
 # what an operator reads (re-exported: nodecfg/masking.py holds it, outside this package)
-from nodecfg.masking import MASK, MESSAGE_LIMIT, SECRET_KEYS, mask_secrets, one_line, secret_values  # noqa: E402
+from nodecfg.masking import MASK, MESSAGE_LIMIT, SECRET_KEYS, last_meaningful_line, mask_secrets, secret_values  # noqa: E402
 
-__all__ = ["MASK", "MESSAGE_LIMIT", "SECRET_KEYS", "mask_secrets", "one_line", "secret_values"]
+__all__ = ["MASK", "MESSAGE_LIMIT", "SECRET_KEYS", "last_meaningful_line", "mask_secrets", "secret_values"]

@@ -49,11 +49,13 @@ from nodecfg.runtimes.base import (
     parse_probe,
     pull_problem,
     rc_msg,
+    timeout_problem,
 )
 from nodecfg.runtimes.common import FileChange, RuntimePlan, ServiceFacts, json_object
 
 if TYPE_CHECKING:
     from nodecfg.credentials import Credentials
+    from nodecfg.deadline import BoundedNode
 
 NAME = "containers"
 MAIN_CONF = "/etc/containers/registries.conf"
@@ -290,10 +292,6 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
 # ---------------------------------------------------------------------------------------------
 # the Runtime: facts, plan, verify, smoke diagnoses; its node-side functions in scripts/containers.sh
 
-INFO_TIMEOUT = 30.0  # podman info (it may set up its storage on a first run)
-PULL_TIMEOUT = 120.0  # one podman pull through the mirror
-
-
 def podman_registries(info_b64: str) -> dict[str, Any] | None:
     """`registries` of `podman info --format json` (base64): prefix -> its entry (Prefix,
     Location, Insecure, Blocked, Mirrors: [{Location, Insecure}]). None when it is no JSON object."""
@@ -310,7 +308,8 @@ def podman_registries(info_b64: str) -> dict[str, Any] | None:
 def mirror_problem(regs: Mapping[str, Any], upstream: str, endpoint: str) -> str | None:
     """None when podman resolves `upstream` with the registry as its first mirror, else what it has."""
     entry = regs.get(upstream)
-    mirrors = [m.get("Location") for m in (entry or {}).get("Mirrors") or [] if isinstance(m, dict)]
+    listed = (entry or {}).get("Mirrors")
+    mirrors = [m.get("Location") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     if entry is not None and mirrors and str(mirrors[0]).rstrip("/") == endpoint:
         return None
     has = f"mirrors {', '.join(map(str, mirrors))}" if mirrors else "no mirror"
@@ -325,13 +324,13 @@ def _mirrored(want_mirrors: tuple[str, ...], endpoint: str) -> list[str]:
 def look_args(plan: SmokePlan) -> tuple[str, ...]:
     """First smoke step (`containers_look`): is podman there, what registries it resolves, has it
     the image already."""
-    return ("containers_look", plan.ctr_ref, f"{INFO_TIMEOUT:g}")
+    return ("containers_look", plan.ctr_ref)
 
 
 def pull_args(plan: SmokePlan, had: bool) -> tuple[str, ...]:
-    """Second smoke step (`containers_pull`): pull by the name the kubelet would use, bounded;
-    then remove the image unless the node had it before."""
-    return ("containers_pull", plan.ctr_ref, f"{PULL_TIMEOUT:g}", "yes" if had else "no")
+    """Second smoke step (`containers_pull`): pull by the name the kubelet would use, within the
+    node's deadline; then remove the image unless the node had it before (or may have had it)."""
+    return ("containers_pull", plan.ctr_ref, "yes" if had else "no")
 
 
 def podman_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None:
@@ -343,8 +342,8 @@ def podman_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None
     ep = plan.endpoint
     regs = podman_registries(first(vals, "containers.info"))
     if regs is None:
-        return Check("podman", "FAIL", "podman info --format json gave no readable JSON: podman "
-                     "does not work on this node")
+        return Check("podman", "FAIL", timeout_problem(vals, "podman", "podman.info") or "podman info "
+                     "--format json gave no readable JSON: podman does not work on this node")
     mirrored = plan.image.registry in plan.mirrors and plan.image.registry != ep
     if mirrored:
         problem = mirror_problem(regs, plan.image.registry, ep)
@@ -363,8 +362,8 @@ def _pull_check(vals: Mapping[str, list[str]], plan: SmokePlan, mirrored: bool) 
         via = f" via the mirror {ep}" if mirrored else ""
         return Check("podman", "ok", f"podman pull {plan.ctr_ref}{via}")
     if rc == "124":
-        return Check("podman", "FAIL", f"podman pull {plan.ctr_ref} did not finish within "
-                     f"{PULL_TIMEOUT:g}s ({msg})")
+        return Check("podman", "FAIL", timeout_problem(vals, "podman", "podman.pull")
+                     or f"podman pull {plan.ctr_ref} ran out of time ({msg})")
     why = pull_problem(msg, "podman", ep, first(vals, "manifest"))
     if why.startswith("401"):
         why += (f"; root podman does not read {AUTH_JSON} by default: set REGISTRY_AUTH_FILE="
@@ -458,15 +457,12 @@ class Containers:
                 return problem
         return None
 
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         """podman, whatever crio's state: look (installed? its registries? the image there?), then
         pull by upstream name only when the mirror is in place (else an offline node would go to
         the upstream)."""
         del vals
-        from nodecfg import ssh
-
-        look_step = scripts.script("call.sh", [self.shell()], look_args(plan))
-        res = ssh.run(c, look_step.command(), become=become, timeout=INFO_TIMEOUT + 30)
+        res = node.run(scripts.script("call.sh", [self.shell()], look_args(plan)), "containers_look")
         output = "\n" + res.stdout
         look = parse_probe(res.stdout)
         if first(look, "podman") != "yes":
@@ -475,8 +471,8 @@ class Containers:
         mirrored = plan.image.registry in plan.mirrors and plan.image.registry != plan.endpoint
         if regs is None or (mirrored and mirror_problem(regs, plan.image.registry, plan.endpoint)):
             return output
-        pull_step = scripts.script("call.sh", [self.shell()], pull_args(plan, "podman.had" in look))
-        pull = ssh.run(c, pull_step.command(), become=become, timeout=PULL_TIMEOUT + 30)
+        pull = node.run(scripts.script("call.sh", [self.shell()], pull_args(plan, "podman.had" in look)),
+                        "containers_pull")
         return output + "\n" + pull.stdout
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:

@@ -26,14 +26,17 @@ from nodecfg.runtimes.base import (
     ServiceFacts,
     SmokePlan,
     Want,
+    fields,
     first,
     pull_problem,
     rc_msg,
+    timeout_problem,
 )
 from nodecfg.runtimes.common import json_object
 
 if TYPE_CHECKING:
     from nodecfg.credentials import Credentials
+    from nodecfg.deadline import BoundedNode
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -278,7 +281,10 @@ def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool, tls: boo
         cfg = cfg["RegistryConfig"]  # the whole /info document
     if not isinstance(cfg, dict):
         return "docker does not answer after the reload"
-    index = (cfg.get("IndexConfigs") or {}).get(endpoint)
+    configs = cfg.get("IndexConfigs")
+    index = configs.get(endpoint) if isinstance(configs, dict) else None
+    if not isinstance(index, dict):  # absent, or not docker's shape: not listed
+        index = None
     if tls:
         if index and index.get("Secure") is False:
             return f"docker info still lists {endpoint} as an insecure registry (config not applied)"
@@ -286,7 +292,8 @@ def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool, tls: boo
         return f"docker info does not list {endpoint} as an insecure registry (config not applied)"
     if mirror_docker_io:
         mirror = f"{'https' if tls else 'http'}://{endpoint}"
-        mirrors = [m.rstrip("/") for m in cfg.get("Mirrors") or []]
+        listed = cfg.get("Mirrors")
+        mirrors = [m.rstrip("/") for m in listed if isinstance(m, str)] if isinstance(listed, list) else []
         if mirror not in mirrors:
             return f"docker info does not list {mirror} as a registry mirror"
     return None
@@ -315,9 +322,11 @@ class Docker:
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
                    files: Mapping[str, FileFact]) -> DockerFacts:
-        cmdline_b64 = values.get("cmdline.docker", "")
-        cmdline = tuple(a for a in base64.b64decode(cmdline_b64).decode("utf-8", "replace").split("\0")
-                        if a) if cmdline_b64 else service.exec_start
+        try:  # a garbled one is as good as none: the unit's ExecStart says the same, or nearly
+            raw = base64.b64decode(values.get("cmdline.docker", ""), validate=True).decode("utf-8", "replace")
+        except ValueError:
+            raw = ""
+        cmdline = tuple(a for a in raw.split("\0") if a) or service.exec_start
         path = config_file_flag(cmdline) or DAEMON_JSON
         cas = {p: t for p, f in files.items() if p.startswith(f"{CERTS_D}/") and (t := f.text()) is not None}
         return DockerFacts(service=service, daemon_json=_text(files, path), daemon_json_path=path,
@@ -344,8 +353,8 @@ class Docker:
         return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors,
                             want.ca_pem is not None)
 
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
-        del c, become, plan, vals
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        del node, plan, vals
         return ""
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:
@@ -354,17 +363,28 @@ class Docker:
     def diagnose(self, vals: Mapping[str, list[str]], plan: SmokePlan) -> tuple[Check, ...]:
         ep = plan.endpoint
         manifest = first(vals, "manifest")
-        code = [*vals.get("reach", ["", "", "000"]), "", "", ""][2]
+        code = fields(vals, "reach", 3)[2]
+        hung = timeout_problem(vals, "dockerd", "docker.info")
+        if hung is not None:  # the probe asked nothing more of it
+            return (Check("docker", "FAIL", hung), Check("docker mirror", "skip", "docker does not answer"))
         checks: list[Check] = []
         if "docker.pull" in vals:
             rc, msg = rc_msg(vals["docker.pull"])
-            checks.append(Check("docker", "ok" if rc == "0" else "FAIL",
-                                f"docker pull {ep}/{plan.image.target}" if rc == "0"
-                                else pull_problem(msg, "docker", ep, manifest)))
+            late = (timeout_problem(vals, "dockerd", "docker.pull") if rc == "124"
+                    else timeout_problem(vals, "dockerd", "docker.rmi"))  # the cleanup, after both pulls
+            if late is not None:
+                checks.append(Check("docker", "FAIL", late))
+            else:
+                checks.append(Check("docker", "ok" if rc == "0" else "FAIL",
+                                    f"docker pull {ep}/{plan.image.target}" if rc == "0"
+                                    else pull_problem(msg, "docker", ep, manifest)))
         if "docker.mirror" in vals and plan.hub_image is not None:
             rc, msg = rc_msg(vals["docker.mirror"])
             name = plan.hub_image.upstream
-            if rc == "nomirror":
+            if rc == "124":
+                checks.append(Check("docker mirror", "FAIL", timeout_problem(vals, "dockerd", "docker.mirror")
+                                    or "docker pull through the mirror ran out of time"))
+            elif rc == "nomirror":
                 checks.append(Check("docker mirror", "FAIL", f"docker's registry-mirrors does not list "
                                     f"http://{ep}: docker.io images won't come from the registry; "
                                     "run configure-nodes"))

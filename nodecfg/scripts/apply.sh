@@ -1,10 +1,23 @@
 # shellcheck shell=sh
-# apply: the one script that changes a node, ending with `end apply`.
+# apply: the one script that changes a node, ending with `end apply`. How a file is written (the
+# contract configure.py points to):
+#
+# Every file's bytes are written exactly (`base64 -d`) to a temp file beside the file they replace
+# (`.nodecfg.<RUN>.<I>`: this run's own name), under noclobber, with the old file's mode and owner;
+# validated by its runtime; then every target is checked to be what facts saw (`cas`: sha256, or
+# still absent) — if one is not, nothing is written. Each file is then renamed into place, its
+# previous version kept as BAK (`<file>.nodecfg-<time>.bak`: a hard link, a copy where links fail)
+# at most 0600 — its old mode or 0600, whichever is stricter: a backup may hold old credentials —
+# and only the newest KEEP of nodecfg's own backups of that file are kept (older
+# `<file>.nodecfg-<14 digits>.bak` removed; nothing else is touched). Reloads and restarts are
+# queued (`--no-block`) and waited for, each verify bounded, every call under `bounded` (lib.sh).
 #
 # Arguments (nodecfg/configure.py `apply_script` builds them from the plan and the facts):
 #   -t DEADLINE -e ENDPOINT [-m MIRROR]... [-S SCHEME]  every wait's bound, and what the inventory
 #                                                     wants (read by the verifies); SCHEME `http`
 #                                                     (the default) or `https` (the registry's TLS)
+#   -R RUN -K KEEP                                    this run's id (its temp files' names), and how
+#                                                     many backups per file to keep (at least 1)
 #   -F PATH REAL MODE OWNER VALIDATE RUNTIME OLD BAK  a file to write, in order: REAL is the file the
 #        write replaces (a symlink's target: the link is kept), MODE octal, OWNER uid:gid or -
 #        (a new file), VALIDATE the runtime's validator key, OLD the sha256 facts saw or `absent`,
@@ -14,17 +27,14 @@
 #        reads per command: <RUNTIME>_verify only)
 #   -U UNIT                                           every unit, for the closing state probe
 # stdin: each file's content, base64, one line per -F in order.
-#
-# Every file's bytes are written exactly (`base64 -d`) to a temp file beside the file they replace,
-# under noclobber, with the old file's mode and owner; validated by its runtime; then every target
-# is checked to be what facts saw (`cas`: sha256, or still absent) — if one is not, nothing is
-# written. The previous files are kept as hard links (copies across filesystems) at BAK.
 
-deadline=10 endpoint='' mirrors='' scheme=http units=''
+deadline=10 endpoint='' mirrors='' scheme=http units='' run=0 keep=3
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
       -t) deadline=$2; shift 2;;
+      -R) run=$2; shift 2;;
+      -K) keep=$2; shift 2;;
       -e) endpoint=$2; shift 2;;
       -m) mirrors="$mirrors $2"; shift 2;;
       -S) scheme=$2; shift 2;;
@@ -64,9 +74,9 @@ cas() {
   rec conflict "$1" 'changed on the node since its facts were read'; return 1
 }
 
-# temp I REAL: sets $t, the temp file beside REAL (absolute) for the I-th file (the rollback
-# removes the same)
-temp() { t="${2%/*}/.nodecfg.$1.$$"; }
+# temp I REAL: sets $t, this run's temp file beside REAL (absolute) for the I-th file (the rollback
+# removes the same, and no other)
+temp() { t="${2%/*}/.nodecfg.$run.$1"; }
 
 write_all() {
   i=0
@@ -126,8 +136,43 @@ rename_all() {
     if [ "$bak" != - ]; then
       { ln -f -- "$real" "$bak" 2>/dev/null || cp -p -- "$real" "$bak"; } && rec backup "$path" "$bak"
     fi
-    mv -f -- "$t" "$real" && rec wrote "$path"
+    if mv -f -- "$t" "$real"; then
+      rec wrote "$path"
+      # the backup is the old file's own inode no more: at most 0600 now, and the oldest go
+      if [ "$bak" != - ]; then keep_backups "$real"; fi
+    fi
   done
+}
+
+# own_backup REAL FILE: FILE is one of nodecfg's backups of REAL (`REAL.nodecfg-<14 digits>.bak`, a
+# regular file, not a symlink)
+own_backup() {
+  case ${2#"$1".nodecfg-} in
+    [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].bak) ;;
+    *) return 1;;
+  esac
+  [ -f "$2" ] && [ ! -L "$2" ]
+}
+
+# keep_backups REAL, right after REAL was renamed into place (a fresh inode: no backup is it): the
+# newest $keep of nodecfg's backups of REAL kept, each at most 0600 (its old mode or 0600, whichever
+# is stricter); the older ones removed (`pruned <file>`). The stamps sort in the order they were
+# made, as the glob lists them (LC_ALL=C).
+keep_backups() {
+  _real=$1
+  _n=0
+  for _b in "$_real".nodecfg-*.bak; do own_backup "$_real" "$_b" && _n=$((_n + 1)); done
+  set --
+  for _b in "$_real".nodecfg-*.bak; do
+    own_backup "$_real" "$_b" || continue
+    if [ "$_n" -gt "$keep" ]; then
+      rm -f -- "$_b" && rec pruned "$_b"
+    else
+      set -- "$@" "$_b"
+    fi
+    _n=$((_n - 1))
+  done
+  if [ $# -gt 0 ]; then chmod u-x,go= -- "$@"; fi
 }
 
 # highest layer first: docker's reload needs nothing from containerd, but systemd queues a docker
@@ -142,7 +187,7 @@ act_all() {
       "${rt}_verify"
       continue
     fi
-    timeout "$deadline" systemctl --no-block "$action" "$unit.service" 2>&1 | tail -n 1 \
+    bounded systemctl "$deadline" systemctl --no-block "$action" "$unit.service" 2>&1 | tail -n 1 \
       | while IFS= read -r line; do rec "actionlog.$rt" "$line"; done
     settle_units "$deadline" settled. "$unit.service"
     case $settled in *"settled.$unit${tab}active$tab"*) "${rt}_verify";; esac

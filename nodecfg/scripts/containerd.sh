@@ -4,15 +4,17 @@
 
 containerd_facts() {
   rec bin.containerd "$(command -v containerd)"
-  rec version.containerd "$(containerd --version 2>/dev/null)"
+  rec version.containerd "$(bounded containerd.version "$deadline" containerd --version 2>/dev/null)"
 }
 
 # containerd_validate KIND TEMP PATH: containerd's own reading of the new file; the verify after
 # the restart reuses its dump
 containerd_validate() {
   [ "$1" = containerd ] || return 0
-  if dump=$(timeout "$deadline" containerd -c "$2" config dump 2>"$2.err"); then
+  if dump=$(bounded containerd.validate "$deadline" containerd -c "$2" config dump 2>"$2.err"); then
     rec containerd.dump "$(printf '%s\n' "$dump" | b64)"
+  elif [ $? = 124 ]; then
+    fail "$3" "containerd config dump gave no answer within ${deadline}s"
   else
     fail "$3" "$(cat "$2.err")"
   fi
@@ -21,13 +23,13 @@ containerd_validate() {
 
 # every probe is time-limited: `ctr` with no daemon behind the socket otherwise waits ~10 s per
 # attempt, and a containerd in a restart loop must fail the node, not hang it
-containerd_plugins() { plugins=$(timeout 3 ctr --connect-timeout 1s plugins ls 2>/dev/null); }
+containerd_plugins() { plugins=$(bounded containerd.plugins 3 ctr --connect-timeout 1s plugins ls 2>/dev/null); }
 
 # after a restart: wait (bounded) until containerd answers with its plugin list, then report the
 # CRI plugin's status (the running daemon loaded the new config) and the config dump
 containerd_verify() {
   wait_until "$deadline" 0.2 containerd_plugins
-  [ -z "$dump" ] && rec containerd.dump "$(timeout "$deadline" containerd config dump 2>/dev/null | b64)"
+  [ -z "$dump" ] && rec containerd.dump "$(bounded containerd.dump "$deadline" containerd config dump 2>/dev/null | b64)"
   rec containerd.cri "$(printf '%s\n' "$plugins" \
     | awk '$2 == "io.containerd.grpc.v1.cri" || $2 == "cri" {print $NF; exit}')"
 }
@@ -36,10 +38,10 @@ containerd_verify() {
 # restored files if it was running
 containerd_rollback() {
   if changed || [ -n "$job" ] || down; then
-    timeout "$deadline" systemctl stop containerd.service >/dev/null 2>&1
-    systemctl reset-failed containerd.service 2>/dev/null
+    bounded systemctl "$deadline" systemctl stop containerd.service >/dev/null 2>&1
+    bounded systemctl "$deadline" systemctl reset-failed containerd.service 2>/dev/null
     if [ "$was_active" = 1 ]; then
-      timeout "$deadline" systemctl --no-block start containerd.service 2>&1 | tail -n 1 \
+      bounded systemctl "$deadline" systemctl --no-block start containerd.service 2>&1 | tail -n 1 \
         | while IFS= read -r line; do rec actionlog.containerd "$line"; done
     fi
   fi
@@ -48,28 +50,30 @@ containerd_rollback() {
 # its effective config, read as TOML by nodecfg; the pulls need the certs dir it names, so they
 # run in a second step (containerd_pulls)
 containerd_probe() {
-  rec containerd.dump "$(timeout 10 containerd config dump 2>/dev/null | b64)"
+  rec containerd.dump "$(bounded containerd.dump 10 containerd config dump 2>/dev/null | b64)"
 }
 
-# containerd_pull TAG REF: ctr pulls REF through $certs (and crictl, where installed)
+# containerd_pull TAG REF: ctr pulls REF through $certs (and crictl, where installed); rc 124: out
+# of time, or containerd did not even list its images (then nothing is pulled)
 containerd_pull() {
   # the CRI plugin adds a `sha256:<config id>` ref beside every image in k8s.io. Ours goes too, or
   # each run would leave one behind; it is the new sha256: ref whose target digest is our image's.
   # Refs that others (the kubelet) made meanwhile point elsewhere and stay.
-  before=$(ctr -n k8s.io images ls -q 2>/dev/null)
+  before=$(bounded containerd.list 10 ctr -n k8s.io images ls -q 2>/dev/null)
+  if [ $? = 124 ]; then rec "$1" 124 ""; return 0; fi
   had=$(printf '%s\n' "$before" | grep -qxF -- "$2" && echo yes)
-  out=$(ctr -n k8s.io images pull --hosts-dir "$certs" "$2" 2>&1)
+  out=$(bounded "$1" 0 ctr -n k8s.io images pull --hosts-dir "$certs" "$2" 2>&1)
   rc=$?
   rec "$1" "$rc" "$(printf '%s' "$out" | tail -n 1 | b64)"
   if command -v crictl >/dev/null; then
-    out=$(crictl pull "$2" 2>&1)
+    out=$(bounded crictl 0 crictl pull "$2" 2>&1)
     rec crictl "$?" "$(printf '%s' "$out" | tail -n 1 | b64)"
   fi
   if [ -z "$had" ] && [ $rc = 0 ]; then
-    listed=$(ctr -n k8s.io images ls 2>/dev/null)
+    listed=$(bounded containerd.list 10 ctr -n k8s.io images ls 2>/dev/null)
     digest=$(printf '%s\n' "$listed" | awk -v r="$2" '$1 == r {print $3; exit}')
     # shellcheck disable=SC2046  # the new refs are words
-    ctr -n k8s.io images rm "$2" $(printf '%s\n' "$listed" \
+    bounded containerd.rm 30 ctr -n k8s.io images rm "$2" $(printf '%s\n' "$listed" \
       | awk -v d="$digest" 'd != "" && $1 ~ /^sha256:/ && $3 == d {print $1}' \
       | grep -vxF -e "${before:-@none@}") >/dev/null 2>&1
   fi

@@ -4,8 +4,9 @@
 
 containers_facts() {
   rec bin.containers "$(command -v crio)"
-  rec version.containers "$(crio --version 2>/dev/null | head -n 1)"
-  rec containers.podman "$(command -v podman)" "$(podman --version 2>/dev/null)"
+  rec version.containers "$(bounded containers.version "$deadline" crio --version 2>/dev/null | head -n 1)"
+  rec containers.podman "$(command -v podman)" \
+    "$(bounded containers.version "$deadline" podman --version 2>/dev/null)"
 }
 
 # TOML and JSON: parsed by nodecfg before anything is sent
@@ -15,7 +16,7 @@ containers_validate() { :; }
 # resolves now
 containers_verify() {
   if command -v podman >/dev/null 2>&1; then
-    rec containers.info "$(timeout "$deadline" podman info --format json 2>/dev/null | b64)"
+    rec containers.info "$(bounded podman.info "$deadline" podman info --format json 2>/dev/null | b64)"
   fi
 }
 
@@ -27,20 +28,25 @@ containers_probe() {
   rec containers.dropin "$(b64 < /etc/containers/registries.conf.d/99-nodecfg.conf 2>/dev/null)"
 }
 
-# containers_look REF SECONDS: the first podman step: is podman there, what registries it
-# resolves, has it the image already
+# containers_look REF: the first podman step: is podman there, what registries it resolves (podman
+# info may set up its storage on a first run: up to 30 s), has it the image already
 containers_look() {
   if ! command -v podman >/dev/null 2>&1; then rec podman no; return 0; fi
-  rec podman yes "$(podman --version 2>/dev/null)"
-  rec containers.info "$(timeout "$2" podman info --format json 2>/dev/null | b64)"
-  if podman image exists "$1" 2>/dev/null; then rec podman.had yes; fi
+  rec podman yes "$(bounded podman.version 10 podman --version 2>/dev/null)"
+  rec containers.info "$(bounded podman.info 30 podman info --format json 2>/dev/null | b64)"
+  bounded podman.exists 10 podman image exists "$1" 2>/dev/null
+  case $? in
+    0) rec podman.had yes;;
+    1) ;;
+    *) rec podman.had unknown;;  # never removed afterwards
+  esac
 }
 
-# containers_pull REF SECONDS HAD: pull by the name the kubelet would use, bounded; then remove
-# the image unless the node had it before (HAD = yes)
+# containers_pull REF HAD: pull by the name the kubelet would use, within the budget (rc 124: out of
+# time); then remove the image unless the node had it before (HAD = yes)
 containers_pull() {
-  out=$(timeout "$2" podman pull -q "$1" 2>&1)
+  out=$(bounded podman.pull 0 podman pull -q "$1" 2>&1)
   rc=$?
   rec podman.pull "$rc" "$(printf '%s' "$out" | grep -v '^$' | tail -n 1 | b64)"
-  if [ "$3" != yes ] && [ $rc = 0 ]; then podman rmi "$1" >/dev/null 2>&1; fi
+  if [ "$2" != yes ] && [ $rc = 0 ]; then bounded podman.rmi 30 podman rmi "$1" >/dev/null 2>&1; fi
 }

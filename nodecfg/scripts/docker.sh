@@ -4,10 +4,15 @@
 # $scheme (configure), $image_ref, $hub_ref (smoke).
 
 # `docker info` as JSON: straight from the socket with curl where it can (the docker CLI costs
-# ~20 ms of CPU per call, which adds up on a busy node), else through the CLI
+# ~20 ms of CPU per call, which adds up on a busy node), else through the CLI; each at most 5 s.
+# 124: dockerd did not answer (a `timeout.docker.info` record says which call)
 dinfo() {
-  curl -sf --max-time 5 --unix-socket /var/run/docker.sock http://docker/info 2>/dev/null \
-    || timeout 5 docker info --format '{{json .}}' 2>/dev/null
+  bounded docker.info 5 curl -sf --unix-socket /var/run/docker.sock http://docker/info 2>/dev/null
+  case $? in
+    0) return 0;;
+    124) return 124;;
+  esac
+  bounded docker.info 5 docker info --format '{{json .}}' 2>/dev/null
 }
 
 docker_facts() {
@@ -17,7 +22,7 @@ docker_facts() {
   dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \
        | grep -o '"Version":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
   if [ -n "$dv" ]; then rec version.docker "Docker version $dv"
-  else rec version.docker "$(dockerd --version 2>/dev/null)"; fi
+  else rec version.docker "$(bounded docker.version "$deadline" dockerd --version 2>/dev/null)"; fi
   pid=$(printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } /Id=docker.service/ {
     for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }')
   if [ "${pid:-0}" -gt 0 ] 2>/dev/null; then rec cmdline.docker "$(b64 < "/proc/$pid/cmdline")"; fi
@@ -26,7 +31,12 @@ docker_facts() {
 # docker_validate KIND TEMP PATH: `dockerd --validate` (docker 23+) reads the new daemon.json
 docker_validate() {
   [ "$1" = dockerd ] || return 0
-  out=$(timeout "$deadline" dockerd --validate --config-file "$2" 2>&1 >/dev/null) || fail "$3" "$out"
+  out=$(bounded docker.validate "$deadline" dockerd --validate --config-file "$2" 2>&1 >/dev/null)
+  case $? in
+    0) ;;
+    124) fail "$3" "dockerd --validate gave no answer within ${deadline}s";;
+    *) fail "$3" "$out";;
+  esac
 }
 
 # the running dockerd lists the registry (as insecure: plain HTTP; over TLS it is not listed),
@@ -51,23 +61,25 @@ docker_verify() {
 # a queued job is cancelled; a running dockerd reloads its restored file, a stopped one is started
 docker_rollback() { reload_rollback docker.service docker; }
 
-# docker's image API straight from the socket where curl can (the CLI costs ~20 ms a call)
+# docker's image API straight from the socket where curl can (the CLI costs ~20 ms a call).
+# dhas: 0 the node has the image, 1 it has not, other: unknown (taken as "has": never removed)
 if command -v curl >/dev/null 2>&1 && [ -S /var/run/docker.sock ]; then
-  dhas() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 \
-              --unix-socket /var/run/docker.sock "http://docker/images/$1/json")" = 200 ]; }
-  drm() { for r in "$@"; do curl -s -o /dev/null --max-time 30 -X DELETE \
+  dhas() { _code=$(bounded docker.has 10 curl -s -o /dev/null -w '%{http_code}' \
+                     --unix-socket /var/run/docker.sock "http://docker/images/$1/json") || return 2
+           [ "$_code" = 200 ]; }
+  drm() { for r in "$@"; do bounded docker.rmi 30 curl -s -o /dev/null -X DELETE \
             --unix-socket /var/run/docker.sock "http://docker/images/$r"; done; }
 else
-  dhas() { docker image inspect "$1" >/dev/null 2>&1; }
-  drm() { docker rmi "$@" >/dev/null 2>&1; }
+  dhas() { bounded docker.has 10 docker image inspect "$1" >/dev/null 2>&1; }
+  drm() { bounded docker.rmi 30 docker rmi "$@" >/dev/null 2>&1; }
 fi
 
-# docker_pull TAG REF: `TAG rc base64(last line)`; an image the node did not have is removed at
-# the end (with the others): the mirror pull then reuses the layers and only has to resolve the
-# manifest through the mirror, which is what it proves
+# docker_pull TAG REF: `TAG rc base64(last line)` (rc 124: out of time); an image the node did not
+# have is removed at the end (with the others): the mirror pull then reuses the layers and only has
+# to resolve the manifest through the mirror, which is what it proves
 docker_pull() {
-  had=$(dhas "$2" && echo yes)
-  out=$(docker pull -q "$2" 2>&1)
+  had=$(dhas "$2"; [ $? != 1 ] && echo yes)
+  out=$(bounded "$1" 0 docker pull -q "$2" 2>&1)
   rc=$?
   rec "$1" "$rc" "$(printf '%s' "$out" | tail -n 1 | b64)"
   if [ -z "$had" ] && [ $rc = 0 ]; then drop="$drop $2"; fi
@@ -76,7 +88,9 @@ docker_pull() {
 docker_probe() {
   drop=
   info=$(dinfo)
+  rc=$?
   rec docker.info "$(printf '%s' "$info" | b64)"
+  [ $rc = 124 ] && return 0  # dockerd does not answer: no pull would either
   docker_pull docker.pull "$image_ref"
   if [ -n "$hub_ref" ]; then
     case $info in

@@ -3,6 +3,7 @@
 # (output without it is incomplete, and an incomplete answer fails the node).
 #
 # Arguments, in any order:
+#   -t DEADLINE    seconds each command here may take (systemctl, the runtimes' --version)
 #   -u UNIT        a unit to describe (`unit.<name> <prop>=<value>` lines), every runtime's
 #   -r RUNTIME     a runtime whose <RUNTIME>_facts function runs (after the units, with $units set)
 #   -f PATH        a config file to read
@@ -55,12 +56,13 @@ listdir() {
   fi
 }
 
-exec 3>&1
+deadline=10
 unitnames=
 runtimes=
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
+      -t) deadline=$2; shift 2;;
       -u) unitnames="$unitnames $2"; shift 2;;
       -r) runtimes="$runtimes $2"; shift 2;;
       -d) shift 3;;
@@ -73,9 +75,10 @@ scan "$@"
 first=${unitnames# }
 first=${first%% *}
 # shellcheck disable=SC2086  # unit names are words
-units=$(systemctl show $unitnames -p Id -p LoadState -p ActiveState -p UnitFileState \
-          -p ActiveEnterTimestampMonotonic -p MainPID -p ExecStart -p DropInPaths 2>/dev/null) \
-  || rec error.systemctl "$(systemctl show "$first" -p Id 2>&1 >/dev/null | tail -n 1)"
+units=$(bounded systemctl "$deadline" systemctl show $unitnames -p Id -p LoadState -p ActiveState \
+          -p UnitFileState -p ActiveEnterTimestampMonotonic -p MainPID -p ExecStart -p DropInPaths 2>/dev/null) \
+  || if [ $? = 124 ]; then rec error.systemctl "systemctl show gave no answer within ${deadline}s"
+     else rec error.systemctl "$(bounded systemctl "$deadline" systemctl show "$first" -p Id 2>&1 >/dev/null | tail -n 1)"; fi
 printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } {
   id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) { id = substr($i, 4); sub(/\.service$/, "", id) }
   for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\t%s\n", id, $i }'

@@ -22,12 +22,49 @@ rec() {
 # b64: stdin as one line of base64
 b64() { base64 -w0; }
 
+# fd 3: the script's own stdout, for a record written from inside a $(...) (`bounded`'s)
+exec 3>&1
+
 # secs SECONDS: whole seconds, rounded up (`timeout` takes 7.5, shell arithmetic does not)
 secs() {
   case $1 in
     *.*) echo $(( ${1%.*} + 1 ));;
     *) echo "$1";;
   esac
+}
+
+# The node's time budget (smoke-test's --timeout, nodecfg/deadline.py): a script given one (`-T
+# SECONDS`) calls `budget SECONDS`, and $budget_end is then the epoch second by which every
+# `bounded` call of the script must be over, however many there are.
+budget_end=
+budget() { budget_end=$(( $(date +%s) + $(secs "$1") )); }
+kill_grace=2  # `timeout -k`: a call that ignores the TERM is KILLed this much later (deadline.KILL_GRACE)
+
+# bounded TAG MAX COMMAND...: COMMAND (an executable) under coreutils `timeout -k $kill_grace S` on
+# this node, so nothing of it outlives its bound: S is MAX seconds (0: no cap of its own, only the
+# budget's; a script run without a budget then runs COMMAND as it is), or less when the budget ends
+# sooner: then the TERM comes $kill_grace s before the budget's end and the KILL at it. Returns
+# COMMAND's status, or 124 when it ran out of time (or no time was left to start it); then
+# `timeout.TAG S <base64 COMMAND>` goes to fd 3 (S 0: it was not started).
+bounded() {
+  _tag=$1
+  case $2 in *.*) _s=$(( ${2%.*} + 1 ));; *) _s=$2;; esac  # secs, without a subshell's fork
+  shift 2
+  if [ "$_s" -eq 0 ] && [ -z "$budget_end" ]; then "$@"; return; fi
+  if [ -n "$budget_end" ]; then
+    _left=$(( budget_end - $(date +%s) - kill_grace ))
+    if [ "$_s" -eq 0 ] || [ "$_left" -lt "$_s" ]; then _s=$_left; fi
+  fi
+  if [ "$_s" -le 0 ]; then
+    rec "timeout.$_tag" 0 "$(printf '%s' "$*" | b64)" >&3
+    return 124
+  fi
+  timeout -k "$kill_grace" "$_s" "$@"
+  _rc=$?
+  case $_rc in
+    124|137) rec "timeout.$_tag" "$_s" "$(printf '%s' "$*" | b64)" >&3; return 124;;
+  esac
+  return "$_rc"
 }
 
 # wait_until SECONDS INTERVAL COMMAND...: run COMMAND (a function may set variables) until it
@@ -51,7 +88,7 @@ unit_states() {
   _flags=
   for _p in Id $_props; do _flags="$_flags -p $_p"; done
   # shellcheck disable=SC2086  # the flags are words
-  systemctl show "$@" $_flags 2>/dev/null | awk -v prefix="$_prefix" -v props="$_props" '
+  bounded systemctl "${deadline:-10}" systemctl show "$@" $_flags 2>/dev/null | awk -v prefix="$_prefix" -v props="$_props" '
     BEGIN { RS = ""; FS = "\n"; n = split(props, want, " ") }
     { split("", v)
       for (i = 1; i <= NF; i++) { k = substr($i, 1, index($i, "=") - 1); v[k] = substr($i, index($i, "=") + 1) }
@@ -85,13 +122,13 @@ settle_units() {
 # <RUNTIME>_rollback with `$job`, `$deadline`, `changed` and `down` set): a queued job is cancelled;
 # if its files were restored or it went down, a running unit reloads them and a stopped one is started
 reload_rollback() {
-  [ -n "$job" ] && timeout "$deadline" systemctl cancel "$job" 2>/dev/null
+  [ -n "$job" ] && bounded systemctl "$deadline" systemctl cancel "$job" 2>/dev/null
   if changed || down; then
-    if systemctl is-active -q "$1"; then
-      timeout "$deadline" systemctl --no-block reload "$1"
+    if bounded systemctl "$deadline" systemctl is-active -q "$1"; then
+      bounded systemctl "$deadline" systemctl --no-block reload "$1"
     else
-      systemctl reset-failed "$1" 2>/dev/null
-      timeout "$deadline" systemctl --no-block start "$1"
+      bounded systemctl "$deadline" systemctl reset-failed "$1" 2>/dev/null
+      bounded systemctl "$deadline" systemctl --no-block start "$1"
     fi 2>&1 | tail -n 1 | while IFS= read -r line; do rec "actionlog.$2" "$line"; done
   fi
 }

@@ -1,12 +1,13 @@
 # shellcheck shell=sh
 # What the master's scripts share (nodecfg/registry/container.py puts this file after lib.sh, before
 # master_facts.sh, master_apply.sh or master_down.sh): their arguments, the curl credentials from
-# stdin, `rcurl`/`$reg` (the registry as seen from the master) and `bounded` (the step's deadline).
+# stdin, and `rcurl`/`$reg` (the registry as seen from the master). The step's deadline is lib.sh's
+# `budget`: every docker call goes through lib.sh's `bounded`.
 #
 # Arguments (nodecfg/registry/container.py `_access_args`, `_place_args` and each script's builder),
 # options up to `--`:
 #   -D SECONDS      this step's budget: every docker call runs under `timeout` for what is left of
-#                   it, killed on the master itself when it runs out (`bounded`)
+#                   it, killed on the master itself when it runs out (lib.sh `bounded TAG 0 ...`)
 #   -R URL          the registry's base URL from the master: http://127.0.0.1:PORT, or over TLS
 #                   https://<endpoint> (its own name: the master checks the certificate nodes see)
 #   -P PORT         the port it is published on
@@ -27,7 +28,7 @@
 # process's argv, and no secret is ever in this code.
 
 reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' statedir='' image='' action='' htpw='' tls=''
-budget=60 labels='' purge=''
+step=60 labels='' purge=''
 
 # options FN ARG...: FN OPTION [VALUE] for each option of the arguments, up to `--`; $optwords: how
 # many words they are (a value may itself be `--`: only an option's place ends them)
@@ -48,7 +49,7 @@ options() {
 # shellcheck disable=SC2034  # each master script reads the options it needs
 setopt() {
   case $1 in
-    -D) budget=$2;;
+    -D) step=$2;;
     -R) reg=$2;;
     -P) port=$2;;
     -C) cafile=$2;;
@@ -66,15 +67,7 @@ setopt() {
   esac
 }
 options setopt "$@"
-deadline=$(( $(date +%s) + budget ))
-
-# bounded COMMAND...: COMMAND under `timeout` for what is left of this step's budget (at least 1 s),
-# killed 2 s after its TERM: exit 124 when it ran out (as timeout says)
-bounded() {
-  _left=$(( deadline - $(date +%s) ))
-  [ "$_left" -ge 1 ] || _left=1
-  timeout -k 2 "$_left" "$@"
-}
+budget "$step"
 
 # the secrets, read before anything else runs: curl's config into $ncfg, the others (base64) into
 # $pw64, $crt64, $key64, $ca64; nothing after this reads stdin

@@ -18,7 +18,7 @@ pwtmp="$authdir/htpasswd.tmp"
 work=$(mktemp -d)  # 0700: the cidfile inside cannot be planted (docker run refuses one that exists)
 cidf="$work/cid"
 trap 'rm -f "$ncfg"; rm -rf "$work"; [ -n "$pwtmp" ] && rm -f "$pwtmp"' EXIT
-hung="docker did not answer within ${budget}s (is dockerd hung?)"
+hung="docker did not answer within ${step}s (is dockerd hung?)"
 fail() { printf '%s\n' "${1:-$hung}" >&2; exit "${2:-4}"; }
 madedir='' hadpw=''
 case $data in /*) absdata=1;; *) absdata='';; esac  # else a docker volume's name: docker's to make
@@ -36,7 +36,7 @@ undo() {
 run_container() {
   shift "$optwords"
   shift
-  bounded docker run --cidfile "$cidf" "$@"
+  bounded docker 0 docker run --cidfile "$cidf" "$@"
 }
 # tlsfile NAME MODE BASE64: TLS_DIR/NAME written atomically (a temp file, then mv)
 tlsfile() {
@@ -44,7 +44,7 @@ tlsfile() {
   chmod "$2" "$tlsdir/.$1.tmp"
   mv -f "$tlsdir/.$1.tmp" "$tlsdir/$1"
 }
-drop_created() { [ -s "$cidf" ] && bounded docker rm -f "$(cat "$cidf")" >/dev/null 2>&1; }
+drop_created() { [ -s "$cidf" ] && bounded docker 0 docker rm -f "$(cat "$cidf")" >/dev/null 2>&1; }
 # record: the data directory of the container just created, once, in STATE_DIR/data-dirs (root only)
 record() {
   install -d -m 700 "$statedir"
@@ -72,21 +72,21 @@ crt64='' key64='' ca64=''
 
 case $action in
   recreate)
-    was=$(bounded docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null)
-    out=$(bounded docker stop -t 10 "$name" 2>&1 >/dev/null && bounded docker rename "$name" "$old" 2>&1) \
+    was=$(bounded docker 0 docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null)
+    out=$(bounded docker 0 docker stop -t 10 "$name" 2>&1 >/dev/null && bounded docker 0 docker rename "$name" "$old" 2>&1) \
       || { undo; fail "$out"; }
-    if out=$(run_container "$@" 2>&1); then bounded docker rm -f "$old" >/dev/null; record
+    if out=$(run_container "$@" 2>&1); then bounded docker 0 docker rm -f "$old" >/dev/null; record
     else
       drop_created
-      bounded docker rename "$old" "$name"
-      [ "$was" = true ] && bounded docker start "$name" >/dev/null
+      bounded docker 0 docker rename "$old" "$name"
+      [ "$was" = true ] && bounded docker 0 docker start "$name" >/dev/null
       undo
       fail "$out"
     fi;;
   create)
     if out=$(run_container "$@" 2>&1); then record; else drop_created; undo; fail "$out"; fi;;
   start|restart)
-    out=$(bounded docker "$action" "$name" 2>&1) || { undo; fail "$out"; };;
+    out=$(bounded docker 0 docker "$action" "$name" 2>&1) || { undo; fail "$out"; };;
 esac
 [ -n "$hadpw" ] && rm -f "$bak"
 code=''
@@ -95,11 +95,11 @@ up() {
   case $code in 200|401) return 0;; esac
   return 1
 }
-if ! wait_until "$(( deadline - $(date +%s) ))" 0.2 up; then
-  echo "registry did not answer on /v2/ within the step's ${budget}s (last: $code)" >&2
-  bounded docker logs --tail 5 "$name" >&2
+if ! wait_until "$(( budget_end - $(date +%s) ))" 0.2 up; then
+  echo "registry did not answer on /v2/ within the step's ${step}s (last: $code)" >&2
+  bounded docker 0 docker logs --tail 5 "$name" >&2
   exit 3
 fi
 rec http "$code"
-rec container "$(bounded docker container inspect "$name" | tr -d '\n')"
+rec container "$(bounded docker 0 docker container inspect "$name" | tr -d '\n')"
 true

@@ -18,7 +18,7 @@ trap 'rm -f "$ncfg" "$errf"' EXIT
 owned=''
 for l in $labels; do owned="$owned{{index .Config.Labels \"$l\"}}"; done
 mount='{{range .Mounts}}{{if eq .Destination "/var/lib/registry"}}{{.Type}}:{{if eq .Type "volume"}}{{.Name}}{{else}}{{.Source}}{{end}}{{end}}{{end}}'
-info=$(bounded docker container inspect --format "$owned|$mount" "$name" 2>"$errf")
+info=$(bounded docker 0 docker container inspect --format "$owned|$mount" "$name" 2>"$errf")
 rc=$?
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then rec hung; exit 0; fi
 kind='' dir='' known=''
@@ -26,7 +26,7 @@ if [ $rc -eq 0 ]; then
   if [ -z "${info%%|*}" ]; then rec foreign; exit 0; fi
   m=${info#*|}
   if [ -n "$m" ]; then kind=${m%%:*} dir=${m#*:} known=1; rec mount "$kind" "$dir"; fi
-  out=$(bounded docker rm -f "$name" 2>&1 >/dev/null) || { printf '%s\n' "${out:-docker rm did not finish within ${budget}s}" >&2; exit 4; }
+  out=$(bounded docker 0 docker rm -f "$name" 2>&1 >/dev/null) || { printf '%s\n' "${out:-docker rm did not finish within ${step}s}" >&2; exit 4; }
   rec removed
 elif grep -qi 'no such' "$errf"; then
   rec absent
@@ -44,7 +44,7 @@ fi
 if [ -z "$dir" ]; then
   case $data in
     /*) if [ -e "$data" ]; then rec kept "$data" "nodecfg did not create or adopt it"; else rec nothing; fi;;
-    *) if bounded docker volume inspect -- "$data" >/dev/null 2>&1; then
+    *) if bounded docker 0 docker volume inspect -- "$data" >/dev/null 2>&1; then
          rec kept "$data" "nodecfg did not create or adopt it"
        else rec nothing; fi;;
   esac
@@ -58,7 +58,7 @@ forget() {
   if [ -r "$records" ]; then grep -vxF -- "$dir" "$records" > "$records.new"; mv -f "$records.new" "$records"; fi
 }
 if [ "$kind" = volume ]; then
-  out=$(bounded docker volume rm -- "$dir" 2>&1 >/dev/null) || { printf '%s\n' "$out" >&2; exit 4; }
+  out=$(bounded docker 0 docker volume rm -- "$dir" 2>&1 >/dev/null) || { printf '%s\n' "$out" >&2; exit 4; }
   forget
   rec purged volume "$dir"
 else

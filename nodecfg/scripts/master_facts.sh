@@ -34,10 +34,10 @@ else
     for _p do
       _i=$((_i + 1))
       case $_p in
-        /version) bounded docker version --format '{{json .Server}}' || { [ $? -ne 124 ] || : > "$jobs/hung"; };;
-        /images/*) _r=${_p#/images/}; bounded docker image inspect "${_r%/json}" | tr -d '\n';;
-        /containers/json*) bounded docker ps -q --no-trunc --filter "publish=$port" | sed 's/.*/{"Id":"&"}/' | tr -d '\n';;
-        /containers/*) _r=${_p#/containers/}; bounded docker container inspect "${_r%/json}" | tr -d '\n';;
+        /version) bounded docker 0 docker version --format '{{json .Server}}' || { [ $? -ne 124 ] || : > "$jobs/hung"; };;
+        /images/*) _r=${_p#/images/}; bounded docker 0 docker image inspect "${_r%/json}" | tr -d '\n';;
+        /containers/json*) bounded docker 0 docker ps -q --no-trunc --filter "publish=$port" | sed 's/.*/{"Id":"&"}/' | tr -d '\n';;
+        /containers/*) _r=${_p#/containers/}; bounded docker 0 docker container inspect "${_r%/json}" | tr -d '\n';;
       esac > "$jobs/api.$_i" 2>/dev/null &
     done
     wait

@@ -1,8 +1,11 @@
 # shellcheck shell=sh
 # smoke-test's probe: the registry reachable from the node, then each runtime's own probe when its
-# unit is active (<RUNTIME>_probe). Raw results as tagged lines; nodecfg/smoke.py diagnoses them.
+# unit is active (<RUNTIME>_probe). Raw results as tagged lines, ending with `end probe`;
+# nodecfg/smoke.py diagnoses them.
 #
 # Arguments (nodecfg/smoke.py `probe_script`):
+#   -T SECONDS                                       the node's budget left (nodecfg/deadline.py):
+#                                                    every runtime call is `bounded` by it
 #   -e ENDPOINT -i IMAGE_REF -h HUB_REF              what to pull (HUB_REF may be empty)
 #   -u URL -H HOST -P PORT -M MANIFEST_URL           the registry's /v2/ and the image's manifest
 #   -a MEDIA_TYPE                                    (repeated) accepted manifest types
@@ -18,6 +21,7 @@ scheme=http cafiles=''
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
+      -T) budget "$2"; shift 2;;
       -e) endpoint=$2; shift 2;;
       -i) image_ref=$2; shift 2;;
       -h) hub_ref=$2; shift 2;;
@@ -99,20 +103,20 @@ reach() {
   elif command -v wget >/dev/null; then
     set --
     if [ -n "$ca" ]; then set -- "--ca-certificate=$ca"; fi
-    code=$(wget -S -O /dev/null -T 5 "$@" "$url" 2>"$errf"; awk '/^ *HTTP\//{c=$2} END{print c}' "$errf")
+    code=$(bounded reach 10 wget -S -O /dev/null -T 5 "$@" "$url" 2>"$errf"; awk '/^ *HTTP\//{c=$2} END{print c}' "$errf")
     rec reach wget 0 "${code:-000}"
     err_line
   elif command -v python3 >/dev/null; then
     set -- "$url"
     if [ -n "$ca" ]; then set -- "$url" "$ca"; fi
-    code=$(timeout 8 python3 -c "$py_get" "$@" 2>"$errf")
+    code=$(bounded reach 8 python3 -c "$py_get" "$@" 2>"$errf")
     rc=$?
     rec reach python3 "$rc" "${code:-000}"
     err_line
   elif [ "$scheme" = https ]; then
     rec reach none "" ""  # bash's /dev/tcp speaks no TLS
   elif command -v bash >/dev/null; then
-    code=$(timeout 5 bash -c "$bash_get" _ "$host" "$port" 2>/dev/null)
+    code=$(bounded reach 5 bash -c "$bash_get" _ "$host" "$port" 2>/dev/null)
     rc=$?
     rec reach bash "$rc" "${code:-000}"
   else
@@ -131,4 +135,4 @@ reach
 for pair in $runtimes; do
   if active "${pair#*:}"; then "${pair%%:*}_probe"; fi
 done
-true
+rec end probe

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,44 @@ def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tup
     hosts = {"master": data["master"]["address"]}
     hosts.update({n["name"]: n["address"] for n in data["nodes"]})
     return Lab(paths.inventory, paths.key, paths.known_hosts, hosts)
+
+
+# What counts as nodecfg's on a node (every process's argv, from /proc): its scripts (`sh -c PROGRAM
+# nodecfg ...`: every program starts with lib.sh, whose `rec() {` no other program holds), the
+# `timeout` wrappers it starts, the CLIs those run (docker / ctr / crictl / podman asked to pull,
+# list, inspect or remove images, or for info), curl on docker's socket, and the CRI bridge
+# (python3 -c ... AF_UNIX). The daemons themselves (dockerd, containerd, their shims) are not.
+OURS = re.compile(r"rec\(\) \{|^timeout |\b(docker|ctr|crictl|podman)\b.*\b(pull|info|images?|rmi|rm)\b"
+                  r"|--unix-socket /var/run/docker\.sock|socket\.AF_UNIX")
+
+# every process but this listing's own shell: `<pid> <argv joined by spaces>` (no ps in a minimal image)
+PS = r"""for p in /proc/[0-9]*; do [ "${p#/proc/}" = $$ ] && continue
+  a=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) && [ -n "$a" ] && printf '%s %s\n' "${p#/proc/}" "$a"; done"""
+
+
+def leftovers(lab: Lab, name: str, within: float = 3.0) -> list[str]:
+    """nodecfg's processes still on the node after `within` seconds (for reaping): [] when none."""
+    end = time.monotonic() + within
+    while True:
+        found = [ln for ln in lab.ssh(name, PS).stdout.splitlines() if OURS.search(ln.split(" ", 1)[-1])]
+        if not found or time.monotonic() > end:
+            return found
+        time.sleep(0.5)
+
+
+def configured_lab(nodes: int) -> Lab:
+    """A fresh lab whose registry is up (`registry-up`) and whose nodes are configured."""
+    lab = start_lab(nodes)
+    inv = str(lab.inventory)
+    assert nodecfg("registry-up", "-i", inv).returncode == 0
+    proc = nodecfg("configure-nodes", "-i", inv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lab
+
+
+def smoke_checks(host: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A host's smoke-test checks from `--json`, by name."""
+    return {c["name"]: c for c in host["result"]["checks"]}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Lab, cli, nodecfg, start_lab
+from tests.e2e.conftest import Lab, cli, leftovers, nodecfg, run_json, smoke_checks, start_lab
 
 HOSTILE = "pw; touch /tmp/pwned-by-become"
 OPS_PASSWORD = "s3cret-ops pass"
@@ -68,3 +68,17 @@ def test_wrong_password_is_one_line_and_never_shown(lab: tuple[Lab, Path, Path])
     assert "sudo refused the become password" in proc.stdout, proc.stdout + proc.stderr
     assert "not-the-password" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_smoke_through_sudo_keeps_its_deadline(lab: tuple[Lab, Path, Path]) -> None:
+    """Issue 21: through sudo, the probe and the CRI check's python3 bridge run under `timeout -k`
+    on the node (the login user cannot open containerd's socket: the bridge is the way), pass,
+    and leave nothing running."""
+    fleet, deploy, _ = lab
+    assert nodecfg("configure-nodes", "-i", str(deploy)).returncode == 0
+    rc, data, err = run_json("smoke-test", "-i", str(deploy), "--timeout", "60")
+    assert rc == 0, (err, data)
+    # containerd's socket is root's 0660: sshd's stream-local forwarding, as deploy, cannot open it
+    assert fleet.ssh("node1", "stat -c '%U %a' /run/containerd/containerd.sock").stdout.split() == ["root", "660"]
+    assert smoke_checks(data["hosts"][0])["cri"]["status"] == "ok"
+    assert leftovers(fleet, "node1") == []

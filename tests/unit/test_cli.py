@@ -144,3 +144,33 @@ def test_ssh_config_fills_what_the_inventory_leaves_out(inventory_ssh: str, expe
     assert target == "10.9.0.11"
     for field, value in expected.items():
         assert getattr(host.ssh, field) == value
+
+
+def test_smoke_test_timeout_is_each_nodes_deadline_not_its_connect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """smoke-test --timeout is one deadline per node (nodecfg/deadline.py); the SSH connect keeps
+    the inventory's connect_timeout (a dead node is not waited for the whole budget). The help says
+    the default that applies."""
+    from nodecfg import report, smoke
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("master:\n  address: 127.0.0.10\nnodes:\n  - address: 127.0.0.11\n")
+    seen: dict[str, object] = {}
+
+    def fake_smoke_test(inventory: object, hosts: tuple[object, ...], **kw: object) -> object:
+        seen.update(kw, connect=[h.ssh.connect_timeout for h in hosts])  # type: ignore[attr-defined]
+
+        class Result:
+            exit_code = 0
+
+        return Result()
+
+    monkeypatch.setattr(smoke, "smoke_test", fake_smoke_test)
+    monkeypatch.setattr(report, "smoke_recap", lambda *a, **k: None)
+    assert main(["smoke-test", "-i", str(inv), "--timeout", "20"]) == 0
+    assert seen["timeout"] == 20 and seen["connect"] == [10.0]
+    assert main(["smoke-test", "-i", str(inv)]) == 0
+    assert seen["timeout"] == smoke.DEFAULT_TIMEOUT
+    with pytest.raises(SystemExit):
+        main(["smoke-test", "--help"])
+    assert f"(default: {smoke.DEFAULT_TIMEOUT:g};" in " ".join(capsys.readouterr().out.split())

@@ -434,11 +434,12 @@ def test_rollback_cancels_a_hung_start_then_starts_with_the_old_config() -> None
     change = FileChange("/etc/containerd/config.toml", "x", 0o644, "y", "x")
     files = {change.path: FileFact(change.path, FileState.EXISTS, b"y", change.path, 0o644, 0, 0)}
     script = rollback_script(RuntimePlan("containerd", "configure", files=(change,), action="restart"),
-                             files, was_active=True, deadline=20, stamp="1")
+                             files, was_active=True, deadline=20, stamp="1", run="r1")
     assert subprocess.run(["sh", "-n"], input=script.program, text=True, check=False).returncode == 0
     assert script.args == ("-t", "20", "-r", "containerd", "-u", "containerd", "-a", "restart", "-w", "1",
-                           "-F", "/etc/containerd/config.toml", "/etc/containerd/config.toml", "0",
-                           "/etc/containerd/config.toml.nodecfg-1.bak", "-")
+                           "-R", "r1", "-F", "/etc/containerd/config.toml", "/etc/containerd/config.toml", "0",
+                           "/etc/containerd/config.toml.nodecfg-1.bak", hashlib.sha256(b"x").hexdigest(),
+                           hashlib.sha256(b"y").hexdigest(), "644")
     # run against stubs: tests/unit/test_scripts.py
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from nodecfg import configure, smoke, ssh
-from nodecfg import runtimes as registry
+from nodecfg import configure, runtimes, smoke, ssh
 from nodecfg.credentials import Credentials
+from nodecfg.deadline import BoundedNode, NodeDeadline
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Secret, parse_inventory
 from nodecfg.runtimes import containers
@@ -224,10 +224,10 @@ def _facts_output(*, podman: bool = True, crio: str = "", files: dict[str, str] 
 
 
 def test_registered_with_its_unit_and_layer() -> None:
-    rt = registry.named("containers")
+    rt = runtimes.named("containers")
     assert rt is containers.RUNTIME and unit_of(rt) == "crio"
-    assert [unit_of(r) for r in registry.RUNTIMES] == ["docker", "containerd", "crio"]
-    assert registry.by_layer(reverse=True)[0] is rt  # acts first: it talks to neither other runtime
+    assert [unit_of(r) for r in runtimes.RUNTIMES] == ["docker", "containerd", "crio"]
+    assert runtimes.by_layer(reverse=True)[0] is rt  # acts first: it talks to neither other runtime
     assert smoke.check_names()[-2:] == ("crio", "podman")
 
 
@@ -382,11 +382,18 @@ def test_smoke_podman_other_failures() -> None:
                "http: server gave HTTP response to HTTPS client")
     got = _named(_smoke("podman\tyes", f"containers.info\t{GOOD_INFO}", f"podman.pull\t125\t{https}"))
     assert got["podman"].detail.startswith("HTTP answered where HTTPS was expected: podman")
-    got = _named(_smoke("podman\tyes", f"containers.info\t{GOOD_INFO}", "podman.pull\t124\t"))
-    assert "did not finish within 120s" in got["podman"].detail
+    pull = _b("podman pull -q docker.io/library/busybox:1.36")
+    got = _named(_smoke("podman\tyes", f"containers.info\t{GOOD_INFO}", f"timeout.podman.pull\t17\t{pull}",
+                        "podman.pull\t124\t"))
+    assert got["podman"] == Check("podman", "FAIL", "`podman pull -q docker.io/library/busybox:1.36` did not "
+                                  "answer within 17 s: podman hung?")
     got = _named(_smoke("podman\tyes", "containers.info\t"))
     assert got["podman"] == Check("podman", "FAIL", "podman info --format json gave no readable "
                                   "JSON: podman does not work on this node")
+    info = _b("podman info --format json")
+    got = _named(_smoke("podman\tyes", f"timeout.podman.info\t0\t{info}", "containers.info\t"))
+    assert got["podman"] == Check("podman", "FAIL", "`podman info --format json` was not run: the node's "
+                                  "smoke-test --timeout was spent before it")
 
 
 def test_smoke_active_crio_reads_its_drop_in() -> None:
@@ -415,31 +422,35 @@ class _Node:
         self.scripts: list[list[str]] = []
 
     def run(self, c: Any, command: str, **kw: Any) -> ssh.RunResult:
-        del c, kw
+        del c
         args = shlex.split(command)
-        assert args[:2] == ["sh", "-c"]
-        self.scripts.append(args)
+        # bounded on the node as a whole (timeout -k), given what is left of its deadline (-T),
+        # and here (ssh.run's timeout)
+        assert args[:3] == ["timeout", "-k", "2"] and args[4:6] == ["sh", "-c"] and args[7:9] == ["nodecfg", "-T"]
+        assert int(args[3]) == int(args[9]) + 1 and 45 <= int(args[9]) <= 50 and 45 < kw["timeout"] <= 54
+        self.scripts.append(args[4:])
         out = self.look if "containers_look" in args else "podman.pull\t0\t\n"
-        return ssh.RunResult(command, 0, out, "")
+        return ssh.RunResult(command, 0, out + "end\tcall\n", "")
 
 
 @pytest.mark.parametrize(("look", "pulls", "removes"), [
     ("podman\tno\n", False, False),
     (f"podman\tyes\tpodman version 5.4.2\ncontainers.info\t{GOOD_INFO}\n", True, True),
     (f"podman\tyes\ncontainers.info\t{GOOD_INFO}\npodman.had\tyes\n", True, False),  # the node's own
+    (f"podman\tyes\ncontainers.info\t{GOOD_INFO}\npodman.had\tunknown\n", True, False),  # maybe: kept
     (f"podman\tyes\ncontainers.info\t{_info({})}\n", False, False),  # no mirror: never the upstream
 ])
 def test_probe_more_pulls_by_upstream_name_only_through_the_mirror(
         monkeypatch: pytest.MonkeyPatch, look: str, pulls: bool, removes: bool) -> None:
     node = _Node(look)
     monkeypatch.setattr(ssh, "run", node.run)
-    out = containers.RUNTIME.probe_more(None, False, PLAN, {})
+    out = containers.RUNTIME.probe_more(BoundedNode("node1", None, False, NodeDeadline.start(50)), PLAN, {})
     assert len(node.scripts) == (2 if pulls else 1)
     for script in node.scripts:
         subprocess.run(["sh", "-n"], input=script[2], text=True, check=True)
-    assert node.scripts[0][4:] == ["containers_look", "docker.io/library/busybox:1.36", "30"]
+    assert node.scripts[0][6:] == ["containers_look", "docker.io/library/busybox:1.36"]
     if pulls:
-        assert node.scripts[1][4:] == ["containers_pull", "docker.io/library/busybox:1.36", "120",
+        assert node.scripts[1][6:] == ["containers_pull", "docker.io/library/busybox:1.36",
                                        "no" if removes else "yes"]
         assert "podman.pull\t0" in out
 

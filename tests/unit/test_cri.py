@@ -137,10 +137,12 @@ def test_streamlocal_channel_open_payload() -> None:
 
 
 def test_bridge_command() -> None:
+    """The bridge runs under `timeout -k` on the node for what is left of the node's deadline."""
     compile(BRIDGE, "<bridge>", "exec")
-    plain = bridge_command("/run/containerd/containerd.sock", become=False)
-    assert plain.startswith("exec python3 -c '") and plain.endswith(" /run/containerd/containerd.sock")
-    assert bridge_command("/run/x y.sock", become=True).startswith("sudo -n -H -- sh -c ")
+    plain = bridge_command("/run/containerd/containerd.sock", become=False, seconds=11.2)
+    assert plain.startswith("exec timeout -k 2 13 python3 -c '")
+    assert plain.endswith(" /run/containerd/containerd.sock")
+    assert bridge_command("/run/x y.sock", become=True, seconds=3).startswith("sudo -n -H -- sh -c ")
 
 
 def _bridge(path: Path) -> subprocess.Popen[bytes]:
@@ -206,4 +208,6 @@ def test_rpc_problems_are_never_false_failures() -> None:
     assert _problem(grpc.StatusCode.UNAVAILABLE, "Socket closed", ("cannot open an SSH session",)).status == "not checked"
     assert _problem(grpc.StatusCode.UNIMPLEMENTED, "unknown service").status == "not checked"
     r = _problem(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-    assert (r.status, r.detail) == ("fail", "CRI PullImage did not finish within 60s")
+    assert (r.status, r.detail) == ("timeout", "CRI PullImage did not finish within 60 s: containerd hung?")
+    r = _problem(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", step="ImageStatus")
+    assert (r.status, r.detail) == ("timeout", "CRI ImageStatus gave no answer within 60 s: containerd hung?")

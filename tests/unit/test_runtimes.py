@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from nodecfg import configure, report, smoke, ssh
-from nodecfg import runtimes as registry
+from nodecfg import configure, report, runtimes, smoke, ssh
+from nodecfg.deadline import BoundedNode
 from nodecfg.fleet import FleetResult, HostResult
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Host, parse_inventory
@@ -104,8 +104,8 @@ class FakeRuntime:
         del plan
         return None if values.get("fakert.mirror") == want.endpoint else "fakert did not take it"
 
-    def probe_more(self, c: Any, become: bool, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
-        del c, become, plan, vals
+    def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
+        del node, plan, vals
         return ""
 
     def down_checks(self, state: str | None) -> tuple[Check, ...]:
@@ -125,7 +125,7 @@ FAKE: Runtime[Any] = FakeRuntime()  # mypy: the fake satisfies the protocol
 
 @pytest.fixture
 def with_fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "RUNTIMES", (*registry.RUNTIMES, FAKE))
+    monkeypatch.setattr(runtimes, "RUNTIMES", (*runtimes.RUNTIMES, FAKE))
 
 
 def _facts_output(conf: str = "absent", active: str = "active") -> str:
@@ -143,10 +143,10 @@ def _cells(line: str) -> list[str]:
 
 
 def test_registry_and_the_real_runtimes_satisfy_the_protocol() -> None:
-    assert [rt.name for rt in registry.RUNTIMES] == ["docker", "containerd", "containers"]
-    assert [rt.name for rt in registry.by_layer()] == ["containerd", "docker", "containers"]
-    for rt in registry.RUNTIMES:
-        assert registry.named(rt.name) is rt
+    assert [rt.name for rt in runtimes.RUNTIMES] == ["docker", "containerd", "containers"]
+    assert [rt.name for rt in runtimes.by_layer()] == ["containerd", "docker", "containers"]
+    for rt in runtimes.RUNTIMES:
+        assert runtimes.named(rt.name) is rt
     assert smoke.check_names() == ("registry", "docker", "docker mirror", "containerd", "config_path",
                                    "cri", "crictl", "crio", "podman")
 

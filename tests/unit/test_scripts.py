@@ -103,7 +103,7 @@ def test_codec_round_trip_and_refusals() -> None:
 def test_the_shell_rec_and_the_codec_agree(tmp_path: Path) -> None:
     node = fake_node(tmp_path)
     out = node.run(scripts.script("call.sh", [], ["rec", "tag.x", "a b", "", "c'd $(x)"])).stdout
-    assert out == tagged.encode("tag.x", "a b", "", "c'd $(x)")
+    assert out == tagged.encode("tag.x", "a b", "", "c'd $(x)") + tagged.encode("end", "call")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,3 +398,105 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     assert "pw" not in " ".join(docker_log.split()) + curl  # the credentials only in curl's -K file
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["auth", "bin", "data", "other data", "stub", "tls", "log.curl", *(["log"] if docker_log else [])])
+
+
+# ---------------------------------------------------------------------------------------------
+# backups: at most 0600, the newest N kept; rollback: compare-and-swap, only this run's temp files
+
+
+def _apply_daemon(node: FakeNode, daemon: Path, content: str, stamp: str, keep: int = 3,
+                  run: str = "r") -> configure.ApplyReport:
+    old = daemon.read_text()
+    change = FileChange(str(daemon), content, 0o644, old, "x", validate="json")
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(change,)),))
+    return parse_apply(node.run(apply_script(plan, {str(daemon): _exists(daemon)}, Want(EP, ()), 5, stamp,
+                                             run=run, keep_backups=keep)).stdout)
+
+
+def test_backups_are_0600_and_only_the_newest_are_kept(tmp_path: Path) -> None:
+    """Issue 21: backups kept old credentials forever, as readable as the file was. Now each is at
+    most 0600, the newest `keep` per file stay, and only nodecfg's own backup names are pruned."""
+    node = fake_node(tmp_path)
+    daemon = node.path("/etc/docker/daemon.json")
+    daemon.parent.mkdir(parents=True)
+    daemon.write_text('{"v": 0}\n')
+    daemon.chmod(0o644)
+    legacy = Path(f"{daemon}.nodecfg-20200101000000.bak")  # an earlier version's, world-readable
+    legacy.write_text('{"auths": {"old": {"auth": "c2VjcmV0"}}}\n')
+    legacy.chmod(0o644)
+    theirs = [Path(f"{daemon}.nodecfg-manual.bak"), Path(f"{daemon}.bak"), Path(f"{daemon}.nodecfg-2020.bak")]
+    for path in theirs:
+        path.write_text("the operator's\n")
+    stamps = [f"2025010100000{i}" for i in range(1, 6)]
+    for i, stamp in enumerate(stamps, 1):
+        report = _apply_daemon(node, daemon, f'{{"v": {i}}}\n', stamp, keep=3)
+        assert report.written == {str(daemon): f"{daemon}.nodecfg-{stamp}.bak"}
+    backups = sorted(p.name for p in daemon.parent.glob("daemon.json.nodecfg-2*.bak") if p not in theirs)
+    assert backups == [f"daemon.json.nodecfg-{s}.bak" for s in stamps[-3:]]
+    for name in backups:
+        assert (daemon.parent / name).stat().st_mode & 0o777 == 0o600, name
+    assert [(daemon.parent / n).read_text() for n in backups] == ['{"v": 2}\n', '{"v": 3}\n', '{"v": 4}\n']
+    assert daemon.read_text() == '{"v": 5}\n' and daemon.stat().st_mode & 0o777 == 0o644  # the file's own mode
+    assert all(p.read_text() == "the operator's\n" for p in theirs)  # not nodecfg's names: untouched
+    assert not legacy.exists()
+
+
+def test_keep_one_backup_and_a_0400_source_stays_0400(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    daemon = node.path("/etc/docker/daemon.json")
+    daemon.parent.mkdir(parents=True)
+    daemon.write_text('{"v": 0}\n')
+    daemon.chmod(0o400)
+    for i, stamp in enumerate(("20250101000001", "20250101000002"), 1):
+        _apply_daemon(node, daemon, f'{{"v": {i}}}\n', stamp, keep=1)
+    (backup,) = daemon.parent.glob("*.bak")
+    assert backup.name == "daemon.json.nodecfg-20250101000002.bak" and backup.read_text() == '{"v": 1}\n'
+    assert backup.stat().st_mode & 0o777 == 0o400  # stricter than 0600 already: kept so
+
+
+def test_rollback_restores_only_what_this_run_wrote(tmp_path: Path) -> None:
+    """Issue 21: the rollback put a backup back over whatever the file held by then. Now a file
+    changed on the node since nodecfg wrote it is left as it is and named; the others go back."""
+    node, daemon, change, files = _docker_node(tmp_path)
+    other = node.path("/etc/docker/other.json")
+    other.write_text('{"o": 0}\n')
+    other_change = FileChange(str(other), '{"o": 1}\n', 0o644, '{"o": 0}\n', "x", validate="json")
+    files[str(other)] = _exists(other)
+    rp = RuntimePlan("docker", "configure", files=(change, other_change), action="none")
+    report = parse_apply(node.run(apply_script(NodePlan((rp,)), files, Want(EP, ()), 5, "20250101000001",
+                                               run="r1")).stdout)
+    assert set(report.written) == {str(daemon), str(other)}
+    daemon.write_text('{"someone": "else"}\n')  # changed on the node after nodecfg's write
+    out = node.run(rollback_script(rp, files, was_active=True, deadline=5, stamp="20250101000001",
+                                   run="r1")).stdout
+    done = parse_apply(out)
+    assert done.conflicts == {str(daemon): "changed on the node since nodecfg wrote it: left as it is"}
+    assert daemon.read_text() == '{"someone": "else"}\n'
+    assert Path(f"{daemon}.nodecfg-20250101000001.bak").read_text() == '{"debug": true}\n'  # kept for the operator
+    assert other.read_text() == '{"o": 0}\n' and ("restored", (str(other),)) in list(tagged.decode(out))
+    assert other.stat().st_mode & 0o777 == 0o644  # its own mode back, not its backup's 0600
+
+
+def test_rollback_removes_only_its_own_temp_files(tmp_path: Path) -> None:
+    node, daemon, change, files = _docker_node(tmp_path)
+    rp = RuntimePlan("docker", "configure", files=(change,), action="none")
+    ours = daemon.parent / ".nodecfg.r1.0"
+    others = [daemon.parent / ".nodecfg.r2.0", daemon.parent / ".nodecfg.0.4242"]  # another run's
+    for path in (ours, *others):
+        path.write_text("half-written\n")
+    node.run(rollback_script(rp, files, was_active=True, deadline=5, stamp="20250101000001", run="r1"))
+    assert not ours.exists() and all(p.exists() for p in others)
+    assert daemon.read_text() == '{"debug": true}\n'  # never replaced: as facts saw it, nothing to do
+
+
+def test_rollback_after_an_apply_cut_between_backup_and_rename(tmp_path: Path) -> None:
+    """The backup exists (a hard link of the file), the rename never ran: the file is as facts saw
+    it, nothing is restored or reported, and the stray backup name goes."""
+    node, daemon, change, files = _docker_node(tmp_path)
+    bak = Path(f"{daemon}.nodecfg-20250101000001.bak")
+    bak.hardlink_to(daemon)
+    rp = RuntimePlan("docker", "configure", files=(change,), action="none")
+    out = node.run(rollback_script(rp, files, was_active=True, deadline=5, stamp="20250101000001", run="r1")).stdout
+    done = parse_apply(out)
+    assert not done.conflicts and "restored" not in done.values
+    assert not bak.exists() and daemon.read_text() == '{"debug": true}\n' and daemon.stat().st_mode & 0o777 == 0o600
