@@ -190,7 +190,7 @@ def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, fo
     def catalog_first() -> str | None:
         from nodecfg.registry import master
 
-        catalog = master.catalog(inv)
+        catalog = master.catalog(inv, step=timeout)  # the master, under the same bound as a node
         for repo, tags in sorted(catalog.items()):
             if tags:
                 return f"{inv.registry.endpoint}/{repo}:{tags[0]}"
