@@ -109,6 +109,8 @@ class _Early:
 
 
 class _Run:
+    """One registry-up: its facts asked as soon as it exists, then `go` plans and applies."""
+
     def __init__(self, master: Master, settings: RegistrySettings, creds: Credentials | None,
                  tls_files: TlsFiles | None, source: Source, progress: Progress, pool: ThreadPoolExecutor,
                  direct: bool) -> None:
