@@ -343,6 +343,15 @@ def to_nodecfg(parsed: Parsed, path: str) -> tuple[dict[str, Any], dict[str, int
 
     doc["master"] = entry(plane[0], "master")
     doc["nodes"] = [entry(h, f"nodes[{i}]") for i, h in enumerate(nodes)]
+    registry = doc.get("registry")
+    if isinstance(registry, dict) and isinstance(registry.get("replicas"), str):
+        # `replicas: kube_control_plane`: every host of that group but the master
+        group = registry["replicas"]
+        if group not in groups:
+            raise _error(f"registry.replicas names the group {group!r}, which the inventory does not have",
+                         path=path, line=lines.get("registry.replicas"), key="all.vars.nodecfg.registry.replicas")
+        hosts = [h for h in members(groups, group) if h != plane[0]]
+        registry["replicas"] = [entry(h, f"registry.replicas[{i}]") for i, h in enumerate(hosts)]
     return doc, lines, names
 
 

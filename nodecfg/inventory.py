@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -109,6 +110,24 @@ class Host:
         return self.name if self.name == self.address else f"{self.name} ({self.address})"
 
 
+def read_secret(key: str, env: str | None, file: Path | None) -> Secret:
+    """A secret from where the inventory says it lives (`<key>_env` or `<key>_file`); a UsageError
+    naming the key if it isn't there. A file's one trailing line break is not part of it."""
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise UsageError(f"{key}_env: environment variable {env} is not set")
+        return Secret(value)
+    assert file is not None
+    try:
+        value = file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise UsageError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
+    if not value:
+        raise UsageError(f"{key}_file: {file} is empty")
+    return Secret(value)
+
+
 @dataclass(frozen=True)
 class RegistryAuth:
     username: str
@@ -117,23 +136,27 @@ class RegistryAuth:
 
     def password(self) -> Secret:
         """Read the password from where the inventory says it lives; a UsageError if it isn't there."""
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if not value:
-                raise UsageError(
-                    f"registry.auth.password_env: environment variable {self.password_env} is not set"
-                )
-            return Secret(value)
-        assert self.password_file is not None
-        try:
-            value = self.password_file.read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise UsageError(
-                f"registry.auth.password_file: cannot read {self.password_file}: {exc.strerror}"
-            ) from None
-        if not value:
-            raise UsageError(f"registry.auth.password_file: {self.password_file} is empty")
-        return Secret(value)
+        return read_secret("registry.auth.password", self.password_env, self.password_file)
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """`registry.storage.s3`: every replica serves one bucket (MinIO, SeaweedFS, Ceph RGW, AWS). The
+    keys are named by an environment variable or a file, never written in the inventory."""
+
+    endpoint: str  # http(s)://host[:port]
+    bucket: str
+    region: str = "us-east-1"
+    access_key_env: str | None = None
+    access_key_file: Path | None = None
+    secret_key_env: str | None = None
+    secret_key_file: Path | None = None
+
+    def access_key(self) -> Secret:
+        return read_secret("registry.storage.s3.access_key", self.access_key_env, self.access_key_file)
+
+    def secret_key(self) -> Secret:
+        return read_secret("registry.storage.s3.secret_key", self.secret_key_env, self.secret_key_file)
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,8 @@ class RegistrySettings:
     image: str = "registry:2"
     container: str = "registry"
     tls: TlsSettings | None = None  # None: plain HTTP
+    replicas: tuple[Host, ...] = ()  # the hosts besides the master that run a replica
+    storage: S3Storage | None = None  # None: each replica keeps its own data in data_dir
     explicit: frozenset[str] = frozenset()  # the keys the inventory set (the rest are defaults)
 
     def __post_init__(self) -> None:
@@ -173,9 +198,13 @@ class RegistrySettings:
 
     @property
     def endpoint(self) -> str:
-        """host:port as nodes write it in configs (IPv6 in brackets)."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        """host:port as nodes write it in configs (IPv6 in brackets): where pulls by registry path go."""
+        return endpoint_of(self.address, self.port)
+
+
+def endpoint_of(address: str, port: int) -> str:
+    """host:port as nodes write it in configs (IPv6 in brackets)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 @dataclass(frozen=True)
@@ -187,13 +216,28 @@ class Inventory:
     path: Path | None = None
     bundle_sources: tuple[tuple[str, str], ...] = ()  # (upstream host, URL) for `bundle create`
 
+    @property
+    def registry_hosts(self) -> tuple[Host, ...]:
+        """Every host that runs a replica of the registry: the master first."""
+        return (self.master, *self.registry.replicas)
+
+    @property
+    def replica_endpoints(self) -> tuple[str, ...]:
+        """host:port of each replica, the master's first. Without replicas, the registry's endpoint
+        alone (registry.address may name the master otherwise); with them, each host's own address
+        (registry.address then names what pulls by registry path use: a DNS name or VIP in front)."""
+        if not self.registry.replicas:
+            return (self.registry.endpoint,)
+        return tuple(endpoint_of(h.address, self.registry.port) for h in self.registry_hosts)
+
     def with_connect_timeout(self, seconds: float) -> Inventory:
         """The same inventory with every host's SSH connect timeout set (the --timeout flag)."""
 
         def patch(h: Host) -> Host:
             return replace(h, ssh=replace(h.ssh, connect_timeout=seconds))
 
-        return replace(self, master=patch(self.master), nodes=tuple(patch(n) for n in self.nodes))
+        return replace(self, master=patch(self.master), nodes=tuple(patch(n) for n in self.nodes),
+                       registry=replace(self.registry, replicas=tuple(patch(r) for r in self.registry.replicas)))
 
     def select(self, names: list[str] | None) -> tuple[Host, ...]:
         """The nodes named by --limit (by name or address), in inventory order."""
@@ -523,8 +567,77 @@ def _tls(c: _Checker, raw: Any, base_dir: Path) -> TlsSettings | None:
     return TlsSettings()
 
 
-def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySettings:
-    entry = c.mapping(raw, "registry", ("port", "address", "mirrors", "auth", "data_dir", "image", "tls"))
+def _replicas(c: _Checker, raw: Any, master: Host, defaults: SshSettings, base_dir: Path) -> tuple[Host, ...]:
+    """`registry.replicas`: hosts in the form `nodes` takes; the master is not one of them (it runs a
+    replica already), none twice. A replica may be a node too."""
+    if isinstance(raw, str):
+        raise c.err("registry.replicas", "expected a list of hosts (a group's name is taken only in an "
+                    "Ansible inventory's nodecfg: mapping)")
+    if not isinstance(raw, list):
+        raise c.err("registry.replicas", f"expected a list of hosts, got {_kind(raw)}")
+    replicas = tuple(_host(c, r, f"registry.replicas[{i}]", defaults, base_dir) for i, r in enumerate(raw))
+    seen: dict[str, int] = {}
+    for i, r in enumerate(replicas):
+        key = f"registry.replicas[{i}]"
+        if r.address == master.address or r.name == master.name:
+            raise c.err(key, f"{r} is the master, which runs the registry already: list only the other hosts")
+        for word in dict.fromkeys((r.address, r.name)):
+            if word in seen:
+                raise c.err(key, f"{word} is listed twice (also registry.replicas[{seen[word]}])")
+            seen[word] = i
+    return replicas
+
+
+_S3_KEYS = ("endpoint", "bucket", "region", "access_key_env", "access_key_file", "secret_key_env",
+            "secret_key_file")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
+
+
+def _storage(c: _Checker, raw: Any, base_dir: Path) -> S3Storage:
+    """`registry.storage: {s3: {...}}`: the bucket every replica serves."""
+    entry = c.mapping(raw, "registry.storage", ("s3",))
+    if "s3" not in entry:
+        raise c.err("registry.storage", "expected s3: {endpoint, bucket, ...} (leave storage out for each "
+                    "replica's own data_dir)")
+    key = "registry.storage.s3"
+    raw_s3 = entry["s3"]
+    if isinstance(raw_s3, dict):
+        for inline in ("access_key", "secret_key", "accesskey", "secretkey"):
+            if inline in raw_s3:
+                base = inline.replace("key", "_key") if "_" not in inline else inline
+                raise c.err(f"{key}.{inline}", f"a secret is never written in the inventory: name it with "
+                            f"{base}_env (an environment variable) or {base}_file")
+    s3 = c.mapping(raw_s3, key, _S3_KEYS)
+    for required in ("endpoint", "bucket"):
+        if required not in s3:
+            raise c.err(f"{key}.{required}", "required key missing")
+    endpoint = c.string(s3["endpoint"], f"{key}.endpoint")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.username:
+        raise c.err(f"{key}.endpoint", f"expected http(s)://host[:port], got {endpoint!r}")
+    kwargs: dict[str, Any] = {
+        "endpoint": endpoint.rstrip("/"),
+        "bucket": c.matching(s3["bucket"], f"{key}.bucket", _BUCKET,
+                             "not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')"),
+    }
+    if "region" in s3:
+        kwargs["region"] = c.matching(s3["region"], f"{key}.region", _NAME, "not a region name")
+    for secret in ("access_key", "secret_key"):
+        has_env, has_file = f"{secret}_env" in s3, f"{secret}_file" in s3
+        if has_env == has_file:
+            raise c.err(f"{key}", f"give exactly one of {secret}_env or {secret}_file")
+        if has_env:
+            kwargs[f"{secret}_env"] = c.matching(s3[f"{secret}_env"], f"{key}.{secret}_env", _ENV_NAME,
+                                                 "not an environment variable name")
+        else:
+            kwargs[f"{secret}_file"] = _path(c, s3[f"{secret}_file"], f"{key}.{secret}_file", base_dir)
+    return S3Storage(**kwargs)
+
+
+def _registry(c: _Checker, raw: Any, master: Host, defaults: SshSettings, base_dir: Path) -> RegistrySettings:
+    entry = c.mapping(raw, "registry", ("port", "address", "mirrors", "auth", "data_dir", "image", "tls",
+                                        "replicas", "storage"))
     kwargs: dict[str, Any] = {"address": master.address}
     if "port" in entry:
         kwargs["port"] = c.integer(entry["port"], "registry.port", 1, 65535)
@@ -552,6 +665,13 @@ def _registry(c: _Checker, raw: Any, master: Host, base_dir: Path) -> RegistrySe
         if problem:
             raise c.err("registry.image", f"{problem} in {image!r}")
         kwargs["image"] = image
+    if "replicas" in entry:
+        kwargs["replicas"] = _replicas(c, entry["replicas"], master, defaults, base_dir)
+    if "storage" in entry:
+        if "data_dir" in entry:
+            raise c.err("registry.data_dir", "the registry's data lives in registry.storage.s3's bucket: "
+                        "drop data_dir, or storage to keep each replica's data in data_dir")
+        kwargs["storage"] = _storage(c, entry["storage"], base_dir)
     return RegistrySettings(**kwargs, explicit=frozenset(entry) & {"port", "data_dir", "auth", "image"})
 
 
@@ -600,11 +720,12 @@ def parse_inventory(text: str, path: str = DEFAULT_INVENTORY, *, check_files: bo
             raise c.err(f"nodes[{i}]", f"duplicate name {node.name} (also nodes[{seen_names[node.name]}])")
         seen[node.address] = i
         seen_names[node.name] = i
-    registry = _registry(c, top.get("registry", {}), master, base_dir)
+    registry = _registry(c, top.get("registry", {}), master, defaults, base_dir)
     images = _images(c, top["images"]) if "images" in top else ()
     bundle_sources = _bundle_sources(c, top["bundle"]) if "bundle" in top else ()
     if check_files:
-        for key, host in [("master", master), *((f"nodes[{i}]", n) for i, n in enumerate(nodes))]:
+        for key, host in [("master", master), *((f"nodes[{i}]", n) for i, n in enumerate(nodes)),
+                          *((f"registry.replicas[{i}]", r) for i, r in enumerate(registry.replicas))]:
             if host.ssh.key is not None and not host.ssh.key.is_file():
                 where = f"{key}.key" if "key" in _raw_host(top, key) else "ssh.key"
                 raise c.err(where, f"SSH key file not found: {host.ssh.key}")
@@ -634,7 +755,10 @@ def _bundle_sources(c: _Checker, raw: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _raw_host(top: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    raw = top["master"] if key == "master" else top["nodes"][int(key[6:-1])]
+    if key.startswith("registry.replicas["):
+        raw = top["registry"]["replicas"][int(key[len("registry.replicas["):-1])]
+    else:
+        raw = top["master"] if key == "master" else top["nodes"][int(key[6:-1])]
     return raw if isinstance(raw, dict) else {}
 
 

@@ -213,3 +213,18 @@ def test_broken_ansible_inventory_cli_exit_2_one_line(tmp_path: Path, text: str,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_replicas_from_a_group_are_its_hosts_but_the_master() -> None:
+    """`nodecfg: {registry: {replicas: kube_control_plane}}`: every control-plane host but the master,
+    with their Ansible connection settings, each a replica (issue 22)."""
+    text = KUBESPRAY.replace("registry: {port: 5001, mirrors: [docker.io]}",
+                             "registry: {port: 5001, mirrors: [docker.io], replicas: kube_control_plane}")
+    inv = load(text)
+    assert [(r.name, r.address) for r in inv.registry.replicas] == [("cp2", "10.0.0.12")]
+    assert inv.registry.replicas[0].ssh.become is True  # kube_control_plane's vars
+    assert inv.replica_endpoints == ("10.0.0.11:5001", "10.0.0.12:5001")
+    bad = KUBESPRAY.replace("registry: {port: 5001, mirrors: [docker.io]}",
+                            "registry: {port: 5001, replicas: control_plane}")
+    with pytest.raises(InventoryError, match=r"registry\.replicas names the group 'control_plane'"):
+        load(bad)

@@ -409,3 +409,86 @@ def test_registry_tls(tmp_path: Path, value: object, expected: object) -> None:
         assert inv.registry.tls == TlsSettings(ca_dir=tmp_path / "ca")
     else:
         assert inv.registry.tls == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 22: registry replicas, and one S3 store behind them
+
+S3_OK = {"endpoint": "http://10.0.0.30:8333", "bucket": "registry", "access_key_env": "S3_KEY",
+         "secret_key_file": "s3.secret"}
+
+
+def _replicated(tmp_path: Path, registry: dict[str, object]) -> str:
+    data = yaml.safe_load(GOOD)
+    data["registry"] = {**data["registry"], **registry}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_replicas_and_their_endpoints(tmp_path: Path) -> None:
+    nodes = yaml.safe_load(GOOD)["nodes"]
+    first = nodes[0]["address"] if isinstance(nodes[0], dict) else nodes[0]
+    inv = parse_inventory(_replicated(tmp_path, {"replicas": ["10.0.0.12", {"name": "cp3", "address": "10.0.0.13",
+                                                                          "port": 2222}, first]}),
+                          str(tmp_path / "i.yaml"), check_files=False)
+    assert [(r.name, r.address) for r in inv.registry.replicas][:2] == [("10.0.0.12", "10.0.0.12"), ("cp3", "10.0.0.13")]
+    assert inv.registry.replicas[1].ssh.port == 2222 and inv.registry.replicas[0].ssh.user == inv.master.ssh.user
+    assert inv.registry_hosts[0] == inv.master and len(inv.registry_hosts) == 4  # a node may be a replica too
+    port = inv.registry.port
+    assert inv.replica_endpoints == (f"{inv.master.address}:{port}", f"10.0.0.12:{port}", f"10.0.0.13:{port}",
+                                     f"{first}:{port}")
+    alone = parse_inventory(GOOD, str(tmp_path / "i.yaml"), check_files=False)
+    assert alone.replica_endpoints == (alone.registry.endpoint,) and alone.registry.storage is None
+
+
+def test_s3_storage_keys_by_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "s3.secret").write_text("s3cr3t-key\n")
+    monkeypatch.setenv("S3_KEY", "AKIA-test")
+    inv = parse_inventory(_replicated(tmp_path, {"storage": {"s3": S3_OK}}), str(tmp_path / "i.yaml"),
+                          check_files=False)
+    s3 = inv.registry.storage
+    assert s3 is not None and s3.endpoint == "http://10.0.0.30:8333" and s3.bucket == "registry"
+    assert s3.region == "us-east-1" and s3.secret_key_file == tmp_path / "s3.secret"
+    assert s3.access_key().reveal() == "AKIA-test" and s3.secret_key().reveal() == "s3cr3t-key"
+    assert "s3cr3t" not in repr(inv) and "AKIA" not in repr(inv)
+    monkeypatch.delenv("S3_KEY")
+    with pytest.raises(UsageError, match=r"registry\.storage\.s3\.access_key_env: environment variable S3_KEY is not set"):
+        s3.access_key()
+
+
+@pytest.mark.parametrize(("registry", "where", "words"), [
+    ({"replicas": ["10.0.0.1"]}, "registry.replicas[0]", "is the master"),
+    ({"replicas": [{"name": "m", "address": "10.0.0.99"}]}, "registry.replicas[0]", "is the master"),
+    ({"replicas": ["10.0.0.12", "10.0.0.12"]}, "registry.replicas[1]", "listed twice (also registry.replicas[0])"),
+    ({"replicas": [{"name": "a", "address": "10.0.0.12"}, {"name": "a", "address": "10.0.0.13"}]},
+     "registry.replicas[1]", "listed twice"),
+    ({"replicas": "kube_control_plane"}, "registry.replicas", "only in an Ansible inventory"),
+    ({"replicas": ["10.0.0.12;id"]}, "registry.replicas[0].address", "not an IP address or host name"),
+    ({"replicas": [{"address": "10.0.0.12", "colour": "red"}]}, "registry.replicas[0].colour", "unknown key"),
+    ({"storage": {"s3": {**S3_OK, "bucket": None}}}, "registry.storage.s3.bucket", "expected a string"),
+    ({"storage": {"s3": {k: v for k, v in S3_OK.items() if k != "bucket"}}}, "registry.storage.s3.bucket",
+     "required key missing"),
+    ({"storage": {"s3": {**S3_OK, "bucket": "Bad_Bucket"}}}, "registry.storage.s3.bucket", "not an S3 bucket"),
+    ({"storage": {"s3": {**S3_OK, "endpoint": "10.0.0.30:8333"}}}, "registry.storage.s3.endpoint",
+     "expected http(s)://host[:port]"),
+    ({"storage": {"s3": {**S3_OK, "secret_key": "inline!"}}}, "registry.storage.s3.secret_key",
+     "never written in the inventory: name it with secret_key_env"),
+    ({"storage": {"s3": {**S3_OK, "access_key": "AKIA"}}}, "registry.storage.s3.access_key",
+     "never written in the inventory"),
+    ({"storage": {"s3": {**S3_OK, "access_key_file": "k"}}}, "registry.storage.s3",
+     "exactly one of access_key_env or access_key_file"),
+    ({"storage": {"s3": {**S3_OK, "regoin": "x"}}}, "registry.storage.s3.regoin", "did you mean 'region'"),
+    ({"storage": {"filesystem": {}}}, "registry.storage.filesystem", "unknown key"),
+    ({"storage": {"s3": S3_OK}, "data_dir": "/srv/reg"}, "registry.data_dir", "lives in registry.storage.s3"),
+])
+def test_replica_and_storage_mistakes_are_one_line(tmp_path: Path, registry: dict[str, object], where: str,
+                                                   words: str) -> None:
+    path = tmp_path / "inv.yaml"
+    data = yaml.safe_load(GOOD)
+    data["master"] = {"name": "m", "address": "10.0.0.1"}
+    data["registry"] = {**data["registry"], **registry}
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(yaml.safe_dump(data, sort_keys=False), str(path), check_files=False)
+    message = str(info.value)
+    assert message.isprintable(), message
+    assert message.startswith(f"{path}:{info.value.line}: {where}: "), message
+    assert words in message, message
