@@ -100,6 +100,8 @@ def registry_up(result: Any, *, as_json: bool) -> None:
         print(f"  {result.note}")
     if result.shipped_registry_image:
         print("  registry image shipped from this machine (the master had none)")
+    for r in result.replicas[1:] if result.replicas else ():
+        print(f"replica on {r.master}: {_replica_line(r)}")
     if result.images:
         _table("images", ["image", "registry path", "size", "result", "seconds"],
                [[i.source, i.target, _size(i.size), i.action + (f": {i.error}" if i.error else ""),
@@ -115,12 +117,35 @@ def registry_up(result: Any, *, as_json: bool) -> None:
         print("  (empty)")
 
 
+def _replica_line(r: Any) -> str:
+    if r.container_action == "failed" or (r.error and r.sync != "failed"):
+        return f"FAILED: {r.error}"
+    reasons = f" ({'; '.join(r.container_reasons)})" if r.container_reasons else ""
+    sync = {"pushed": "the images pushed here", "shared": "serves the same S3 bucket",
+            "up to date": "already holds every image",
+            "copied": f"copied {r.copied} blob(s) ({_size(r.copied_bytes)}) from the first replica inside the site",
+            "failed": f"FAILED to get the images: {r.error}"}.get(r.sync, "")
+    return f"{r.container_action}{reasons}; container {r.container_id[:12]}; nodes use {r.endpoint}; {sync}"
+
+
 def registry_check(result: Any, *, as_json: bool) -> None:
     """registry-up --check: the container, the data directory and the images, as they would go."""
     if as_json:
         _json({**asdict(result), "check": True})
         return
     print(f"registry on {result.master} (check mode: nothing was changed); nodes would use {result.endpoint}")
+    _container_check(result)
+    for image in result.images:
+        print(f"  image {image.source} -> {image.target}: "
+              f"{'would push' if image.action == 'push' else 'already in the registry'}")
+    if not result.images:
+        print("  images: none in the inventory")
+    for r in result.replicas:
+        print(f"replica on {r.master}; nodes would use {r.endpoint}")
+        _container_check(r)
+
+
+def _container_check(result: Any) -> None:
     if result.refusal:
         print(f"  container: REFUSED: {result.refusal}")
     else:
@@ -135,27 +160,28 @@ def registry_check(result: Any, *, as_json: bool) -> None:
     print(f"  data directory: {result.data_dir} ({state}){'' if result.refusal else ', kept'}")
     if result.ship_registry_image:
         print("  registry image: would be shipped from this machine (the master has none)")
-    for image in result.images:
-        print(f"  image {image.source} -> {image.target}: "
-              f"{'would push' if image.action == 'push' else 'already in the registry'}")
-    if not result.images:
-        print("  images: none in the inventory")
 
 
 def registry_down(result: Any) -> None:
-    what = "removed the registry container" if result.container == "removed" else "no registry container"
-    if result.purge == "purged":
-        data = f"deleted {result.data_dir} (the data directory it used)"
-    elif result.purge == "kept":
-        data = f"deleted nothing: kept {result.data_dir}"
-    elif result.purge == "nothing":
-        data = "no data directory of nodecfg's is left to delete"
-    else:
-        data = f"kept data in {result.data_dir}" if result.data_dir else "kept its data"
-    print(f"{result.master}: {what}; {data}")
-    if result.purge == "kept":
-        _err(f"nodecfg: error: {result.master}: --purge refused to delete {result.data_dir}: {result.why_kept} "
-             "(delete it yourself if it is the registry's)")
+    for host in (result, *result.replicas):
+        if host.error:
+            _err(f"nodecfg: error: {host.error}")
+            continue
+        what = "removed the registry container" if host.container == "removed" else "no registry container"
+        if host.purge == "purged":
+            data = f"deleted {host.data_dir} (the data directory it used)"
+        elif host.purge == "kept":
+            data = f"deleted nothing: kept {host.data_dir}"
+        elif host.purge == "nothing":
+            data = "no data directory of nodecfg's is left to delete"
+        elif host.purge == "bucket":
+            data = f"its data is in the S3 bucket {host.data_dir}, which nodecfg never empties"
+        else:
+            data = f"kept data in {host.data_dir}" if host.data_dir else "kept its data"
+        print(f"{host.master}: {what}; {data}")
+        if host.purge == "kept":
+            _err(f"nodecfg: error: {host.master}: --purge refused to delete {host.data_dir}: {host.why_kept} "
+                 "(delete it yourself if it is the registry's)")
 
 
 def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any], *, mask: bool = False) -> None:

@@ -12,6 +12,11 @@ Facts -> plan -> apply, as everywhere in nodecfg; the same for every source (`so
    blobs, which the next run's HEADs skip.
 A blob the registry refuses fails the images that need it, not the run; a source that breaks (a
 corrupt bundle, docker save failing) stops what is queued, lets what is in flight end, and is raised.
+
+With a `copier` (registry replicas on their own disks: registry/up.py), the blobs to upload are not
+read from the source here: the copier has the target's host copy them from another registry inside
+the site, and says per blob what it copied; mounts, manifests and tags go as above, so the bytes
+never cross the operator's link twice.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from nodecfg.push.source import Blob, Source, SourceImage
 CHUNK = 1 << 20
 Outcome = Literal["pushed", "skipped", "failed"]
 Progress = Callable[[str], None]
+Copier = Callable[[Sequence["BlobJob"]], Mapping[str, "int | str"]]  # digest -> its size, or why not copied
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class PushStats:
     uploaded_bytes: int = 0
     mounted: int = 0
     present: int = 0  # (repo, blob) pairs the registry had
+    copied: list[str] = field(default_factory=list)  # digests a copier copied inside the site
+    copied_bytes: int = 0
     seconds: float = 0.0
 
 
@@ -82,14 +90,14 @@ class ImageResult:
 
 
 def push(source: Source, target: Target, *, progress: Progress, width: int = WIDTH,
-         tags: Sequence[TagState] | None = None) -> tuple[list[ImageResult], PushStats]:
+         tags: Sequence[TagState] | None = None, copier: Copier | None = None) -> tuple[list[ImageResult], PushStats]:
     """Push the source's images into `target`; `tags`: what each image's tag points at, when
-    already asked (`api.tag_states`)."""
+    already asked (`api.tag_states`); `copier`: the blobs come from elsewhere (the docstring above)."""
     images = source.images()
     started = time.monotonic()
     api = target.api()
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="push")
-    run = _Run(source, api, pool, progress, started)
+    run = _Run(source, api, pool, progress, started, copier)
     try:
         if tags is None:
             tags = list(pool.map(api.tag_state, [img.ref for img in images]))
@@ -99,8 +107,9 @@ def push(source: Source, target: Target, *, progress: Progress, width: int = WID
                 run.results[img.ref.target] = ImageResult(img, "skipped", 0.0)
             else:
                 todo.append(img)
-        if todo:
+        if todo and copier is None:
             source.prepare(todo)
+        if todo:
             pairs = list(dict.fromkeys((img.repo, d) for img in todo for d in img.blobs))
             have = dict(zip(pairs, pool.map(lambda p: api.blob_size(*p), pairs), strict=True))
             run.stats.present = sum(s is not None for s in have.values())
@@ -116,8 +125,9 @@ class _Run:
     """One push's apply: jobs, which images wait for which blobs, and what failed."""
 
     def __init__(self, source: Source, api: RegistryAPI, pool: ThreadPoolExecutor, progress: Progress,
-                 started: float) -> None:
+                 started: float, copier: Copier | None = None) -> None:
         self.source, self.api, self.pool, self.progress, self.started = source, api, pool, progress, started
+        self.copier = copier
         self.stats = PushStats()
         self.results: dict[str, ImageResult] = {}
         self.lock = threading.Lock()
@@ -194,9 +204,12 @@ class _Run:
         for target in [t for t, left in self.waiting.items() if not left]:
             del self.waiting[target]
             self._release(self.images[target])
+        if self.copier is not None:
+            self._copy(uploads)
+            uploads = {}
         given: set[str] = set()
         try:
-            for blob in self.source.blobs(todo, set(uploads)):
+            for blob in self.source.blobs(todo, set(uploads)) if uploads else ():
                 if self.fatal is not None:
                     break
                 if blob.digest in uploads and blob.digest not in given:
@@ -217,6 +230,37 @@ class _Run:
         for target, img in self.images.items():
             if target not in self.results:
                 self._result(img, "failed", "not pushed")
+
+    def _copy(self, uploads: Mapping[str, BlobJob]) -> None:
+        """The copier's run (one step on the target's host), then each copied blob mounted where else it goes."""
+        if not uploads:
+            return
+        assert self.copier is not None
+        try:
+            copied = self.copier(list(uploads.values()))
+        except HostError as exc:
+            copied = {d: str(exc) for d in uploads}
+        for digest, job in uploads.items():
+            got = copied.get(digest, "not copied")
+            if isinstance(got, str):
+                self._blob_done(digest, got)
+                continue
+            with self.lock:
+                self.sizes[digest] = got
+                self.stats.copied.append(digest)
+                self.stats.copied_bytes += got
+            self._submit(self._spread, job)
+
+    def _spread(self, job: BlobJob) -> None:
+        """A blob in its first repository: mounted into the others."""
+        try:
+            for repo in job.mount_to:
+                if self._mount(repo, job.digest, job.first) is not None:
+                    raise PushError(f"{repo}: the registry would not mount {job.digest} from {job.first}")
+        except HostError as exc:
+            self._blob_done(job.digest, str(exc))
+            return
+        self._blob_done(job.digest, "")
 
     # jobs (in the pool)
 

@@ -49,6 +49,7 @@ class Existing:
     restart_always: bool
     tls: bool = False  # serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE)
     tls_mounted: bool = False  # nodecfg's TLS directory at /certs
+    storage: str = ""  # "" its filesystem; else `storage_name()` of what it serves from (an S3 bucket)
 
     @property
     def looks_like_registry(self) -> bool:
@@ -97,9 +98,25 @@ def existing(inspect: dict[str, Any], auth_dir: str, tls_dir: str = "") -> Exist
         auth_mounted=auth_mounted,
         restart_always=(host.get("RestartPolicy") or {}).get("Name") == "always",
         tls=any(str(e).startswith("REGISTRY_HTTP_TLS_CERTIFICATE=") for e in env),
+        storage=_storage_of(env),
         tls_mounted=tls_mounted or (bool(tls_dir) and any(b.split(":")[:2] == [tls_dir, "/certs"]
                                                           for b in host.get("Binds") or [])),
     )
+
+
+def storage_name(driver: str, endpoint: str, bucket: str) -> str:
+    """What a registry serves from, in words that compare: "s3 http://10.0.0.30:8333/registry"."""
+    return f"{driver} {endpoint.rstrip('/')}/{bucket}"
+
+
+def _storage_of(env: list[Any]) -> str:
+    """A container's storage from its environment ("" the filesystem driver, the default)."""
+    values = dict(str(e).partition("=")[::2] for e in env)
+    if values.get("REGISTRY_STORAGE", "filesystem") in ("", "filesystem"):
+        return ""
+    driver = values["REGISTRY_STORAGE"]
+    return storage_name(driver, values.get(f"REGISTRY_STORAGE_{driver.upper()}_REGIONENDPOINT", ""),
+                        values.get(f"REGISTRY_STORAGE_{driver.upper()}_BUCKET", ""))
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class Want:
     explicit: frozenset[str] = frozenset()  # of "port", "data_dir", "auth"
     replace: bool = False  # registry-up --replace
     tls: bool = False  # registry.tls: serve HTTPS with nodecfg's certificate
+    storage: str = ""  # registry.storage as `storage_name()` ("": each replica's own data_dir)
 
 
 @dataclass(frozen=True)
@@ -174,7 +192,9 @@ def _spec_reasons(want: Want, c: Existing, data_dir: str) -> list[str]:
     if c.ports != (str(want.port),):
         reasons.append(f"port {','.join(c.ports) or 'none'} -> {want.port}")
     if c.data_spec != data_dir:
-        reasons.append(f"data directory {c.data_spec or '(none)'} -> {data_dir}")
+        reasons.append(f"data directory {c.data_spec or '(none)'} -> {data_dir or '(none: ' + want.storage + ')'}")
+    if c.storage != want.storage:
+        reasons.append(f"storage {c.storage or 'its data directory'} -> {want.storage or data_dir}")
     if not c.restart_always:
         reasons.append("restart policy is not always")
     if c.auth != want.auth:
@@ -215,13 +235,15 @@ def _no_container(want: Want, found: Found) -> ContainerPlan:
     blocker = _holder_text(found)
     if blocker:
         return _port_refusal(want, blocker)
-    return ContainerPlan("create", ("no registry container",), want.name, want.data_dir)
+    return ContainerPlan("create", ("no registry container",), want.name, "" if want.storage else want.data_dir)
 
 
 def _own(want: Want, found: Found, c: Existing) -> ContainerPlan:
     note = ""
     data_dir = want.data_dir
-    if "data_dir" not in want.explicit and c.data_spec and c.data_spec != want.data_dir:
+    if want.storage:
+        data_dir = ""  # the data lives in the bucket: no data directory at all
+    elif "data_dir" not in want.explicit and c.data_spec and c.data_spec != want.data_dir:
         data_dir = c.data_spec  # an unset registry.data_dir never moves the data
         note = (f"kept its data directory {c.data_spec} ({repos_text(_count(found, c.data_source))}); "
                 "set registry.data_dir to move the registry elsewhere")
@@ -277,6 +299,9 @@ def _adopt_refusal(want: Want, found: Found, c: Existing, where: str, kept: str)
         (want.tls and not c.tls,
          "serves plain HTTP and registry.tls asks for HTTPS; pass --replace to recreate it with TLS "
          f"(its data in {where} is kept), or remove registry.tls"),
+        (c.storage != want.storage,
+         f"serves from {c.storage or where}, registry.storage says {want.storage or 'each replica keeps its own'}; "
+         "pass --replace to recreate it as the inventory says (its data stays where it is)"),
         ("data_dir" in want.explicit and c.data_spec != want.data_dir,
          f"keeps {kept} in {where}, registry.data_dir says {want.data_dir}; set registry.data_dir: "
          f"{where} to keep its {kept}, or pass --replace to recreate it on {want.data_dir}"),
@@ -297,11 +322,13 @@ def _replace(want: Want, found: Found, c: Existing) -> ContainerPlan:
     """--replace: the foreign container is recreated as nodecfg's; its data stays unless the
     inventory names another data directory."""
     data_dir = want.data_dir if "data_dir" in want.explicit or not c.data_spec else c.data_spec
+    if want.storage:
+        data_dir = ""
     blocker = _holder_text(found, exclude=c.name)
     if blocker and c.ports != (str(want.port),):
         return _port_refusal(want, blocker)
     reasons = [f"--replace: {c.name!r} was not made by nodecfg", *_spec_reasons(want, c, data_dir)]
-    note = f"replaced the registry container {c.name!r} (not made by nodecfg); data in {data_dir}"
+    note = f"replaced the registry container {c.name!r} (not made by nodecfg); data in {data_dir or want.storage}"
     return ContainerPlan("recreate", tuple(dict.fromkeys(reasons)), c.name, data_dir, note=note)
 
 

@@ -16,17 +16,19 @@ import binascii
 import hashlib
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nodecfg import scripts, tagged
 from nodecfg.credentials import Credentials
-from nodecfg.errors import HostError
-from nodecfg.inventory import RegistrySettings
+from nodecfg.errors import HostError, UsageError
+from nodecfg.inventory import RegistrySettings, Secret
 from nodecfg.registry import adopt
 from nodecfg.scripts import NodeScript
 
-AUTH_DIR = "/etc/nodecfg/registry"  # htpasswd (0600)
+AUTH_DIR = "/etc/nodecfg/registry"  # htpasswd and ENV_FILE (0600)
+ENV_FILE = "registry.env"  # S3 storage: the keys and the http.secret, for docker run --env-file
 TLS_DIR = "/etc/nodecfg/registry-tls"  # tls.crt, tls.key (0600) and ca.crt of a TLS registry
 STATE_DIR = "/var/lib/nodecfg/registry"  # what nodecfg records on the master (root only): data-dirs
 SPEC_LABEL = "nodecfg.registry.spec"
@@ -58,27 +60,72 @@ TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_ap
 
 
 @dataclass(frozen=True)
+class S3Spec:
+    """The registry's S3 driver settings that are not secret (the keys and the http secret travel in
+    ENV_FILE: `secret_env`)."""
+
+    endpoint: str
+    bucket: str
+    region: str
+
+    @property
+    def name(self) -> str:
+        return adopt.storage_name("s3", self.endpoint, self.bucket)
+
+    def env(self) -> list[str]:
+        secure = "true" if self.endpoint.startswith("https://") else "false"
+        return ["REGISTRY_STORAGE=s3", f"REGISTRY_STORAGE_S3_REGIONENDPOINT={self.endpoint}",
+                f"REGISTRY_STORAGE_S3_BUCKET={self.bucket}", f"REGISTRY_STORAGE_S3_REGION={self.region}",
+                f"REGISTRY_STORAGE_S3_SECURE={secure}", "REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true"]
+
+
+def secret_env(access_key: Secret, secret_key: Secret, http_secret: Secret) -> Secret:
+    """ENV_FILE's content: the S3 keys and the registry's http.secret, as docker's --env-file reads
+    it (one VAR=value a line: values are single lines, checked where they are read)."""
+    values = {"REGISTRY_STORAGE_S3_ACCESSKEY": access_key, "REGISTRY_STORAGE_S3_SECRETKEY": secret_key,
+              "REGISTRY_HTTP_SECRET": http_secret}
+    for name, value in values.items():
+        if any(ch in value.reveal() for ch in "\n\r\0"):
+            raise UsageError(f"{name}: must be a single line without NUL characters")
+    return Secret("".join(f"{name}={value.reveal()}\n" for name, value in values.items()))
+
+
+def http_secret_of(env_file: Secret | None) -> Secret | None:
+    """The http.secret a replica's ENV_FILE holds (None: none yet)."""
+    for line in (env_file.reveal() if env_file else "").splitlines():
+        name, _, value = line.partition("=")
+        if name == "REGISTRY_HTTP_SECRET" and value:
+            return Secret(value)
+    return None
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What the registry container must look like."""
 
     image_id: str
     port: int
-    data_dir: str
+    data_dir: str  # "" with S3 storage: no data directory at all
     auth: bool
     name: str = "registry"
     tls: bool = False
+    s3: S3Spec | None = None
 
     @property
     def digest(self) -> str:
         blob = json.dumps([self.image_id, self.port, self.data_dir, self.auth, self.name,
-                           *(["tls"] if self.tls else [])])
+                           *(["tls"] if self.tls else []), *([self.s3.name] if self.s3 else [])])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def run_args(self, image: str) -> list[str]:
-        """`docker run`'s arguments (after `run`), each one word: values, never shell text."""
-        args = ["-d", "--name", self.name, "--restart=always",
-                "-p", f"{int(self.port)}:5000", "-v", f"{self.data_dir}:/var/lib/registry",
+        """`docker run`'s arguments (after `run`), each one word: values, never shell text (and never a
+        secret: those are in ENV_FILE, read by docker itself)."""
+        args = ["-d", "--name", self.name, "--restart=always", "-p", f"{int(self.port)}:5000",
                 "--label", f"{SPEC_LABEL}={self.digest}", "--label", f"{adopt.MANAGED_LABEL}=1"]
+        if self.s3 is None:
+            args += ["-v", f"{self.data_dir}:/var/lib/registry"]
+        else:
+            args += [w for e in self.s3.env() for w in ("-e", e)] + ["--env-file", f"{AUTH_DIR}/{ENV_FILE}"]
         if self.auth:
             args += ["-v", f"{AUTH_DIR}:/auth:ro", "-e", "REGISTRY_AUTH=htpasswd",
                      "-e", "REGISTRY_AUTH_HTPASSWD_REALM=nodecfg registry",
@@ -136,7 +183,7 @@ def facts_script(settings: RegistrySettings, auth: Credentials | None, budget: f
 
 def apply_script(spec: ContainerSpec, action: ApplyAction, settings: RegistrySettings, budget: float, *,
                  htpasswd: str | None = None, auth: Credentials | None = None,
-                 tls_files: TlsFiles | None = None) -> NodeScript:
+                 tls_files: TlsFiles | None = None, env_file: Secret | None = None) -> NodeScript:
     """(Re)start the container as `action` says and wait for /v2/ (scripts/master_apply.sh), leaving
     nothing behind when docker refuses (the script says how). The htpasswd and the TLS files travel
     on stdin, base64."""
@@ -148,6 +195,9 @@ def apply_script(spec: ContainerSpec, action: ApplyAction, settings: RegistrySet
     if tls_files is not None:  # a renewed or first certificate
         args.append("-t")
         more += tls_files.contents()
+    if env_file is not None:  # S3 storage: its keys and the http.secret, for --env-file
+        args.append("-e")
+        more.append(env_file.reveal().encode())
     return _master_script("master_apply.sh", [*args, "--", *spec.run_args(settings.image)],
                           _secrets(auth, *more))
 
@@ -159,6 +209,8 @@ def down_script(settings: RegistrySettings, budget: float, *, purge: bool) -> No
             "-l", adopt.MANAGED_LABEL, "-l", adopt.LEGACY_LABEL]
     if purge:
         args.append("-p")
+    if settings.storage is not None:
+        args.append("-s")
     return _master_script("master_down.sh", args)
 
 
@@ -189,6 +241,7 @@ class MasterFacts:
     auth_status: int = 0  # GET /v2/ with the inventory's credentials (0: not asked)
     repositories: dict[str, int] = field(default_factory=dict)  # data directory -> repositories (-1: absent)
     tls_sums: str = ""  # sha256 of TLS_DIR's tls.crt, tls.key, ca.crt ("" none)
+    env_file: Secret | None = None  # AUTH_DIR/ENV_FILE: the S3 keys and http.secret (None: none)
     docker_hung: bool = False  # docker's API or CLI did not answer within its bound
     curl: bool = True  # the master has curl
 
@@ -263,6 +316,12 @@ def parse_facts(output: str, where: str) -> MasterFacts:
             except (binascii.Error, ValueError):
                 raise HostError(f"{where}: the master's answer is garbled (its htpasswd line does not "
                                 "decode as base64); run registry-up again") from None
+        elif key == "envfile" and rest.strip():
+            try:
+                values["env_file"] = Secret(base64.b64decode(rest.strip(), validate=True).decode("utf-8", "replace"))
+            except (binascii.Error, ValueError):
+                raise HostError(f"{where}: the master's answer is garbled (its {ENV_FILE} line does not "
+                                "decode as base64); run registry-up again") from None
         elif key == "tlsfiles":
             values["tls_sums"] = " ".join(rest.split())
         elif key == "http":
@@ -283,3 +342,24 @@ def docker_answered(facts: MasterFacts, where: str, brief: str, budget: float) -
         raise HostError(f"{where}: dockerd on the master did not answer within {budget:g}s (is it hung? "
                         "`systemctl status docker` there)")
     raise HostError(f"{where}: docker does not answer on the master ({brief})")
+
+
+def copy_script(settings: RegistrySettings, budget: float, source_url: str, blobs: Sequence[tuple[str, str]],
+                auth: Credentials | None) -> NodeScript:
+    """Copy `blobs` ((repository, digest) each) from the registry at `source_url` into this host's,
+    inside the site (scripts/master_copy.sh)."""
+    args = [*_access_args(settings, budget), "-F", source_url]
+    for repo, digest in blobs:
+        args += ["-b", repo, digest]
+    return _master_script("master_copy.sh", args, _secrets(auth))
+
+
+def parse_copied(output: str) -> dict[str, int | str]:
+    """master_copy.sh's lines: digest -> the size copied, or why it was not."""
+    out: dict[str, int | str] = {}
+    for record in tagged.decode(output):
+        if record.tag == "copied" and record.field(1).isdigit():
+            out[record.field(0)] = int(record.field(1))
+        elif record.tag == "failed":
+            out[record.field(0)] = tagged.b64text(record.field(1)) or "not copied"
+    return out

@@ -1,7 +1,8 @@
-"""registry-down: nodecfg's registry container removed from the master, and with `--purge` the data
-directory it used (scripts/master_down.sh says which directory that is, and which it refuses: one
-nodecfg did not create or adopt, one holding more than a registry's storage). A container nodecfg
-did not make is left, data and all. The step runs under `--timeout` on the master (master.py)."""
+"""registry-down: nodecfg's registry container removed from the master and every replica, and with
+`--purge` the data directory each used (scripts/master_down.sh says which directory that is, and
+which it refuses: one nodecfg did not create or adopt, one holding more than a registry's storage;
+an S3 bucket is never emptied). A container nodecfg did not make is left, data and all. Each host's
+step runs under `--timeout` (master.py); one that fails does not stop the others."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nodecfg import tagged
 from nodecfg.errors import ConflictError, HostError
-from nodecfg.inventory import Inventory, RegistrySettings
+from nodecfg.inventory import Host, Inventory, RegistrySettings
 from nodecfg.registry.container import down_script
 from nodecfg.registry.master import Master, whole
 from nodecfg.registry.results import DownAction, RegistryDownResult
@@ -17,13 +18,32 @@ from nodecfg.registry.results import DownAction, RegistryDownResult
 
 def registry_down(inv: Inventory | None, *, purge: bool = False, step: float = 60.0) -> RegistryDownResult:
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-down") as pool:
-        master = Master(inv, step, pool)
+    hosts: tuple[Host | None, ...] = inv.registry_hosts if inv else (None,)
+    with ThreadPoolExecutor(max_workers=2 * len(hosts), thread_name_prefix="registry-down") as pool:
+        masters = [Master(h, step, pool) for h in hosts]
+        done = [pool.submit(_down, m, settings, step, purge) for m in masters]
+        results: list[RegistryDownResult] = []
         try:
-            res = master.run(down_script(settings, step, purge=purge), "registry-down")
+            for m, fut in zip(masters, done, strict=True):
+                try:
+                    results.append(fut.result())
+                except HostError as exc:
+                    if len(hosts) == 1:
+                        raise
+                    results.append(RegistryDownResult(m.where, "absent", "not asked", "", error=str(exc)))
         finally:
-            master.close()
+            for m in masters:
+                m.close()
+    first, *others = results
+    if others:
+        return RegistryDownResult(first.master, first.container, first.purge, first.data_dir, first.why_kept,
+                                  tuple(others), first.error)
+    return first
+
+
+def _down(master: Master, settings: RegistrySettings, step: float, purge: bool) -> RegistryDownResult:
     where = master.where
+    res = master.run(down_script(settings, step, purge=purge), "registry-down")
     lines = {r.tag: r.fields for r in tagged.decode(res.stdout)}
     if not res.ok:
         raise HostError(f"{where}: registry-down failed: {whole(res)}")
@@ -40,5 +60,7 @@ def registry_down(inv: Inventory | None, *, purge: bool = False, step: float = 6
     if "kept" in lines:
         path, why = ([*lines["kept"], "", ""])[:2]
         return RegistryDownResult(where, container, "kept", path, why)
+    if "bucket" in lines and settings.storage is not None:
+        return RegistryDownResult(where, container, "bucket", f"{settings.storage.endpoint}/{settings.storage.bucket}")
     used = lines["mount"][-1] if "mount" in lines else ""
     return RegistryDownResult(where, container, "nothing" if purge else "not asked", used)

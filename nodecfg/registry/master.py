@@ -28,8 +28,10 @@ MARGIN = 5.0  # seconds this side waits beyond a step's budget on the master
 
 
 class Master:
-    def __init__(self, inv: Inventory | None, step: float, pool: Executor) -> None:
-        self.host: Host | None = inv.master if inv else None
+    """One registry host's connection (the master's, or a replica's; None: this machine)."""
+
+    def __init__(self, host: Host | None, step: float, pool: Executor) -> None:
+        self.host = host
         self.where = str(self.host) if self.host else "localhost"
         self.become = self.host.ssh.become if self.host else False
         self.step = step
@@ -70,16 +72,17 @@ class Master:
         return loaded
 
     def connector(self, settings: RegistrySettings, *, direct: bool = False, ca: bytes | None = None,
-                  route: tuple[str, int] | None = None) -> Connect:
+                  route: tuple[str, int] | None = None, address: str | None = None) -> Connect:
         """HTTP(S) connections to the registry: through this connection to 127.0.0.1 (or to `route`,
-        the container's own address: MasterFacts.route), or with `direct` to its address; each
+        the container's own address: MasterFacts.route), or with `direct` to its `address`
+        (default: registry.address); each
         request bounded by the step. Over TLS (`ca`) the certificate is verified, for the registry's own
         name, against the CA the nodes trust."""
         from nodecfg.push import channels
 
         tls = (ca, settings.address) if ca is not None else None
         if direct:
-            return channels.direct(settings.address, settings.port, timeout=self.step, tls=tls)
+            return channels.direct(address or settings.address, settings.port, timeout=self.step, tls=tls)
         return channels.connector(self.c, settings.port, timeout=self.step, tls=tls, route=route)
 
     def close(self) -> None:
@@ -116,7 +119,7 @@ def catalog(inv: Inventory, step: float = 60.0) -> dict[str, list[str]]:
 
         ca = ca_for_nodes(inv.registry.tls, write=False)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog") as pool:
-        master = Master(inv, step, pool)
+        master = Master(inv.master, step, pool)
         try:
             api = RegistryAPI(master.connector(inv.registry, ca=ca), creds.authorization() if creds else None)
             try:

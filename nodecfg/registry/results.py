@@ -21,6 +21,27 @@ class ImageOutcome:
     error: str = ""
 
 
+ReplicaAction = Action | Literal["failed"]
+Sync = Literal["pushed", "copied", "shared", "up to date", "failed", ""]  # how a replica got the images
+
+
+@dataclass(frozen=True)
+class ReplicaUp:
+    """One replica after registry-up (the master is the first): its container, and how it got the images."""
+
+    master: str  # the host, as named in messages
+    endpoint: str  # host:port the nodes pull from
+    container_action: ReplicaAction
+    container_reasons: tuple[str, ...] = ()
+    container_id: str = ""
+    shipped_registry_image: bool = False
+    note: str = ""
+    error: str = ""  # container_action "failed": why
+    sync: Sync = ""  # pushed here; copied from the first replica inside the site; shared (one S3 bucket); ...
+    copied: int = 0  # blobs copied from the first replica
+    copied_bytes: int = 0
+
+
 @dataclass(frozen=True)
 class RegistryUpResult:
     master: str
@@ -34,10 +55,12 @@ class RegistryUpResult:
     auth: bool
     transfer: dict[str, Any] | None = None  # what went over the wire (push.pipeline.PushStats)
     note: str = ""  # an adopted registry, or a setting kept from the container found
+    replicas: tuple[ReplicaUp, ...] = ()  # with registry.replicas: every replica, the master first
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(i.action == "failed" for i in self.images) else 0
+        failed = any(i.action == "failed" for i in self.images) or any(r.error for r in self.replicas)
+        return 1 if failed else 0
 
 
 @dataclass(frozen=True)
@@ -62,14 +85,15 @@ class RegistryCheck:
     repositories: int  # in data_dir (-1: the directory does not exist yet)
     ship_registry_image: bool
     images: tuple[ImagePlan, ...]
+    replicas: tuple[RegistryCheck, ...] = ()  # with registry.replicas: the others, each as this one
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.refusal else 0
+        return 2 if self.refusal or any(r.refusal for r in self.replicas) else 0
 
 
 DownAction = Literal["removed", "absent"]
-PurgeOutcome = Literal["purged", "kept", "nothing", "not asked"]
+PurgeOutcome = Literal["purged", "kept", "nothing", "bucket", "not asked"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +103,10 @@ class RegistryDownResult:
     purge: PurgeOutcome
     data_dir: str  # the data directory (or volume) purged or kept ("" none known)
     why_kept: str = ""  # purge == "kept": why nothing was deleted
+    replicas: tuple[RegistryDownResult, ...] = ()  # with registry.replicas: the others, each as this one
+    error: str = ""  # this host failed: why (the others went on)
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.purge == "kept" else 0
+        hosts = (self, *self.replicas)
+        return 1 if any(h.error for h in hosts) else 2 if any(h.purge == "kept" for h in hosts) else 0

@@ -316,15 +316,17 @@ def load_provided(settings: TlsSettings, names: Iterable[str], now: dt.datetime)
 
 
 def material(settings: TlsSettings, *, registry_address: str, port: int, master_name: str,
-             master_address: str, now: dt.datetime | None = None, write: bool = True) -> TlsMaterial:
-    """The TLS material for this inventory: generated (and kept) or brought."""
+             master_address: str, now: dt.datetime | None = None, write: bool = True,
+             stem: str | None = None) -> TlsMaterial:
+    """The TLS material for one registry host: generated (and kept, under `stem`: by default the
+    registry address's) or brought."""
     now = now or dt.datetime.now(dt.UTC)
     names = wanted_names(registry_address, master_name, master_address)
     if settings.provided:
         # a brought certificate must name what nodes dial; localhost is nodecfg's own wish
         return load_provided(settings, names[:1], now)
     return ensure_generated(settings.ca_dir or default_ca_dir(), names,
-                            server_file_stem(registry_address, port), now, write)
+                            stem or server_file_stem(registry_address, port), now, write)
 
 
 def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: bool = True) -> bytes:
@@ -350,14 +352,15 @@ def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: b
 
 
 def master_files(settings: TlsSettings | None, *, registry_address: str, port: int, master_name: str,
-                 master_address: str, say: Callable[[str], None], write: bool = True) -> TlsFiles | None:
+                 master_address: str, say: Callable[[str], None], write: bool = True,
+                 stem: str | None = None) -> TlsFiles | None:
     """The certificate, key and CA the registry serves with (registry.tls), made or reused here on
     the operator machine before the master is contacted (with `write` False — --check — anything
     made stays in memory); None for plain HTTP."""
     if settings is None:
         return None
     m = material(settings, registry_address=registry_address, port=port, master_name=master_name,
-                 master_address=master_address, write=write)
+                 master_address=master_address, write=write, stem=stem)
     if m.issued and write:
-        say(f"issued the registry's TLS certificate ({m.issued}); CA: {m.ca_path}")
+        say(f"issued the TLS certificate of the registry on {master_name} ({m.issued}); CA: {m.ca_path}")
     return TlsFiles(m.cert_pem, m.key_pem, m.ca_pem)

@@ -1,53 +1,58 @@
-"""registry-up: the registry container on the master, then the images pushed into it.
+"""registry-up: the registry on the master (and on every host of `registry.replicas`), then the
+images pushed into it.
 
 One flow, whatever the images come from (push/source.py: this machine's Docker engine, or with
-`--bundle` a bundle file). Facts -> plan -> apply:
-1. before any host is contacted: the inventory's images, the credentials and the TLS material; a
-   bundle is opened and checked (every inventory image in it);
-2. facts, side by side over one SSH connection (master.py): the master's (container.py
-   `facts_script`: engine, registry image, container, who holds the port, data directories,
-   htpasswd, TLS files, /v2/) and the registry's tags and catalog (`_Early`), while this machine
-   reads its source. On an unchanged re-run these answers are the whole run;
-3. plan (pure): adopt.plan_container() (keep / start / create / recreate / adopt / refuse), the
-   htpasswd and certificate compared, which images the registry lacks. `--check` reports this and
-   changes nothing;
-4. apply: the registry image shipped if the master lacks it (`docker load` of the source's archive:
-   never a pull on the master), the container brought to the plan (container.py `apply_script`),
-   then the images (push/pipeline.py) through the master's SSH connection, or with `--direct` to
-   the registry's own address.
-Every step on the master runs under the step deadline (`--timeout`; master.py).
+`--bundle` a bundle file), and however many replicas. Facts -> plan -> apply:
+1. before any host is contacted: the inventory's images, the credentials, the S3 keys and the TLS
+   material (a certificate per replica, each naming its own address); a bundle is opened and checked;
+2. facts, every replica side by side, each over one SSH connection (replica.py): its host's (engine,
+   registry image, container, who holds the port, data directories, htpasswd, storage environment,
+   TLS files, /v2/), and for the first the registry's tags and catalog, while this machine reads its
+   source. On an unchanged re-run these answers are the whole run;
+3. plan (pure): adopt.plan_container() for each replica (keep / start / create / recreate / adopt /
+   refuse), the htpasswd, certificate and storage environment compared, which images the registry
+   lacks. `--check` reports this and changes nothing; any refusal stops the run before a change;
+4. apply: on every replica the registry image loaded if its host lacks it (never a pull there) and
+   the container brought to the plan; then the images pushed (push/pipeline.py) to the first replica
+   that is up, through its SSH connection or with `--direct` to its address. The others get them
+   without the operator's link carrying a blob twice: with S3 storage they serve the same bucket;
+   with their own disks each copies what it lacks from the first inside the site
+   (scripts/master_copy.sh), then gets the manifests and tags.
+A replica that fails does not stop the others: the run reports it and exits 1. Every step on a
+host runs under the step deadline (`--timeout`; master.py).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from dataclasses import replace as replace_fields
 from pathlib import Path
 
 from nodecfg.credentials import Credentials
 from nodecfg.errors import ConflictError, HostError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
-from nodecfg.inventory import Inventory, RegistrySettings
-from nodecfg.push.api import WIDTH, RegistryAPI, TagState, Target, tag_states
+from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
+from nodecfg.push.api import WIDTH, TagState, tag_states
 from nodecfg.push.source import Source
 from nodecfg.registry import adopt
-from nodecfg.registry.auth import htpasswd_line, htpasswd_matches
 from nodecfg.registry.container import (
-    ApplyAction,
-    ContainerSpec,
     MasterFacts,
+    S3Spec,
     TlsFiles,
-    apply_script,
-    facts_script,
-    parse_facts,
+    copy_script,
+    http_secret_of,
+    parse_copied,
+    secret_env,
 )
-from nodecfg.registry.master import Master, whole
-from nodecfg.registry.results import ImageOutcome, ImagePlan, RegistryCheck, RegistryUpResult
+from nodecfg.registry.master import whole
+from nodecfg.registry.replica import Replica, Setup, endpoint
+from nodecfg.registry.results import ImageOutcome, RegistryCheck, RegistryUpResult, ReplicaUp
 
-DEFAULT_STEP = 60.0  # seconds a step on the master may take (--timeout), as configure-nodes' steps
+DEFAULT_STEP = 60.0  # seconds a step on a registry host may take (--timeout), as configure-nodes' steps
 Progress = Callable[[str], None]
 
 
@@ -58,32 +63,53 @@ def _quiet(_: str) -> None:
 def registry_up(inv: Inventory | None, *, progress: Progress = _quiet, bundle: Path | None = None,
                 check: bool = False, replace: bool = False, direct: bool = False,
                 step: float = DEFAULT_STEP) -> RegistryUpResult | RegistryCheck:
-    """Start the registry on the master (or, without an inventory, on this machine) and push the
-    images: from this machine's Docker engine, or a bundle file. A registry nodecfg did not make is
-    adopted where that is safe and refused otherwise (`adopt.plan_container`); `replace` recreates
-    it as nodecfg's own. `check` reports what would be done and changes nothing."""
+    """Start the registry on the master and its replicas (or, without an inventory, on this machine)
+    and push the images: from this machine's Docker engine, or a bundle file. A registry nodecfg did
+    not make is adopted where that is safe and refused otherwise (`adopt.plan_container`); `replace`
+    recreates it as nodecfg's own. `check` reports what would be done and changes nothing."""
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
     creds = Credentials.of(settings.auth)
     refs = plan_targets(list(inv.images) if inv else [])  # usage errors before anything is contacted
-    tls_files = None
-    if inv is not None and settings.tls is not None:
-        from nodecfg.registry.tls import master_files  # cryptography: only for a TLS registry
-
-        tls_files = master_files(settings.tls, registry_address=settings.address, port=settings.port,
-                                 master_name=inv.master.name, master_address=inv.master.address,
-                                 say=progress, write=not check)
+    hosts: tuple[Host | None, ...] = inv.registry_hosts if inv else (None,)
+    alone = len(hosts) == 1
+    tls = [_tls_files(settings, h, alone, progress, write=not check) for h in hosts]
+    s3 = keys = None
+    if settings.storage is not None:
+        s3 = S3Spec(settings.storage.endpoint, settings.storage.bucket, settings.storage.region)
+        keys = (settings.storage.access_key(), settings.storage.secret_key())
+    setup = Setup(settings, creds, s3, direct, replace)
     # a bundle is read and checked before any host is contacted; the engine is asked once the
-    # master's connection is under way (its handshake is the critical path of an unchanged run)
-    source = _open_source(inv, settings, refs, bundle, progress) if bundle is not None else None
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="registry-up") as pool:
-        master = Master(inv, step, pool)
+    # first host's connection is under way (its handshake is the critical path of an unchanged run)
+    opened: Future[Source] = Future()
+    if bundle is not None:
+        opened.set_result(_open_source(inv, settings, refs, bundle, progress))
+    with ThreadPoolExecutor(max_workers=2 * len(hosts) + 1, thread_name_prefix="registry-up") as pool:
+        replicas = [Replica(h, setup, tls[i], opened, progress, pool, step, endpoint=endpoint(h, settings, alone=alone),
+                            early=i == 0) for i, h in enumerate(hosts)]
         try:
-            source = source or _open_source(inv, settings, refs, None, progress)
-            return _Run(master, settings, creds, tls_files, source, progress, pool, direct).go(check, replace)
+            if not opened.done():
+                opened.set_result(_open_source(inv, settings, refs, None, progress))
+            return _Up(replicas, setup, keys, progress, pool).go(check)
         finally:
-            master.close()
-            if source is not None:
-                source.close()
+            for r in replicas:
+                r.close()
+            if opened.done() and opened.exception() is None:
+                opened.result().close()
+
+
+def _tls_files(settings: RegistrySettings, host: Host | None, alone: bool, progress: Progress,
+               write: bool) -> TlsFiles | None:
+    """The certificate, key and CA a replica serves with (registry.tls): one CA, each replica's
+    certificate naming its own address (and registry.address, which may be a name in front of them
+    all). None for plain HTTP."""
+    if settings.tls is None or host is None:
+        return None
+    from nodecfg.registry.tls import master_files, server_file_stem  # cryptography: only for TLS
+
+    stem = None if alone else server_file_stem(host.address, settings.port)
+    return master_files(settings.tls, registry_address=settings.address, port=settings.port,
+                        master_name=host.name, master_address=host.address, say=progress, write=write,
+                        stem=stem)
 
 
 def _open_source(inv: Inventory | None, settings: RegistrySettings, refs: Sequence[ImageRef],
@@ -100,82 +126,120 @@ def _open_source(inv: Inventory | None, settings: RegistrySettings, refs: Sequen
     return EngineSource(refs, sources, progress)
 
 
-@dataclass(frozen=True)
-class _Early:
-    """What the registry answered while the master gathered its facts: each image's tag, the catalog."""
+class _Up:
+    """One registry-up over its replicas: facts, plans, then apply (the module docstring)."""
 
-    tags: list[TagState]
-    catalog: dict[str, list[str]]
+    def __init__(self, replicas: list[Replica], setup: Setup, keys: tuple[Secret, Secret] | None,
+                 progress: Progress, pool: ThreadPoolExecutor) -> None:
+        self.replicas, self.setup, self.keys, self.progress, self.pool = replicas, setup, keys, progress, pool
+        self.alone = len(replicas) == 1
+        self.failed: dict[int, str] = {}  # replica index -> why it is out of this run
 
+    @property
+    def source(self) -> Source:
+        return self.replicas[0].source
 
-class _Run:
-    """One registry-up: its facts asked as soon as it exists, then `go` plans and applies."""
+    def _out(self, i: int, exc: HostError) -> None:
+        """A replica that failed: with others, said and left out; alone, the run's error."""
+        if self.alone:
+            raise exc
+        self.failed[i] = str(exc)
+        self.progress(f"{self.replicas[i].where}: FAILED: {exc}")
 
-    def __init__(self, master: Master, settings: RegistrySettings, creds: Credentials | None,
-                 tls_files: TlsFiles | None, source: Source, progress: Progress, pool: ThreadPoolExecutor,
-                 direct: bool) -> None:
-        self.master, self.settings, self.creds, self.tls_files = master, settings, creds, tls_files
-        self.source, self.progress, self.direct = source, progress, direct
-        self.where = master.where
-        self.ca = tls_files.ca if tls_files is not None else None
-        # facts, both sides, as soon as the connection is up
-        self.early: Future[_Early | None] = pool.submit(self._ask_early)
-        self.facts_run = pool.submit(
-            lambda: master.run(facts_script(settings, creds, master.step), "gathering the master's facts"))
-
-    def _ask_early(self) -> _Early | None:
-        """The registry's tags and catalog, and the source told what the registry lacks (the engine
-        starts its docker save). None when the registry does not answer (not running yet, or
-        refusing): asked again after the container is brought to the plan."""
-        api = RegistryAPI(self.master.connector(self.settings, direct=self.direct, ca=self.ca),
-                          self.creds.authorization() if self.creds else None)
-        try:
-            images = self.source.images()
-            tags = tag_states(api, [img.ref for img in images])
-            self.source.prepare([img for img, tag in zip(images, tags, strict=True) if not img.current(tag)])
-            return _Early(tags, api.catalog())
-        except Exception:  # noqa: BLE001 -- a guess: any failure means "ask again after the container"
-            return None
-        finally:
-            api.close()
-
-    def facts(self) -> MasterFacts:
-        self.progress(f"{self.where}: gathering facts")
-        res = self.facts_run.result()
-        facts = parse_facts(res.stdout, self.where)
-        if not facts.docker_version:
-            if facts.docker_hung:
-                raise HostError(f"{self.where}: dockerd on the master did not answer (its API within 5s; "
-                                "is it hung? `systemctl status docker` there)")
-            raise HostError(f"{self.where}: docker does not answer on the master ({res.brief()})")
-        if not facts.curl:  # the registry's HTTP API is checked from the master itself (nodes need no curl)
-            raise HostError(f"{self.where}: the master has no curl, which registry-up uses to talk to the "
-                            "registry on the master; install it there (apt-get install curl)")
-        return facts
-
-    def go(self, check: bool, replace: bool) -> RegistryUpResult | RegistryCheck:
-        self.master.settled()  # the handshake first: the work below would share the GIL with its Python part
-        facts = self.facts()
-        image_id = facts.registry_image_id or self.source.registry_image_id(self.settings.image)
-        plan = adopt.plan_container(want(self.settings, self.creds is not None, image_id, replace), facts.found())
-        ship = plan.needs_image and not facts.registry_image_id
+    def go(self, check: bool) -> RegistryUpResult | RegistryCheck:
+        self.replicas[0].master.settled()  # the handshake first: the work below would share the GIL with it
+        facts: dict[int, MasterFacts] = {}
+        for i, r in enumerate(self.replicas):
+            try:
+                facts[i] = r.facts()
+            except HostError as exc:
+                self._out(i, exc)
+        if not facts:
+            raise HostError("no registry host answered: " + "; ".join(self.failed.values()))
+        env_file = self._env_file(facts)
+        shipped: dict[int, bool] = {}
+        plans: dict[int, adopt.ContainerPlan] = {}
+        image_ids: dict[int, str] = {}
+        for i, f in facts.items():
+            image_ids[i] = f.registry_image_id or self._local_image_id()
+            plans[i] = self.replicas[i].plan(f, image_ids[i])
+            shipped[i] = plans[i].needs_image and not f.registry_image_id
         if check:
-            return self._check(facts, plan, ship)
-        if plan.action == "refuse":
-            raise ConflictError(f"{self.where}: {plan.refusal}")
-        if ship:
-            self.progress(f"{self.where}: loading {self.settings.image} on the master (docker load) "
-                          f"from {self.source}")
-            image_id = self.master.load_image(self.source.registry_image(self.settings.image, facts.platform),
-                                              self.settings.image, image_id)
-        action, reasons, facts = self._bring_container(facts, plan, image_id)
-        early = self.early.result() if action == "keep" else None  # else what it saw may be stale
+            return self._check(facts, plans, shipped)
+        refused = [(i, p) for i, p in plans.items() if p.action == "refuse"]
+        if refused:
+            raise ConflictError("; ".join(f"{self.replicas[i].where}: {p.refusal}" for i, p in refused))
+        ups = self._bring_up(facts, plans, image_ids, shipped, env_file)
+        return self._push(ups, facts)
+
+    # plan
+
+    def _env_file(self, facts: dict[int, MasterFacts]) -> Secret | None:
+        """S3 storage: the keys and one http.secret for every replica — the one a replica already
+        has (the first's first), else a new one."""
+        if self.keys is None:
+            return None
+        kept = next((s for s in (http_secret_of(f.env_file) for _, f in sorted(facts.items())) if s), None)
+        return secret_env(*self.keys, kept or Secret(secrets.token_urlsafe(32)))
+
+    _local_id: str | None = None
+
+    def _local_image_id(self) -> str:
+        """The registry image's id in the source ("" when only a host has it): asked once."""
+        if self._local_id is None:
+            self._local_id = self.source.registry_image_id(self.setup.settings.image)
+        return self._local_id
+
+    def _check(self, facts: dict[int, MasterFacts], plans: dict[int, adopt.ContainerPlan],
+               shipped: dict[int, bool]) -> RegistryCheck:
+        first = self.replicas[0]
+        early = first.early.result() if first.early is not None else None
+        checks = [self.replicas[i].check(f, plans[i], shipped[i], early.tags if early and i == 0 else None)
+                  for i, f in sorted(facts.items())]
+        for i, why in sorted(self.failed.items()):
+            r = self.replicas[i]
+            checks.insert(i, RegistryCheck(r.where, r.endpoint, "refuse", (), "", "", f"cannot be checked: {why}",
+                                           "", -1, False, ()))
+        return replace_fields(checks[0], replicas=tuple(checks[1:]))
+
+    # apply
+
+    def _bring_up(self, facts: dict[int, MasterFacts], plans: dict[int, adopt.ContainerPlan],
+                  image_ids: dict[int, str], shipped: dict[int, bool], env_file: Secret | None
+                  ) -> dict[int, ReplicaUp]:
+        """Every replica's container brought to its plan, side by side."""
+        def one(i: int) -> tuple[ReplicaUp, MasterFacts]:
+            return self.replicas[i].bring_up(facts[i], plans[i], image_ids[i], shipped[i], env_file)
+
+        running = {i: self.pool.submit(one, i) for i in facts}
+        ups: dict[int, ReplicaUp] = {}
+        for i, fut in running.items():
+            try:
+                ups[i], facts[i] = fut.result()
+            except HostError as exc:
+                self._out(i, exc)
+        if not ups:
+            raise HostError("no registry could be brought up: " + "; ".join(self.failed.values()))
+        return ups
+
+    def _push(self, ups: dict[int, ReplicaUp], facts: dict[int, MasterFacts]) -> RegistryUpResult:
         from nodecfg.push import pipeline
 
-        target = Target(self.where, self.master.connector(self.settings, direct=self.direct, ca=self.ca,
-                                                          route=facts.route(self.settings.port)), self.creds)
+        p = min(ups)  # the first replica that is up gets the images from this machine
+        primary = self.replicas[p]
+        early = primary.early.result() if primary.early is not None and ups[p].container_action == "keep" else None
+        target = primary.target(facts[p])
         results, stats = pipeline.push(self.source, target, progress=self.progress, width=_push_width(),
                                        tags=early.tags if early else None)
+        ups[p] = replace_fields(ups[p], sync="pushed")
+        others = [i for i in ups if i != p]
+        synced = {i: self.pool.submit(self._sync, i, primary, facts[i]) for i in others}
+        for i, fut in synced.items():
+            try:
+                ups[i] = fut.result()(ups[i])
+            except HostError as exc:
+                ups[i] = replace_fields(ups[i], sync="failed", error=str(exc))
+                self.progress(f"{self.replicas[i].where}: FAILED: {exc}")
         if early is not None and all(r.outcome == "skipped" for r in results):
             catalog = early.catalog
         else:
@@ -184,78 +248,63 @@ class _Run:
                 catalog = api.catalog()
             finally:
                 api.close()
+        top = ups[p]
+        every = tuple(ups.get(i) or ReplicaUp(r.where, r.endpoint, "failed", error=self.failed.get(i, ""))
+                      for i, r in enumerate(self.replicas))
         return RegistryUpResult(
-            self.where, self.settings.endpoint, action, tuple(reasons), facts.container_id, ship,
+            top.master, top.endpoint if not self.alone else self.setup.settings.endpoint, top.container_action
+            if top.container_action != "failed" else "keep", top.container_reasons, top.container_id,
+            top.shipped_registry_image,
             tuple(ImageOutcome(r.image.source, r.image.ref.target, r.image.size, r.outcome, r.seconds, r.error)
                   for r in results),
-            catalog, self.creds is not None, note=plan.note, transfer=asdict(stats))
+            catalog, self.setup.creds is not None, note=top.note, transfer=asdict(stats),
+            replicas=() if self.alone else every)
 
-    def _check(self, facts: MasterFacts, plan: adopt.ContainerPlan, ship: bool) -> RegistryCheck:
+    def _sync(self, i: int, primary: Replica, facts: MasterFacts) -> Callable[[ReplicaUp], ReplicaUp]:
+        """Replica `i` given the images the primary has: one S3 bucket serves them already (checked);
+        its own disk gets the blobs it lacks copied from the primary inside the site."""
+        from nodecfg.push import pipeline
+
+        replica = self.replicas[i]
         images = self.source.images()
-        early = self.early.result()
-        tags = early.tags if early is not None else [TagState()] * len(images)
-        found = facts.found()
-        acted = plan.adopted or found.named
-        data_dir = plan.data_dir or self.settings.data_dir
-        source = acted.data_source if acted is not None and acted.data_spec == data_dir else data_dir
-        return RegistryCheck(
-            self.where, self.settings.endpoint, plan.action, plan.reasons,
-            f"{acted.name} {acted.id[:12]}" if acted is not None else "", plan.note, plan.refusal,
-            data_dir, found.repositories.get(source, -1), ship,
-            tuple(ImagePlan(i.source, i.ref.target, "in registry" if i.current(t) else "push")
-                  for i, t in zip(images, tags, strict=True)))
+        if self.setup.s3 is not None:
+            tags = _tag_states(replica, facts, [img.ref for img in images])
+            behind = [img.ref.target for img, tag in zip(images, tags, strict=True) if not img.current(tag)]
+            if behind:
+                raise HostError(f"{replica.where}: serves the S3 bucket but not {', '.join(behind)} "
+                                "(the same bucket as the first replica?)")
+            return lambda up: replace_fields(up, sync="shared")
+        scheme = "https" if self.setup.settings.tls is not None else "http"
 
-    def _bring_container(self, facts: MasterFacts, plan: adopt.ContainerPlan, image_id: str
-                         ) -> tuple[adopt.Action, list[str], MasterFacts]:
-        """The container brought to the plan: (action, reasons, facts after). A new htpasswd or
-        certificate restarts a container that was otherwise kept (registry:2 reads both at start);
-        an adopted registry keeps its own htpasswd."""
-        action, reasons = plan.action, list(plan.reasons)
-        if plan.note:
-            self.progress(f"{self.where}: {plan.note}")
-        htpasswd = None
-        if plan.adopted is None and self.creds is not None and not htpasswd_matches(facts.htpasswd, self.creds):
-            htpasswd = htpasswd_line(self.creds)
-            if action == "keep":
-                action, reasons = "restart", ["credentials changed"]
-        tls_new = self.tls_files if self.tls_files is not None and self.tls_files.sums != facts.tls_sums else None
-        if tls_new is not None and plan.adopted is None and action == "keep":
-            action, reasons = "restart", ["TLS certificate changed"]
-        applied = _applied(action)
-        if applied is None:  # keep, adopt
-            if plan.adopted is not None:
-                facts = replace_fields(facts, container_id=plan.adopted.id)
-            return action, reasons, facts
-        self.progress(f"{self.where}: registry container: {action} ({'; '.join(reasons)})")
-        spec = ContainerSpec(image_id, self.settings.port, plan.data_dir or self.settings.data_dir,
-                             self.creds is not None, plan.name or self.settings.container,
-                             tls=self.settings.tls is not None)
-        res = self.master.run(apply_script(spec, applied, self.settings, self.master.step, htpasswd=htpasswd,
-                                           auth=self.creds, tls_files=tls_new), "starting the registry")
-        if not res.ok:
-            raise HostError(f"{self.where}: starting the registry failed: {whole(res)}")
-        after = parse_facts(res.stdout, self.where)
-        return action, reasons, replace_fields(facts, http_status=after.http_status, container=after.container,
-                                               container_id=after.container_id)
+        def copier(jobs: Sequence[pipeline.BlobJob]) -> dict[str, int | str]:
+            self.progress(f"{replica.where}: copying {len(jobs)} blob(s) from {primary.where} inside the site")
+            res = replica.master.run(copy_script(self.setup.settings, replica.master.step,
+                                                 f"{scheme}://{primary.endpoint}", [(j.first, j.digest) for j in jobs],
+                                                 self.setup.creds), f"copying blobs from {primary.where}")
+            if not res.ok:
+                raise HostError(f"{replica.where}: copying blobs from {primary.where} failed: {whole(res)}")
+            return parse_copied(res.stdout)
 
-
-def want(settings: RegistrySettings, auth: bool, image_id: str, replace: bool) -> adopt.Want:
-    """What the inventory asks of the registry container, and which of its keys it set."""
-    return adopt.Want(settings.container, settings.port, settings.data_dir, auth, image_id, settings.image,
-                      frozenset(settings.explicit & {"port", "data_dir", "auth"}), replace,
-                      tls=settings.tls is not None)
-
-
-_APPLIED: dict[adopt.Action, ApplyAction] = {"create": "create", "recreate": "recreate", "start": "start",
-                                             "restart": "restart"}
-
-
-def _applied(action: adopt.Action) -> ApplyAction | None:
-    """What the apply script does for the plan's action (None: nothing to do on the master)."""
-    return _APPLIED.get(action)
+        results, stats = pipeline.push(self.source, replica.target(facts), progress=self.progress,
+                                       width=_push_width(), copier=copier)
+        bad = [r for r in results if r.outcome == "failed"]
+        if bad:
+            raise HostError(f"{replica.where}: {len(bad)} image(s) not copied: "
+                            f"{bad[0].image.ref.target}: {bad[0].error}")
+        done = all(r.outcome == "skipped" for r in results)
+        return lambda up: replace_fields(up, sync="up to date" if done else "copied", copied=len(stats.copied),
+                                         copied_bytes=stats.copied_bytes)
 
 
 def _push_width() -> int:
     """Blobs in flight; NODECFG_PUSH_WIDTH overrides the default (bench/registry_push.py measures widths)."""
     raw = os.environ.get("NODECFG_PUSH_WIDTH", "")
     return int(raw) if raw.isdigit() and 1 <= int(raw) <= 32 else WIDTH
+
+
+def _tag_states(replica: Replica, facts: MasterFacts, refs: Sequence[ImageRef]) -> list[TagState]:
+    api = replica.api(facts)
+    try:
+        return tag_states(api, refs)
+    finally:
+        api.close()

@@ -19,18 +19,21 @@
 #                   registries it created, one per line)
 #   -i IMAGE        the registry image (facts)
 #   -x ACTION       create | recreate | start | restart (apply)
-#   -w              apply: an htpasswd to write comes on stdin;  -t: TLS files come on stdin
+#   -w              apply: an htpasswd to write comes on stdin;  -t: TLS files come on stdin;
+#                   -e: the registry's secret environment (S3 keys, http.secret: registry.env)
 #   -l LABEL        (repeated) down: a label that marks a container as nodecfg's
-#   -p              down: purge the data directory too
+#   -p              down: purge the data directory too;  -s: down: the registry serves an S3 bucket
+#   -F URL          copy: the registry the blobs come from;  -b REPOSITORY DIGEST (repeated): a blob
 # stdin: one line of base64 per secret, in this order: curl's config (`user = "..."`, or an empty
-# line: no credentials), then with -w the htpasswd file, with -t tls.crt, tls.key and ca.crt.
+# line: no credentials), then with -w the htpasswd file, with -t tls.crt, tls.key and ca.crt, with
+# -e registry.env.
 # curl reads its config with -K from a root-only temp file ($ncfg): the password never reaches a
 # process's argv, and no secret is ever in this code.
 
-reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' statedir='' image='' action='' htpw='' tls=''
-step=60 labels='' purge=''
+reg='' port='' cafile='' name='' data='' authdir='' tlsdir='' statedir='' image='' action='' htpw='' tls='' envf=''
+step=60 labels='' purge='' s3=''
 
-# options FN ARG...: FN OPTION [VALUE] for each option of the arguments, up to `--`; $optwords: how
+# options FN ARG...: FN OPTION [VALUE...] for each option of the arguments, up to `--`; $optwords: how
 # many words they are (a value may itself be `--`: only an option's place ends them)
 options() {
   _fn=$1
@@ -38,7 +41,8 @@ options() {
   _all=$#
   while [ $# -gt 0 ] && [ "$1" != -- ]; do
     case $1 in
-      -w|-t|-p) "$_fn" "$1"; shift;;
+      -w|-t|-e|-p|-s) "$_fn" "$1"; shift;;
+      -b) "$_fn" "$1" "$2" "$3"; shift 3;;
       *) "$_fn" "$1" "$2"; shift 2;;
     esac
   done
@@ -62,24 +66,27 @@ setopt() {
     -x) action=$2;;
     -w) htpw=1;;
     -t) tls=1;;
+    -e) envf=1;;
     -l) labels="$labels $2";;
     -p) purge=1;;
+    -s) s3=1;;
   esac
 }
 options setopt "$@"
 budget "$step"
 
 # the secrets, read before anything else runs: curl's config into $ncfg, the others (base64) into
-# $pw64, $crt64, $key64, $ca64; nothing after this reads stdin
+# $pw64, $crt64, $key64, $ca64, $env64; nothing after this reads stdin
 ncfg=$(umask 077; mktemp)
 trap 'rm -f "$ncfg"' EXIT
 IFS= read -r _line
 printf '%s' "$_line" | base64 -d > "$ncfg"
-_line='' pw64='' crt64='' key64='' ca64=''
+_line='' pw64='' crt64='' key64='' ca64='' env64=''
 # shellcheck disable=SC2034  # read by master_apply.sh
 {
   if [ -n "$htpw" ]; then IFS= read -r pw64; fi
   if [ -n "$tls" ]; then IFS= read -r crt64; IFS= read -r key64; IFS= read -r ca64; fi
+  if [ -n "$envf" ]; then IFS= read -r env64; fi
 }
 exec 0</dev/null
 

@@ -1,33 +1,41 @@
 # shellcheck shell=sh
 # registry-up's change on the master: (re)start the registry container as -x ACTION says, wait for
 # /v2/ (until the step's deadline), then report `http CODE` and `container INSPECT`.
-# Arguments: master.sh's -D -R -P -C -n -d -A -T -S -x -w -t, then `--` and `docker run`'s
+# Arguments: master.sh's -D -R -P -C -n -d -A -T -S -x -w -t -e, then `--` and `docker run`'s
 # arguments after `run` (create, recreate). stdin (master.sh): curl's config, with -w the
-# htpasswd, with -t tls.crt, tls.key and ca.crt.
+# htpasswd, with -t tls.crt, tls.key and ca.crt, with -e registry.env.
 #
 # Nothing is left behind when docker refuses: a container `docker run` created but could not
 # start is removed (by the id in its --cidfile, in a directory only this run can write, never by
 # name), the container a recreate replaces is renamed aside and put back, and a data directory or
-# htpasswd this run made is removed again (a previous htpasswd restored). docker's whole message
+# htpasswd or registry.env this run made is removed again (a previous one restored). docker's whole message
 # goes to stderr. A container created here has its data directory recorded in STATE_DIR/data-dirs
 # (what registry-down --purge may delete).
 
 old="$name-nodecfg-old"
-pw="$authdir/htpasswd" bak="$authdir/htpasswd.bak"
-pwtmp="$authdir/htpasswd.tmp"
+pw="$authdir/htpasswd" envfile="$authdir/registry.env"
 work=$(mktemp -d)  # 0700: the cidfile inside cannot be planted (docker run refuses one that exists)
 cidf="$work/cid"
-trap 'rm -f "$ncfg"; rm -rf "$work"; [ -n "$pwtmp" ] && rm -f "$pwtmp"' EXIT
+trap 'rm -f "$ncfg" "$pw.tmp" "$envfile.tmp"; rm -rf "$work"' EXIT
 hung="docker did not answer within ${step}s (is dockerd hung?)"
 fail() { printf '%s\n' "${1:-$hung}" >&2; exit "${2:-4}"; }
-madedir='' hadpw=''
-case $data in /*) absdata=1;; *) absdata='';; esac  # else a docker volume's name: docker's to make
+madedir='' hadpw='' hadenv=''
+case $data in /*) absdata=1;; *) absdata='';; esac  # else a volume's name (docker's to make), or none (S3)
 
-# undo: what this run made before docker refused (the htpasswd it wrote, the data dir it made)
+# secret FILE BASE64: FILE (0600) written atomically from the base64 data; the one it replaces is
+# kept as FILE.bak until the container runs (`undo` puts it back)
+secret() {
+  if [ -e "$1" ]; then cp -p "$1" "$1.bak"; fi
+  (umask 077; printf '%s' "$2" | base64 -d > "$1.tmp")
+  mv -f "$1.tmp" "$1"
+}
+# unsecret FILE HAD: FILE as before this run: its backup back, or gone if there was none
+unsecret() { if [ -n "$2" ]; then mv -f "$1.bak" "$1"; else rm -f "$1"; fi; }
+
+# undo: what this run made before docker refused (the secret files it wrote, the data dir it made)
 undo() {
-  if [ -n "$htpw" ]; then
-    if [ -n "$hadpw" ]; then mv -f "$bak" "$pw"; else rm -f "$pw"; fi
-  fi
+  if [ -n "$htpw" ]; then unsecret "$pw" "$hadpw"; fi
+  if [ -n "$envf" ]; then unsecret "$envfile" "$hadenv"; fi
   if [ -n "$absdata" ]; then [ -n "$madedir" ] && rmdir "$data" 2>/dev/null; fi
   :
 }
@@ -47,6 +55,7 @@ tlsfile() {
 drop_created() { [ -s "$cidf" ] && bounded docker 0 docker rm -f "$(cat "$cidf")" >/dev/null 2>&1; }
 # record: the data directory of the container just created, once, in STATE_DIR/data-dirs (root only)
 record() {
+  [ -n "$data" ] || return 0  # S3 storage: no data directory
   install -d -m 700 "$statedir"
   grep -qxF -- "$data" "$statedir/data-dirs" 2>/dev/null || printf '%s\n' "$data" >> "$statedir/data-dirs"
 }
@@ -55,13 +64,10 @@ if [ -n "$absdata" ]; then
   [ -d "$data" ] || madedir=1
   out=$(install -d -m 755 "$data" 2>&1) || fail "$out"
 fi
-if [ -n "$htpw" ]; then
-  install -d -m 700 "$authdir"
-  if [ -e "$pw" ]; then hadpw=1; cp -p "$pw" "$bak"; fi
-  (umask 077; printf '%s' "$pw64" | base64 -d > "$pwtmp")
-  mv -f "$pwtmp" "$pw"
-fi
-pw64=''
+if [ -n "$htpw" ] || [ -n "$envf" ]; then install -d -m 700 "$authdir"; fi
+if [ -n "$htpw" ]; then [ -e "$pw" ] && hadpw=1; secret "$pw" "$pw64"; fi
+if [ -n "$envf" ]; then [ -e "$envfile" ] && hadenv=1; secret "$envfile" "$env64"; fi
+pw64='' env64=''
 if [ -n "$tls" ]; then  # a renewed or first certificate: valid either way, so no undo
   install -d -m 700 "$tlsdir"
   tlsfile tls.crt 644 "$crt64"
@@ -88,7 +94,7 @@ case $action in
   start|restart)
     out=$(bounded docker 0 docker "$action" "$name" 2>&1) || { undo; fail "$out"; };;
 esac
-[ -n "$hadpw" ] && rm -f "$bak"
+rm -f "$pw.bak" "$envfile.bak"
 code=''
 up() {
   code=$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 2 "$reg/v2/")

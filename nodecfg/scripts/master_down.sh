@@ -1,6 +1,7 @@
 # shellcheck shell=sh
-# registry-down on the master. Arguments: master.sh's -D -n -d -A -T -S, -l LABEL (each label that
-# marks a container as nodecfg's), -p (purge). Tagged lines:
+# registry-down on a registry host. Arguments: master.sh's -D -n -d -A -T -S, -l LABEL (each label
+# that marks a container as nodecfg's), -p (purge), -s (the registry serves an S3 bucket: no data
+# directory of its own; the bucket is never emptied). Tagged lines:
 #   hung                 docker did not answer within the step's budget (nothing was changed)
 #   foreign              the container is not nodecfg's (no such label): left, data and all
 #   removed | absent     nodecfg's container was removed | there is none
@@ -8,6 +9,7 @@
 #   purged KIND DIR      (-p) the data directory (bind: a path) or volume (KIND volume) deleted
 #   kept DIR WHY         (-p) the data directory that was NOT deleted, and why
 #   nothing              (-p) no data directory is known and the inventory's does not exist
+#   bucket               (-p -s) the data is in the S3 bucket: kept
 # What --purge deletes: the directory nodecfg's container actually mounts at /var/lib/registry; with
 # no container, the last one nodecfg recorded in STATE_DIR/data-dirs when it created a registry. A
 # directory neither names is not nodecfg's: kept. So is one that holds more than a registry's
@@ -35,6 +37,11 @@ else
   exit 4
 fi
 [ -n "$purge" ] || exit 0
+if [ -n "$s3" ]; then
+  rm -rf -- "$authdir" "$tlsdir"
+  rec bucket
+  exit 0
+fi
 
 records="$statedir/data-dirs"
 if [ -z "$dir" ] && [ -r "$records" ]; then

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # registry-up's facts on the master, as tagged lines (nodecfg/registry/container.py `parse_facts`):
 # the docker engine, the registry image and container, who else is on the port, the repositories in
-# each data directory in play, the htpasswd and TLS files, what /v2/ answers (and with the
+# each data directory in play, the htpasswd, registry.env and TLS files, what /v2/ answers (and with the
 # credentials). Arguments: master.sh's -D -R -P -C -n -d -A -T -S -i.
 #
 # Docker is asked through its API on its unix socket with curl (~10 ms a call; the docker CLI
@@ -91,6 +91,7 @@ if [ -d "$tlsdir" ]; then
 fi
 command -v curl >/dev/null || rec nocurl ''
 if [ -r "$authdir/htpasswd" ]; then rec htpasswd "$(base64 -w0 "$authdir/htpasswd")"; fi
+if [ -r "$authdir/registry.env" ]; then rec envfile "$(base64 -w0 "$authdir/registry.env")"; fi
 rec http "$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 "$reg/v2/")"
 wait
 cat "$jobs/1" "$jobs/2" "$jobs/3" "$jobs/4" 2>/dev/null

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nodecfg.inventory import RegistrySettings, TlsSettings
-from nodecfg.registry import adopt, results, up
+from nodecfg.registry import adopt, replica, results
 from nodecfg.registry import container as reg
 from nodecfg.registry.adopt import Found, Want, existing, plan_container, ss_process
 from tests.unit.nodesh import stub_bin
@@ -296,7 +296,7 @@ def test_inventory_says_which_registry_keys_it_set(registry_yaml: str, explicit:
     text = "master: {name: m, address: 10.0.0.1}\nnodes: [{name: n, address: 10.0.0.2}]\n" + registry_yaml
     settings = parse_inventory(text, "i.yaml", check_files=False).registry
     assert settings.explicit == frozenset(explicit)
-    assert up.want(settings, False, "", replace=False).explicit == frozenset(explicit)
+    assert replica.want(replica.Setup(settings, None), "").explicit == frozenset(explicit)
 
 
 def test_check_report_names_container_data_dir_and_images(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ from nodecfg import ssh
 from nodecfg.credentials import Credentials
 from nodecfg.errors import HostError, UsageError
 from nodecfg.inventory import RegistryAuth, RegistrySettings, Secret
-from nodecfg.registry import container, master, up
+from nodecfg.registry import container, master, replica, up
 from nodecfg.registry.auth import htpasswd_line, htpasswd_matches
 from nodecfg.registry.container import ContainerSpec, parse_facts
 
@@ -179,7 +179,7 @@ def test_registry_image_on_neither_side_is_a_usage_error(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(dockerengine, "inspect_image", lambda ref: None)
     monkeypatch.setattr(master.ssh, "run", fake_run)
-    monkeypatch.setattr(up._Run, "_ask_early", lambda self: None)  # no registry answers yet
+    monkeypatch.setattr(replica.Replica, "_ask_early", lambda self: None)  # no registry answers yet
     with pytest.raises(UsageError, match=r"registry:2 is neither on the master nor on this machine"):
         up.registry_up(None)
     assert len(calls) == 1 and calls[0].startswith("sh -c ")  # facts only: nothing was loaded or started
