@@ -269,16 +269,31 @@ class MasterFacts:
                            self.auth_status, dict(self.repositories))
 
 
+_SECRET_ENV = ("SECRET", "ACCESSKEY", "PASSWORD", "TOKEN")
+
+
 def _docker_object(text: str) -> dict[str, Any] | None:
     """One object docker answered: the API's JSON object, or the first of `docker inspect`'s list;
-    None for nothing, an error (`{"message": ...}`) or what is not JSON."""
+    None for nothing, an error (`{"message": ...}`) or what is not JSON. A container's environment
+    values that are secrets (an S3 key, the http.secret: `docker run --env-file` puts them there)
+    are replaced by *** before anything here holds them."""
     try:
         data = json.loads(text)
     except ValueError:
         return None
     if isinstance(data, list):
         data = data[0] if data else None
-    return data if isinstance(data, dict) and "message" not in data else None
+    if not isinstance(data, dict) or "message" in data:
+        return None
+    config = data.get("Config")
+    if isinstance(config, dict) and isinstance(config.get("Env"), list):
+        config["Env"] = [_masked(str(e)) for e in config["Env"]]
+    return data
+
+
+def _masked(entry: str) -> str:
+    name, eq, _ = entry.partition("=")
+    return f"{name}=***" if eq and any(word in name.upper() for word in _SECRET_ENV) else entry
 
 
 def _status(text: str) -> int:

@@ -240,3 +240,40 @@ def test_port_forwards_fall_back_to_loopback_when_sshd_refuses_the_container() -
     connect().connect()
     connect().connect()
     assert asked == [("172.17.0.2", 5000), ("127.0.0.1", 5000), ("127.0.0.1", 5000)]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 22: S3 storage — its keys and the http.secret in a 0600 env file, never on a command line
+
+def test_s3_container_spec_keeps_every_secret_off_argv() -> None:
+    s3 = container.S3Spec("http://10.0.0.30:8333", "registry", "us-east-1")
+    spec = ContainerSpec("sha256:aaa", 5000, "", auth=False, s3=s3)
+    args = spec.run_args("registry:2")
+    assert "REGISTRY_STORAGE=s3" in args and "REGISTRY_STORAGE_S3_REGIONENDPOINT=http://10.0.0.30:8333" in args
+    assert "REGISTRY_STORAGE_S3_SECURE=false" in args and "REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true" in args
+    assert args[args.index("--env-file") + 1] == f"{container.AUTH_DIR}/{container.ENV_FILE}"
+    assert not any(a.endswith(":/var/lib/registry") for a in args)  # no data directory at all
+    assert spec.digest != ContainerSpec("sha256:aaa", 5000, "", auth=False).digest
+    env = container.secret_env(Secret("AKIA-1"), Secret("s3cr3t"), Secret("http-s3cret"))
+    assert "s3cr3t" not in repr(env) and container.http_secret_of(env) == Secret("http-s3cret")
+    settings = RegistrySettings(address="10.0.0.10")
+    script = container.apply_script(spec, "create", settings, 30, env_file=env)
+    assert "s3cr3t" not in script.command() and "AKIA" not in script.command()
+    assert base64.b64decode(script.stdin.splitlines()[-1]) == (
+        b"REGISTRY_STORAGE_S3_ACCESSKEY=AKIA-1\nREGISTRY_STORAGE_S3_SECRETKEY=s3cr3t\nREGISTRY_HTTP_SECRET=http-s3cret\n")
+    with pytest.raises(UsageError, match="single line"):
+        container.secret_env(Secret("a\nb"), Secret("s"), Secret("h"))
+
+
+def test_the_env_file_round_trips_through_the_facts_as_a_secret() -> None:
+    env = "REGISTRY_HTTP_SECRET=kept-one\n"
+    facts = parse_facts(f'version\t{{"Version":"1"}}\nenvfile\t{base64.b64encode(env.encode()).decode()}\n', "m")
+    assert facts.env_file == Secret(env) and "kept-one" not in repr(facts)
+    assert container.http_secret_of(facts.env_file) == Secret("kept-one")
+    assert container.http_secret_of(None) is None
+    inspect = {"Id": "c1", "Config": {"Env": ["REGISTRY_STORAGE=s3", "REGISTRY_STORAGE_S3_SECRETKEY=s3cr3t",
+                                               "REGISTRY_HTTP_SECRET=kept-one", "PATH=/bin"]}}
+    facts = parse_facts(f"container\t{json.dumps(inspect)}\n", "m")
+    assert facts.container is not None and "s3cr3t" not in json.dumps(facts.container)
+    assert facts.container["Config"]["Env"] == ["REGISTRY_STORAGE=s3", "REGISTRY_STORAGE_S3_SECRETKEY=***",
+                                                "REGISTRY_HTTP_SECRET=***", "PATH=/bin"]
