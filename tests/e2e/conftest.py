@@ -60,17 +60,27 @@ class Lab:
     known_hosts: Path
     hosts: dict[str, str]  # name -> address
 
+    def ssh_argv(self, name: str, command: str, *, user: str = "root") -> list[str]:
+        """The real OpenSSH client with the lab's key, running `command` on a lab host."""
+        return ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                "-o", "ConnectTimeout=5", f"{user}@{self.hosts[name]}", command]
+
     def ssh(self, name: str, command: str, *, user: str = "root", check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run a command on a lab host with the real OpenSSH client and the lab's key."""
-        proc = subprocess.run(
-            ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
-             "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-             "-o", "ConnectTimeout=5", f"{user}@{self.hosts[name]}", command],
-            capture_output=True, text=True, timeout=timeout, check=False)
+            timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command on a lab host (`stdin`, text, on its standard input)."""
+        proc = subprocess.run(self.ssh_argv(name, command, user=user), input=stdin,
+                              capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"{name}: {command!r} failed ({proc.returncode}): {proc.stderr}")
         return proc
+
+    def load_images(self, name: str, *images: str) -> None:
+        """`docker save IMAGES | ssh HOST docker load`: this machine's images onto a lab host."""
+        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+        done = subprocess.run(self.ssh_argv(name, "docker load -q"), stdin=save.stdout, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert save.wait(timeout=60) == 0 and done.returncode == 0, done.stderr
 
     def inventory_data(self) -> dict[str, Any]:
         return dict(yaml.safe_load(self.inventory.read_text()))
@@ -83,18 +93,26 @@ class Lab:
         labmod.stop_node(name)
 
 
-def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tuple[str, ...] = ()) -> Lab:
+def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tuple[str, ...] = (), *,
+              replicas: int = 0, s3: bool = False) -> Lab:
     """A fresh lab: node1, node2, ... take `flavors` in turn (the master the first); `minimal`
-    hosts have neither curl nor wget."""
+    hosts have neither curl nor wget; `replicas` hosts replica1..K; `s3` the S3 store's hosts
+    s3a and s3b. `Lab.hosts` names them all."""
     args = ["up", "--nodes", str(nodes), "--flavors", ",".join(flavors)]
     if minimal:
         args += ["--minimal", ",".join(minimal)]
+    if replicas:
+        args += ["--replicas", str(replicas)]
+    if s3:
+        args.append("--s3")
     proc = nodecfg_lab(*args)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     paths = labmod.lab_paths()
     data = yaml.safe_load(paths.inventory.read_text())
     hosts = {"master": data["master"]["address"]}
     hosts.update({n["name"]: n["address"] for n in data["nodes"]})
+    hosts.update({n["name"]: n["address"] for n in data["registry"].get("replicas", [])})
+    hosts.update({n.name: n.address for n in labmod.lab_status() if n.role == "s3"})
     return Lab(paths.inventory, paths.key, paths.known_hosts, hosts)
 
 
