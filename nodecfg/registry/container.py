@@ -74,9 +74,12 @@ class S3Spec:
 
     def env(self) -> list[str]:
         secure = "true" if self.endpoint.startswith("https://") else "false"
+        # redirect disabled: the registry itself streams blobs to the nodes (its S3 driver would
+        # answer a blob GET with a 307 to the store, which nodes of an offline site may not reach)
         return ["REGISTRY_STORAGE=s3", f"REGISTRY_STORAGE_S3_REGIONENDPOINT={self.endpoint}",
                 f"REGISTRY_STORAGE_S3_BUCKET={self.bucket}", f"REGISTRY_STORAGE_S3_REGION={self.region}",
-                f"REGISTRY_STORAGE_S3_SECURE={secure}", "REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true"]
+                f"REGISTRY_STORAGE_S3_SECURE={secure}", "REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true",
+                "REGISTRY_STORAGE_REDIRECT_DISABLE=true"]
 
 
 def secret_env(access_key: Secret, secret_key: Secret, http_secret: Secret) -> Secret:

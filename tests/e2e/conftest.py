@@ -92,6 +92,10 @@ class Lab:
     def stop(self, name: str) -> None:
         labmod.stop_node(name)
 
+    def start(self, name: str) -> None:
+        """The host started again (a lab host's docker state is in memory: its containers are gone)."""
+        labmod.start_node(name)
+
 
 def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tuple[str, ...] = (), *,
               replicas: int = 0, s3: bool = False) -> Lab:
