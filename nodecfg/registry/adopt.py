@@ -191,7 +191,7 @@ def _spec_reasons(want: Want, c: Existing, data_dir: str) -> list[str]:
         reasons.append("registry image changed")
     if c.ports != (str(want.port),):
         reasons.append(f"port {','.join(c.ports) or 'none'} -> {want.port}")
-    if c.data_spec != data_dir:
+    if not want.storage and c.data_spec != data_dir:  # with S3, registry:2's anonymous volume is no matter
         reasons.append(f"data directory {c.data_spec or '(none)'} -> {data_dir or '(none: ' + want.storage + ')'}")
     if c.storage != want.storage:
         reasons.append(f"storage {c.storage or 'its data directory'} -> {want.storage or data_dir}")

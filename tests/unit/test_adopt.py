@@ -346,3 +346,36 @@ def test_tls_files_written_key_private_and_registry_run_with_them(tmp_path: Path
     assert f"--cacert {tls_dir}/ca.crt --connect-to ::127.0.0.1:5000" in (tmp_path / "log.curl").read_text()
     assert "https://10.0.0.9:5000/v2/" in (tmp_path / "log.curl").read_text()
     assert files.sums == " ".join(__import__("hashlib").sha256(b).hexdigest() for b in files.contents())
+
+
+# issue 22: a registry that serves an S3 bucket
+S3 = adopt.storage_name("s3", "http://10.0.0.30:8333", "registry")
+S3_ENV = ["REGISTRY_STORAGE=s3", "REGISTRY_STORAGE_S3_REGIONENDPOINT=http://10.0.0.30:8333",
+          "REGISTRY_STORAGE_S3_BUCKET=registry", "REGISTRY_STORAGE_S3_SECRETKEY=***"]
+
+
+def _s3(want_: Want) -> Want:
+    from dataclasses import replace
+
+    return replace(want_, storage=S3)
+
+
+@pytest.mark.parametrize(("case", "want_", "found_", "action", "words"), [
+    # registry:2 declares VOLUME /var/lib/registry: an S3 container still mounts an anonymous volume there
+    ("own S3, anonymous volume", _s3(want()), found(container(own=True, data="/var/lib/docker/volumes/ab/_data",
+                                                              volume="ab", env=S3_ENV)), "keep", ()),
+    ("own on disk, S3 asked", _s3(want()), found(container(**OWN)), "recreate",
+     ("storage its data directory -> s3 http://10.0.0.30:8333/registry",)),
+    ("own S3, disk asked", want(), found(container(own=True, data=None, env=S3_ENV)), "recreate",
+     ("storage s3 http://10.0.0.30:8333/registry -> /var/lib/registry",)),
+    ("foreign on disk, S3 asked", _s3(want()), found(container()), "refuse",
+     ("serves from /mnt/registry, registry.storage says s3 http://10.0.0.30:8333/registry", "--replace")),
+    ("foreign S3, same bucket", _s3(want()), found(container(data=None, env=S3_ENV)), "adopt", ()),
+])
+def test_storage_in_the_decision(case: str, want_: Want, found_: Found, action: str, words: tuple[str, ...]) -> None:
+    plan = plan_container(want_, found_)
+    assert plan.action == action, (case, plan)
+    text = " ".join((*plan.reasons, plan.refusal, plan.note))
+    assert all(w in text for w in words), (case, text)
+    if want_.storage and action != "refuse":
+        assert plan.data_dir == "" or action == "adopt"  # no data directory for a registry on S3
