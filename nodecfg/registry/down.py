@@ -30,7 +30,8 @@ def registry_down(inv: Inventory | None, *, purge: bool = False, step: float = 6
                 except HostError as exc:
                     if len(hosts) == 1:
                         raise
-                    results.append(RegistryDownResult(m.where, "absent", "not asked", "", error=str(exc)))
+                    why = str(exc) if str(exc).startswith(m.where) else f"{m.where}: {exc}"
+                    results.append(RegistryDownResult(m.where, "absent", "not asked", "", error=why))
         finally:
             for m in masters:
                 m.close()

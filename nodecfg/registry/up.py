@@ -143,8 +143,9 @@ class _Up:
         """A replica that failed: with others, said and left out; alone, the run's error."""
         if self.alone:
             raise exc
-        self.failed[i] = str(exc)
-        self.progress(f"{self.replicas[i].where}: FAILED: {exc}")
+        where = self.replicas[i].where
+        self.failed[i] = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+        self.progress(f"FAILED: {self.failed[i]}")
 
     def go(self, check: bool) -> RegistryUpResult | RegistryCheck:
         self.replicas[0].master.settled()  # the handshake first: the work below would share the GIL with it

@@ -93,8 +93,12 @@ class Lab:
         labmod.stop_node(name)
 
     def start(self, name: str) -> None:
-        """The host started again (a lab host's docker state is in memory: its containers are gone)."""
+        """The host started again, its sshd answering (a lab host's docker state is in memory: its
+        containers are gone)."""
+        import time
+
         labmod.start_node(name)
+        labmod.wait_for_ssh(self.hosts[name], time.monotonic() + 60)
 
 
 def start_lab(nodes: int, flavors: tuple[str, ...] = ("bookworm",), minimal: tuple[str, ...] = (), *,
