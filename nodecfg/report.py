@@ -125,7 +125,8 @@ def _replica_line(r: Any) -> str:
             "up to date": "already holds every image",
             "copied": f"copied {r.copied} blob(s) ({_size(r.copied_bytes)}) from the first replica inside the site",
             "failed": f"FAILED to get the images: {r.error}"}.get(r.sync, "")
-    return f"{r.container_action}{reasons}; container {r.container_id[:12]}; nodes use {r.endpoint}; {sync}"
+    shipped = "; registry image shipped from this machine" if r.shipped_registry_image else ""
+    return f"{r.container_action}{reasons}; container {r.container_id[:12]}; nodes use {r.endpoint}{shipped}; {sync}"
 
 
 def registry_check(result: Any, *, as_json: bool) -> None:

@@ -196,8 +196,9 @@ class _Run:
             self.waiting[img.ref.target] = set(img.blobs) & planned
         uploads = {j.digest: j for j in jobs if j.mount_from is None}
         if jobs:
+            how = "to copy inside the site" if self.copier is not None else "to send"
             self.progress(f"{len(todo)} image(s) to push: {len(jobs)} blob(s) the registry lacks, "
-                          f"{len(uploads)} to send, {len(jobs) - len(uploads)} to mount")
+                          f"{len(uploads)} {how}, {len(jobs) - len(uploads)} to mount")
         for j in jobs:
             if j.mount_from is not None:
                 self._submit(self._blob_job, j, None)

@@ -278,7 +278,7 @@ class _Up:
         scheme = "https" if self.setup.settings.tls is not None else "http"
 
         def copier(jobs: Sequence[pipeline.BlobJob]) -> dict[str, int | str]:
-            self.progress(f"{replica.where}: copying {len(jobs)} blob(s) from {primary.where} inside the site")
+            self.progress(f"{replica.where}: copying {len(jobs)} blob(s) from {primary.where}")
             res = replica.master.run(copy_script(self.setup.settings, replica.master.step,
                                                  f"{scheme}://{primary.endpoint}", [(j.first, j.digest) for j in jobs],
                                                  self.setup.creds), f"copying blobs from {primary.where}")
@@ -286,8 +286,8 @@ class _Up:
                 raise HostError(f"{replica.where}: copying blobs from {primary.where} failed: {whole(res)}")
             return parse_copied(res.stdout)
 
-        results, stats = pipeline.push(self.source, replica.target(facts), progress=self.progress,
-                                       width=_push_width(), copier=copier)
+        results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
+                                       progress=lambda m: self.progress(f"{replica.where}: {m}"))
         bad = [r for r in results if r.outcome == "failed"]
         if bad:
             raise HostError(f"{replica.where}: {len(bad)} image(s) not copied: "
