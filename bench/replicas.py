@@ -46,6 +46,8 @@ from nodecfg.images import parse_ref  # noqa: E402
 CLI = [str(ROOT / ".venv-e2e" / "bin" / "nodecfg")]  # --cli
 SECTION = "registry replicas (issue 22)"
 FLAVORS = ("bookworm", "trixie", "containerd2")  # containerd 1.6, 1.7, 2.1
+# containerd's resolver as the kubelet's pulls use it: the node's certs.d hosts.toml, in order
+CTR_PULL = "ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
 
 
 def sh(cmd: str, *, timeout: float = 900) -> str:
@@ -158,9 +160,7 @@ def part_share(inv: dict[str, Any], tmp: Path) -> dict[str, Any]:
 
     def pull(node: Host) -> float:
         start = time.monotonic()
-        node.run(f"crictl pull {shlex.quote(parse_ref(BIG).upstream)} >/dev/null || "
-                 f"ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d {shlex.quote(parse_ref(BIG).upstream)}"
-                 " >/dev/null")
+        node.run(f"{CTR_PULL} {shlex.quote(parse_ref(BIG).upstream)} >/dev/null")
         return time.monotonic() - start
 
     start = time.monotonic()
@@ -196,9 +196,9 @@ def part_failover(inv: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
         down = next(h for h in registries if h.address == first_addr)
 
         def pull(node: Host = node) -> float:
-            node.run(f"crictl rmi {small} >/dev/null 2>&1; ctr -n k8s.io images rm {small} >/dev/null 2>&1; true")
+            node.run(f"ctr -n k8s.io images rm {small} >/dev/null 2>&1; true")
             start = time.monotonic()
-            node.run(f"crictl pull {small} >/dev/null", timeout=600)
+            node.run(f"{CTR_PULL} {small} >/dev/null", timeout=600)
             return time.monotonic() - start
 
         up = pull()
@@ -245,7 +245,8 @@ def report(push: dict[str, Any] | None, share: dict[str, Any] | None, failover: 
                   *(f"| {k} | {share['bytes'][k] / 1e6:.0f} MB | {v:.0%} |" for k, v in share["share"].items()),
                   "", f"Goal: no replica above 50 %: {'met' if top <= 0.5 else 'NOT met'} (largest {top:.0%}).", ""]
     if failover:
-        lines += ["A 64 KB image pulled by `crictl pull` (the kubelet's path) on a node, by the flavor's containerd:",
+        lines += ["A 64 KB image pulled through the node's hosts.toml (`ctr images pull --hosts-dir`, containerd's "
+                  "resolver as CRI pulls use it), by the flavor's containerd:",
                   "", "| containerd | all replicas up | its first replica's registry stopped | "
                   "its first replica's host down |", "|---|---:|---:|---:|",
                   *(f"| {r['containerd']} ({r['flavor']}) | {r['all up']:.1f} s | {r['its registry stopped']:.1f} s | "
