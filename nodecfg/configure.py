@@ -283,14 +283,18 @@ class NodePlan:
 
 
 def plan_node(facts: NodeFacts, inv: Inventory, credentials: Credentials | None,
-              check: bool = False) -> NodePlan:
-    want = want_of(inv, credentials, check)
+              check: bool = False, host: Host | None = None) -> NodePlan:
+    want = want_of(inv, credentials, check, host)
     return NodePlan(tuple(rt.plan(facts.runtimes[rt.name], want) for rt in runtimes.by_layer()))
 
 
-def want_of(inv: Inventory, credentials: Credentials | None, check: bool = False) -> Want:
+def want_of(inv: Inventory, credentials: Credentials | None, check: bool = False,
+            host: Host | None = None) -> Want:
+    """What the inventory asks of `host`'s runtimes: with replicas, in its own order
+    (`Inventory.replicas_for`); None: the order of the first node."""
     ca = _nodes_ca(inv.registry.tls, not check) if inv.registry.tls is not None else None
-    return Want(inv.registry.endpoint, inv.registry.mirrors, credentials, ca)
+    replicas = inv.replicas_for(host if host is not None else inv.nodes[0])
+    return Want(inv.registry.endpoint, inv.registry.mirrors, credentials, ca, replicas)
 
 
 @functools.cache
@@ -398,6 +402,8 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
     args = ["-t", f"{deadline:g}", "-e", want.endpoint]
     for m in want.mirrors:
         args += ["-m", m]
+    for r in want.replicas:
+        args += ["-p", r]
     if want.ca_pem is not None:
         args += ["-S", "https"]  # the registry serves TLS: what the verifies look for
     args += ["-R", run, "-K", str(keep_backups)]
@@ -609,12 +615,12 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         why = (f"cannot read {_by_reason(unreadable)}" if unreadable
                else f"cannot query systemd: {facts.systemd_error}")
         raise HostError(f"{host}: {why}{_hint(why, host)}")
-    plan = plan_node(facts, inv, credentials, options.check)
+    plan = plan_node(facts, inv, credentials, options.check, host)
     missing = unknown_paths(plan, facts)
     if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
         facts = gather(missing, tuple(d for rp in plan.runtimes
                                       for d in runtimes.named(rp.runtime).dirs_to_list(rp)))
-        plan = plan_node(facts, inv, credentials, options.check)
+        plan = plan_node(facts, inv, credentials, options.check, host)
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:
         why = f"cannot read {_by_reason(unreadable)}"
@@ -630,7 +636,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     diffs = tuple(unified_diff(f) for f in plan.files) if options.diff else ()
     if options.check or not plan.files:
         return _finish(outcomes, diffs)
-    want = want_of(inv, credentials)
+    want = want_of(inv, credentials, host=host)
     files = targets(plan, facts)
     # highest layer first, as apply acts (a rollback's start must not queue behind another's)
     last_first = tuple(plan[rt.name] for rt in runtimes.by_layer(reverse=True))

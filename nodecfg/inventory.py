@@ -230,6 +230,16 @@ class Inventory:
             return (self.registry.endpoint,)
         return tuple(endpoint_of(h.address, self.registry.port) for h in self.registry_hosts)
 
+    def replicas_for(self, host: Host) -> tuple[str, ...]:
+        """The replica endpoints in `host`'s own order, so the load spreads: node i (its index in
+        `nodes`, whatever --limit selects) starts at replica i mod N, then the others in turn. ()
+        without replicas: every runtime then names registry.endpoint alone, as it always has."""
+        if not self.registry.replicas:
+            return ()
+        endpoints = self.replica_endpoints
+        start = self.nodes.index(host) % len(endpoints) if host in self.nodes else 0
+        return endpoints[start:] + endpoints[:start]
+
     def with_connect_timeout(self, seconds: float) -> Inventory:
         """The same inventory with every host's SSH connect timeout set (the --timeout flag)."""
 

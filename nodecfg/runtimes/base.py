@@ -47,7 +47,8 @@ OutcomeStatus = Literal["unchanged", "changed", "would change", "masked", "absen
                         "rolled back"]
 OutcomeAction = Literal["none", "reloaded", "restarted", "would reload", "would restart"]
 # one smoke-test check
-CheckStatus = Literal["ok", "FAIL", "skip"]
+# one smoke-test check: WARN is a problem that does not keep the node from pulling
+CheckStatus = Literal["ok", "FAIL", "WARN", "skip"]
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,13 @@ class ServiceFacts:
 
     @property
     def major(self) -> int:
-        head = self.version.lstrip("v").split(".")[0]
-        return int(head) if head.isdigit() else 0
+        return self.release[0]
+
+    @property
+    def release(self) -> tuple[int, int]:
+        """(major, minor) of its version ("2.1.9+unknown" -> (2, 1)); 0 for a part it lacks."""
+        major, minor = [*self.version.lstrip("v").split("."), "", ""][:2]
+        return (int(major) if major.isdigit() else 0, int(minor) if minor.isdigit() else 0)
 
 
 class FileState(enum.Enum):
@@ -156,10 +162,13 @@ class RuntimePlan:
 class Want:
     """What the inventory asks of every runtime: the planners' and verifiers' input."""
 
-    endpoint: str
+    endpoint: str  # registry.address:port: where pulls by registry path go
     mirrors: tuple[str, ...]
     credentials: Credentials | None = None
     ca_pem: str | None = None  # the registry's CA when it serves TLS; None: plain HTTP
+    # the registry's replicas in this node's order (`Inventory.replicas_for`); () without replicas:
+    # every runtime then names the registry's endpoint alone, as before replicas existed
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,12 @@ class SmokePlan:
     mirrors: tuple[str, ...]
     has_auth: bool
     scheme: str = "http"  # "https": the registry serves TLS, verified with the node's copy of the CA
+    replicas: tuple[str, ...] = ()  # the registry's replicas in this node's order (per node)
+
+    @property
+    def pulls_from(self) -> tuple[str, ...]:
+        """Where this node's mirror pulls go, in its order: its replicas, else the registry."""
+        return self.replicas or (self.endpoint,)
 
     @property
     def ctr_ref(self) -> str:

@@ -6,11 +6,20 @@ default` already holds the registry table, and a second copy makes containerd re
 "active" (kubespray#9741), so such mirrors are moved into hosts.toml files and removed.
 
 A hosts.toml change needs no restart; a config.toml change needs one.
+
+With replicas (`Want.replicas`, this node's order), every hosts.toml — each mirrored upstream's
+and the registry's own, so pulls by registry path fail over too — lists one `[host]` per replica
+in that order: containerd tries them in file order, then `server`, per request (a dead first host
+costs its dial timeout on every blob). `dial_timeout = "2s"` is written only where the node's
+containerd reads it (2.1+; 1.6 and 1.7 accept the key and ignore it: seen on the lab, a dead host
+still took their 30 s). A hosts.toml nodecfg merged into says how many of its first hosts are
+nodecfg's (`merged_mark`), so a removed replica leaves it too.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +53,8 @@ DEFAULT_CERTS_D = "/etc/containerd/certs.d"
 MANAGED_MARK = "# Managed by nodecfg"
 MERGED_MARK = "# nodecfg merged"
 UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
+DIAL_TIMEOUT = "2s"  # per replica host, where containerd reads it
+DIAL_TIMEOUT_SINCE = (2, 1)  # containerd PR #11106
 
 
 class TomlMergeError(NodecfgError):
@@ -162,64 +173,88 @@ def set_config_path(existing: str | None, containerd_major: int,
 
 
 def render_hosts(upstream: str, endpoint: str, authorization: str | None,
-                 extra_hosts: tuple[str, ...] = (), ca: str | None = None) -> str:
+                 extra_hosts: tuple[str, ...] = (), ca: str | None = None,
+                 replicas: tuple[str, ...] = (), dial_timeout: str | None = None) -> str:
     """hosts.toml for `upstream` (or for the registry itself when upstream == endpoint); `ca`: the
-    path of the registry's CA on the node when it serves TLS (None: plain HTTP)."""
+    path of the registry's CA on the node when it serves TLS (None: plain HTTP); `replicas`: the
+    hosts in this node's order (() : the registry's endpoint alone)."""
     own = upstream == endpoint
     scheme = "https" if ca else "http"
     server = f"{scheme}://{endpoint}" if own else UPSTREAM_SERVERS.get(upstream, f"https://{upstream}")
-    text = render("hosts.toml.j2", upstream=upstream, endpoint=endpoint, server=server, scheme=scheme,
+    hosts = replicas or (endpoint,)
+    text = render("hosts.toml.j2", upstream=upstream, hosts=hosts, server=server, scheme=scheme,
                   capabilities=["pull", "resolve", "push"] if own else ["pull", "resolve"],
-                  authorization=authorization, ca=ca)
+                  authorization=authorization, ca=ca, replicas=replicas, dial_timeout=dial_timeout)
+    ours = {_url_key(f"{s}://{h}") for h in (endpoint, *hosts) for s in ("http", "https")}
     for host in extra_hosts:
-        if host.rstrip("/") in (server, f"http://{endpoint}", f"https://{endpoint}"):
+        if host.rstrip("/") == server or _url_key(host) in ours:
             continue
         text += f'\n[host."{host}"]\n  capabilities = ["pull", "resolve"]\n'
     return text
 
 
 BY_HAND = "already configured (by hand)"
+_MERGED_COUNT = re.compile(r"the registry's (\d+) replicas first")
 
 
 def _url_key(url: str) -> str:
     return url.strip().rstrip("/").lower()
 
 
-def hand_made_equivalent(old: dict[str, Any], new: dict[str, Any], endpoint: str, scheme: str = "http") -> bool:
+def merged_mark(count: int) -> str:
+    """The comment heading a hosts.toml nodecfg merged into: with replicas it says how many of its
+    first hosts are nodecfg's (a later run replaces exactly those)."""
+    if count > 1:
+        return f"{MERGED_MARK[2:]} this file: the registry's {count} replicas first, then the hosts it already had."
+    return MERGED_MARK[2:] + " this file: the local registry first, then the hosts it already had."
+
+
+def hand_made_equivalent(old: dict[str, Any], new: dict[str, Any], endpoint: str, scheme: str = "http",
+                         replicas: tuple[str, ...] = ()) -> bool:
     """Does a hosts.toml nodecfg did not write already send pulls to the registry first?
 
-    The same setting: the first host (or, with no host table, the server) is http://<endpoint>
-    (case and a trailing '/' aside), it can pull and resolve (containerd's default when no
-    capabilities are listed), and it carries nodecfg's Authorization header when the registry
-    has a login. Keys nodecfg does not write there (skip_verify, ...) are the operator's — except
-    over TLS, where the host must name nodecfg's `ca` and must not skip verification."""
-    ours = f"{scheme}://{endpoint}"
-    want = new["host"][ours]
+    The same setting: its first hosts (or, with no host table and no replicas, the server) are
+    ours in order (http://<endpoint>, or each replica; case and a trailing '/' aside), each can
+    pull and resolve (containerd's default when no capabilities are listed), and each carries
+    nodecfg's Authorization header when the registry has a login. Keys nodecfg does not write
+    there (skip_verify, dial_timeout, ...) are the operator's — except over TLS, where each host
+    must name nodecfg's `ca` and must not skip verification."""
+    ours = [f"{scheme}://{h}" for h in replicas or (endpoint,)]
     hosts = old.get("host") or {}
     if hosts:
-        first_url, first = next(iter(hosts.items()))
-        if _url_key(first_url) != _url_key(ours) or not isinstance(first, dict):
+        firsts = list(hosts.items())[:len(ours)]
+        if [_url_key(u) for u, _ in firsts] != [_url_key(u) for u in ours]:
             return False
-    elif _url_key(str(old.get("server", ""))) == _url_key(ours):
-        first = {}
+    elif len(ours) == 1 and _url_key(str(old.get("server", ""))) == _url_key(ours[0]):
+        firsts = [(ours[0], {})]
     else:
         return False
-    caps = first.get("capabilities", ["pull", "resolve", "push"])
+    return all(_does_what_ours_does(host, new["host"][next(u for u in ours if _url_key(u) == _url_key(url))])
+               for url, host in firsts)
+
+
+def _does_what_ours_does(host: Any, want: dict[str, Any]) -> bool:
+    """A hand-made `[host]` table that pulls and resolves as nodecfg's `want` would (its CA and
+    header; its other keys are the operator's)."""
+    if not isinstance(host, dict):
+        return False
+    caps = host.get("capabilities", ["pull", "resolve", "push"])
     if not isinstance(caps, list) or not {"pull", "resolve"} <= set(caps):
         return False
-    if want.get("ca") is not None and (first.get("ca") != want["ca"] or first.get("skip_verify")):
+    if want.get("ca") is not None and (host.get("ca") != want["ca"] or host.get("skip_verify")):
         return False
     header = (want.get("header") or {}).get("Authorization")
-    have = (first.get("header") or {}) if isinstance(first.get("header"), dict) else {}
+    have = (host.get("header") or {}) if isinstance(host.get("header"), dict) else {}
     return header is None or have.get("Authorization") == header
 
 
 def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
-                scheme: str = "http") -> str | None:
+                scheme: str = "http", replicas: tuple[str, ...] = ()) -> str | None:
     """The hosts.toml to write, or None when `existing` already does what `rendered` does.
 
     A file nodecfg wrote is replaced; a foreign one keeps its server and its other hosts, with the
-    local registry put first (hosts are tried in order).
+    local registry (or each replica, in this node's order) put first (hosts are tried in order).
+    The hosts nodecfg put first in a file it merged before are its own: replaced, never kept.
     """
     import tomlkit
 
@@ -233,23 +268,29 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
         raise TomlMergeError(f"{source} is not valid TOML ({exc}); containerd ignores it; "
                              "fix or remove it") from None
     new = tomllib.loads(rendered)
-    ours = f"{scheme}://{endpoint}"
-    stale = {f"http://{endpoint}", f"https://{endpoint}"} - {ours}  # the registry under its other scheme
+    ours = [f"{scheme}://{h}" for h in replicas or (endpoint,)]
+    # the registry (and each replica) under its other scheme is stale
+    stale = {f"{s}://{h}" for h in (endpoint, *replicas) for s in ("http", "https")} - set(ours)
     old_hosts = old.get("host") or {}
-    if hand_made_equivalent(old, new, endpoint, scheme):
+    if hand_made_equivalent(old, new, endpoint, scheme, replicas):
         return None
+    before = 0  # the hosts a merge of nodecfg's put first: its own
+    if existing.lstrip().startswith(MERGED_MARK):
+        count = _MERGED_COUNT.search(existing.lstrip().splitlines()[0])
+        before = int(count.group(1)) if count else 0
     doc = tomlkit.document()
-    doc.add(tomlkit.comment(MERGED_MARK[2:] + " this file: the local registry first, "
-                            "then the hosts it already had."))
+    doc.add(tomlkit.comment(merged_mark(len(ours))))
     for key, value in old.items():
         if key != "host":
             doc[key] = value
     if "server" not in doc or str(doc["server"]).rstrip("/") in stale:
         doc["server"] = new["server"]
     hosts = tomlkit.table(is_super_table=True)
-    hosts[ours] = new["host"][ours]
-    for name, value in old_hosts.items():
-        if _url_key(name) != _url_key(ours) and _url_key(name) not in {_url_key(u) for u in stale}:
+    for url in ours:
+        hosts[url] = new["host"][url]
+    skip = {_url_key(u) for u in (*ours, *stale)}
+    for i, (name, value) in enumerate(old_hosts.items()):
+        if i >= before and _url_key(name) not in skip:
             # the operator's spelling of ours is replaced, not kept twice; ours under the other scheme goes
             hosts[name] = value
     doc["host"] = hosts
@@ -257,7 +298,10 @@ def merge_hosts(existing: str | None, rendered: str, endpoint: str, source: str,
 
 
 def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, ...],
-                    credentials: Credentials | None, ca_pem: str | None = None) -> RuntimePlan:
+                    credentials: Credentials | None, ca_pem: str | None = None,
+                    replicas: tuple[str, ...] = ()) -> RuntimePlan:
+    """Decide what containerd on one node needs. `replicas`: the registry's replicas in this
+    node's order (() without replicas)."""
     svc = facts.service
     if not svc.installed:
         return RuntimePlan("containerd", "absent", "not installed; skipped")
@@ -279,13 +323,14 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
     upstreams = [endpoint, *mirrors, *(h for h in edit.moved_mirrors if h not in mirrors
                                        and h != endpoint)]
     by_hand: list[str] = []
+    dial = DIAL_TIMEOUT if len(replicas) > 1 and svc.release >= DIAL_TIMEOUT_SINCE else None
     for upstream in upstreams:
         path = f"{edit.certs_dir}/{upstream}/hosts.toml"
         rendered = render_hosts(upstream, endpoint, authorization,
-                                edit.moved_mirrors.get(upstream, ()), ca)
+                                edit.moved_mirrors.get(upstream, ()), ca, replicas, dial)
         existing = facts.hosts.get(path)
         try:
-            text = merge_hosts(existing, rendered, endpoint, path, "https" if ca else "http")
+            text = merge_hosts(existing, rendered, endpoint, path, "https" if ca else "http", replicas)
         except TomlMergeError as exc:
             return RuntimePlan("containerd", "failed", str(exc))
         if text is not None:
@@ -355,11 +400,13 @@ def certs_dir_of(plan: RuntimePlan) -> str:
 def pulls_args(plan: SmokePlan, certs: str) -> tuple[str, ...]:
     """The second smoke step on a node whose containerd is active (`containerd_pulls`): ctr pulls
     by upstream name through the certs dir that the running containerd's config_path names (read
-    from its config dump), when that dir's hosts.toml names the registry."""
+    from its config dump), when that dir's hosts.toml names the registry (the node's first
+    replica, with replicas; then ctr also says which replica served the pull)."""
     ep = plan.endpoint
     upstream = plan.image.registry if plan.image.registry in plan.mirrors else ep
-    return ("-e", ep, "-S", plan.scheme, "containerd_pulls", certs, f"{certs}/{upstream}/hosts.toml",
-            plan.ctr_ref)
+    via = ("via",) if plan.replicas else ()
+    return ("-e", plan.pulls_from[0], "-S", plan.scheme, "containerd_pulls", certs,
+            f"{certs}/{upstream}/hosts.toml", plan.ctr_ref, *via)
 
 
 def _cri_check(vals: Mapping[str, list[str]], plan: SmokePlan, manifest: str) -> Check:
@@ -412,7 +459,8 @@ class Containerd:
         return words[2] if len(words) > 2 else ""
 
     def plan(self, facts: ContainerdFacts, want: Want) -> RuntimePlan:
-        return plan_containerd(facts, want.endpoint, want.mirrors, want.credentials, want.ca_pem)
+        return plan_containerd(facts, want.endpoint, want.mirrors, want.credentials, want.ca_pem,
+                               want.replicas)
 
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         return (certs_dir_of(plan),)
@@ -464,12 +512,13 @@ class Containerd:
             elif rc == "nomirror":
                 checks.append(Check("containerd", "FAIL", f"no mirror config for {upstream}: "
                                     f"{certs}/{upstream}/hosts.toml is missing or does not name "
-                                    f"http://{ep}; run configure-nodes"))
+                                    f"{plan.scheme}://{plan.pulls_from[0]}; run configure-nodes"))
             else:
                 ref = plan.image.upstream if upstream != ep else f"{ep}/{plan.image.target}"
+                served = first(vals, "containerd.pull.via")
                 checks.append(Check("containerd", "ok" if rc == "0" else "FAIL",
-                                    f"ctr pull {ref} via {certs}" if rc == "0"
-                                    else pull_problem(msg, "containerd", ep, manifest)))
+                                    f"ctr pull {ref} via {certs}" + (f" (served by {served})" if served else "")
+                                    if rc == "0" else pull_problem(msg, "containerd", ep, manifest)))
         if "containerd.dump" in vals:
             cp = dumped_config_path(first(vals, "containerd.dump"))
             late = timeout_problem(vals, "containerd", "containerd.dump")

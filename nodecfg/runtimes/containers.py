@@ -18,6 +18,14 @@ are kept, after ours. A drop-in that sorts later (Debian's `shortnames.conf` doe
 aliases) and redeclares a prefix, or a longer prefix under a mirrored upstream anywhere (e.g.
 `docker.io/library`), wins over ours for those images: reported in the plan's note.
 
+With replicas (`Want.replicas`, this node's order) each mirrored upstream gets one
+`[[registry.mirror]]` per replica in that order (insecure each while plain HTTP), and the entry for
+the registry itself mirrors it at every replica too, so pulls by registry path fail over as well.
+containers/image tries the mirrors in order, the primary last, and the first source that serves
+the manifest serves every blob. CA files and auth.json entries go to every replica's endpoint;
+what nodecfg added to auth.json is recorded in /var/lib/nodecfg/containers.json
+(nodecfg/runtimes/record.py), so a removed replica's credentials leave with it.
+
 CRI-O re-reads registries.conf on SIGHUP (`systemctl reload crio`); podman reads it per command.
 Credentials in auth.json are read per pull, so auth.json alone costs no reload.
 
@@ -40,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from nodecfg import scripts
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
+from nodecfg.runtimes import record
 from nodecfg.runtimes.base import (
     Check,
     FileFact,
@@ -64,6 +73,7 @@ DROP_IN_NAME = "99-nodecfg.conf"
 DROP_IN = f"{DROP_IN_DIR}/{DROP_IN_NAME}"
 CERTS_D = "/etc/containers/certs.d"  # containers-certs.d(5): <host:port>/ca.crt
 AUTH_JSON = "/etc/containers/auth.json"
+RECORD = record.record_path(NAME)
 MANAGED_MARK = "# Managed by nodecfg"
 V1_TABLES = ("search", "insecure", "block")
 MIRROR_KEYS = ("location", "insecure", "pull-from-mirror")  # containers-registries.conf(5)
@@ -78,6 +88,7 @@ class ContainersFacts:
     auth_json: str | None = None  # /etc/containers/auth.json; None: no file
     podman_version: str = ""
     ca_files: Mapping[str, str] = field(default_factory=dict)  # certs.d/*/ca.crt path -> text
+    record: str | None = None  # /var/lib/nodecfg/containers.json: what nodecfg added (record.py)
 
     @property
     def service(self) -> ServiceFacts:
@@ -165,9 +176,11 @@ def _read_sources(facts: ContainersFacts) -> tuple[list[tuple[str, dict[str, Any
 
 
 def _upstreams(mirrors: tuple[str, ...], endpoint: str,
-               before: list[tuple[str, dict[str, Any]]]) -> tuple[list[_Upstream], list[str]]:
+               before: list[tuple[str, dict[str, Any]]],
+               replicas: tuple[str, ...] = ()) -> tuple[list[_Upstream], list[str]]:
     """Our entries, each with the mirrors of the entry it replaces (the last earlier one with
     the same prefix) kept after ours."""
+    ours = {endpoint, *replicas}
     out: list[_Upstream] = []
     notes: list[str] = []
     for upstream in dict.fromkeys(mirrors):
@@ -181,7 +194,7 @@ def _upstreams(mirrors: tuple[str, ...], endpoint: str,
             for mirror in entry.get("mirror") or []:
                 if not isinstance(mirror, dict) or not isinstance(mirror.get("location"), str):
                     continue
-                if mirror["location"].rstrip("/") == endpoint:
+                if mirror["location"].rstrip("/") in ours:
                     continue
                 kept.append(_Kept(path, tuple((k, mirror[k]) for k in MIRROR_KEYS if k in mirror)))
             location = entry.get("location", upstream)
@@ -208,37 +221,54 @@ def _overrides(prefixes: list[str], sources: list[tuple[str, dict[str, Any]]], l
     return found
 
 
-def render_drop_in(endpoint: str, upstreams: list[_Upstream], insecure: bool = True) -> str:
-    text = render("registries.conf.j2", endpoint=endpoint, upstreams=upstreams, insecure=insecure)
-    check_drop_in(text, endpoint, [u.prefix for u in upstreams], insecure)
+def render_drop_in(endpoint: str, upstreams: list[_Upstream], insecure: bool = True,
+                   replicas: tuple[str, ...] = ()) -> str:
+    text = render("registries.conf.j2", endpoint=endpoint, upstreams=upstreams, insecure=insecure,
+                  replicas=list(replicas))
+    check_drop_in(text, endpoint, [u.prefix for u in upstreams], insecure, replicas)
     return text
 
 
-def check_drop_in(text: str, endpoint: str, prefixes: list[str], insecure: bool = True) -> None:
-    """Raise ConfError unless `text` is a v2 drop-in mirroring each prefix at `endpoint`."""
+def check_drop_in(text: str, endpoint: str, prefixes: list[str], insecure: bool = True,
+                  replicas: tuple[str, ...] = ()) -> None:
+    """Raise ConfError unless `text` is a v2 drop-in mirroring each prefix at the replicas in this
+    order (else at `endpoint`), and, with replicas, the registry itself at them too."""
     doc = _load(text, DROP_IN)
     entries = {_prefix(e): e for e in _entries(doc)}
-    problems = [p for p in prefixes if p not in entries or not entries[p].get("mirror")
-                or entries[p]["mirror"][0] != {"location": endpoint, "insecure": insecure}]
+    hosts = [{"location": h, "insecure": insecure} for h in replicas or (endpoint,)]
+    problems = [p for p in (*prefixes, *([endpoint] if replicas else []))
+                if p not in entries or (entries[p].get("mirror") or [])[:len(hosts)] != hosts]
     if v1_tables(doc) or problems or entries.get(endpoint, {}).get("insecure", False) != insecure:
         raise ConfError(f"{DROP_IN}: the rendered drop-in is not what was meant "
                         f"({', '.join(problems) or endpoint})")
 
 
-def merge_auth_json(existing: str | None, endpoint: str, creds: Credentials,
-                    source: str = AUTH_JSON) -> str | None:
-    """auth.json with the registry's credentials (containers-auth.json(5)); None when already there.
-    Every other entry is kept. containers/image looks credentials up by the host it contacts, the
-    mirror's, so the endpoint's entry serves pulls by upstream name too."""
+def merge_auth_json(existing: str | None, endpoint: str, creds: Credentials | None,
+                    source: str = AUTH_JSON, *, replicas: tuple[str, ...] = (),
+                    recorded: tuple[str, ...] = ()) -> tuple[str | None, tuple[str, ...]]:
+    """auth.json with the registry's credentials (containers-auth.json(5)), for the registry and
+    each replica; text None when already there. Every other entry is kept, but the ones nodecfg
+    `recorded` as its own and no longer wants (a removed replica; every one when the registry has
+    no login now). containers/image looks credentials up by the host it contacts, the mirror's, so
+    each endpoint's entry serves pulls by upstream name too. Returns (text, the entries nodecfg
+    added: its record)."""
     doc = json_object(existing, source, ConfError)
     auths = doc.setdefault("auths", {})
-    if not isinstance(auths, dict) or not isinstance(auths.get(endpoint, {}), dict):
+    keys = list(dict.fromkeys((endpoint, *replicas))) if creds is not None else []
+    if not isinstance(auths, dict) or not all(isinstance(auths.get(k, {}), dict) for k in keys):
         raise ConfError(f"{source}: auths is not an object of objects; left untouched")
-    token = creds.basic()
-    if auths.get(endpoint, {}).get("auth") == token:
-        return None
-    auths[endpoint] = {**auths.get(endpoint, {}), "auth": token}
-    return json.dumps(doc, indent=2) + "\n"
+    before = dict(auths)
+    changed = False
+    for key in record.stale_keys(recorded, keys):
+        if auths.pop(key, None) is not None:
+            changed = True
+    token = creds.basic() if creds is not None else None
+    for key in keys:
+        if auths.get(key, {}).get("auth") != token:
+            auths[key] = {**auths.get(key, {}), "auth": token}
+            changed = True
+    added = record.added_keys(before, keys, recorded)
+    return (json.dumps(doc, indent=2) + "\n" if changed else None), added
 
 
 def ca_path(endpoint: str) -> str:
@@ -246,21 +276,27 @@ def ca_path(endpoint: str) -> str:
 
 
 def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, ...],
-                    credentials: Credentials | None, ca_pem: str | None = None) -> RuntimePlan:
-    """Decide what CRI-O and podman on one node need: the drop-in, auth.json, reload or nothing."""
+                    credentials: Credentials | None, ca_pem: str | None = None,
+                    replicas: tuple[str, ...] = ()) -> RuntimePlan:
+    """Decide what CRI-O and podman on one node need: the drop-in, auth.json, reload or nothing.
+    `replicas`: the registry's replicas in this node's order (() without replicas)."""
     crio = facts.crio
     if not crio.installed and not facts.podman_installed:
         return RuntimePlan(NAME, "absent", "neither CRI-O nor podman installed; skipped")
     if crio.installed and crio.masked and not facts.podman_installed:
         return RuntimePlan(NAME, "masked", "crio masked; skipped (left masked)")
     try:
+        mine = record.parse(facts.record, RECORD)
         before, after = _read_sources(facts)
-        upstreams, notes = _upstreams(mirrors, endpoint, before)
+        upstreams, notes = _upstreams(mirrors, endpoint, before, replicas)
         prefixes = [u.prefix for u in upstreams]
         notes += _overrides(prefixes, before, later=False) + _overrides(prefixes, after, later=True)
-        text = render_drop_in(endpoint, upstreams, insecure=ca_pem is None)
-        auth = merge_auth_json(facts.auth_json, endpoint, credentials) if credentials else None
-    except ConfError as exc:
+        text = render_drop_in(endpoint, upstreams, insecure=ca_pem is None, replicas=replicas)
+        recorded = mine.entries(AUTH_JSON, "auths")
+        auth, added = (merge_auth_json(facts.auth_json, endpoint, credentials, replicas=replicas,
+                                       recorded=recorded)
+                       if credentials or recorded else (None, ()))
+    except (ConfError, record.RecordError) as exc:
         return RuntimePlan(NAME, "failed", str(exc))
     existing = facts.drop_ins.get(DROP_IN)
     files: list[FileChange] = []
@@ -269,15 +305,20 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
             notes.append(f"{DROP_IN} had no nodecfg mark; replaced (the old one is kept as a backup)")
         files.append(FileChange(DROP_IN, text, 0o644, existing, "registry mirrors drop-in",
                                 validate="toml"))
-    if ca_pem is not None and facts.ca_files.get(ca_path(endpoint)) != ca_pem:
-        # read per pull by podman and CRI-O alike: no reload for it
-        files.append(FileChange(ca_path(endpoint), ca_pem, 0o644, facts.ca_files.get(ca_path(endpoint)),
-                                "the registry's CA"))
+    for name in dict.fromkeys((endpoint, *replicas)) if ca_pem is not None else ():
+        if facts.ca_files.get(ca_path(name)) != ca_pem:
+            # read per pull by podman and CRI-O alike: no reload for it
+            files.append(FileChange(ca_path(name), str(ca_pem), 0o644, facts.ca_files.get(ca_path(name)),
+                                    "the registry's CA"))
     if auth is not None:
         files.append(FileChange(AUTH_JSON, auth, 0o600, facts.auth_json, "registry credentials",
                                 secret=True, validate="json"))
         notes.append(f"{AUTH_JSON} is read by podman only with REGISTRY_AUTH_FILE or --authfile, "
                      "by CRI-O only with global_auth_file")
+    book = record.change(NAME, facts.record, record.Record({AUTH_JSON: {"auths": added}}),
+                         replicas=bool(replicas))
+    if book is not None:
+        files.append(book)
     action: Literal["none", "reload"] = "none"
     if crio.installed and crio.masked:
         notes.append("crio masked; left masked, not reloaded")
@@ -305,15 +346,18 @@ def podman_registries(info_b64: str) -> dict[str, Any] | None:
     return {k: v for k, v in regs.items() if isinstance(v, dict)} if isinstance(regs, dict) else {}
 
 
-def mirror_problem(regs: Mapping[str, Any], upstream: str, endpoint: str) -> str | None:
-    """None when podman resolves `upstream` with the registry as its first mirror, else what it has."""
+def mirror_problem(regs: Mapping[str, Any], upstream: str, endpoint: str,
+                   replicas: tuple[str, ...] = ()) -> str | None:
+    """None when podman resolves `upstream` with the replicas in this order (else the registry)
+    as its first mirrors, else what it has."""
     entry = regs.get(upstream)
     listed = (entry or {}).get("Mirrors")
     mirrors = [m.get("Location") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
-    if entry is not None and mirrors and str(mirrors[0]).rstrip("/") == endpoint:
+    hosts = list(replicas or (endpoint,))
+    if entry is not None and [str(m).rstrip("/") for m in mirrors[:len(hosts)]] == hosts:
         return None
     has = f"mirrors {', '.join(map(str, mirrors))}" if mirrors else "no mirror"
-    return (f"podman info shows {has} for {upstream}, not {endpoint}"
+    return (f"podman info shows {has} for {upstream}, not {', '.join(hosts)}"
             + ("" if entry is not None else f" (no [[registry]] for {upstream})"))
 
 
@@ -329,8 +373,9 @@ def look_args(plan: SmokePlan) -> tuple[str, ...]:
 
 def pull_args(plan: SmokePlan, had: bool) -> tuple[str, ...]:
     """Second smoke step (`containers_pull`): pull by the name the kubelet would use, within the
-    node's deadline; then remove the image unless the node had it before (or may have had it)."""
-    return ("containers_pull", plan.ctr_ref, "yes" if had else "no")
+    node's deadline; then remove the image unless the node had it before (or may have had it).
+    With replicas, podman also says which one served it."""
+    return ("containers_pull", plan.ctr_ref, "yes" if had else "no", *(("via",) if plan.replicas else ()))
 
 
 def podman_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None:
@@ -346,7 +391,7 @@ def podman_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None
                      "--format json gave no readable JSON: podman does not work on this node")
     mirrored = plan.image.registry in plan.mirrors and plan.image.registry != ep
     if mirrored:
-        problem = mirror_problem(regs, plan.image.registry, ep)
+        problem = mirror_problem(regs, plan.image.registry, ep, plan.replicas)
         if problem is not None:
             return Check("podman", "FAIL", f"no mirror config for {plan.image.registry}: {problem}; "
                          f"{DROP_IN} is missing or was overridden; run configure-nodes")
@@ -359,7 +404,11 @@ def _pull_check(vals: Mapping[str, list[str]], plan: SmokePlan, mirrored: bool) 
         return Check("podman", "FAIL", "podman pull did not run")
     rc, msg = rc_msg(vals["podman.pull"])
     if rc == "0":
-        via = f" via the mirror {ep}" if mirrored else ""
+        served = first(vals, "podman.via")
+        if not plan.replicas:
+            via = f" via the mirror {ep}" if mirrored else ""
+        else:  # the source podman tried last served it: it says so at debug level
+            via = f" via the mirror {served}" if served else f" via the replicas {', '.join(plan.replicas)}"
         return Check("podman", "ok", f"podman pull {plan.ctr_ref}{via}")
     if rc == "124":
         return Check("podman", "FAIL", timeout_problem(vals, "podman", "podman.pull")
@@ -385,11 +434,12 @@ def crio_check(vals: Mapping[str, list[str]], plan: SmokePlan) -> Check | None:
                      "run configure-nodes")
     prefixes = [plan.image.registry] if plan.image.registry in plan.mirrors else []
     try:
-        check_drop_in(text, plan.endpoint, [p for p in prefixes if p != plan.endpoint])
+        check_drop_in(text, plan.endpoint, [p for p in prefixes if p != plan.endpoint],
+                      plan.scheme == "http", plan.replicas)
     except ConfError as exc:
         return Check("crio", "FAIL", f"{exc}; run configure-nodes")
     return Check("crio", "ok", f"active; {DROP_IN} mirrors {', '.join(prefixes) or 'the registry'} "
-                 f"at {plan.endpoint}")
+                 f"at {', '.join(plan.pulls_from)}")
 
 
 class Containers:
@@ -399,7 +449,7 @@ class Containers:
     name: str = NAME
     unit: str = "crio"  # podman has none
     layer: int = 2  # talks to neither docker nor containerd: acts first, listed last
-    fact_files: tuple[str, ...] = (MAIN_CONF, DROP_IN, AUTH_JSON)
+    fact_files: tuple[str, ...] = (MAIN_CONF, DROP_IN, AUTH_JSON, RECORD)
     fact_dirs: tuple[str, ...] = (f"{DROP_IN_DIR}/*.conf", f"{CERTS_D}/*/ca.crt")
     formats: Mapping[str, str] = {"toml": "toml", "json": "json"}
     checks: tuple[str, ...] = ("crio", "podman")
@@ -421,7 +471,7 @@ class Containers:
                     and (t := f.text()) is not None}
         return ContainersFacts(crio=replace(service, name="crio"), podman_installed=bool(podman_path),
                                registries_conf=text(MAIN_CONF), drop_ins=drop_ins,
-                               auth_json=text(AUTH_JSON),
+                               auth_json=text(AUTH_JSON), record=text(RECORD),
                                podman_version=self.version_of(podman_version),
                                ca_files={p: t for p, f in files.items() if p.startswith(f"{CERTS_D}/")
                                          and (t := f.text()) is not None})
@@ -432,7 +482,8 @@ class Containers:
         return words[-1] if len(words) > 2 else ""
 
     def plan(self, facts: ContainersFacts, want: Want) -> RuntimePlan:
-        return plan_containers(facts, want.endpoint, want.mirrors, want.credentials, want.ca_pem)
+        return plan_containers(facts, want.endpoint, want.mirrors, want.credentials, want.ca_pem,
+                               want.replicas)
 
     def dirs_to_list(self, plan: RuntimePlan) -> tuple[str, ...]:
         del plan
@@ -452,7 +503,7 @@ class Containers:
         for upstream in _mirrored(want.mirrors, want.endpoint):
             if f"redeclares [[registry]] {upstream}:" in plan.note:
                 continue
-            problem = mirror_problem(regs, upstream, want.endpoint)
+            problem = mirror_problem(regs, upstream, want.endpoint, want.replicas)
             if problem is not None:
                 return problem
         return None
@@ -469,7 +520,8 @@ class Containers:
             return output if "podman\t" in res.stdout else output + "\npodman\tno\n"
         regs = podman_registries(first(look, "containers.info"))
         mirrored = plan.image.registry in plan.mirrors and plan.image.registry != plan.endpoint
-        if regs is None or (mirrored and mirror_problem(regs, plan.image.registry, plan.endpoint)):
+        if regs is None or (mirrored and mirror_problem(regs, plan.image.registry, plan.endpoint,
+                                                        plan.replicas)):
             return output
         pull = node.run(scripts.script("call.sh", [self.shell()], pull_args(plan, "podman.had" in look)),
                         "containers_pull")

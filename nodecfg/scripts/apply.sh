@@ -13,9 +13,11 @@
 # queued (`--no-block`) and waited for, each verify bounded, every call under `bounded` (lib.sh).
 #
 # Arguments (nodecfg/configure.py `apply_script` builds them from the plan and the facts):
-#   -t DEADLINE -e ENDPOINT [-m MIRROR]... [-S SCHEME]  every wait's bound, and what the inventory
-#                                                     wants (read by the verifies); SCHEME `http`
-#                                                     (the default) or `https` (the registry's TLS)
+#   -t DEADLINE -e ENDPOINT [-m MIRROR]... [-p REPLICA]... [-S SCHEME]  every wait's bound, and
+#                                                     what the inventory wants (read by the
+#                                                     verifies): the registry's replicas in this
+#                                                     node's order (none without replicas); SCHEME
+#                                                     `http` (the default) or `https` (its TLS)
 #   -R RUN -K KEEP                                    this run's id (its temp files' names), and how
 #                                                     many backups per file to keep (at least 1)
 #   -F PATH REAL MODE OWNER VALIDATE RUNTIME OLD BAK  a file to write, in order: REAL is the file the
@@ -28,7 +30,7 @@
 #   -U UNIT                                           every unit, for the closing state probe
 # stdin: each file's content, base64, one line per -F in order.
 
-deadline=10 endpoint='' mirrors='' scheme=http units='' run=0 keep=3
+deadline=10 endpoint='' mirrors='' replicas='' scheme=http units='' run=0 keep=3
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
@@ -37,6 +39,7 @@ scan() {
       -K) keep=$2; shift 2;;
       -e) endpoint=$2; shift 2;;
       -m) mirrors="$mirrors $2"; shift 2;;
+      -p) replicas="$replicas $2"; shift 2;;
       -S) scheme=$2; shift 2;;
       -U) units="$units $2"; shift 2;;
       -F) shift 9;;

@@ -54,7 +54,9 @@ containerd_probe() {
 }
 
 # containerd_pull TAG REF: ctr pulls REF through $certs (and crictl, where installed); rc 124: out
-# of time, or containerd did not even list its images (then nothing is pulled)
+# of time, or containerd did not even list its images (then nothing is pulled). With $via (the
+# registry has replicas) ctr logs at debug level, and `TAG.via <host>` names the host that resolved
+# REF (ctr of containerd 1.x resolves itself and says so; 2.x's transfer service does not)
 containerd_pull() {
   # the CRI plugin adds a `sha256:<config id>` ref beside every image in k8s.io. Ours goes too, or
   # each run would leave one behind; it is the new sha256: ref whose target digest is our image's.
@@ -62,9 +64,16 @@ containerd_pull() {
   before=$(bounded containerd.list 10 ctr -n k8s.io images ls -q 2>/dev/null)
   if [ $? = 124 ]; then rec "$1" 124 ""; return 0; fi
   had=$(printf '%s\n' "$before" | grep -qxF -- "$2" && echo yes)
-  out=$(bounded "$1" 0 ctr -n k8s.io images pull --hosts-dir "$certs" "$2" 2>&1)
-  rc=$?
-  rec "$1" "$rc" "$(printf '%s' "$out" | tail -n 1 | b64)"
+  if [ -n "$via" ]; then
+    out=$(bounded "$1" 0 ctr --debug -n k8s.io images pull --hosts-dir "$certs" "$2" 2>&1)
+    rc=$?
+    rec "$1" "$rc" "$(printf '%s\n' "$out" | grep -v '^time="' | tail -n 1 | b64)"
+    rec "$1.via" "$(printf '%s\n' "$out" | sed -n '/msg=resolved /s/.* host="\{0,1\}\([^" ]*\).*/\1/p' | tail -n 1)"
+  else
+    out=$(bounded "$1" 0 ctr -n k8s.io images pull --hosts-dir "$certs" "$2" 2>&1)
+    rc=$?
+    rec "$1" "$rc" "$(printf '%s' "$out" | tail -n 1 | b64)"
+  fi
   if command -v crictl >/dev/null; then
     out=$(bounded crictl 0 crictl pull "$2" 2>&1)
     rec crictl "$?" "$(printf '%s' "$out" | tail -n 1 | b64)"
@@ -79,11 +88,12 @@ containerd_pull() {
   fi
 }
 
-# containerd_pulls CERTS HOSTS_TOML REF: the smoke test's second step on a node whose containerd
-# is active: ctr pulls REF (the upstream name) through the certs dir the running containerd's
-# config_path names, when that dir's hosts.toml names the registry
+# containerd_pulls CERTS HOSTS_TOML REF [VIA]: the smoke test's second step on a node whose
+# containerd is active: ctr pulls REF (the upstream name) through the certs dir the running
+# containerd's config_path names, when that dir's hosts.toml names the registry ($endpoint: the
+# node's first replica, with replicas); VIA non-empty: say which host served it
 containerd_pulls() {
-  certs=$1
+  certs=$1 via=$4
   rec containerd.certs "$certs"
   if grep -qF "${scheme:-http}://$endpoint" "$2" 2>/dev/null; then
     containerd_pull containerd.pull "$3"

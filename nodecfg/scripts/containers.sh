@@ -42,11 +42,20 @@ containers_look() {
   esac
 }
 
-# containers_pull REF HAD: pull by the name the kubelet would use, within the budget (rc 124: out of
-# time); then remove the image unless the node had it before (HAD = yes)
+# containers_pull REF HAD [VIA]: pull by the name the kubelet would use, within the budget (rc 124:
+# out of time); then remove the image unless the node had it before (HAD = yes). VIA non-empty (the
+# registry has replicas): podman logs at debug level, and `podman.via <host>` names the last source
+# it tried, the one that served the manifest
 containers_pull() {
-  out=$(bounded podman.pull 0 podman pull -q "$1" 2>&1)
-  rc=$?
-  rec podman.pull "$rc" "$(printf '%s' "$out" | grep -v '^$' | tail -n 1 | b64)"
+  if [ -n "$3" ]; then
+    out=$(bounded podman.pull 0 podman pull --log-level=debug -q "$1" 2>&1)
+    rc=$?
+    rec podman.pull "$rc" "$(printf '%s\n' "$out" | grep -v '^$' | grep -v '^time="' | tail -n 1 | b64)"
+    rec podman.via "$(printf '%s\n' "$out" | sed -n 's/.*Trying to access \\"\([^/\\]*\)\/.*/\1/p' | tail -n 1)"
+  else
+    out=$(bounded podman.pull 0 podman pull -q "$1" 2>&1)
+    rc=$?
+    rec podman.pull "$rc" "$(printf '%s' "$out" | grep -v '^$' | tail -n 1 | b64)"
+  fi
   if [ "$2" != yes ] && [ $rc = 0 ]; then bounded podman.rmi 30 podman rmi "$1" >/dev/null 2>&1; fi
 }

@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # docker's functions for the node scripts (nodecfg/runtimes/docker.py): facts, validate, verify,
 # rollback, and the smoke probe. They read the scripts' globals: $deadline, $endpoint, $mirrors,
-# $scheme (configure), $image_ref, $hub_ref (smoke).
+# $replicas (the registry's replicas in this node's order, or empty), $scheme (configure),
+# $image_ref, $hub_ref, $first_replica (the node's first replica, or empty) (smoke).
 
 # `docker info` as JSON: straight from the socket with curl where it can (the docker CLI costs
 # ~20 ms of CPU per call, which adds up on a busy node), else through the CLI; each at most 5 s.
@@ -39,17 +40,22 @@ docker_validate() {
   esac
 }
 
-# the running dockerd lists the registry (as insecure: plain HTTP; over TLS it is not listed),
-# and the mirror (<scheme>://<endpoint>/) when docker.io is mirrored
+# the running dockerd lists the registry and each replica (as insecure: plain HTTP; over TLS they
+# are not listed), and the mirrors (<scheme>://<replica>/, else <scheme>://<endpoint>/) when
+# docker.io is mirrored. Endpoints are words; an IPv6 one's brackets must not glob (set -f).
 docker_listed() {
   info=$(dinfo)
   [ -n "$info" ] || return 1
+  set -f
+  _ok=0
   if [ "$scheme" = http ]; then
-    case $info in *"$endpoint"*) ;; *) return 1;; esac
+    for _r in $endpoint $replicas; do case $info in *"$_r"*) ;; *) _ok=1;; esac; done
   fi
-  case " $mirrors " in *" docker.io "*) ;; *) return 0;; esac
-  case $info in *"$scheme://$endpoint/"*) return 0;; esac
-  return 1
+  case " $mirrors " in *" docker.io "*)
+    for _r in ${replicas:-$endpoint}; do case $info in *"$scheme://$_r/"*) ;; *) _ok=1;; esac; done;;
+  esac
+  set +f
+  return $_ok
 }
 
 # poll `docker info` (bounded) until the registry is listed: dockerd applies SIGHUP asynchronously
@@ -94,7 +100,7 @@ docker_probe() {
   docker_pull docker.pull "$image_ref"
   if [ -n "$hub_ref" ]; then
     case $info in
-      *"${scheme:-http}://$endpoint"*) docker_pull docker.mirror "$hub_ref";;
+      *"${scheme:-http}://${first_replica:-$endpoint}"*) docker_pull docker.mirror "$hub_ref";;
       *) rec docker.mirror nomirror "";;
     esac
   fi

@@ -159,9 +159,10 @@ def test_auth_json_that_cannot_be_merged_fails_the_plan(existing: str, error: st
 
 
 def test_auth_json_unchanged_and_empty() -> None:
-    first = merge_auth_json("", EP, Credentials("u", Secret("p")))
+    first, added = merge_auth_json("", EP, Credentials("u", Secret("p")))
     assert first is not None and json.loads(first) == {"auths": {EP: {"auth": "dTpw"}}}
-    assert merge_auth_json(first, EP, Credentials("u", Secret("p"))) is None
+    assert added == (EP,)
+    assert merge_auth_json(first, EP, Credentials("u", Secret("p"))) == (None, ())
 
 
 def test_check_drop_in_rejects_what_was_not_meant() -> None:

@@ -40,7 +40,7 @@ def test_merge_daemon_json(case: Path) -> None:
         with pytest.raises(MergeError, match=spec["error"]):
             merge_daemon_json(existing, wanted, flags, unwanted=unwanted)
         return
-    text, notes = merge_daemon_json(existing, wanted, flags, unwanted=unwanted)
+    text, notes, _ = merge_daemon_json(existing, wanted, flags, unwanted=unwanted)
     if spec["expected"] is None:
         assert text is None
     else:
@@ -70,24 +70,24 @@ def test_flags_parsed_from_cmdline() -> None:
 
 def test_client_config_merge_keeps_other_auths() -> None:
     existing = json.dumps({"auths": {"other:5000": {"auth": "eDp5"}}, "detachKeys": "ctrl-x"})
-    text, notes = merge_client_config(existing, EP, PULLER)
+    text, notes, _ = merge_client_config(existing, EP, PULLER)
     assert text is not None and notes == []
     doc = json.loads(text)
     assert doc["detachKeys"] == "ctrl-x" and doc["auths"]["other:5000"] == {"auth": "eDp5"}
     assert doc["auths"][EP]["auth"] == "cHVsbGVyOnB3"
     assert HUB_AUTH_KEY not in doc["auths"]  # docker.io not mirrored
-    assert merge_client_config(text, EP, PULLER) == (None, [])
+    assert merge_client_config(text, EP, PULLER) == (None, [], ())
 
 
 def test_client_config_with_docker_io_mirrored_gives_the_hub_key_too() -> None:
-    text, _ = merge_client_config(None, EP, PULLER, mirror_docker_io=True)
+    text, _, _ = merge_client_config(None, EP, PULLER, mirror_docker_io=True)
     assert text is not None
     auths = json.loads(text)["auths"]
     assert auths[EP] == auths[HUB_AUTH_KEY] == {"auth": "cHVsbGVyOnB3"}
-    assert merge_client_config(text, EP, PULLER, mirror_docker_io=True) == (None, [])
+    assert merge_client_config(text, EP, PULLER, mirror_docker_io=True) == (None, [], ())
     # real Docker Hub credentials already there: kept, and said
     theirs = json.dumps({"auths": {HUB_AUTH_KEY: {"auth": "bWU6aHVi"}}})
-    text, notes = merge_client_config(theirs, EP, PULLER, mirror_docker_io=True)
+    text, notes, _ = merge_client_config(theirs, EP, PULLER, mirror_docker_io=True)
     assert text is not None and json.loads(text)["auths"][HUB_AUTH_KEY] == {"auth": "bWU6aHVi"}
     assert notes and "kept the existing Docker Hub credentials" in notes[0]
 
