@@ -189,6 +189,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_fleet(p, SMOKE_TIMEOUT_HELP)
     p.add_argument("--image", metavar="REF", default=None,
                    help="image to pull (default: the first inventory image)")
+    p.add_argument("--require-all-replicas", action="store_true",
+                   help="fail (exit 1) when any replica of the registry is down from any node; without it a "
+                   "replica down is named and the run passes while every node pulls by upstream name")
     p.set_defaults(func=_cmd_smoke_test)
 
     _add_bundle(sub)
@@ -329,7 +332,8 @@ def _cmd_smoke_test(args: argparse.Namespace) -> int:
     assert inv is not None
     hosts = inv.select(args.limit)
     result = smoke.smoke_test(inv, hosts, image=args.image, forks=args.forks,
-                              timeout=args.timeout or smoke.DEFAULT_TIMEOUT, on_done=report.host_done(args.json))
+                              timeout=args.timeout or smoke.DEFAULT_TIMEOUT,
+                              require_all_replicas=args.require_all_replicas, on_done=report.host_done(args.json))
     report.smoke_recap(result, as_json=args.json)
     return result.exit_code
 

@@ -185,9 +185,11 @@ def registry_down(result: Any) -> None:
                  "(delete it yourself if it is the registry's)")
 
 
-def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any], *, mask: bool = False) -> None:
+def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any], *, mask: bool = False,
+               ok: bool | None = None, extra: dict[str, Any] | None = None) -> None:
     _json((_masked if mask else _same)({
-        "ok": not fleet.failed,
+        "ok": not fleet.failed if ok is None else ok,
+        **(extra or {}),
         "hosts": [
             {"name": r.host.name, "address": r.host.address, "ok": r.ok,
              "unreachable": r.unreachable, "error": r.error, "seconds": round(r.seconds, 3),
@@ -254,8 +256,12 @@ def smoke_recap(result: Any, *, as_json: bool) -> None:
 
     checks = check_names()
     fleet = result.fleet
+    down = result.replicas_down
     if as_json:
-        fleet_json(fleet, lambda v: {"checks": [asdict(ch) for ch in v.checks]})
+        fleet_json(fleet, lambda v: {"checks": [asdict(ch) for ch in v.checks],
+                                     **({"replicas": [asdict(ch) for ch in v.replicas]} if v.replicas else {})},
+                   ok=result.ok,
+                   extra={"replicas_down": [{**asdict(d), "line": d.line} for d in down]} if down else None)
         return
     rows = []
     problems = []
@@ -277,7 +283,11 @@ def smoke_recap(result: Any, *, as_json: bool) -> None:
            ["node", *checks, "verdict"], rows)
     for line in problems:
         print(f"  {line}")
+    for d in down:
+        print(f"{d.line} ({first_line(d.example)})")
     passed, failed = len(fleet.succeeded), len(fleet.failed)
     verdict = "every node pulls from the registry" if not failed else \
         f"{failed} of {len(fleet.results)} node(s) cannot pull"
-    print(f"{'PASS' if not failed else 'FAIL'}: {verdict} ({passed} passed, {failed} failed)")
+    if not failed and not result.ok:
+        verdict += f"; {len(down)} replica(s) down (--require-all-replicas)"
+    print(f"{'PASS' if result.ok else 'FAIL'}: {verdict} ({passed} passed, {failed} failed)")

@@ -8,13 +8,22 @@ Images a node didn't have before are removed afterwards, so a re-run really pull
 
 A node's whole work — the SSH connect, the probe, the runtimes' second steps, the CRI pull — has one
 deadline, `--timeout` (`DEFAULT_TIMEOUT`), enforced on the node and here: nodecfg/deadline.py.
+
+With replicas, each node is given its own order (`Inventory.replicas_for`): its mirror pulls go
+through it, as the kubelet's would, and say which replica served them where the runtime tells
+(ctr of containerd 1.x, podman). Every replica is reached from every node (`replica_checks`, the
+registry's own check per replica): a replica down is named once for the fleet (`SmokeResult.
+replicas_down`: "replica 10.0.0.12:5000 unreachable from 12 of 12 nodes"), and fails the run only
+with `--require-all-replicas`; a node passes when it pulls by upstream name. Pulls by registry path
+go to registry.address alone (docker has no failover there): with replicas, the registry check and
+docker's pull by registry path are warnings (WARN), naming registry.address.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nodecfg import runtimes, scripts, ssh, tagged, tlsdiag
@@ -25,7 +34,7 @@ from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.images import DOCKER_HUB, parse_ref
 from nodecfg.inventory import Host, Inventory
-from nodecfg.runtimes.base import Check, SmokePlan, fields, parse_probe, rc_msg, timeout_problem, unit_of
+from nodecfg.runtimes.base import Check, SmokePlan, fields, first, parse_probe, rc_msg, timeout_problem, unit_of
 from nodecfg.scripts import NodeScript
 
 __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "parse_probe",
@@ -43,6 +52,7 @@ def check_names() -> tuple[str, ...]:
 class NodeSmoke:
     checks: tuple[Check, ...]
     error: str = ""
+    replicas: tuple[Check, ...] = ()  # each replica reached from the node (`replica_checks`)
 
 
 def choose_plan(inv: Inventory, image: str | None, catalog_first: Callable[[], str | None]) -> SmokePlan:
@@ -83,6 +93,13 @@ def probe_script(plan: SmokePlan, credentials: Credentials | None) -> NodeScript
         args += ["-r", rt.name, unit_of(rt)]
         if scheme == "https" and rt.trust_file(ep):
             args += ["-C", rt.trust_file(ep)]
+    if plan.replicas:
+        args += ["-f", plan.replicas[0]]
+    for r in plan.replicas:
+        if r != ep:  # the registry's own endpoint is reached above
+            r_host, r_port = r.rsplit(":", 1)
+            args += ["-p", r, f"{scheme}://{r}/v2/", r_host, r_port,
+                     f"{scheme}://{r}/v2/{plan.image.path}/manifests/{plan.image.tag}"]
     stdin = base64.b64encode(credentials.curl_config()) if credentials is not None else b""
     return scripts.script("probe.sh", [rt.shell() for rt in runtimes.registered()], args, stdin)
 
@@ -127,10 +144,31 @@ def registry_check(vals: Mapping[str, list[str]], plan: SmokePlan, node: str) ->
     return Check("registry", "FAIL", f"registry unreachable from {node}: {url}: {why}")
 
 
+def replica_checks(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
+    """Each replica as the node reached it (`replica <endpoint>`), in the node's order: the
+    registry's own check on its `reach@<endpoint>` values (pure). A replica that answers without
+    the image fails too: the node's pulls fall over to the next one."""
+    vals = parse_probe(output)
+    out = []
+    for ep in plan.replicas:
+        sfx = "" if ep == plan.endpoint else f"@{ep}"
+        own = {k[:len(k) - len(sfx)]: v for k, v in vals.items() if k.endswith(sfx)} if sfx else vals
+        ch = registry_check(own, replace(plan, endpoint=ep), node)
+        if ch.status == "ok" and first(own, "manifest") == "404":
+            ch = Check(ch.name, "FAIL", f"{ep} answers but does not have {plan.image.target} (manifest "
+                       "unknown): the nodes' pulls fall over to the next replica; run registry-up")
+        out.append(Check(f"replica {ep}", ch.status, ch.detail))
+    return tuple(out)
+
+
 def diagnose(output: str, plan: SmokePlan, node: str) -> tuple[Check, ...]:
     """Turn the raw probe lines into checks with reasons (pure)."""
     vals = parse_probe(output)
     checks: list[Check] = [registry_check(vals, plan, node)]
+    if plan.replicas and checks[0].status == "FAIL":
+        checks[0] = Check("registry", "WARN", f"{checks[0].detail}; pulls by registry path go to "
+                          f"registry.address {plan.endpoint} alone (dockerd has no failover there: point "
+                          "a DNS name or VIP at the replicas); pulls by upstream name use the replicas")
     active_runtimes = 0
     registered = runtimes.registered()
     for rt in registered:  # its unit-state check is named by its unit (`unit_of`: usually its name)
@@ -165,26 +203,63 @@ def smoke_node(node: BoundedNode, host: Host, plan: SmokePlan,
     output = res.stdout
     for rt in runtimes.registered():  # a runtime's second step, on the same connection
         output += rt.probe_more(node, plan, parse_probe(output))
-    checks = diagnose(output, plan, f"{host.name} ({host.address})")
+    name = f"{host.name} ({host.address})"
+    checks = diagnose(output, plan, name)
     failed = [ch for ch in checks if ch.status == "FAIL"]
-    return NodeSmoke(checks, "; ".join(f"{ch.name}: {ch.detail}" for ch in failed))
+    return NodeSmoke(checks, "; ".join(f"{ch.name}: {ch.detail}" for ch in failed),
+                     replica_checks(output, plan, name))
+
+
+@dataclass(frozen=True)
+class ReplicaDown:
+    """A replica that failed its check from some of the nodes that ran."""
+
+    endpoint: str
+    nodes: tuple[str, ...]  # the nodes it failed from, in inventory order
+    of: int  # the nodes that ran
+    example: str  # the first of those nodes' reason
+    unreachable: bool = True  # False: it answers, without the image
+
+    @property
+    def line(self) -> str:
+        what = "unreachable from" if self.unreachable else "without the image for"
+        return f"replica {self.endpoint} {what} {len(self.nodes)} of {self.of} nodes"
 
 
 @dataclass(frozen=True)
 class SmokeResult:
     plan: SmokePlan
     fleet: FleetResult[NodeSmoke]
+    require_all_replicas: bool = False  # --require-all-replicas: a replica down fails the run
+
+    @property
+    def replicas_down(self) -> tuple[ReplicaDown, ...]:
+        ran = [r for r in self.fleet.results if r.value is not None]
+        down: dict[str, list[tuple[str, str]]] = {}
+        for r in ran:
+            assert r.value is not None
+            for ch in r.value.replicas:
+                if ch.status == "FAIL":
+                    down.setdefault(ch.name.removeprefix("replica "), []).append((r.host.name, ch.detail))
+        return tuple(ReplicaDown(ep, tuple(n for n, _ in failed), len(ran), f"{failed[0][0]}: {failed[0][1]}",
+                                 not all(" does not have " in why for _, why in failed))
+                     for ep, failed in down.items())
+
+    @property
+    def ok(self) -> bool:
+        return not self.fleet.failed and not (self.require_all_replicas and self.replicas_down)
 
     @property
     def exit_code(self) -> int:
-        return self.fleet.exit_code
+        return self.fleet.exit_code or (0 if self.ok else 1)
 
 
 def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, forks: int,
-               timeout: float = DEFAULT_TIMEOUT,
+               timeout: float = DEFAULT_TIMEOUT, require_all_replicas: bool = False,
                on_done: Callable[[HostResult[NodeSmoke]], Any] | None = None) -> SmokeResult:
     """Every node of `hosts` probed (at most `forks` at a time), each within `timeout` seconds
-    from its connect to its last answer (nodecfg/deadline.py)."""
+    from its connect to its last answer (nodecfg/deadline.py), through its own order of the
+    replicas."""
     credentials = Credentials.of(inv.registry.auth)
 
     def catalog_first() -> str | None:
@@ -207,8 +282,9 @@ def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, fo
                 raise
             raise type(exc)(f"{exc} (no SSH answer within the node's {timeout:g}s: smoke-test --timeout)") from None
         try:
-            return smoke_node(BoundedNode(str(host), c, host.ssh.become, deadline), host, plan, credentials)
+            return smoke_node(BoundedNode(str(host), c, host.ssh.become, deadline), host,
+                              replace(plan, replicas=inv.replicas_for(host)), credentials)
         finally:
             ssh.close(c)
 
-    return SmokeResult(plan, run_fleet(hosts, one, forks=forks, on_done=on_done))
+    return SmokeResult(plan, run_fleet(hosts, one, forks=forks, on_done=on_done), require_all_replicas)

@@ -11,13 +11,17 @@
 #   -a MEDIA_TYPE                                    (repeated) accepted manifest types
 #   -r RUNTIME UNIT                                  (repeated) every runtime and its unit
 #   -S SCHEME                                        http (default) or https (the registry's TLS)
+#   -f FIRST                                         the node's first replica (with replicas): where
+#                                                    its mirror pulls go first
+#   -p ENDPOINT URL HOST PORT MANIFEST_URL           (repeated) every other replica, reached as the
+#                                                    registry is (`reach@<ENDPOINT>`, ...)
 #   -C CAFILE                                        (repeated) where the runtimes trust its CA: the
 #                                                    first one present verifies the registry
 # stdin: curl's config with the registry's credentials (`user = "..."`), base64, or nothing: curl reads it
 # with -K from a root-only temp file, so the password never reaches a process's argv.
 
 endpoint='' image_ref='' hub_ref='' url='' host='' port='' manifest_url='' accepts='' runtimes='' unitnames=''
-scheme=http cafiles=''
+scheme=http cafiles='' first_replica='' replist=''
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
@@ -33,6 +37,9 @@ scan() {
       -r) runtimes="$runtimes $2:$3"; unitnames="$unitnames $3.service"; shift 3;;
       -S) scheme=$2; shift 2;;
       -C) cafiles="$cafiles $2"; shift 2;;
+      -f) first_replica=$2; shift 2;;
+      -p) replist="$replist$2 $3 $4 $5 $6
+"; shift 6;;
       *) shift;;
     esac
   done
@@ -76,51 +83,56 @@ if [ "$scheme" = https ]; then
   for f in $cafiles; do if [ -r "$f" ]; then ca=$f; break; fi; done
   rec reach.ca "${ca:-none}"
 fi
-tcurl() { if [ -n "$ca" ]; then curl --cacert "$ca" "$@"; else curl "$@"; fi; }
+# every curl bounded by the node's budget (lib.sh), 6 s at most (its own --max-time is 5)
+tcurl() {
+  if [ -n "$ca" ]; then bounded "reach$sfx" 6 curl --cacert "$ca" "$@"; else bounded "reach$sfx" 6 curl "$@"; fi
+}
 # the last line a client wrote on stderr, for the diagnosis (`reach.err <base64>`)
 # (the client's error lines without wget's response headers, joined: one line, at most 400 bytes)
 err_line() {
   e=$(awk '/^curl: \(/ { print; exit } NF && !/^ *HTTP\// && !/^  [A-Za-z-]*:/ && !/^--[0-9]/ && !/^Loaded CA/ &&
            !/^(Connecting to|Resolving|HTTP request sent)/ { s = s $0 " " } END { printf "%s", substr(s, 1, 400) }' "$errf")
-  if [ -n "$e" ]; then rec reach.err "$(printf '%s' "$e" | b64)"; fi
+  if [ -n "$e" ]; then rec "reach.err$sfx" "$(printf '%s' "$e" | b64)"; fi
 }
 
-# does the registry answer HTTP from the node? With curl (credentials and the manifest too), else
-# wget, else python3, else bash's /dev/tcp; a node with none of them says `none` (reported "not
-# checked", never a failure). `reach <tool> <rc> <http code>`.
+# reach SUFFIX URL HOST PORT MANIFEST_URL: does the registry (SUFFIX "") or a replica (SUFFIX
+# "@<endpoint>") answer HTTP from the node? With curl (credentials and the manifest too), else wget,
+# else python3, else bash's /dev/tcp; a node with none of them says `none` (reported "not checked",
+# never a failure). `reach<SUFFIX> <tool> <rc> <http code>`, `manifest<SUFFIX> <http code>`, ...
 reach() {
+  sfx=$1 url=$2 host=$3 port=$4 manifest_url=$5
   if [ "$scheme" = https ] && [ -z "$ca" ]; then
-    rec reach noca "" ""
+    rec "reach$sfx" noca "" ""
   elif command -v curl >/dev/null; then
     code=$(tcurl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$url" 2>"$errf")
     rc=$?
-    rec reach curl "$rc" "$code"
+    rec "reach$sfx" curl "$rc" "$code"
     err_line
     if [ "$code" = 401 ] && [ -s "$ncfg" ]; then
-      rec reach.auth "$(tcurl -s -o /dev/null -w '%{http_code}' --max-time 5 -K "$ncfg" "$url")"
+      rec "reach.auth$sfx" "$(tcurl -s -o /dev/null -w '%{http_code}' --max-time 5 -K "$ncfg" "$url")"
     fi
-    rec manifest "$(manifest_head)"
+    case $code in 000|'') ;; *) rec "manifest$sfx" "$(manifest_head)";; esac
   elif command -v wget >/dev/null; then
     set --
     if [ -n "$ca" ]; then set -- "--ca-certificate=$ca"; fi
-    code=$(bounded reach 10 wget -S -O /dev/null -T 5 "$@" "$url" 2>"$errf"; awk '/^ *HTTP\//{c=$2} END{print c}' "$errf")
-    rec reach wget 0 "${code:-000}"
+    code=$(bounded "reach$sfx" 10 wget -S -O /dev/null -T 5 "$@" "$url" 2>"$errf"; awk '/^ *HTTP\//{c=$2} END{print c}' "$errf")
+    rec "reach$sfx" wget 0 "${code:-000}"
     err_line
   elif command -v python3 >/dev/null; then
     set -- "$url"
     if [ -n "$ca" ]; then set -- "$url" "$ca"; fi
-    code=$(bounded reach 8 python3 -c "$py_get" "$@" 2>"$errf")
+    code=$(bounded "reach$sfx" 8 python3 -c "$py_get" "$@" 2>"$errf")
     rc=$?
-    rec reach python3 "$rc" "${code:-000}"
+    rec "reach$sfx" python3 "$rc" "${code:-000}"
     err_line
   elif [ "$scheme" = https ]; then
-    rec reach none "" ""  # bash's /dev/tcp speaks no TLS
+    rec "reach$sfx" none "" ""  # bash's /dev/tcp speaks no TLS
   elif command -v bash >/dev/null; then
-    code=$(bounded reach 5 bash -c "$bash_get" _ "$host" "$port" 2>/dev/null)
+    code=$(bounded "reach$sfx" 5 bash -c "$bash_get" _ "$host" "$port" 2>/dev/null)
     rc=$?
-    rec reach bash "$rc" "${code:-000}"
+    rec "reach$sfx" bash "$rc" "${code:-000}"
   else
-    rec reach none "" ""
+    rec "reach$sfx" none "" ""
   fi
 }
 
@@ -131,7 +143,12 @@ printf '%s\n' "$units"
 active() {
   printf '%s\n' "$units" | awk -F'\t' -v u="unit.$1" '$1 == u && $2 == "active" { f = 1 } END { exit !f }'
 }
-reach
+reach "" "$url" "$host" "$port" "$manifest_url"
+# every other replica, in turn (each call bounded by the budget)
+printf '%s' "$replist" | while IFS=' ' read -r r_ep r_url r_host r_port r_manifest; do
+  : > "$errf"
+  reach "@$r_ep" "$r_url" "$r_host" "$r_port" "$r_manifest"
+done
 for pair in $runtimes; do
   if active "${pair#*:}"; then "${pair%%:*}_probe"; fi
 done
