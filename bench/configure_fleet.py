@@ -143,7 +143,7 @@ def run_ansible(job: Path, addresses: list[str], workdir: Path) -> tuple[float, 
     return first, rerun
 
 
-def bench_size(n: int, workdir: Path) -> dict[str, Any]:
+def bench_size(n: int, workdir: Path, peers: bool = True) -> dict[str, Any]:
     row: dict[str, Any] = {"nodes": n}
     print(f"== {n} nodes: lab up", flush=True)
     row["lab_up"], inv = lab_up(n)
@@ -161,6 +161,10 @@ def bench_size(n: int, workdir: Path) -> dict[str, Any]:
     row["per_host_rerun"] = statistics.median(h["seconds"] for h in data["hosts"])
     row["smoke"], _ = nodecfg("smoke-test", "-i", inv_path)
     job = job_from_node(addresses[0], addresses, workdir)
+    if not peers:
+        print("   " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+        return row
 
     print("   pyinfra (fresh nodes)", flush=True)
     lab_up(n)
@@ -223,8 +227,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="12,40", help="fleet sizes, comma-separated")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--nodecfg-only", action="store_true",
+                        help="measure nodecfg alone (no peers, no report): to compare two nodecfg builds, run this "
+                        "script with each build's python")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.nodecfg_only:
+        workdir = Path(tempfile.mkdtemp(prefix="nodecfg-bench-"))
+        try:
+            for n in sizes:
+                bench_size(n, workdir, peers=False)
+        finally:
+            lab("down")
+        return 0
     for name in TOOLS:
         tool(name)
     workdir = Path(tempfile.mkdtemp(prefix="nodecfg-bench-"))
