@@ -37,9 +37,10 @@ def test_installed_package_renders_its_templates(tmp_path: Path) -> None:
     source tree (the configure e2e tests then render them for real nodes)."""
     script = Path(cli()[0])
     code = ("from nodecfg.render import render; "
-            "print(render('daemon.json.j2', endpoint='m:5000', mirror_docker_io=True, tls=False)); "
-            "print(render('hosts.toml.j2', upstream='docker.io', endpoint='m:5000', scheme='http', ca=None, "
-            "server='https://registry-1.docker.io', capabilities=['pull'], authorization=None))")
+            "print(render('daemon.json.j2', insecure=['m:5000'], mirrors=['m:5000'], scheme='http')); "
+            "print(render('hosts.toml.j2', upstream='docker.io', hosts=['m:5000'], scheme='http', ca=None, "
+            "server='https://registry-1.docker.io', capabilities=['pull'], authorization=None, replicas=False, "
+            "dial_timeout=None))")
     proc = subprocess.run([str(script.parent / "python"), "-c", code], capture_output=True, text=True,
                           check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -115,6 +115,18 @@ def test_s3_every_replica_serves_one_bucket(lab: Lab, tmp_path: Path) -> None:
     assert rc == 0 and again["transfer"]["uploaded"] == [], err
     assert {r["container_action"] for r in again["replicas"]} == {"keep"}
 
+    # the node pulls through the other replicas from the bucket while the master's registry is stopped
+    # (the registry streams the blobs itself: the node never needs to reach the S3 store)
+    proc = nodecfg("configure-nodes", "-i", inv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lab.ssh("master", "docker stop registry >/dev/null")
+    try:
+        rc, smoke, err = run_json("smoke-test", "-i", inv)
+        assert rc == 0, (smoke, err)
+        assert [r for r in smoke["replicas_down"] if r["endpoint"] == f"{lab.hosts['master']}:5000"], smoke
+    finally:
+        lab.ssh("master", "docker start registry >/dev/null")
+
     # a replica whose host is down: the others are brought up and serve; the run names it and exits 1
     lab.stop("replica2")
     try:
