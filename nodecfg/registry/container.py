@@ -18,7 +18,7 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nodecfg import scripts, tagged
 from nodecfg.credentials import Credentials
@@ -26,6 +26,9 @@ from nodecfg.errors import HostError, UsageError
 from nodecfg.inventory import RegistrySettings, Secret
 from nodecfg.registry import adopt
 from nodecfg.scripts import NodeScript
+
+if TYPE_CHECKING:
+    from nodecfg.registry.tls import TlsFiles
 
 AUTH_DIR = "/etc/nodecfg/registry"  # htpasswd and ENV_FILE (0600)
 ENV_FILE = "registry.env"  # S3 storage: the keys and the http.secret, for docker run --env-file
@@ -36,23 +39,6 @@ SPEC_LABEL = "nodecfg.registry.spec"
 ApplyAction = Literal["create", "recreate", "start", "restart"]
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """What a TLS registry serves with, as the master holds it in TLS_DIR (`TLS_NAMES`)."""
-
-    cert: bytes
-    key: bytes
-    ca: bytes
-
-    def contents(self) -> tuple[bytes, bytes, bytes]:
-        return self.cert, self.key, self.ca  # in TLS_NAMES order
-
-    @property
-    def sums(self) -> str:
-        return " ".join(hashlib.sha256(b).hexdigest() for b in self.contents())
-
-
-TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_apply.sh name them
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from dataclasses import replace as replace_fields
+from typing import TYPE_CHECKING
 
 from nodecfg.credentials import Credentials
 from nodecfg.errors import HostError
@@ -26,13 +27,15 @@ from nodecfg.registry.container import (
     ContainerSpec,
     MasterFacts,
     S3Spec,
-    TlsFiles,
     apply_script,
     facts_script,
     parse_facts,
 )
 from nodecfg.registry.master import Master, whole
 from nodecfg.registry.results import ImagePlan, RegistryCheck, ReplicaUp
+
+if TYPE_CHECKING:
+    from nodecfg.registry.tls import TlsFiles
 
 Progress = Callable[[str], None]
 

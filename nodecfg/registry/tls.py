@@ -21,6 +21,7 @@ so a renewed server certificate changes nothing on them.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import tempfile
@@ -36,7 +37,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nodecfg.errors import UsageError
 from nodecfg.inventory import TlsSettings
-from nodecfg.registry.container import TlsFiles
 
 CA_LIFETIME = dt.timedelta(days=3650)
 SERVER_LIFETIME = dt.timedelta(days=365)
@@ -349,6 +349,25 @@ def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: b
 
 # ---------------------------------------------------------------------------------------------
 # what the master holds
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS registry serves with, as the master holds it in container.TLS_DIR (`TLS_NAMES`)."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes
+
+    def contents(self) -> tuple[bytes, bytes, bytes]:
+        return self.cert, self.key, self.ca  # in TLS_NAMES order
+
+    @property
+    def sums(self) -> str:
+        return " ".join(hashlib.sha256(b).hexdigest() for b in self.contents())
+
+
+TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_apply.sh name them
 
 
 def master_files(settings: TlsSettings | None, *, registry_address: str, port: int, master_name: str,

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from dataclasses import replace as replace_fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nodecfg.credentials import Credentials
 from nodecfg.errors import ConflictError, HostError
@@ -42,7 +43,6 @@ from nodecfg.registry import adopt
 from nodecfg.registry.container import (
     MasterFacts,
     S3Spec,
-    TlsFiles,
     copy_script,
     http_secret_of,
     parse_copied,
@@ -51,6 +51,9 @@ from nodecfg.registry.container import (
 from nodecfg.registry.master import whole
 from nodecfg.registry.replica import Replica, Setup, endpoint
 from nodecfg.registry.results import ImageOutcome, RegistryCheck, RegistryUpResult, ReplicaUp
+
+if TYPE_CHECKING:
+    from nodecfg.registry.tls import TlsFiles
 
 DEFAULT_STEP = 60.0  # seconds a step on a registry host may take (--timeout), as configure-nodes' steps
 Progress = Callable[[str], None]

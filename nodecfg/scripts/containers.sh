@@ -3,10 +3,11 @@
 # validate, verify, rollback, and the smoke probes. The unit is crio.service; podman has none.
 
 containers_facts() {
-  rec bin.containers "$(command -v crio)"
-  rec version.containers "$(bounded containers.version "$deadline" crio --version 2>/dev/null | head -n 1)"
-  rec containers.podman "$(command -v podman)" \
-    "$(bounded containers.version "$deadline" podman --version 2>/dev/null)"
+  # the binaries alone (no daemon to wait for), and only those that are there: a fork each counts
+  _crio=$(command -v crio) _podman=$(command -v podman)
+  rec bin.containers "$_crio"
+  rec version.containers "$([ -n "$_crio" ] && crio --version 2>/dev/null | head -n 1)"
+  rec containers.podman "$_podman" "$([ -n "$_podman" ] && podman --version 2>/dev/null)"
 }
 
 # TOML and JSON: parsed by nodecfg before anything is sent

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nodecfg.inventory import RegistrySettings, TlsSettings
-from nodecfg.registry import adopt, replica, results
+from nodecfg.registry import adopt, replica, results, tls
 from nodecfg.registry import container as reg
 from nodecfg.registry.adopt import Found, Want, existing, plan_container, ss_process
 from tests.unit.nodesh import stub_bin
@@ -328,7 +328,7 @@ def test_tls_files_written_key_private_and_registry_run_with_them(tmp_path: Path
     bin_dir = stub_bin(tmp_path, docker=STUB, curl="#!/bin/sh\necho \"$*\" >> \"$LOG.curl\"; echo 401\n")
     spec = reg.ContainerSpec("sha256:aaa", 5000, str(tmp_path / "data"), auth=False, tls=True)
     settings = RegistrySettings(address="10.0.0.9", data_dir=str(tmp_path / "data"), tls=TlsSettings())
-    files = reg.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")
+    files = tls.TlsFiles(b"CERT\n", b"KEY'$(touch pwned)\n", b"CA\n")
     script = reg.apply_script(spec, "create", settings, 30, tls_files=files)
     assert "KEY'" not in script.command()  # the key travels as base64 data, on stdin
     assert base64.b64encode(files.key) in script.stdin.splitlines()

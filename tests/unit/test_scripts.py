@@ -346,15 +346,16 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     from nodecfg.credentials import Credentials
     from nodecfg.inventory import RegistrySettings, Secret
     from nodecfg.registry import container as master
+    from nodecfg.registry import tls as tlsmod
 
     auth, tls, data, other = tmp_path / "auth", tmp_path / "tls", tmp_path / "data", tmp_path / "other data"
     monkeypatch.setattr(master, "AUTH_DIR", str(auth))
     monkeypatch.setattr(master, "TLS_DIR", str(tls))
     auth.mkdir()
     (auth / "htpasswd").write_text("u:$2b$10$h\n")
-    files = master.TlsFiles(b"C\n", b"K\n", b"A\n")
+    files = tlsmod.TlsFiles(b"C\n", b"K\n", b"A\n")
     tls.mkdir()
-    for name, content in zip(master.TLS_NAMES, files.contents(), strict=True):
+    for name, content in zip(tlsmod.TLS_NAMES, files.contents(), strict=True):
         (tls / name).write_bytes(content)
     (data / "docker/registry/v2/repositories/a/_manifests").mkdir(parents=True)
     (other / "docker/registry/v2/repositories").mkdir(parents=True)
