@@ -56,7 +56,13 @@ class NodeScript:
 def program(main: str, libraries: Iterable[str] = (), *, strip: bool = True) -> str:
     """`lib.sh`, then each library text, then the main script `main` (a file name); `strip`: without
     their comment lines and blank lines (bytes on every round trip; no string in them spans such a
-    line). shellcheck reads the unstripped text, directives included."""
+    line). shellcheck reads the unstripped text, directives included. The same program is made once
+    a run (every node of a fleet runs it)."""
+    return _program(main, tuple(libraries), strip)
+
+
+@cache
+def _program(main: str, libraries: tuple[str, ...], strip: bool) -> str:
     text = "\n".join([read("lib.sh"), *libraries, read(main)])
     if not strip:
         return text
