@@ -79,6 +79,9 @@ class BundleSource:
 
     # the Source protocol (push/source.py)
 
+    def targets(self) -> list[ImageRef]:
+        return [e.image.ref for e in self._entries]
+
     def images(self) -> list[SourceImage]:
         return [e.image for e in self._entries]
 

@@ -73,6 +73,7 @@ class EngineSource:
     def __init__(self, refs: Sequence[ImageRef], sources: Mapping[str, str], progress: Progress) -> None:
         self._refs, self._sources, self._progress = list(refs), dict(sources), progress
         self._lock = threading.Lock()
+        self._inspecting = threading.Lock()
         self._client: docker.DockerClient | None = None
         self._images: list[SourceImage] | None = None
         self._diff_ids: dict[str, tuple[str, ...]] = {}  # image id -> its layers
@@ -90,8 +91,16 @@ class EngineSource:
 
     # the Source protocol (push/source.py)
 
+    def targets(self) -> list[ImageRef]:
+        return list(self._refs)
+
     def images(self) -> list[SourceImage]:
-        """Inspected over the engine's socket where it can (no SDK import), else through the SDK."""
+        """Inspected over the engine's socket where it can (no SDK import), else through the SDK;
+        once (threads may ask at the same time)."""
+        with self._inspecting:
+            return self._inspect_all()
+
+    def _inspect_all(self) -> list[SourceImage]:
         if self._images is None:
             images = []
             for ref in self._refs:

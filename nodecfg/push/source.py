@@ -1,7 +1,7 @@
 """Where the push's images come from: a `Source` (a bundle file, this machine's docker engine).
 
 The pipeline (`pipeline.py`) asks a source four things, and nothing else differs between sources:
-- `images()`: each image as `SourceImage` — where it goes, its blobs' digests, and how to tell that
+- `targets()` and `images()`: each image as `SourceImage` — where it goes, its blobs' digests, and how to tell that
   the registry's tag already is this image (`current`);
 - `prepare(lacking)`: a hint, as soon as the registry's tags are known, of the images it lacks (the
   engine starts its `docker save` then, while the rest of registry-up goes on);
@@ -56,6 +56,11 @@ class Blob:
 
 
 class Source(Protocol):
+    def targets(self) -> Sequence[ImageRef]:
+        """Where each image goes, in `images()`'s order, known without asking anything (the
+        registry's tags are asked by these while the source reads its images)."""
+        ...
+
     def images(self) -> Sequence[SourceImage]: ...
 
     def prepare(self, lacking: Sequence[SourceImage], /) -> None: ...

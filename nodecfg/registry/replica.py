@@ -85,8 +85,8 @@ class Replica:
         refusing): asked again after the container is brought to the plan."""
         api = self.api()
         try:
+            tags = tag_states(api, self.source.targets())  # while the source reads its images
             images = self.source.images()
-            tags = tag_states(api, [img.ref for img in images])
             self.source.prepare([img for img, tag in zip(images, tags, strict=True) if not img.current(tag)])
             return Early(tags, api.catalog())
         except Exception:  # noqa: BLE001 -- a guess: any failure means "ask again after the container"

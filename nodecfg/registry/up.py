@@ -86,12 +86,15 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet, bundle: P
     opened: Future[Source] = Future()
     if bundle is not None:
         opened.set_result(_open_source(inv, settings, refs, bundle, progress))
+    # 2N+1 workers: every replica's connection and facts, the first's registry answers; the engine's
+    # inspect waits for a free one, i.e. a finished handshake (the critical path of an unchanged run)
     with ThreadPoolExecutor(max_workers=2 * len(hosts) + 1, thread_name_prefix="registry-up") as pool:
         replicas = [Replica(h, setup, tls[i], opened, progress, pool, step, endpoint=endpoint(h, settings, alone=alone),
                             early=i == 0) for i, h in enumerate(hosts)]
         try:
             if not opened.done():
                 opened.set_result(_open_source(inv, settings, refs, None, progress))
+            pool.submit(opened.result().images)
             return _Up(replicas, setup, keys, progress, pool).go(check)
         finally:
             for r in replicas:
