@@ -82,7 +82,9 @@ class Replica:
     def _ask_early(self) -> Early | None:
         """The registry's tags and catalog, and the source told what the registry lacks (the engine
         starts its docker save). None when the registry does not answer (not running yet, or
-        refusing): asked again after the container is brought to the plan."""
+        refusing): asked again after the container is brought to the plan. Asked once the host's
+        handshake is done (with --direct too): its Python work is the critical path."""
+        self.master.settled()
         api = self.api()
         try:
             tags = tag_states(api, self.source.targets())  # while the source reads its images
