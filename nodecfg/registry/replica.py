@@ -88,9 +88,10 @@ class Replica:
         api = self.api()
         try:
             tags = tag_states(api, self.source.targets())  # while the source reads its images
+            catalog = api.catalog()
             images = self.source.images()
             self.source.prepare([img for img, tag in zip(images, tags, strict=True) if not img.current(tag)])
-            return Early(tags, api.catalog())
+            return Early(tags, catalog)
         except Exception:  # noqa: BLE001 -- a guess: any failure means "ask again after the container"
             return None
         finally:
