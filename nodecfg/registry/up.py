@@ -93,6 +93,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet, bundle: P
                             early=i == 0) for i, h in enumerate(hosts)]
         try:
             if not opened.done():
+                replicas[0].master.settled()  # the engine's modules imported after the handshake (the GIL)
                 opened.set_result(_open_source(inv, settings, refs, None, progress))
             pool.submit(opened.result().images)
             return _Up(replicas, setup, keys, progress, pool).go(check)
