@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from nodecfg.push.pipeline import Outcome
-from nodecfg.registry.adopt import Action
+if TYPE_CHECKING:  # types only: an unchanged registry-up imports no more than it runs
+    from nodecfg.push.pipeline import Outcome
+    from nodecfg.registry.adopt import Action
+
+    ReplicaAction = Action | Literal["failed"]
 
 ImageAction = Literal["push", "in registry"]  # --check: what would happen to an image
 
@@ -21,7 +24,6 @@ class ImageOutcome:
     error: str = ""
 
 
-ReplicaAction = Action | Literal["failed"]
 Sync = Literal["pushed", "copied", "shared", "up to date", "failed", ""]  # how a replica got the images
 
 

@@ -25,7 +25,6 @@ host runs under the step deadline (`--timeout`; master.py).
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -187,6 +186,8 @@ class _Up:
         has (the first's first), else a new one."""
         if self.keys is None:
             return None
+        import secrets
+
         kept = next((s for s in (http_secret_of(f.env_file) for _, f in sorted(facts.items())) if s), None)
         return secret_env(*self.keys, kept or Secret(secrets.token_urlsafe(32)))
 
