@@ -7,7 +7,6 @@ the connection's timeout. Errors are `PushError`s that name the request, never a
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -20,11 +19,15 @@ from nodecfg.bundle.manifests import ACCEPT
 from nodecfg.errors import HostError
 
 if TYPE_CHECKING:
+    import http.client
+
     from nodecfg.credentials import Credentials
     from nodecfg.images import ImageRef
 
-Connect = Callable[[], http.client.HTTPConnection]
-Answer = tuple[int, http.client.HTTPMessage, bytes]
+# http.client is imported where a request is made, not with this module: registry-up imports it
+# before its first SSH connection starts, and http.client (email, ssl) is ~15 ms of that
+Connect = Callable[[], "http.client.HTTPConnection"]
+Answer = tuple[int, "http.client.HTTPMessage", bytes]
 WIDTH = 8  # requests in flight (one SSH channel each): bench/registry_push.py found 8 ahead of 4 (docs/benchmarks.md)
 
 
@@ -99,6 +102,8 @@ class RegistryAPI:
 
     def call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Answer:
         """One request; a dropped keep-alive connection is retried once on a new channel."""
+        import http.client
+
         for attempt in (0, 1):
             try:
                 conn = self._conn()
@@ -114,6 +119,8 @@ class RegistryAPI:
         """PUT a body of `size` bytes from `chunks` (an iterable of bytes). If `chunks` raises (a
         corrupt blob), the connection is dropped before the body is complete: the registry commits
         nothing."""
+        import http.client
+
         conn = self._conn()
         try:
             conn.putrequest("PUT", path, skip_accept_encoding=True)
