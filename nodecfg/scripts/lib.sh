@@ -33,11 +33,21 @@ secs() {
   esac
 }
 
+# clock: $_now, the whole seconds of this host's monotonic clock, read from /proc/uptime by the
+# shell itself (no process forked: a `date` per call added up on a busy node); `date +%s` where there
+# is no /proc. Every deadline in these scripts is on this clock.
+clock() {
+  if read -r _now _ 2>/dev/null < /proc/uptime; then _now=${_now%.*}; else _now=$(date +%s); fi
+}
+
 # The node's time budget (smoke-test's --timeout, nodecfg/deadline.py): a script given one (`-T
-# SECONDS`) calls `budget SECONDS`, and $budget_end is then the epoch second by which every
+# SECONDS`) calls `budget SECONDS`, and $budget_end is then the second (on `clock`) by which every
 # `bounded` call of the script must be over, however many there are.
 budget_end=
-budget() { budget_end=$(( $(date +%s) + $(secs "$1") )); }
+budget() {
+  clock
+  case $1 in *.*) budget_end=$(( _now + ${1%.*} + 1 ));; *) budget_end=$(( _now + $1 ));; esac
+}
 kill_grace=2  # `timeout -k`: a call that ignores the TERM is KILLed this much later (deadline.KILL_GRACE)
 
 # bounded TAG MAX COMMAND...: COMMAND (an executable) under coreutils `timeout -k $kill_grace S` on
@@ -52,7 +62,8 @@ bounded() {
   shift 2
   if [ "$_s" -eq 0 ] && [ -z "$budget_end" ]; then "$@"; return; fi
   if [ -n "$budget_end" ]; then
-    _left=$(( budget_end - $(date +%s) - kill_grace ))
+    clock
+    _left=$(( budget_end - _now - kill_grace ))
     if [ "$_s" -eq 0 ] || [ "$_left" -lt "$_s" ]; then _s=$_left; fi
   fi
   if [ "$_s" -le 0 ]; then
@@ -70,11 +81,13 @@ bounded() {
 # wait_until SECONDS INTERVAL COMMAND...: run COMMAND (a function may set variables) until it
 # succeeds, at most SECONDS; returns 1 when the time ran out
 wait_until() {
-  _end=$(( $(date +%s) + $(secs "$1") ))
+  clock
+  _end=$(( _now + $(secs "$1") ))
   _iv=$2
   shift 2
   until "$@"; do
-    [ "$(date +%s)" -ge "$_end" ] && return 1
+    clock
+    [ "$_now" -ge "$_end" ] && return 1
     sleep "$_iv"
   done
 }
@@ -102,7 +115,8 @@ unit_states() {
 # in $settled. A start that hangs (an ExecStartPre that never returns) still has its job at the
 # deadline; a start that failed and waits to be retried settles as `activating auto-restart`.
 settle_units() {
-  _end=$(( $(date +%s) + $(secs "$1") ))
+  clock
+  _end=$(( _now + $(secs "$1") ))
   _prefix=$2
   shift 2
   while :; do
@@ -111,7 +125,8 @@ settle_units() {
       *"$tab"[0-9]*) ;;  # a Job id in the last field
       *) break;;
     esac
-    [ "$(date +%s)" -ge "$_end" ] && break
+    clock
+    [ "$_now" -ge "$_end" ] && break
     sleep 0.2
   done
   settled=$_out

@@ -101,7 +101,8 @@ up() {
   case $code in 200|401) return 0;; esac
   return 1
 }
-if ! wait_until "$(( budget_end - $(date +%s) ))" 0.2 up; then
+clock
+if ! wait_until "$(( budget_end - _now ))" 0.2 up; then
   echo "registry did not answer on /v2/ within the step's ${step}s (last: $code)" >&2
   bounded docker 0 docker logs --tail 5 "$name" >&2
   exit 3

@@ -23,7 +23,7 @@ trap 'rm -f "$ncfg"; rm -rf "$work"' EXIT
 # fcurl ARG...: curl to the other registry (over TLS: this host's copy of the CA)
 fcurl() { if [ -n "$cafile" ]; then curl --cacert "$cafile" "$@"; else curl "$@"; fi; }
 # left: the seconds left of this step's budget (at least 1), for curl's --max-time
-left() { _l=$(( budget_end - $(date +%s) )); [ "$_l" -ge 1 ] || _l=1; echo "$_l"; }
+left() { clock; _l=$(( budget_end - _now )); [ "$_l" -ge 1 ] || _l=1; echo "$_l"; }
 
 # copy_one N REPOSITORY DIGEST: the blob into $work/N.blob, checked, uploaded here; its line into $work/N.out
 copy_one() {
