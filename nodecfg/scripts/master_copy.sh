@@ -1,8 +1,8 @@
 # shellcheck shell=sh
 # registry-up on a replica that keeps its own data: copy blobs from another replica's registry
 # (the first one, which the images were pushed to) into this host's registry, inside the site, so the
-# operator's link carries each blob once. Each blob is fetched whole into a temp file, checked
-# against its digest, then uploaded to the registry here (POST, then PUT ?digest=); four at a time.
+# operator's link carries each blob once. Each blob streams from the other registry straight into an
+# upload opened here (POST, then PUT ?digest=: the registry here checks the digest); four at a time.
 # Arguments: master.sh's -D -R -P -C, then -F URL (the other registry's base URL as this host
 # reaches it; over TLS verified with the same CA, -C) and -b REPOSITORY DIGEST (repeated: the
 # repository the blob goes to first). stdin (master.sh): curl's config (the same login on every
@@ -25,19 +25,11 @@ fcurl() { if [ -n "$cafile" ]; then curl --cacert "$cafile" "$@"; else curl "$@"
 # left: the seconds left of this step's budget (at least 1), for curl's --max-time
 left() { clock; _l=$(( budget_end - _now )); [ "$_l" -ge 1 ] || _l=1; echo "$_l"; }
 
-# copy_one N REPOSITORY DIGEST: the blob into $work/N.blob, checked, uploaded here; its line into $work/N.out
+# copy_one N REPOSITORY DIGEST: the blob streamed from the other registry into an upload opened here
+# (no temp file, no second hashing: the registry here checks the digest of what it is given and
+# refuses a blob that is not it); its line into $work/N.out
 copy_one() {
-  _f="$work/$1.blob" _out="$work/$1.out"
-  _code=$(fcurl -s -L --max-time "$(left)" -K "$ncfg" -o "$_f" -w '%{http_code}' "$from/v2/$2/blobs/$3")
-  if [ "$_code" != 200 ]; then
-    rec failed "$3" "$(printf 'GET %s/v2/%s/blobs/%s answered %s' "$from" "$2" "$3" "${_code:-nothing}" | b64)" > "$_out"
-    return
-  fi
-  _sum=$(sha256sum "$_f" | cut -d' ' -f1)
-  if [ "sha256:$_sum" != "$3" ]; then
-    rec failed "$3" "$(printf 'the bytes from %s hash to sha256:%s' "$from" "$_sum" | b64)" > "$_out"
-    return
-  fi
+  _out="$work/$1.out" _get="$work/$1.get"
   _loc=$(rcurl -s --max-time "$(left)" -K "$ncfg" -X POST -D - -o /dev/null "$reg/v2/$2/blobs/uploads/" \
          | awk 'tolower($1) == "location:" { sub(/\r$/, "", $2); print $2 }')
   case $_loc in
@@ -47,14 +39,18 @@ copy_one() {
        return;;
   esac
   case $_loc in *\?*) _put="$_loc&digest=$3";; *) _put="$_loc?digest=$3";; esac
-  _code=$(rcurl -s --max-time "$(left)" -K "$ncfg" -o /dev/null -w '%{http_code}' -T "$_f" \
-          -H 'Content-Type: application/octet-stream' "$_put")
-  if [ "$_code" = 201 ]; then
-    rec copied "$3" "$(wc -c < "$_f" | tr -d ' ')" > "$_out"
+  _put=$(fcurl -s -L --max-time "$(left)" -K "$ncfg" -o - -w '%{stderr}%{http_code} %{size_download}' "$from/v2/$2/blobs/$3" \
+           2>"$_get" \
+         | rcurl -s --max-time "$(left)" -K "$ncfg" -o /dev/null -w '%{http_code}' -T - \
+             -H 'Content-Type: application/octet-stream' "$_put")
+  _got=$(cat "$_get" 2>/dev/null)
+  if [ "${_got%% *}" != 200 ]; then
+    rec failed "$3" "$(printf 'GET %s/v2/%s/blobs/%s answered %s' "$from" "$2" "$3" "${_got%% *}" | b64)" > "$_out"
+  elif [ "$_put" = 201 ]; then
+    rec copied "$3" "${_got#* }" > "$_out"
   else
-    rec failed "$3" "$(printf 'PUT of the blob here answered %s' "${_code:-nothing}" | b64)" > "$_out"
+    rec failed "$3" "$(printf 'PUT of the blob here answered %s' "${_put:-nothing}" | b64)" > "$_out"
   fi
-  rm -f "$_f"
 }
 
 n=0
