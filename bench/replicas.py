@@ -113,13 +113,16 @@ def part_push(inv: dict[str, Any], tmp: Path, rounds: int) -> dict[str, Any]:
     disks = write(tmp, "disks", {**inv, "images": IMAGES, "registry": {k: v for k, v in inv["registry"].items()
                                                                        if k != "storage"}})
     s3 = write(tmp, "s3", {**inv, "images": IMAGES})
-    times: dict[str, list[float]] = {"one": [], "disks": [], "s3": []}
+    one_s3 = write(tmp, "one-s3", {**inv, "images": IMAGES, "registry": {k: v for k, v in inv["registry"].items()
+                                                                         if k != "replicas"}})
+    names = ("one", "disks", "one-s3", "s3")
+    times: dict[str, list[float]] = {n: [] for n in names}
     copied: list[int] = []
     for i in range(rounds):
-        for name, path in sorted(zip(("one", "disks", "s3"), (one, disks, s3), strict=True),
-                                 key=lambda p: (p[0] > "one") ^ (i % 2 == 1)):
+        order = list(zip(names, (one, disks, one_s3, s3), strict=True))
+        for name, path in order[i % len(order):] + order[:i % len(order)]:
             empty_registries(registries)
-            if name == "s3":
+            if name.endswith("s3"):
                 empty_bucket(inv)
             seconds, data = nodecfg("registry-up", "-i", path, "--json")
             times[name].append(seconds)
@@ -231,12 +234,16 @@ def report(push: dict[str, Any] | None, share: dict[str, Any] | None, failover: 
                   f"{' / '.join(f'{x:.2f}' for x in push['times']['one'])} | 1.00 |",
                   f"| 3 replicas, own disks (2 copy from the first inside the site) | {m['disks']:.2f} s | "
                   f"{' / '.join(f'{x:.2f}' for x in push['times']['disks'])} | {m['disks'] / m['one']:.2f} |",
-                  f"| 3 replicas, one S3 bucket (SeaweedFS on two lab hosts) | {m['s3']:.2f} s | "
-                  f"{' / '.join(f'{x:.2f}' for x in push['times']['s3'])} | {m['s3'] / m['one']:.2f} |",
+                  f"| one registry (the master) on the S3 bucket (SeaweedFS on two lab hosts) | {m['one-s3']:.2f} s | "
+                  f"{' / '.join(f'{x:.2f}' for x in push['times']['one-s3'])} | {m['one-s3'] / m['one']:.2f} |",
+                  f"| 3 replicas, one S3 bucket | {m['s3']:.2f} s | "
+                  f"{' / '.join(f'{x:.2f}' for x in push['times']['s3'])} | {m['s3'] / m['one']:.2f} "
+                  f"({m['s3'] / m['one-s3']:.2f} to one on S3) |",
                   "", f"Copied replica to replica inside the site per own-disks push: "
                   f"{push['copied_bytes'] / 1e6:.0f} MB; over the operator's link each blob went once.",
                   f"Goal <= 1.3x: own disks {'met' if m['disks'] / m['one'] <= 1.3 else 'NOT met'}, "
-                  f"S3 {'met' if m['s3'] / m['one'] <= 1.3 else 'NOT met'}.", ""]
+                  f"S3 against one registry on the same bucket {'met' if m['s3'] / m['one-s3'] <= 1.3 else 'NOT met'}.",
+                  ""]
     if share:
         top = max(share["share"].values())
         lines += [f"{share['nodes']} nodes pulling {BIG} (200 MB) at once through containerd from 3 replicas: "
