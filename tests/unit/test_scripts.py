@@ -374,7 +374,7 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     else:
         env["DOCKER_HOST"] = f"unix://{stub / 'no.sock'}"  # no socket there: the CLI
     settings = RegistrySettings(address="127.0.0.1", data_dir=str(data))
-    script = master.facts_script(settings, Credentials("u", Secret("pw")), 30)
+    script = master.facts_script(settings, Credentials("u", Secret("Pw-never-Random-9")), 30)
     proc = subprocess.run(script.argv(), input=script.stdin, capture_output=True, check=False, cwd=tmp_path,
                           env=env)
     if mode == "api":
@@ -396,7 +396,7 @@ def test_master_facts_on_a_stub_docker(tmp_path: Path, monkeypatch: pytest.Monke
     else:
         assert "container inspect aaa1" not in docker_log and "container inspect bbb2" in docker_log
         assert "--unix-socket" not in curl
-    assert "pw" not in " ".join(docker_log.split()) + curl  # the credentials only in curl's -K file
+    assert "Pw-never-Random-9" not in " ".join(docker_log.split()) + curl  # the credentials only in curl's -K file
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["auth", "bin", "data", "other data", "stub", "tls", "log.curl", *(["log"] if docker_log else [])])
 
