@@ -53,6 +53,7 @@ from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
 from nodecfg.registry import tls
 from nodecfg.runtimes.base import (
+    IMPORT_LEVELS,
     OutcomeAction,
     OutcomeStatus,
     RuntimeFacts,
@@ -255,7 +256,7 @@ def parse_facts(output: str) -> NodeFacts:
             exec_start=_exec_argv(u.get("ExecStart", "")),
             drop_ins=tuple(u.get("DropInPaths", "").split()),
         )
-        own[rt.name] = rt.read_facts(service, misc, files)
+        own[rt.name] = rt.read_facts(service, misc, files, dirs)
     return NodeFacts(own, files, dirs, systemd_error)
 
 
@@ -330,6 +331,12 @@ def _validate_content(change: FileChange, runtime: str) -> str | None:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         return f"{change.path}: generated content does not parse ({exc})"
     return None
+
+
+def unread(facts: NodeFacts) -> tuple[str, ...]:
+    """What the runtimes' configs name that facts did not read (a runtime's facts may say so in
+    `unread`: containerd's imports): files, and `dir/glob` entries, for one more look."""
+    return tuple(dict.fromkeys(e for rf in facts.runtimes.values() for e in getattr(rf, "unread", ())))
 
 
 def unknown_paths(plan: NodePlan, facts: NodeFacts) -> tuple[str, ...]:
@@ -615,11 +622,20 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         why = (f"cannot read {_by_reason(unreadable)}" if unreadable
                else f"cannot query systemd: {facts.systemd_error}")
         raise HostError(f"{host}: {why}{_hint(why, host)}")
+    files_seen: tuple[str, ...] = ()
+    dirs_seen: tuple[str, ...] = ()
+    for _ in range(IMPORT_LEVELS):  # the files a config imports (imports of imports: one look a level)
+        more = unread(facts)
+        if not more:
+            break
+        files_seen += tuple(m for m in more if "*" not in m)
+        dirs_seen += tuple(m for m in more if "*" in m)
+        facts = gather(files_seen, dirs_seen)
     plan = plan_node(facts, inv, credentials, options.check, host)
     missing = unknown_paths(plan, facts)
     if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
-        facts = gather(missing, tuple(d for rp in plan.runtimes
-                                      for d in runtimes.named(rp.runtime).dirs_to_list(rp)))
+        facts = gather((*files_seen, *missing), (*dirs_seen, *(d for rp in plan.runtimes
+                                                               for d in runtimes.named(rp.runtime).dirs_to_list(rp))))
         plan = plan_node(facts, inv, credentials, options.check, host)
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:

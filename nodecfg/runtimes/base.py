@@ -251,8 +251,9 @@ class Runtime(Protocol[F]):
         ...
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
-                   files: Mapping[str, FileFact]) -> F:
-        """Its facts from its unit's state, the facts' tagged values and the files read."""
+                   files: Mapping[str, FileFact], dirs: Mapping[str, FileFact]) -> F:
+        """Its facts from its unit's state, the facts' tagged values, the files read and the dirs
+        listed (EXISTS: listed, its files matching the glob asked are in `files`)."""
         ...
 
     def version_of(self, line: str) -> str:
@@ -302,6 +303,11 @@ def verifies_unchanged(rt: Runtime[Any]) -> bool:
     with no reload or restart (`verify_without_action`: a tool that reads its config per command,
     as podman). Without it, as for docker and containerd, there is nothing to verify then."""
     return bool(getattr(rt, "verify_without_action", False))
+
+
+# how many more facts looks a node gets for the files its runtimes' configs import (a look per
+# level of imports of imports); a runtime's facts name what is still unread in `unread`
+IMPORT_LEVELS = 4
 
 
 def split_fact_dir(entry: str) -> tuple[str, str]:

@@ -7,6 +7,20 @@ default` already holds the registry table, and a second copy makes containerd re
 
 A hosts.toml change needs no restart; a config.toml change needs one.
 
+The config containerd really reads (`effective_registry`): config.toml and every file it imports,
+imports of imports too, in containerd's load order (breadth first; a glob's matches sorted; a
+relative path from the importing file's dir). Its config_path is the one in effect:
+- containerd 2 merges plugin tables key by key: the last file that sets config_path (non-empty)
+  wins; when none does, the main file's is set (nothing overrides it);
+- containerd 1.6/1.7 replace a plugin's whole table with the last file's that has it: the CRI
+  plugin's table of the last file holding one is the one in effect (a drop-in with
+  `[plugins."io.containerd.grpc.v1.cri".registry]` discards config.toml's CRI settings), so
+  config_path is set in THAT file (the drop-in is edited, like config.toml would be: merged, backed
+  up, validated as TOML — containerd itself reads it only with the files around it, after the
+  restart, whose verify checks the dump and rolls back).
+A config_path in effect is used as it is: hosts.toml files go into its (first) directory, no config
+file changes, nothing restarts.
+
 With replicas (`Want.replicas`, this node's order), every hosts.toml — each mirrored upstream's
 and the registry's own, so pulls by registry path fail over too — lists one `[host]` per replica
 in that order: containerd tries them in file order, then `server`, per request (a dead first host
@@ -19,20 +33,24 @@ nodecfg's (`merged_mark`), so a removed replica leaves it too.
 from __future__ import annotations
 
 import base64
+import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from nodecfg import scripts, tagged
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
 from nodecfg.runtimes.base import (
+    IMPORT_LEVELS,
     Action,
     Check,
     FileChange,
     FileFact,
+    FileState,
     RuntimePlan,
     ServiceFacts,
     SmokePlan,
@@ -41,6 +59,7 @@ from nodecfg.runtimes.base import (
     parse_probe,
     pull_problem,
     rc_msg,
+    split_fact_dir,
     timeout_problem,
 )
 
@@ -62,11 +81,143 @@ class TomlMergeError(NodecfgError):
 
 
 @dataclass(frozen=True)
+class ConfigFile:
+    """A file containerd loads besides its main config: one it imports, directly or not."""
+
+    path: str
+    text: str | None  # None: not readable as text (see `problem`), or absent
+    problem: str = ""  # why it can't be used ("" : read, or absent when text is None)
+
+
+@dataclass(frozen=True)
 class ContainerdFacts:
     service: ServiceFacts
     config_toml: str | None = None  # None: no file
     config_file: str = CONFIG_TOML
     hosts: dict[str, str] = field(default_factory=dict)  # existing hosts.toml path -> text
+    imported: tuple[ConfigFile, ...] = ()  # the files it imports, in containerd's load order
+    # what the config imports that facts did not read yet (paths, or `dir/glob`): another look
+    unread: tuple[str, ...] = ()
+
+
+def import_entries(parent: str, text: str | None) -> tuple[str, ...]:
+    """`imports` of a config file as containerd resolves them (resolveImports): each path cleaned,
+    a relative one joined to the importing file's dir; globs kept as globs. () when there are none
+    or the file does not parse (planning it says why)."""
+    try:
+        raw = tomllib.loads(text).get("imports") if text else None
+    except tomllib.TOMLDecodeError:
+        return ()
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw:
+        if isinstance(item, str) and item:
+            path = posixpath.normpath(item)
+            if not path.startswith("/"):
+                path = posixpath.normpath(posixpath.join(posixpath.dirname(parent), path))
+            out.append(path)
+    return tuple(out)
+
+
+def _glob(pattern: str, files: Mapping[str, FileFact]) -> list[str]:
+    """Go's filepath.Glob over the files facts read: `*` within one path element, sorted."""
+    parts = pattern.split("/")
+    found = [p for p, f in files.items() if f.exists and len(p.split("/")) == len(parts)
+             and all(fnmatchcase(a, b) for a, b in zip(p.split("/"), parts, strict=True))]
+    return sorted(found, key=lambda p: p.split("/"))
+
+
+def load_order(main: str, main_text: str | None, files: Mapping[str, FileFact],
+               dirs: Mapping[str, FileFact]) -> tuple[tuple[ConfigFile, ...], tuple[str, ...]]:
+    """The files `main` imports, imports of imports too, in containerd's order (LoadConfig: breadth
+    first, each file once), and what facts have not read yet (paths, or `dir/glob` entries)."""
+    loaded: list[ConfigFile] = []
+    unread: list[str] = []
+    seen = {main}
+    pending = list(import_entries(main, main_text))
+    while pending:
+        path, pending = pending[0], pending[1:]
+        if "*" in path:
+            listed = dirs.get(split_fact_dir(path)[0])
+            if listed is None:
+                unread.append(path)
+            elif listed.state is FileState.UNREADABLE:
+                loaded.append(ConfigFile(path, None, f"cannot list {listed.path}: {listed.reason}"))
+            else:
+                pending += [p for p in _glob(path, files) if p not in seen]
+            continue
+        if path in seen:
+            continue
+        seen.add(path)
+        fact = files.get(path)
+        if fact is None:
+            unread.append(path)
+        elif fact.state is FileState.UNREADABLE:
+            loaded.append(ConfigFile(path, None, fact.reason or "unreadable"))
+        elif not fact.exists:
+            loaded.append(ConfigFile(path, None))
+        elif (text := fact.text()) is None:
+            loaded.append(ConfigFile(path, None, "not UTF-8 text"))
+        else:
+            loaded.append(ConfigFile(path, text))
+            pending += import_entries(path, text)
+    return tuple(loaded), tuple(unread)
+
+
+@dataclass(frozen=True)
+class InEffect:
+    """Where the CRI registry's config_path comes from, as containerd merges its files."""
+
+    config_path: str  # "" : unset everywhere
+    path: str  # the file whose value takes effect, or where setting it would (see the module doc)
+    text: str | None  # that file's text
+    version: int | None  # the config version its section is read in (None: the file's own)
+
+
+def effective_registry(main: str, main_text: str | None, imported: tuple[ConfigFile, ...],
+                       containerd_major: int) -> InEffect:
+    """The config_path in effect and the file that holds it (module docstring: per major version).
+    Raises TomlMergeError for a file containerd could not load (then it would not start)."""
+    docs: list[tuple[str, str | None, dict[str, Any]]] = [(main, main_text, {})]
+    for f in imported:
+        if f.problem:
+            raise TomlMergeError(f"{main} imports {f.path}, which cannot be read ({f.problem}); left untouched")
+        if f.text is None:
+            raise TomlMergeError(f"{main} imports {f.path}, which does not exist: containerd would not "
+                                 "start; left untouched")
+    try:
+        docs[0] = (main, main_text, tomllib.loads(main_text) if main_text else {})
+        docs += [(f.path, f.text, tomllib.loads(f.text or "")) for f in imported]
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlMergeError(f"a file containerd imports is not valid TOML ({exc}); left untouched") from None
+
+    def version(doc: dict[str, Any]) -> int:
+        v = doc.get("version", 1)
+        return v if isinstance(v, int) else 1
+
+    if containerd_major >= 2:  # plugin tables merged key by key: the last non-empty value wins
+        found = InEffect("", main, main_text, None)
+        for path, text, doc in docs:
+            table = _get(doc, registry_section(version(doc), containerd_major))
+            value = table.get("config_path") if isinstance(table, dict) else None
+            if isinstance(value, str) and value:
+                found = InEffect(value, path, text, None)
+        return found
+    # 1.x: the version is the last one set; the CRI plugin's table is the last file's that has one
+    merged = 1
+    for _, _, doc in docs:
+        if isinstance(doc.get("version"), int) and doc["version"]:
+            merged = doc["version"]
+    section = registry_section(merged)
+    holder = docs[0]
+    for entry in docs:
+        if isinstance(_get(entry[2], section[:2]), dict):
+            holder = entry
+    table = _get(holder[2], section)
+    value = table.get("config_path") if isinstance(table, dict) else None
+    return InEffect(value if isinstance(value, str) else "", holder[0], holder[1],
+                    None if holder[0] == main else merged)
 
 
 def registry_section(version: int, containerd_major: int = 1) -> tuple[str, ...]:
@@ -99,8 +250,11 @@ class ConfigEdit:
 
 
 def set_config_path(existing: str | None, containerd_major: int,
-                    certs_dir: str = DEFAULT_CERTS_D, source: str = CONFIG_TOML) -> ConfigEdit:
-    """Make config.toml point the CRI plugin at `certs_dir`, keeping every other setting and comment."""
+                    certs_dir: str = DEFAULT_CERTS_D, source: str = CONFIG_TOML,
+                    version: int | None = None) -> ConfigEdit:
+    """Make config.toml point the CRI plugin at `certs_dir`, keeping every other setting and comment.
+    `version`: the config version its section is read in, when not the file's own (a drop-in of
+    containerd 1.x is read in the version the files merged to)."""
     import tomlkit
 
     notes: list[str] = []
@@ -117,9 +271,10 @@ def set_config_path(existing: str | None, containerd_major: int,
         plain = tomllib.loads(existing)
     except (tomllib.TOMLDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
         raise TomlMergeError(f"{source} is not valid TOML ({exc}); left untouched") from None
-    version = plain.get("version", 1)
-    if not isinstance(version, int):
-        raise TomlMergeError(f"{source}: version is not a number; left untouched")
+    if version is None:
+        version = plain.get("version", 1)
+        if not isinstance(version, int):
+            raise TomlMergeError(f"{source}: version is not a number; left untouched")
     section = registry_section(version, containerd_major)
     current = _get(plain, section) or {}
     current_path = current.get("config_path", "") if isinstance(current, dict) else ""
@@ -307,14 +462,24 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
         return RuntimePlan("containerd", "absent", "not installed; skipped")
     if svc.masked:
         return RuntimePlan("containerd", "masked", "masked; skipped (left masked)")
+    if facts.unread:
+        return RuntimePlan("containerd", "failed", f"{facts.config_file} imports files more than "
+                           f"{IMPORT_LEVELS} levels deep ({', '.join(facts.unread)}); left untouched")
     try:
-        edit = set_config_path(facts.config_toml, svc.major, source=facts.config_file)
+        where = effective_registry(facts.config_file, facts.config_toml, facts.imported, svc.major)
+        edit = set_config_path(where.text, svc.major, source=where.path, version=where.version)
     except TomlMergeError as exc:
         return RuntimePlan("containerd", "failed", str(exc))
     files: list[FileChange] = []
-    if edit.text is not None:
+    if edit.text is not None and where.path == facts.config_file:
         files.append(FileChange(facts.config_file, edit.text, 0o644, facts.config_toml,
                                 "config_path set", validate="containerd"))
+    elif edit.text is not None:  # containerd reads it only with the files around it: after the restart
+        files.append(FileChange(where.path, edit.text, 0o644, where.text,
+                                "config_path set where it takes effect (a file config.toml imports)",
+                                validate="toml"))
+        edit = replace(edit, notes=(*edit.notes, f"config_path set in {where.path}: the CRI settings "
+                                    f"in effect are that file's ({facts.config_file} imports it)"))
     authorization = credentials.authorization() if credentials else None
     ca = f"{edit.certs_dir}/{endpoint}/ca.crt" if ca_pem is not None else None
     if ca is not None and ca_pem is not None and facts.hosts.get(ca) != ca_pem:
@@ -444,14 +609,16 @@ class Containerd:
         return scripts.read("containerd.sh")
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
-                   files: Mapping[str, FileFact]) -> ContainerdFacts:
+                   files: Mapping[str, FileFact], dirs: Mapping[str, FileFact]) -> ContainerdFacts:
         del values
         cfg_file = config_flag(service.exec_start) or CONFIG_TOML
         fact = files.get(cfg_file)
+        text = fact.text() if fact is not None else None
         hosts = {p: f.text() for p, f in files.items() if p.endswith(("/hosts.toml", "/ca.crt"))}
-        return ContainerdFacts(service=service, config_toml=fact.text() if fact is not None else None,
-                               config_file=cfg_file,
-                               hosts={p: t for p, t in hosts.items() if t is not None})
+        imported, unread = load_order(cfg_file, text, files, dirs)
+        return ContainerdFacts(service=service, config_toml=text, config_file=cfg_file,
+                               hosts={p: t for p, t in hosts.items() if t is not None},
+                               imported=imported, unread=unread)
 
     def version_of(self, line: str) -> str:
         """'containerd github.com/containerd/containerd 1.6.20~ds1 ...' -> 1.6.20~ds1."""

@@ -459,7 +459,8 @@ class Containers:
         return scripts.read("containers.sh")
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
-                   files: Mapping[str, FileFact]) -> ContainersFacts:
+                   files: Mapping[str, FileFact], dirs: Mapping[str, FileFact]) -> ContainersFacts:
+        del dirs
         podman_path, _, podman_version = values.get("containers.podman", "").partition("\t")
 
         def text(path: str) -> str | None:

@@ -373,7 +373,8 @@ class Docker:
         return scripts.read("docker.sh")
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
-                   files: Mapping[str, FileFact]) -> DockerFacts:
+                   files: Mapping[str, FileFact], dirs: Mapping[str, FileFact]) -> DockerFacts:
+        del dirs
         try:  # a garbled one is as good as none: the unit's ExecStart says the same, or nearly
             raw = base64.b64decode(values.get("cmdline.docker", ""), validate=True).decode("utf-8", "replace")
         except ValueError:

@@ -70,7 +70,7 @@ def plan_case(meta: dict[str, Any], files: dict[str, str]) -> Any:
                            version=str(meta.get("version", "")))
     values = {"containers.podman": "/usr/bin/podman\tpodman version 5.4.2"} \
         if meta["runtime"] == "containers" else {}
-    facts = rt.read_facts(service, values, facts_files(rt, files))
+    facts = rt.read_facts(service, values, facts_files(rt, files), {})
     creds = Credentials("puller", Secret("s3cret")) if meta.get("auth") else None
     node = next(h for h in inv.nodes if h.name == meta["node"])
     want = Want(inv.registry.endpoint, inv.registry.mirrors, creds, CA if meta.get("tls") else None,

@@ -73,8 +73,8 @@ class FakeRuntime:
         return SHELL
 
     def read_facts(self, service: ServiceFacts, values: Mapping[str, str],
-                   files: Mapping[str, FileFact]) -> FakeFacts:
-        del values
+                   files: Mapping[str, FileFact], dirs: Mapping[str, FileFact]) -> FakeFacts:
+        del values, dirs
         fact = files.get(CONF)
         return FakeFacts(service, fact.text() if fact is not None else None)
 
