@@ -132,10 +132,12 @@ def material_warnings(settings: TlsSettings, materials: Iterable[tls.TlsMaterial
 def served_certificate(host: Host, port: int, timeout: float) -> bytes:
     """The certificate (DER) the registry on `host` serves at `port`: a TLS handshake through the
     host's SSH connection to 127.0.0.1:`port` there (the route of registry-up's pushes)."""
+    import time
+
     from nodecfg import ssh
     from nodecfg.push.channels import peer_certificate
 
-    c = ssh.connect(host, fabric=False)
+    c = ssh.connect(host, fabric=False, give_up_at=time.monotonic() + timeout)
     try:
         return peer_certificate(c, port, timeout)
     finally:

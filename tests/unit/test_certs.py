@@ -286,3 +286,40 @@ def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_ca_rotate_needs_a_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ca-rotate"]) == 2
     assert "the following arguments are required: step" in capsys.readouterr().err
+
+
+def test_peer_certificate_reads_what_the_registry_serves_even_expired(tmp_path: Path, ca: tuple[bytes, bytes]) -> None:
+    """The handshake that reads the served certificate (here over loopback TCP, as for a registry on
+    this machine): an expired certificate is read, not refused."""
+    import socket
+    import ssl
+    import threading
+
+    from nodecfg import ssh
+    from nodecfg.push.channels import peer_certificate
+
+    now = dt.datetime.now(dt.UTC)
+    cert_pem, key_pem = tls.make_server_cert(ca[0], ca[1], ("127.0.0.1",), now - 3 * DAY, life=DAY)
+    (tmp_path / "s.crt").write_bytes(cert_pem)
+    (tmp_path / "s.key").write_bytes(key_pem)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls_conn:
+                tls_conn.recv(1)
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        der = peer_certificate(ssh.LocalConnection(), port, timeout=5.0)
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    assert x509.load_der_x509_certificate(der) == _cert(cert_pem)
