@@ -231,6 +231,8 @@ def _cmd_ca_rotate(args: argparse.Namespace) -> int:
     from nodecfg.registry import rotate
     from nodecfg.registry.tls import default_ca_dir
 
+    if args.bundle and args.step != "switch":
+        raise UsageError(f"ca-rotate {args.step}: --bundle goes with switch (the step that runs registry-up)")
     inv = _offline_inventory(args, optional=False)
     assert inv is not None
     settings = inv.registry.tls

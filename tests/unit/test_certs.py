@@ -283,6 +283,21 @@ def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert err.count("\n") == 1 and words.format(d=tmp_path) in err, err
 
 
+def test_ca_rotate_bundle_is_for_switch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ca-rotate", "begin", "--bundle", "b.tar", "-i", _inventory(tmp_path, "true")]) == 2
+    assert capsys.readouterr().err == ("nodecfg: error: ca-rotate begin: --bundle goes with switch (the step that "
+                                       "runs registry-up)\n")
+
+
+@pytest.mark.parametrize("argv", [["ca-rotate", "--help"], ["registry-up", "--help"]])
+def test_help_names_the_new_command_and_flag(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert ("{begin,switch,finish}" if argv[0] == "ca-rotate" else "--renew-cert") in out
+
+
 def test_ca_rotate_needs_a_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ca-rotate"]) == 2
     assert "the following arguments are required: step" in capsys.readouterr().err
