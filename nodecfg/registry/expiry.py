@@ -4,6 +4,7 @@ One line per certificate that expires within `WARN_WITHIN` (30 days), naming its
 what renews it (`Expiry.line`):
 
     the registry certificate /srv/reg.crt (brought) expires 2026-12-15 (in 10 days): replace it and re-run registry-up
+    the registry certificate /srv/reg.crt (brought, served by master:5000) expires ...   (smoke-test)
 
 - a brought certificate (`registry.tls.cert`) or CA (`registry.tls.ca`, every certificate of a
   bundle) is never replaced by nodecfg: the line says to replace it;
@@ -53,10 +54,11 @@ class Expiry:
     not_after: dt.datetime
     left: dt.timedelta
     remedy: str
+    note: str = ""  # smoke-test: "served by master:5000"
 
     @property
     def line(self) -> str:
-        origin = "brought" if self.brought else "nodecfg's"
+        origin = ("brought" if self.brought else "nodecfg's") + (f", {self.note}" if self.note else "")
         date = f"{self.not_after:%Y-%m-%d}"
         if self.left <= dt.timedelta(0):
             return f"{self.what} {self.path} ({origin}) EXPIRED {date}: {self.remedy}"
@@ -72,12 +74,12 @@ def _left(td: dt.timedelta) -> str:
 
 
 def check(cert: x509.Certificate, *, what: str, path: str, brought: bool, remedy: str, now: dt.datetime,
-          within: dt.timedelta = WARN_WITHIN) -> Expiry | None:
+          within: dt.timedelta = WARN_WITHIN, note: str = "") -> Expiry | None:
     """`cert` as a warning when fewer than `within` remain, else None (pure)."""
     left = cert.not_valid_after_utc - now
     if left >= within:
         return None
-    return Expiry(what, path, brought, cert.not_valid_after_utc, left, remedy)
+    return Expiry(what, path, brought, cert.not_valid_after_utc, left, remedy, note)
 
 
 def own_window(settings: TlsSettings) -> dt.timedelta:
@@ -86,16 +88,17 @@ def own_window(settings: TlsSettings) -> dt.timedelta:
 
 
 def cert_warning(settings: TlsSettings, cert_pem: bytes, path: str, now: dt.datetime,
-                 ca_pem: bytes | None = None) -> Expiry | None:
+                 ca_pem: bytes | None = None, note: str = "") -> Expiry | None:
     """The registry's server certificate, brought or nodecfg's (pure). nodecfg's own one that ends
     with its CA (`ca_pem`) is left to the CA's line: renewing it would not help."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     if not settings.provided and ca_pem is not None and _ends_with(cert, ca_pem):
         return None
     if settings.provided:
-        return check(cert, what="the registry certificate", path=path, brought=True, remedy=REPLACE_BROUGHT, now=now)
+        return check(cert, what="the registry certificate", path=path, brought=True, remedy=REPLACE_BROUGHT, now=now,
+                     note=note)
     return check(cert, what="the registry certificate", path=path, brought=False, remedy=RENEW_OWN, now=now,
-                 within=own_window(settings))
+                 within=own_window(settings), note=note)
 
 
 def _ends_with(cert: x509.Certificate, ca_pem: bytes) -> bool:
@@ -172,18 +175,18 @@ def served_warnings(inv: Inventory, now: dt.datetime, timeout: float,
         where = f"{host.name}:{inv.registry.port}"
         try:
             pem = x509.load_der_x509_certificate(fut.result()).public_bytes(Encoding.PEM)
-            label = f"{local} (served by {where})"
+            label, note = str(local), f"served by {where}"
             if local.exists() and _fingerprint(local.read_bytes()) != _fingerprint(pem):
-                label = f"served by {where} (not the one in {local}: re-run registry-up)"
+                label, note = f"served by {where}", f"not the one in {local}: re-run registry-up"
         except Exception as exc:  # noqa: BLE001 -- any failure: said, and the local file checked instead
             lines.append(f"the certificate the registry on {where} serves could not be read ({exc}); "
                          f"checked {local} instead")
             try:
-                pem, label = local.read_bytes(), str(local)
+                pem, label, note = local.read_bytes(), str(local), ""
             except OSError:
                 continue
         try:
-            w = cert_warning(settings, pem, label, now, own_ca)
+            w = cert_warning(settings, pem, label, now, own_ca, note)
         except ValueError:
             continue
         if w is not None and w.line not in lines:

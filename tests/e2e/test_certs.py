@@ -110,7 +110,7 @@ def test_a_brought_certificate_valid_10_more_days_is_named_with_its_date(fleet: 
     assert conf.returncode == 0, conf.stdout + conf.stderr
     # smoke-test reads the certificate the registry serves, through the master's SSH connection
     warned = _pulls(fleet, inv)
-    assert warned == (f"the registry certificate {files['cert']} (served by master:5000) (brought) expires "
+    assert warned == (f"the registry certificate {files['cert']} (brought, served by master:5000) expires "
                       f"{date} (in 10 days): replace it and re-run registry-up"), warned
     text = nodecfg("smoke-test", "-i", inv)
     assert text.returncode == 0 and f"expires {date} (in 10 days)" in text.stderr, text.stderr

@@ -166,8 +166,8 @@ def test_smoke_reads_the_served_certificate(tmp_path: Path, ca: tuple[bytes, byt
 
     lines = expiry.served_warnings(_inv(settings), NOW, 5.0, fetch=fetch)
     assert asked == [("master", 5000)]
-    assert lines == (f"the registry certificate {tmp_path / 'reg.crt'} (served by master:5000) (brought) expires "
-                     "2026-12-15 (in 10 days): replace it and re-run registry-up",)
+    assert lines == (f"the registry certificate {tmp_path / 'reg.crt'} (brought, served by master:5000) "
+                     "expires 2026-12-15 (in 10 days): replace it and re-run registry-up",)
 
 
 def test_smoke_names_a_served_certificate_that_is_not_the_files(tmp_path: Path, ca: tuple[bytes, bytes]) -> None:
@@ -175,7 +175,8 @@ def test_smoke_names_a_served_certificate_that_is_not_the_files(tmp_path: Path, 
     other = tls.make_server_cert(ca[0], ca[1], ("reg.example",), NOW, life=5 * DAY)[0]
     der = _cert(other).public_bytes(tls.serialization.Encoding.DER)
     lines = expiry.served_warnings(_inv(settings), NOW, 5.0, fetch=lambda h, p, t: der)
-    assert len(lines) == 1 and "served by master:5000 (not the one in" in lines[0] and "2026-12-10" in lines[0]
+    assert lines == (f"the registry certificate served by master:5000 (brought, not the one in {tmp_path / 'reg.crt'}: "
+                     "re-run registry-up) expires 2026-12-10 (in 5 days): replace it and re-run registry-up",)
 
 
 def test_smoke_falls_back_to_the_file_when_the_served_one_cannot_be_read(tmp_path: Path,
