@@ -23,7 +23,6 @@ handshake), and the CA file(s) here.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,15 +61,7 @@ class Expiry:
         date = f"{self.not_after:%Y-%m-%d}"
         if self.left <= dt.timedelta(0):
             return f"{self.what} {self.path} ({origin}) EXPIRED {date}: {self.remedy}"
-        return f"{self.what} {self.path} ({origin}) expires {date} ({_left(self.left)}): {self.remedy}"
-
-
-def _left(td: dt.timedelta) -> str:
-    if td >= dt.timedelta(days=1):
-        days = math.ceil(td.total_seconds() / 86400 - 0.01)  # a certificate made for 10 days, seconds ago: 10
-        return f"in {days} day{'s' if days != 1 else ''}"
-    hours = max(1, math.ceil(td.total_seconds() / 3600))
-    return f"in {hours} hour{'s' if hours != 1 else ''}"
+        return f"{self.what} {self.path} ({origin}) expires {date} ({tls.left_text(self.left)}): {self.remedy}"
 
 
 def check(cert: x509.Certificate, *, what: str, path: str, brought: bool, remedy: str, now: dt.datetime,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -217,11 +218,22 @@ def renewal_reason(cert_pem: bytes, ca_pem: bytes, names: Iterable[str], now: dt
         return "it was not issued by this CA"
     left = cert.not_valid_after_utc - now
     if left < before and (cert.not_valid_after_utc < ca.not_valid_after_utc or left <= dt.timedelta(0)):
-        return f"it expires in {max(left.days, 0)} days (renewed when fewer than {_days(before)} remain)"
+        when = f"expires {left_text(left)}" if left > dt.timedelta(0) else "has expired"
+        return f"it {when} (renewed when fewer than {_days(before)} days remain)"
     missing = sorted({n.strip("[]").lower() for n in names} - cert_names(cert))
     if missing:
         return f"it does not name {', '.join(missing)}"
     return None
+
+
+def left_text(td: dt.timedelta) -> str:
+    """A time left, as people count it: "in 10 days" (a certificate made for 10 days, seconds ago,
+    still has 10), "in 5 hours" under a day."""
+    if td >= dt.timedelta(days=1):
+        days = math.ceil(td.total_seconds() / 86400 - 0.01)
+        return f"in {days} day{'s' if days != 1 else ''}"
+    hours = max(1, math.ceil(td.total_seconds() / 3600))
+    return f"in {hours} hour{'s' if hours != 1 else ''}"
 
 
 def _days(td: dt.timedelta) -> str:
