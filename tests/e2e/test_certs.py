@@ -20,6 +20,7 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,17 @@ class Fleet:
             self.lab.ssh("master", "cat /etc/nodecfg/registry-tls/tls.crt").stdout.encode())
 
     def served_cert(self) -> x509.Certificate:
-        """The certificate the registry serves, from a TLS handshake to the lab's master."""
-        return x509.load_pem_x509_certificate(ssl.get_server_certificate((self.address, 5000), timeout=10).encode())
+        """The certificate the registry serves, from a TLS handshake to the lab's master (waiting
+        up to 15 s for a registry that is starting)."""
+        end = time.monotonic() + 15
+        while True:
+            try:
+                pem = ssl.get_server_certificate((self.address, 5000), timeout=5)
+                return x509.load_pem_x509_certificate(pem.encode())
+            except ConnectionRefusedError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -183,19 +193,19 @@ def test_nodecfgs_own_certificate_near_its_end_is_renewed_and_said_not_warned(fl
     ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    stem = ca_dir / f"{fleet.address}_5000"
+    crt, key = ca_dir / f"{fleet.address}_5000.crt", ca_dir / f"{fleet.address}_5000.key"
     names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(fleet.address)), x509.DNSName("master"),
                                      x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    _server_cert(ca, ca_key, names, 10, stem.with_suffix(".crt"), stem.with_suffix(".key"))
-    old = x509.load_pem_x509_certificate(stem.with_suffix(".crt").read_bytes())
+    _server_cert(ca, ca_key, names, 10, crt, key)
+    old = x509.load_pem_x509_certificate(crt.read_bytes())
     date = f"{old.not_valid_after_utc:%Y-%m-%d}"
     # on the master: what a registry-up of a year ago left there, served since
-    for name, path in (("tls.crt", stem.with_suffix(".crt")), ("tls.key", stem.with_suffix(".key"))):
+    for name, path in (("tls.crt", crt), ("tls.key", key)):
         fleet.lab.ssh("master", f"cat > /etc/nodecfg/registry-tls/{name}", stdin=path.read_text())
     fleet.lab.ssh("master", "docker restart registry >/dev/null")
     assert fleet.served_cert().serial_number == old.serial_number
     warned = _pulls(fleet, inv)
-    assert warned == (f"the registry certificate {stem.with_suffix('.crt')} (nodecfg's, served by master:5000) "
+    assert warned == (f"the registry certificate {crt} (nodecfg's, served by master:5000) "
                       f"expires {date} (in 10 days): renew it now: nodecfg registry-up --renew-cert"), warned
 
     up = nodecfg("registry-up", "-i", inv)
