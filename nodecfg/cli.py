@@ -146,6 +146,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="send the images to the registry's address and port over plain HTTP, as the nodes pull "
                    "(faster: no SSH encryption), instead of through the master's SSH connection; the registry's "
                    "password, if any, then crosses the network as it does for the nodes")
+    p.add_argument("--renew-cert", action="store_true",
+                   help="issue the registry's TLS certificate again now from nodecfg's CA (a new serial), put it on "
+                   "every registry host and restart the registry once; nodes trust the CA, so nothing changes on "
+                   "them. A brought certificate (registry.tls.cert) is refused: renew it with its issuer")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     _add_master_timeout(p)
     p.set_defaults(func=_cmd_registry_up)
@@ -194,8 +198,63 @@ def make_parser() -> argparse.ArgumentParser:
                    "replica down is named and the run passes while every node pulls by upstream name")
     p.set_defaults(func=_cmd_smoke_test)
 
+    _add_ca_rotate(sub)
     _add_bundle(sub)
     return parser
+
+
+def _add_ca_rotate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("ca-rotate", help="replace nodecfg's CA in three steps, every node pulling throughout",
+                       description="Rotate the CA nodecfg made (registry.tls without cert/key/ca), one command a "
+                       "step: begin (a new CA beside the old; configure-nodes: every node trusts both), switch "
+                       "(the new CA signs; registry-up: the registry's certificate issued again), finish (the old "
+                       "CA retired; configure-nodes: every node trusts the new one alone). docs/tls.md.")
+    _add_inventory(p)
+    p.add_argument("step", choices=("begin", "switch", "finish"), help="the step to take")
+    p.add_argument("--bundle", metavar="FILE", default=None,
+                   help="switch: registry-up pushes from this bundle file (as registry-up --bundle)")
+    from nodecfg.fleet import DEFAULT_FORKS
+
+    p.add_argument("--forks", type=_positive_int, default=DEFAULT_FORKS, metavar="N",
+                   help=f"begin, finish: nodes worked on at once (default: {DEFAULT_FORKS})")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                   help="as configure-nodes --timeout (begin, finish) or registry-up --timeout (switch)")
+    p.add_argument("--json", action="store_true", help="print configure-nodes' or registry-up's results as JSON")
+    p.set_defaults(func=_cmd_ca_rotate)
+
+
+def _cmd_ca_rotate(args: argparse.Namespace) -> int:
+    """One step of a CA rotation (registry/rotate.py): the CA directory's files, then configure-nodes
+    or registry-up, run as their own commands (every flag of theirs at its default)."""
+    import datetime as dt
+
+    from nodecfg.registry import rotate
+    from nodecfg.registry.tls import default_ca_dir
+
+    if args.bundle and args.step != "switch":
+        raise UsageError(f"ca-rotate {args.step}: --bundle goes with switch (the step that runs registry-up)")
+    inv = _offline_inventory(args, optional=False)
+    assert inv is not None
+    settings = inv.registry.tls
+    if settings is None:
+        raise UsageError("ca-rotate: registry.tls is not set: the registry serves plain HTTP, there is no CA")
+    if settings.provided:
+        raise UsageError(f"ca-rotate: the CA is brought (registry.tls.ca: {settings.ca}): nodecfg rotates only "
+                         "its own; docs/tls.md says how to rotate yours in the same three steps")
+    done = rotate.run_step(args.step, settings.ca_dir or default_ca_dir(), dt.datetime.now(dt.UTC))
+    print(f"nodecfg: ca-rotate {args.step}: {done.said}; running {done.then}", file=sys.stderr, flush=True)
+    argv = [done.then, *(["-i", args.inventory] if args.inventory else []),
+            *(["--timeout", str(args.timeout)] if args.timeout is not None else []),
+            *(["--json"] if args.json else [])]
+    if done.then == "configure-nodes":
+        argv += ["--forks", str(args.forks)]
+    elif args.bundle:
+        argv += ["--bundle", args.bundle]
+    then = make_parser().parse_args(argv)
+    code = int(then.func(then))
+    print(f"nodecfg: ca-rotate {args.step}: {done.then} " + (f"done; next: {done.next_step}" if code == 0 else
+          f"exited {code}: fix what it names and run `nodecfg ca-rotate {args.step}` again"), file=sys.stderr)
+    return code
 
 
 def _add_bundle(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -269,16 +328,29 @@ def _cmd_registry_up(args: argparse.Namespace) -> int:
 
     inv = _inventory(args, optional=True, connect_timeout=args.timeout)
     bundle = Path(args.bundle) if args.bundle else None
+    if args.renew_cert:
+        _renewable(inv)
     if inv is not None and inv.registry.auth is not None and inv.registry.tls is None:
         print("nodecfg: warning: registry.auth without registry.tls: the password crosses the network in "
               "clear on every pull (HTTP Basic); set registry.tls: true", file=sys.stderr)
     result = up.registry_up(inv, progress=report.progress(args.json), bundle=bundle, check=args.check,
-                            replace=args.replace, direct=args.direct, **_step(args))
+                            replace=args.replace, direct=args.direct, renew_cert=args.renew_cert, **_step(args))
     if isinstance(result, RegistryCheck):
         report.registry_check(result, as_json=args.json)
     else:
         report.registry_up(result, as_json=args.json)
     return result.exit_code
+
+
+def _renewable(inv: Inventory | None) -> None:
+    """registry-up --renew-cert: only nodecfg's own certificate."""
+    tls = inv.registry.tls if inv is not None else None
+    if tls is None:
+        raise UsageError("registry-up --renew-cert: registry.tls is not set in the inventory: the registry serves "
+                         "plain HTTP, there is no certificate to renew")
+    if tls.provided:
+        raise UsageError(f"registry-up --renew-cert: the registry's certificate is brought (registry.tls.cert: "
+                         f"{tls.cert}): nodecfg never replaces it; renew it with its issuer and re-run registry-up")
 
 
 def _cmd_registry_down(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ configs and commands on the nodes (where they are quoted as well):
     user, gateway's user        a login name: [A-Za-z0-9_][A-Za-z0-9_.@-]*, optional final '$'
     key, known_hosts, password_file, registry.tls.{ca_dir,cert,key,ca}
                                 paths without control characters
-    registry.tls                true/false, {ca_dir}, or {cert, key, ca} (all three)
+    registry.tls                true/false, {ca_dir, cert_days}, or {cert, key, ca} (all three)
+    registry.tls.cert_days      1-3650: the lifetime of the server certificate nodecfg makes
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ class TlsSettings:
     cert: Path | None = None  # brought: all three set
     key: Path | None = None
     ca: Path | None = None
+    cert_days: int | None = None  # generated: the server certificate's lifetime (None: tls.SERVER_DAYS)
 
     @property
     def provided(self) -> bool:
@@ -560,21 +562,26 @@ def _auth(c: _Checker, raw: Any, base_dir: Path) -> RegistryAuth:
 
 
 def _tls(c: _Checker, raw: Any, base_dir: Path) -> TlsSettings | None:
-    """`tls: true` (a generated CA), `tls: {ca_dir: D}`, or `tls: {cert: F, key: F, ca: F}`."""
+    """`tls: true` (a generated CA), `tls: {ca_dir: D, cert_days: N}`, or `tls: {cert: F, key: F, ca: F}`."""
     if isinstance(raw, bool):
         return TlsSettings() if raw else None
-    entry = c.mapping(raw, "registry.tls", ("ca_dir", "cert", "key", "ca"))
+    entry = c.mapping(raw, "registry.tls", ("ca_dir", "cert_days", "cert", "key", "ca"))
     brought = [k for k in ("cert", "key", "ca") if k in entry]
     if "ca_dir" in entry and brought:
         raise c.err("registry.tls", "give either ca_dir (a generated CA) or cert, key and ca (your own), not both")
     if brought:
+        if "cert_days" in entry:
+            raise c.err("registry.tls.cert_days", "sets the lifetime of the certificate nodecfg makes; a brought "
+                        "certificate's lifetime is its issuer's (leave out cert_days, or cert, key and ca)")
         if len(brought) != 3:
             lack = next(k for k in ("cert", "key", "ca") if k not in entry)
             raise c.err(f"registry.tls.{lack}", "required key missing (cert, key and ca go together)")
-        return TlsSettings(**{k: _path(c, entry[k], f"registry.tls.{k}", base_dir) for k in brought})
+        cert, key, ca = (_path(c, entry[k], f"registry.tls.{k}", base_dir) for k in ("cert", "key", "ca"))
+        return TlsSettings(cert=cert, key=key, ca=ca)
+    days = c.integer(entry["cert_days"], "registry.tls.cert_days", 1, 3650) if "cert_days" in entry else None
     if "ca_dir" in entry:
-        return TlsSettings(ca_dir=_path(c, entry["ca_dir"], "registry.tls.ca_dir", base_dir))
-    return TlsSettings()
+        return TlsSettings(ca_dir=_path(c, entry["ca_dir"], "registry.tls.ca_dir", base_dir), cert_days=days)
+    return TlsSettings(cert_days=days)
 
 
 def _replicas(c: _Checker, raw: Any, master: Host, defaults: SshSettings, base_dir: Path) -> tuple[Host, ...]:

@@ -88,7 +88,15 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def warnings(lines: Any) -> None:
+    """Warnings (a certificate that expires soon: registry/expiry.py), one line each on stderr; with
+    --json they are in the JSON too."""
+    for line in lines:
+        _err(f"nodecfg: warning: {line}")
+
+
 def registry_up(result: Any, *, as_json: bool) -> None:
+    warnings(result.warnings)
     if as_json:
         _json(result)
         return
@@ -131,6 +139,7 @@ def _replica_line(r: Any) -> str:
 
 def registry_check(result: Any, *, as_json: bool) -> None:
     """registry-up --check: the container, the data directory and the images, as they would go."""
+    warnings(result.warnings)
     if as_json:
         _json({**asdict(result), "check": True})
         return
@@ -257,11 +266,14 @@ def smoke_recap(result: Any, *, as_json: bool) -> None:
     checks = check_names()
     fleet = result.fleet
     down = result.replicas_down
+    warnings(result.warnings)
     if as_json:
+        extra: dict[str, Any] = {"replicas_down": [{**asdict(d), "line": d.line} for d in down]} if down else {}
+        if result.warnings:
+            extra["warnings"] = list(result.warnings)
         fleet_json(fleet, lambda v: {"checks": [asdict(ch) for ch in v.checks],
                                      **({"replicas": [asdict(ch) for ch in v.replicas]} if v.replicas else {})},
-                   ok=result.ok,
-                   extra={"replicas_down": [{**asdict(d), "line": d.line} for d in down]} if down else None)
+                   ok=result.ok, extra=extra or None)
         return
     rows = []
     problems = []

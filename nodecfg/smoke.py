@@ -17,12 +17,17 @@ replicas_down`: "replica 10.0.0.12:5000 unreachable from 12 of 12 nodes"), and f
 with `--require-all-replicas`; a node passes when it pulls by upstream name. Pulls by registry path
 go to registry.address alone (docker has no failover there): with replicas, the registry check and
 docker's pull by registry path are warnings (WARN), naming registry.address.
+
+Over TLS, the certificate each registry host serves, and the CA here, are checked for their dates
+while the nodes run (registry/expiry.py): one that expires within 30 days is a warning line
+(`SmokeResult.warnings`), never a failure.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,6 +46,7 @@ __all__ = ["Check", "SmokePlan", "check_names", "choose_plan", "diagnose", "pars
            "probe_script", "smoke_node", "smoke_test"]
 
 DEFAULT_TIMEOUT = 120.0  # seconds for a node's whole smoke test (--timeout): connect, probe, pulls
+SERVED_WAIT = 15.0  # seconds the served certificate's date may take after the nodes are done
 
 
 def check_names() -> tuple[str, ...]:
@@ -231,6 +237,7 @@ class SmokeResult:
     plan: SmokePlan
     fleet: FleetResult[NodeSmoke]
     require_all_replicas: bool = False  # --require-all-replicas: a replica down fails the run
+    warnings: tuple[str, ...] = ()  # a certificate or CA that expires within 30 days (registry/expiry.py)
 
     @property
     def replicas_down(self) -> tuple[ReplicaDown, ...]:
@@ -287,4 +294,35 @@ def smoke_test(inv: Inventory, hosts: tuple[Host, ...], *, image: str | None, fo
         finally:
             ssh.close(c)
 
-    return SmokeResult(plan, run_fleet(hosts, one, forks=forks, on_done=on_done), require_all_replicas)
+    served = _served_warnings(inv, timeout)
+    fleet = run_fleet(hosts, one, forks=forks, on_done=on_done)
+    return SmokeResult(plan, fleet, require_all_replicas, _wait(served) if served is not None else ())
+
+
+def _wait(served: Future[tuple[str, ...]]) -> tuple[str, ...]:
+    try:
+        return served.result(timeout=SERVED_WAIT)
+    except TimeoutError:
+        return (f"the certificate the registry serves was not read within {SERVED_WAIT:g}s after the nodes: "
+                "its date was not checked",)
+
+
+def _served_warnings(inv: Inventory, timeout: float) -> Future[tuple[str, ...]] | None:
+    """Over TLS, the served certificates' and the CA's dates, read beside the nodes' run (expiry.py)."""
+    if inv.registry.tls is None:
+        return None
+    import datetime as dt
+    import threading
+
+    from nodecfg.registry.expiry import served_warnings
+
+    out: Future[tuple[str, ...]] = Future()
+
+    def read() -> None:
+        try:
+            out.set_result(served_warnings(inv, dt.datetime.now(dt.UTC), min(timeout, 30.0)))
+        except Exception as exc:  # noqa: BLE001 -- a warning's own failure is one line, never the run's
+            out.set_result((f"the registry's certificate could not be checked for its date: {exc}",))
+
+    threading.Thread(target=read, name="served-cert", daemon=True).start()
+    return out

@@ -94,6 +94,10 @@ class TlsOverChannel:
     def getpeercert(self) -> Any:
         return self._tls.getpeercert()
 
+    def peer_certificate(self) -> bytes | None:
+        """The server's certificate as DER (also with verification off, where getpeercert() is empty)."""
+        return self._tls.getpeercert(binary_form=True)
+
     def close(self) -> None:
         self._raw.close()
 

@@ -90,6 +90,41 @@ class ChannelHTTPConnection(http.client.HTTPConnection):
             raise HostError(tls_failure(name, self.port, exc)) from None
 
 
+def peer_certificate(c: Any, port: int, timeout: float = 10.0) -> bytes:
+    """The certificate (DER) the registry at 127.0.0.1:`port` on the master serves, read in a TLS
+    handshake over one SSH channel (a TCP connection for the LocalConnection). Not verified: it is
+    read (expiry.py), not trusted, and nothing is sent after the handshake."""
+    import socket
+    import ssl
+
+    from nodecfg import ssh
+    from nodecfg.push.channel_tls import TlsOverChannel
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if isinstance(c, ssh.LocalConnection):
+        raw: Any = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    else:
+        transport = c.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostError(f"{c.host}: SSH connection is closed")
+        transport.logger.addFilter(_REFUSALS)
+        try:
+            raw = transport.open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 -- paramiko's refusals come in several types
+            why = exc or type(exc).__name__
+            raise HostError(f"cannot open an SSH port forward to 127.0.0.1:{port} ({why})") from None
+    try:
+        raw.settimeout(timeout)
+        der = TlsOverChannel(raw, ctx, "localhost").peer_certificate()
+    finally:
+        raw.close()
+    if der is None:
+        raise HostError(f"the registry at 127.0.0.1:{port} presented no certificate")
+    return der
+
+
 def tls_failure(name: str, port: int, exc: BaseException) -> str:
     from nodecfg.tlsdiag import classify
 

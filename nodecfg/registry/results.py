@@ -58,6 +58,7 @@ class RegistryUpResult:
     transfer: dict[str, Any] | None = None  # what went over the wire (push.pipeline.PushStats)
     note: str = ""  # an adopted registry, or a setting kept from the container found
     replicas: tuple[ReplicaUp, ...] = ()  # with registry.replicas: every replica, the master first
+    warnings: tuple[str, ...] = ()  # a certificate or CA that expires within 30 days (registry/expiry.py)
 
     @property
     def exit_code(self) -> int:
@@ -88,6 +89,7 @@ class RegistryCheck:
     ship_registry_image: bool
     images: tuple[ImagePlan, ...]
     replicas: tuple[RegistryCheck, ...] = ()  # with registry.replicas: the others, each as this one
+    warnings: tuple[str, ...] = ()  # a certificate or CA that expires within 30 days (registry/expiry.py)
 
     @property
     def exit_code(self) -> int:

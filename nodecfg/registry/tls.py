@@ -5,7 +5,8 @@
 - the CA (ECDSA P-256, 10 years) in the CA directory — by default
   `${XDG_DATA_HOME:-~/.local/share}/nodecfg/ca`, or `$NODECFG_CA_DIR`, or `registry.tls.ca_dir` —
   as `ca.crt` (0644) and `ca.key` (0600, the directory 0700);
-- a server certificate for the registry (ECDSA P-256, 1 year) whose SANs are the registry address,
+- a server certificate for the registry (ECDSA P-256, 1 year, or `registry.tls.cert_days`) whose
+  SANs are the registry address,
   the master's name and address, `localhost` and 127.0.0.1 (the master's own checks go through
   the loopback), kept beside the CA as `<host>_<port>.crt` / `.key` (0600) so a re-run reuses it.
 
@@ -13,9 +14,16 @@
 the files parse, match and chain, and never writes them.
 
 Everything here is pure given `now` and the bytes read, except `ensure_generated`, which reads and
-writes the CA directory. Renewal happens when less than `RENEW_BEFORE` remains, when the wanted
-names are not all covered, or when the certificate was not issued by the CA; nodes trust the CA,
-so a renewed server certificate changes nothing on them.
+writes the CA directory. Renewal happens when less than `renew_before(lifetime)` remains — 30 days,
+or a third of the lifetime when that is shorter, so a 30-day certificate is not renewed on every
+run — when the wanted names are not all covered, when the certificate was not issued by the CA, or
+when asked (`registry-up --renew-cert`); nodes trust the CA, so a renewed server certificate
+changes nothing on them. A certificate that already ends with its CA is not renewed for its date
+(a new one could not last longer): the CA's own expiry is what is warned about then (expiry.py).
+
+The CA directory also holds a CA rotation in progress (rotate.py): `ca-next.crt`/`.key` (made,
+trusted by the nodes, not signing yet) and `ca-previous.crt`/`.key` (no longer signing, still
+trusted); `ca_for_nodes` gives the nodes every one of them (`trusted_cas`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -39,8 +48,9 @@ from nodecfg.errors import UsageError
 from nodecfg.inventory import TlsSettings
 
 CA_LIFETIME = dt.timedelta(days=3650)
-SERVER_LIFETIME = dt.timedelta(days=365)
-RENEW_BEFORE = dt.timedelta(days=30)
+SERVER_DAYS = 365  # the server certificate's lifetime unless registry.tls.cert_days
+RENEW_BEFORE = dt.timedelta(days=30)  # at most; a third of the lifetime when that is shorter
+NEXT, PREVIOUS = "ca-next", "ca-previous"  # a CA rotation's files beside ca.crt (rotate.py)
 BACKDATE = dt.timedelta(minutes=5)  # tolerate a node clock slightly behind the operator's
 
 
@@ -53,6 +63,17 @@ class TlsMaterial:
     key_pem: bytes
     ca_path: Path | None  # where the CA certificate lives on this machine (for messages)
     issued: str = ""  # "" when reused, else why a new server certificate was issued
+    cert_path: Path | None = None  # where the server certificate lives on this machine
+
+
+def lifetime(settings: TlsSettings) -> dt.timedelta:
+    """How long a server certificate nodecfg makes is valid (registry.tls.cert_days)."""
+    return dt.timedelta(days=settings.cert_days or SERVER_DAYS)
+
+
+def renew_before(life: dt.timedelta) -> dt.timedelta:
+    """Renewed when fewer than this remain: 30 days, or a third of the lifetime when shorter."""
+    return min(RENEW_BEFORE, life / 3)
 
 
 def default_ca_dir() -> Path:
@@ -131,9 +152,10 @@ def make_ca(now: dt.datetime, common_name: str = "nodecfg registry CA") -> tuple
     return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
-def make_server_cert(ca_pem: bytes, ca_key_pem: bytes, names: Iterable[str],
-                     now: dt.datetime) -> tuple[bytes, bytes]:
-    """A server certificate for `names` (first one is the subject CN): (certificate PEM, key PEM)."""
+def make_server_cert(ca_pem: bytes, ca_key_pem: bytes, names: Iterable[str], now: dt.datetime,
+                     life: dt.timedelta = dt.timedelta(days=SERVER_DAYS)) -> tuple[bytes, bytes]:
+    """A server certificate for `names` (first one is the subject CN), valid `life` from now but
+    not past its CA: (certificate PEM, key PEM)."""
     names = list(names)
     if not names:
         raise ValueError("a server certificate needs at least one name")
@@ -147,7 +169,7 @@ def make_server_cert(ca_pem: bytes, ca_key_pem: bytes, names: Iterable[str],
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
-            .not_valid_after(min(now + SERVER_LIFETIME, ca.not_valid_after_utc))
+            .not_valid_after(min(now + life, ca.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                          key_encipherment=False, data_encipherment=False,
@@ -195,19 +217,34 @@ def renewal_reason(cert_pem: bytes, ca_pem: bytes, names: Iterable[str], now: dt
     if not issued_by(cert, ca):
         return "it was not issued by this CA"
     left = cert.not_valid_after_utc - now
-    if left < before:
-        return f"it expires in {max(left.days, 0)} days (renewed when fewer than {before.days} remain)"
+    if left < before and (cert.not_valid_after_utc < ca.not_valid_after_utc or left <= dt.timedelta(0)):
+        when = f"expires {left_text(left)}" if left > dt.timedelta(0) else "has expired"
+        return f"it {when} (renewed when fewer than {_days(before)} days remain)"
     missing = sorted({n.strip("[]").lower() for n in names} - cert_names(cert))
     if missing:
         return f"it does not name {', '.join(missing)}"
     return None
 
 
+def left_text(td: dt.timedelta) -> str:
+    """A time left, as people count it: "in 10 days" (a certificate made for 10 days, seconds ago,
+    still has 10), "in 5 hours" under a day."""
+    if td >= dt.timedelta(days=1):
+        days = math.ceil(td.total_seconds() / 86400 - 0.01)
+        return f"in {days} day{'s' if days != 1 else ''}"
+    hours = max(1, math.ceil(td.total_seconds() / 3600))
+    return f"in {hours} hour{'s' if hours != 1 else ''}"
+
+
+def _days(td: dt.timedelta) -> str:
+    return f"{td.days}" if td.days >= 1 else f"{td.total_seconds() / 86400:.2g}"
+
+
 # ---------------------------------------------------------------------------------------------
 # the CA directory (the only part that touches disk)
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
+def write_private(path: Path, data: bytes, mode: int) -> None:
     """`data` into `path`, atomically: a new temp file beside it (O_EXCL: never a file or symlink
     someone planted), its mode set before the bytes go in, then renamed over `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -223,7 +260,7 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
     Path(tmp).replace(path)
 
 
-def _private_dir(ca_dir: Path) -> None:
+def private_dir(ca_dir: Path) -> None:
     """The CA directory, made 0700, or an existing one tightened to 0700 (and its key to 0600); one
     that belongs to another user is refused: whoever owns it could swap the CA."""
     ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -245,6 +282,10 @@ def _read(path: Path, what: str) -> bytes:
         raise UsageError(f"registry.tls: cannot read the {what} {path}: {exc.strerror}") from None
 
 
+def _line_ended(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"
+
+
 def server_file_stem(registry_address: str, port: int) -> str:
     return f"{registry_address.strip('[]').replace(':', '_')}_{port}"
 
@@ -256,22 +297,24 @@ def _ensure_ca(ca_dir: Path, now: dt.datetime, write: bool = True) -> tuple[byte
     if not write and not ca_crt.exists() and not ca_key.exists():
         return make_ca(now)
     if write:
-        _private_dir(ca_dir)
+        private_dir(ca_dir)
     if ca_crt.exists() != ca_key.exists():
         have, lack = (ca_crt, ca_key) if ca_crt.exists() else (ca_key, ca_crt)
         raise UsageError(f"registry.tls: {have} exists but {lack} does not; restore it or remove both "
                          "to make a new CA (every node must then trust the new one)")
     if not ca_crt.exists():
         cert_pem, key_pem = make_ca(now)
-        _write_private(ca_key, key_pem, 0o600)
-        _write_private(ca_crt, cert_pem, 0o644)
+        write_private(ca_key, key_pem, 0o600)
+        write_private(ca_crt, cert_pem, 0o644)
     return ca_crt.read_bytes(), ca_key.read_bytes()
 
 
 def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.datetime,
-                     write: bool = True) -> TlsMaterial:
-    """Load or make the CA in `ca_dir`, and load or (re)issue the server certificate `stem`
-    (with `write` False, what is made stays in memory: a --check run writes nothing)."""
+                     write: bool = True, life: dt.timedelta = dt.timedelta(days=SERVER_DAYS),
+                     renew: str = "") -> TlsMaterial:
+    """Load or make the CA in `ca_dir`, and load or (re)issue the server certificate `stem`, valid
+    `life` (with `write` False, what is made stays in memory: a --check run writes nothing);
+    `renew`: issue it again whatever it is, for this reason."""
     ca_crt = ca_dir / "ca.crt"
     srv_crt, srv_key = ca_dir / f"{stem}.crt", ca_dir / f"{stem}.key"
     try:
@@ -279,22 +322,24 @@ def ensure_generated(ca_dir: Path, names: tuple[str, ...], stem: str, now: dt.da
         issued = ""
         if srv_crt.exists() and srv_key.exists():
             cert_pem, key_pem = srv_crt.read_bytes(), srv_key.read_bytes()
-            why = renewal_reason(cert_pem, ca_pem, names, now)
+            why = renewal_reason(cert_pem, ca_pem, names, now, renew_before(life))
             if why is None and not key_matches(cert_pem, key_pem):
                 why = "its key does not match"
+            why = renew or why
         else:
             why = "there was none"
         if why is not None:
-            cert_pem, key_pem = make_server_cert(ca_pem, ca_key_pem, names, now)
+            cert_pem, key_pem = make_server_cert(ca_pem, ca_key_pem, names, now, life)
             if write:
-                _write_private(srv_key, key_pem, 0o600)
-                _write_private(srv_crt, cert_pem, 0o644)
+                write_private(srv_key, key_pem, 0o600)
+                write_private(srv_crt, cert_pem, 0o644)
             issued = why
     except OSError as exc:
         raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"registry.tls: CA directory {ca_dir}: a file does not parse ({exc})") from None
-    return TlsMaterial(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, ca_path=ca_crt, issued=issued)
+    return TlsMaterial(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, ca_path=ca_crt, issued=issued,
+                       cert_path=srv_crt)
 
 
 def load_provided(settings: TlsSettings, names: Iterable[str], now: dt.datetime) -> TlsMaterial:
@@ -304,34 +349,47 @@ def load_provided(settings: TlsSettings, names: Iterable[str], now: dt.datetime)
     key_pem = _read(settings.key, "key")
     ca_pem = _read(settings.ca, "CA certificate")
     try:
-        x509.load_pem_x509_certificate(ca_pem)
+        cas = x509.load_pem_x509_certificates(ca_pem)
         if not key_matches(cert_pem, key_pem):
             raise UsageError(f"registry.tls.key: {settings.key} is not the key of {settings.cert}")
+        cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
         raise UsageError(f"registry.tls: a file does not parse ({exc})") from None
-    why = renewal_reason(cert_pem, ca_pem, names, now, before=dt.timedelta(0))
+    # the CA file may be a bundle (old and new CA, during a rotation): the one that signed it counts
+    signer = next((ca for ca in cas if issued_by(cert, ca)), cas[0])
+    signer_pem = signer.public_bytes(serialization.Encoding.PEM)
+    why = renewal_reason(cert_pem, signer_pem, names, now, before=dt.timedelta(0))
     if why is not None:
         raise UsageError(f"registry.tls.cert: {settings.cert} cannot serve the registry: {why}")
-    return TlsMaterial(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, ca_path=settings.ca)
+    return TlsMaterial(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, ca_path=settings.ca,
+                       cert_path=settings.cert)
 
 
 def material(settings: TlsSettings, *, registry_address: str, port: int, master_name: str,
              master_address: str, now: dt.datetime | None = None, write: bool = True,
-             stem: str | None = None) -> TlsMaterial:
+             stem: str | None = None, renew: str = "") -> TlsMaterial:
     """The TLS material for one registry host: generated (and kept, under `stem`: by default the
-    registry address's) or brought."""
+    registry address's; `renew`: issued again now, for this reason) or brought."""
     now = now or dt.datetime.now(dt.UTC)
     names = wanted_names(registry_address, master_name, master_address)
     if settings.provided:
         # a brought certificate must name what nodes dial; localhost is nodecfg's own wish
         return load_provided(settings, names[:1], now)
     return ensure_generated(settings.ca_dir or default_ca_dir(), names,
-                            stem or server_file_stem(registry_address, port), now, write)
+                            stem or server_file_stem(registry_address, port), now, write,
+                            lifetime(settings), renew)
+
+
+def trusted_cas(ca_dir: Path) -> tuple[Path, ...]:
+    """The CA certificates of `ca_dir` the nodes trust, oldest first: a rotation's previous CA,
+    ca.crt, a rotation's next CA (the same bytes before and after `ca-rotate switch`)."""
+    return tuple(p for p in (ca_dir / f"{PREVIOUS}.crt", ca_dir / "ca.crt", ca_dir / f"{NEXT}.crt") if p.exists())
 
 
 def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: bool = True) -> bytes:
-    """The CA certificate every node must trust (made now if the CA does not exist yet; with
-    `write` False, made in memory only)."""
+    """The CA certificate(s) every node must trust, one PEM bundle (made now if the CA does not
+    exist yet; with `write` False, made in memory only): during a CA rotation both CAs, oldest
+    first (rotate.py)."""
     if settings.provided:
         assert settings.ca is not None
         pem = _read(settings.ca, "CA certificate")
@@ -342,7 +400,11 @@ def ca_for_nodes(settings: TlsSettings, now: dt.datetime | None = None, write: b
         return pem
     ca_dir = settings.ca_dir or default_ca_dir()
     try:
-        return _ensure_ca(ca_dir, now or dt.datetime.now(dt.UTC), write)[0]
+        pem = _ensure_ca(ca_dir, now or dt.datetime.now(dt.UTC), write)[0]
+        trusted = trusted_cas(ca_dir)
+        if len(trusted) <= 1:
+            return pem
+        return b"".join(_line_ended(pem if p.name == "ca.crt" else p.read_bytes()) for p in trusted)
     except OSError as exc:
         raise UsageError(f"registry.tls: CA directory {ca_dir}: {exc.strerror}") from None
 
@@ -372,14 +434,17 @@ TLS_NAMES = ("tls.crt", "tls.key", "ca.crt")  # as master_facts.sh and master_ap
 
 def master_files(settings: TlsSettings | None, *, registry_address: str, port: int, master_name: str,
                  master_address: str, say: Callable[[str], None], write: bool = True,
-                 stem: str | None = None) -> TlsFiles | None:
+                 stem: str | None = None, renew: str = "") -> tuple[TlsFiles, TlsMaterial] | None:
     """The certificate, key and CA the registry serves with (registry.tls), made or reused here on
     the operator machine before the master is contacted (with `write` False — --check — anything
-    made stays in memory); None for plain HTTP."""
+    made stays in memory; `renew`: issued again, for this reason), and the material they came from;
+    None for plain HTTP."""
     if settings is None:
         return None
     m = material(settings, registry_address=registry_address, port=port, master_name=master_name,
-                 master_address=master_address, write=write, stem=stem)
-    if m.issued and write:
-        say(f"issued the TLS certificate of the registry on {master_name} ({m.issued}); CA: {m.ca_path}")
-    return TlsFiles(m.cert_pem, m.key_pem, m.ca_pem)
+                 master_address=master_address, write=write, stem=stem, renew=renew)
+    if m.issued:
+        until = x509.load_pem_x509_certificate(m.cert_pem).not_valid_after_utc
+        say(f"{'issued' if write else 'would issue'} the TLS certificate of the registry on {master_name} "
+            f"({m.issued}): {m.cert_path}, valid until {until:%Y-%m-%d}; CA: {m.ca_path}")
+    return TlsFiles(m.cert_pem, m.key_pem, m.ca_pem), m

@@ -4,7 +4,8 @@ images pushed into it.
 One flow, whatever the images come from (push/source.py: this machine's Docker engine, or with
 `--bundle` a bundle file), and however many replicas. Facts -> plan -> apply:
 1. before any host is contacted: the inventory's images, the credentials, the S3 keys and the TLS
-   material (a certificate per replica, each naming its own address); a bundle is opened and checked;
+   material (a certificate per replica, each naming its own address; with `--renew-cert` issued
+   again now; one that expires within 30 days warned about: expiry.py); a bundle is opened and checked;
 2. facts, every replica side by side, each over one SSH connection (replica.py): its host's (engine,
    registry image, container, who holds the port, data directories, htpasswd, storage environment,
    TLS files, /v2/), and for the first the registry's tags and catalog, while this machine reads its
@@ -52,7 +53,7 @@ from nodecfg.registry.replica import Replica, Setup, endpoint
 from nodecfg.registry.results import ImageOutcome, RegistryCheck, RegistryUpResult, ReplicaUp
 
 if TYPE_CHECKING:
-    from nodecfg.registry.tls import TlsFiles
+    from nodecfg.registry.tls import TlsFiles, TlsMaterial
 
 DEFAULT_STEP = 60.0  # seconds a step on a registry host may take (--timeout), as configure-nodes' steps
 Progress = Callable[[str], None]
@@ -64,17 +65,20 @@ def _quiet(_: str) -> None:
 
 def registry_up(inv: Inventory | None, *, progress: Progress = _quiet, bundle: Path | None = None,
                 check: bool = False, replace: bool = False, direct: bool = False,
-                step: float = DEFAULT_STEP) -> RegistryUpResult | RegistryCheck:
+                step: float = DEFAULT_STEP, renew_cert: bool = False) -> RegistryUpResult | RegistryCheck:
     """Start the registry on the master and its replicas (or, without an inventory, on this machine)
     and push the images: from this machine's Docker engine, or a bundle file. A registry nodecfg did
     not make is adopted where that is safe and refused otherwise (`adopt.plan_container`); `replace`
-    recreates it as nodecfg's own. `check` reports what would be done and changes nothing."""
+    recreates it as nodecfg's own. `check` reports what would be done and changes nothing.
+    `renew_cert`: nodecfg's own server certificate issued again now (the caller refuses a brought one)."""
     settings = inv.registry if inv else RegistrySettings(address="127.0.0.1")
     creds = Credentials.of(settings.auth)
     refs = plan_targets(list(inv.images) if inv else [])  # usage errors before anything is contacted
     hosts: tuple[Host | None, ...] = inv.registry_hosts if inv else (None,)
     alone = len(hosts) == 1
-    tls = [_tls_files(settings, h, alone, progress, write=not check) for h in hosts]
+    made = [_tls_files(settings, h, alone, progress, write=not check, renew=renew_cert) for h in hosts]
+    tls = [m[0] if m is not None else None for m in made]
+    warnings = _expiry_warnings(settings, [m[1] for m in made if m is not None])
     s3 = keys = None
     if settings.storage is not None:
         s3 = S3Spec(settings.storage.endpoint, settings.storage.bucket, settings.storage.region)
@@ -95,7 +99,7 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet, bundle: P
                 replicas[0].master.settled()  # the engine's modules imported after the handshake (the GIL)
                 opened.set_result(_open_source(inv, settings, refs, None, progress))
             pool.submit(opened.result().images)
-            return _Up(replicas, setup, keys, progress, pool).go(check)
+            return replace_fields(_Up(replicas, setup, keys, progress, pool).go(check), warnings=warnings)
         finally:
             for r in replicas:
                 r.close()
@@ -104,10 +108,10 @@ def registry_up(inv: Inventory | None, *, progress: Progress = _quiet, bundle: P
 
 
 def _tls_files(settings: RegistrySettings, host: Host | None, alone: bool, progress: Progress,
-               write: bool) -> TlsFiles | None:
+               write: bool, renew: bool = False) -> tuple[TlsFiles, TlsMaterial] | None:
     """The certificate, key and CA a replica serves with (registry.tls): one CA, each replica's
     certificate naming its own address (and registry.address, which may be a name in front of them
-    all). None for plain HTTP."""
+    all); `renew`: issued again now. None for plain HTTP."""
     if settings.tls is None or host is None:
         return None
     from nodecfg.registry.tls import master_files, server_file_stem  # cryptography: only for TLS
@@ -115,7 +119,18 @@ def _tls_files(settings: RegistrySettings, host: Host | None, alone: bool, progr
     stem = None if alone else server_file_stem(host.address, settings.port)
     return master_files(settings.tls, registry_address=settings.address, port=settings.port,
                         master_name=host.name, master_address=host.address, say=progress, write=write,
-                        stem=stem)
+                        stem=stem, renew="asked for (--renew-cert)" if renew else "")
+
+
+def _expiry_warnings(settings: RegistrySettings, materials: list[TlsMaterial]) -> tuple[str, ...]:
+    """The certificates and CA the registry hosts serve with that expire within 30 days (expiry.py)."""
+    if settings.tls is None or not materials:
+        return ()
+    import datetime as dt
+
+    from nodecfg.registry.expiry import material_warnings
+
+    return material_warnings(settings.tls, materials, dt.datetime.now(dt.UTC))
 
 
 def _open_source(inv: Inventory | None, settings: RegistrySettings, refs: Sequence[ImageRef],

@@ -320,6 +320,12 @@ BAD_VALUES = [
     ("registry.tls", {"ca_dir": "/x", "cert": "a"}, "registry.tls", "not both"),
     ("registry.tls", {"ca_dir": "/x\ny"}, "registry.tls.ca_dir", "control characters"),
     ("registry.tls", {"certificate": "a"}, "registry.tls.certificate", "unknown key"),
+    ("registry.tls", {"cert_days": 0}, "registry.tls.cert_days", "between 1 and 3650"),
+    ("registry.tls", {"cert_days": 3651}, "registry.tls.cert_days", "between 1 and 3650"),
+    ("registry.tls", {"cert_days": "90"}, "registry.tls.cert_days", "whole number"),
+    ("registry.tls", {"cert_days": True}, "registry.tls.cert_days", "whole number"),
+    ("registry.tls", {"cert": "/c", "key": "/k", "ca": "/a", "cert_days": 90}, "registry.tls.cert_days",
+     "a brought certificate's lifetime is its issuer's"),
 ]
 
 
@@ -399,6 +405,8 @@ def test_bundle_sources(bundle: str, error: str | None) -> None:
     ({"ca_dir": "/srv/ca"}, TlsSettings(ca_dir=Path("/srv/ca"))),
     ({"ca_dir": "ca"}, "relative"),
     ({"cert": "/c", "key": "/k", "ca": "/a"}, TlsSettings(cert=Path("/c"), key=Path("/k"), ca=Path("/a"))),
+    ({"cert_days": 90}, TlsSettings(cert_days=90)),
+    ({"ca_dir": "/srv/ca", "cert_days": 3650}, TlsSettings(ca_dir=Path("/srv/ca"), cert_days=3650)),
 ])
 def test_registry_tls(tmp_path: Path, value: object, expected: object) -> None:
     inv = parse_inventory(with_value("registry.tls", value), str(tmp_path / "inv.yaml"), check_files=False)
