@@ -18,6 +18,10 @@ One flow, whatever the images come from (push/source.py: this machine's Docker e
    without the operator's link carrying a blob twice: with S3 storage they serve the same bucket;
    with their own disks each copies what it lacks from the first inside the site
    (scripts/master_copy.sh), then gets the manifests and tags.
+   Before a byte is sent, a push that cannot fit is refused: the bytes the registry lacks (the
+   source's blob sizes) against the space free under the data directory on its host (facts; S3:
+   not checked), one line naming both. The tags pushed are then recorded on each registry host
+   (container.record_script: what registry-prune may remove, and only that).
 A replica that fails does not stop the others: the run reports it and exits 1. Every step on a
 host runs under the step deadline (`--timeout`; master.py).
 """
@@ -32,6 +36,7 @@ from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nodecfg.bundle.progress import human
 from nodecfg.credentials import Credentials
 from nodecfg.errors import ConflictError, HostError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
@@ -40,11 +45,14 @@ from nodecfg.push.api import WIDTH, TagState, tag_states
 from nodecfg.push.source import Source
 from nodecfg.registry import adopt
 from nodecfg.registry.container import (
+    STATE_DIR,
     MasterFacts,
+    Pushed,
     S3Spec,
     copy_script,
     http_secret_of,
     parse_copied,
+    record_script,
     secret_env,
 )
 from nodecfg.registry.master import whole
@@ -52,6 +60,7 @@ from nodecfg.registry.replica import Replica, Setup, endpoint
 from nodecfg.registry.results import ImageOutcome, RegistryCheck, RegistryUpResult, ReplicaUp
 
 if TYPE_CHECKING:
+    from nodecfg.push import pipeline
     from nodecfg.registry.tls import TlsFiles
 
 DEFAULT_STEP = 60.0  # seconds a step on a registry host may take (--timeout), as configure-nodes' steps
@@ -140,6 +149,7 @@ class _Up:
         self.replicas, self.setup, self.keys, self.progress, self.pool = replicas, setup, keys, progress, pool
         self.alone = len(replicas) == 1
         self.failed: dict[int, str] = {}  # replica index -> why it is out of this run
+        self.data_dirs: dict[int, str] = {}  # replica index -> the data directory its registry uses ("" S3)
 
     @property
     def source(self) -> Source:
@@ -220,6 +230,8 @@ class _Up:
         def one(i: int) -> tuple[ReplicaUp, MasterFacts]:
             return self.replicas[i].bring_up(facts[i], plans[i], image_ids[i], shipped[i], env_file)
 
+        for i, plan in plans.items():
+            self.data_dirs[i] = "" if self.setup.s3 is not None else (plan.data_dir or self.setup.settings.data_dir)
         running = {i: self.pool.submit(one, i) for i in facts}
         ups: dict[int, ReplicaUp] = {}
         for i, fut in running.items():
@@ -239,10 +251,13 @@ class _Up:
         early = primary.early.result() if primary.early is not None and ups[p].container_action == "keep" else None
         target = primary.target(facts[p])
         results, stats = pipeline.push(self.source, target, progress=self.progress, width=_push_width(),
-                                       tags=early.tags if early else None)
+                                       tags=early.tags if early else None, fits=self._fits(p, facts[p]),
+                                       space=self._space(p))
         ups[p] = replace_fields(ups[p], sync="pushed")
+        pushed = _pushed(results)
+        self._record(p, pushed)
         others = [i for i in ups if i != p]
-        synced = {i: self.pool.submit(self._sync, i, primary, facts[i]) for i in others}
+        synced = {i: self.pool.submit(self._sync, i, primary, facts[i], pushed) for i in others}
         for i, fut in synced.items():
             try:
                 ups[i] = fut.result()(ups[i])
@@ -269,7 +284,7 @@ class _Up:
             catalog, self.setup.creds is not None, note=top.note, transfer=asdict(stats),
             replicas=() if self.alone else every)
 
-    def _sync(self, i: int, primary: Replica, facts: MasterFacts) -> Callable[[ReplicaUp], ReplicaUp]:
+    def _sync(self, i: int, primary: Replica, facts: MasterFacts, pushed: Pushed) -> Callable[[ReplicaUp], ReplicaUp]:
         """Replica `i` given the images the primary has: one S3 bucket serves them already (checked);
         its own disk gets the blobs it lacks copied from the primary inside the site."""
         from nodecfg.push import pipeline
@@ -282,6 +297,7 @@ class _Up:
             if behind:
                 raise HostError(f"{replica.where}: serves the S3 bucket but not {', '.join(behind)} "
                                 "(the same bucket as the first replica?)")
+            self._record(i, pushed)
             return lambda up: replace_fields(up, sync="shared")
         scheme = "https" if self.setup.settings.tls is not None else "http"
 
@@ -295,7 +311,9 @@ class _Up:
             return parse_copied(res.stdout)
 
         results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
-                                       progress=lambda m: self.progress(f"{replica.where}: {m}"))
+                                       progress=lambda m: self.progress(f"{replica.where}: {m}"),
+                                       fits=self._fits(i, facts), space=self._space(i))
+        self._record(i, _pushed(results))
         bad = [r for r in results if r.outcome == "failed"]
         if bad:
             raise HostError(f"{replica.where}: {len(bad)} image(s) not copied: "
@@ -303,6 +321,47 @@ class _Up:
         done = all(r.outcome == "skipped" for r in results)
         return lambda up: replace_fields(up, sync="up to date" if done else "copied", copied=len(stats.copied),
                                          copied_bytes=stats.copied_bytes)
+
+
+    # space, and the record of what was pushed
+
+    def _space(self, i: int) -> str:
+        """Where replica `i` keeps its data, for messages: "/mnt/registry on master"."""
+        return f"{self.data_dirs.get(i) or 'the registry storage'} on {self.replicas[i].where}"
+
+    def _fits(self, i: int, facts: MasterFacts) -> Callable[[int], None] | None:
+        """The fit check of a push into replica `i`: refuses, before anything is sent, bytes that the
+        space free under its data directory cannot hold (None: not known, e.g. a docker volume or
+        S3 storage)."""
+        data_dir = self.data_dirs.get(i, "")
+        free = facts.space.get(data_dir) if data_dir else None
+        if free is None:
+            return None
+        where = self.replicas[i].where
+
+        def fits(needed: int) -> None:
+            if needed > free:
+                raise HostError(f"{data_dir} on {where} has {human(free)} free; this push needs {human(needed)} "
+                                "(nothing was sent; free space there or set registry.data_dir to a larger disk)")
+            if needed:
+                self.progress(f"{where}: this push needs {human(needed)}; {data_dir} has {human(free)} free")
+
+        return fits
+
+    def _record(self, i: int, pushed: Pushed) -> None:
+        """The tags just pushed into replica `i`, recorded on its host (what registry-prune may remove)."""
+        if not pushed:
+            return
+        replica = self.replicas[i]
+        res = replica.master.run(record_script(replica.master.step, pushed),
+                                 "recording the tags pushed")
+        if not res.ok:
+            raise HostError(f"{replica.where}: recording the tags pushed in {STATE_DIR}/pushed failed: {whole(res)}")
+
+
+def _pushed(results: Sequence[pipeline.ImageResult]) -> Pushed:
+    """(repository, tag) -> manifest digest of each image this push tagged."""
+    return {(r.image.repo, r.image.ref.tag): r.digest for r in results if r.outcome == "pushed" and r.digest}
 
 
 def _push_width() -> int:
