@@ -6,7 +6,9 @@ before it sends, or, when the disk fills meanwhile, one line and no partial uplo
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -261,3 +263,23 @@ def test_check_shows_free_and_needed_and_fails_when_it_would_not_fit() -> None:
 def test_layer_sizes_from_the_engines_history(history: list[dict[str, int]], layers: int,
                                               sizes: list[int] | None) -> None:
     assert layer_sizes(history, layers) == sizes
+
+
+def test_the_report_says_what_went_what_stayed_and_the_bytes(capsys: pytest.CaptureFixture[str]) -> None:
+    from nodecfg import report
+    from nodecfg.registry.results import PrunedTag, PruneHost, PruneResult
+
+    host = PruneHost("master", "/mnt/registry", (PrunedTag("lib/b:1", B),),
+                     (PrunedTag("mine/tool:1", X, "not pushed by nodecfg (--all-unlisted removes it too)"),),
+                     repositories=1, manifests=1, bytes_estimated=6_300_000, used_before=40_100_000,
+                     used_after=33_800_000, gc="12 blobs marked, 3 blobs and 0 manifests eligible for deletion",
+                     stopped=2)
+    report.registry_prune(PruneResult(False, (host,)), as_json=False)
+    out = capsys.readouterr().out
+    assert "registry on master (/mnt/registry): removed 1 tag(s) in 1 repository (1 manifest(s)); " \
+           "freed 6.3 MB on disk (40.1 MB -> 33.8 MB); garbage collected, the registry stopped 2s" in out
+    assert "removed lib/b:1 (sha256:bbbbbbbbbbbb)" in out and "kept mine/tool:1: not pushed by nodecfg" in out
+    report.registry_prune(PruneResult(True, (replace(host, used_before=-1, used_after=-1),)), as_json=True)
+    data = json.loads(capsys.readouterr().out)
+    assert data["check"] is True and data["hosts"][0]["bytes_freed"] == -1
+    assert data["hosts"][0]["removed"][0]["target"] == "lib/b:1"
