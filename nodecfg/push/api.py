@@ -133,15 +133,38 @@ class RegistryAPI:
                                         "Content-Length": str(size)}).items():
                 conn.putheader(k, v)
             conn.endheaders()
-            for chunk in chunks:
-                conn.send(chunk)
+            try:
+                for chunk in chunks:
+                    conn.send(chunk)
+            except OSError as exc:  # the registry stopped reading: it may have said why (a full disk)
+                early = self._early_answer(conn)
+                if early is None:
+                    raise broke("PUT", path, exc) from None
+                return early
             return self._answer(conn)
+        except PushError:
+            self._drop()
+            raise
         except (http.client.HTTPException, OSError) as exc:
             self._drop()
             raise broke("PUT", path, exc) from None
         except BaseException:
             self._drop()
             raise
+
+    def _early_answer(self, conn: http.client.HTTPConnection) -> Answer | None:
+        """The answer a registry sent before it closed a request whose body it would not read (a
+        write that failed: distribution answers 500 with the error, then closes); None if none."""
+        import http.client
+
+        try:
+            resp = conn.getresponse()
+            data = resp.read()
+        except (http.client.HTTPException, OSError):
+            return None
+        finally:
+            self._drop()
+        return resp.status, resp.headers, data
 
     # the questions the push asks
 

@@ -86,6 +86,7 @@ class PushStats:
     present: int = 0  # (repo, blob) pairs the registry had
     needed: int = 0  # bytes the uploads were expected to write (the source's sizes)
     cancelled: int = 0  # unfinished uploads cancelled at the end (a full disk, a broken source)
+    stuck: list[tuple[str, str]] = field(default_factory=list)  # (repository, upload id) the registry kept
     copied: list[str] = field(default_factory=list)  # digests a copier copied inside the site
     copied_bytes: int = 0
     seconds: float = 0.0
@@ -156,6 +157,24 @@ def needed(source: Source, api: RegistryAPI | None, width: int = WIDTH) -> int:
     return upload_bytes(plan_blobs(todo, have), source.sizes(todo)) if todo else 0
 
 
+class NoSpaceLeft(HostError):
+    """The push stopped on a full disk: `cancelled` uploads were cancelled, `stuck` ones (repository,
+    upload id) the registry would not cancel, for its host to remove."""
+
+    def __init__(self, message: str, cancelled: int, stuck: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(message)
+        self.cancelled, self.stuck = cancelled, stuck
+
+
+def upload_of(loc: str) -> tuple[str, str] | None:
+    """(repository, upload id) of an upload location `/v2/<repo>/blobs/uploads/<id>?...`."""
+    path = loc.partition("?")[0]
+    head, sep, upload = path.rpartition("/blobs/uploads/")
+    if not sep or not head.startswith("/v2/") or not upload or "/" in upload:
+        return None
+    return head[len("/v2/"):], upload
+
+
 BLOB_OVERHEAD = 8 << 10  # bytes a blob costs the registry's filesystem beyond its own: link files, blocks
 
 
@@ -210,22 +229,25 @@ class _Run:
 
     def _cancel_open(self) -> None:
         """Every upload this run opened and did not finish, cancelled: the registry removes its
-        partial data (`_uploads/`). Best effort: a registry that cannot answer keeps them until its
-        own upload purging."""
+        partial data (`_uploads/`). One it refuses to cancel (distribution does, once part of the
+        body was written: the upload's state no longer matches its size) is left in `stuck`, for
+        the registry's host to remove (registry/up.py)."""
         with self.lock:
             left, self.opened = sorted(self.opened), set()
         for loc in left:
             try:
-                status, _, _ = self.api.call("DELETE", loc)
+                status, _, body = self.api.call("DELETE", loc)
             except HostError:
-                continue
-            if status in (202, 204, 404):
+                status, body = 0, b""
+            if status in (202, 204) or (status == 404 and b"BLOB_UPLOAD_UNKNOWN" in body):
                 self.stats.cancelled += 1
+            elif (stuck := upload_of(loc)) is not None:
+                self.stats.stuck.append(stuck)
 
-    def _no_space(self) -> HostError:
+    def _no_space(self) -> NoSpaceLeft:
         where = self.space or "the registry's storage"
-        return HostError(f"no space left on {where} (the registry answered ENOSPC); the push stopped and "
-                         f"the {self.stats.cancelled} partial upload(s) it had opened were removed")
+        return NoSpaceLeft(f"no space left on {where} (the registry answered ENOSPC); the push stopped",
+                           self.stats.cancelled, tuple(self.stats.stuck))
 
     def _blob_done(self, digest: str, error: str) -> None:
         ready = []

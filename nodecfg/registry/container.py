@@ -368,14 +368,17 @@ def copy_script(settings: RegistrySettings, budget: float, source_url: str, blob
     return _master_script("master_copy.sh", args, _secrets(auth))
 
 
-PruneAction = Literal["gc", "stop", "start"]
+PruneAction = Literal["gc", "stop", "start", "uploads"]
 
 
 def prune_script(settings: RegistrySettings, budget: float, name: str, action: PruneAction, *, s3: bool,
-                 auth: Credentials | None) -> NodeScript:
+                 auth: Credentials | None, uploads: Sequence[tuple[str, str]] = ()) -> NodeScript:
     """registry-prune's step on a registry host (scripts/master_prune.sh): the garbage collector
-    run with the registry stopped, or the registry stopped / started around another's collection."""
+    run with the registry stopped, or the registry stopped / started around another's collection;
+    for registry-up after a full disk, `uploads` ((repository, upload id) each) removed there."""
     args = [*_access_args(settings, budget), "-n", name, "-x", action, *(["-s"] if s3 else [])]
+    for repo, upload in uploads:
+        args += ["-u", repo, upload]
     return _master_script("master_prune.sh", args, _secrets(auth))
 
 

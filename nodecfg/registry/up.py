@@ -29,13 +29,15 @@ host runs under the step deadline (`--timeout`; master.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nodecfg import tagged
 from nodecfg.bundle.progress import human
 from nodecfg.credentials import Credentials
 from nodecfg.errors import ConflictError, HostError
@@ -52,6 +54,7 @@ from nodecfg.registry.container import (
     copy_script,
     http_secret_of,
     parse_copied,
+    prune_script,
     record_script,
     secret_env,
 )
@@ -150,6 +153,7 @@ class _Up:
         self.alone = len(replicas) == 1
         self.failed: dict[int, str] = {}  # replica index -> why it is out of this run
         self.data_dirs: dict[int, str] = {}  # replica index -> the data directory its registry uses ("" S3)
+        self.names: dict[int, str] = {}  # replica index -> its registry container's name
 
     @property
     def source(self) -> Source:
@@ -232,6 +236,7 @@ class _Up:
 
         for i, plan in plans.items():
             self.data_dirs[i] = "" if self.setup.s3 is not None else (plan.data_dir or self.setup.settings.data_dir)
+            self.names[i] = plan.name or self.setup.settings.container
         running = {i: self.pool.submit(one, i) for i in facts}
         ups: dict[int, ReplicaUp] = {}
         for i, fut in running.items():
@@ -250,9 +255,10 @@ class _Up:
         primary = self.replicas[p]
         early = primary.early.result() if primary.early is not None and ups[p].container_action == "keep" else None
         target = primary.target(facts[p])
-        results, stats = pipeline.push(self.source, target, progress=self.progress, width=_push_width(),
-                                       tags=early.tags if early else None, fits=self._fits(p, facts[p]),
-                                       space=self._space(p))
+        with self._full_disk(p):
+            results, stats = pipeline.push(self.source, target, progress=self.progress, width=_push_width(),
+                                           tags=early.tags if early else None, fits=self._fits(p, facts[p]),
+                                           space=self._space(p))
         ups[p] = replace_fields(ups[p], sync="pushed")
         pushed = _pushed(results)
         self._record(p, pushed)
@@ -310,9 +316,10 @@ class _Up:
                 raise HostError(f"{replica.where}: copying blobs from {primary.where} failed: {whole(res)}")
             return parse_copied(res.stdout)
 
-        results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
-                                       progress=lambda m: self.progress(f"{replica.where}: {m}"),
-                                       fits=self._fits(i, facts), space=self._space(i))
+        with self._full_disk(i):
+            results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
+                                           progress=lambda m: self.progress(f"{replica.where}: {m}"),
+                                           fits=self._fits(i, facts), space=self._space(i))
         self._record(i, _pushed(results))
         bad = [r for r in results if r.outcome == "failed"]
         if bad:
@@ -347,6 +354,27 @@ class _Up:
                 self.progress(f"{where}: this push needs {human(needed)}; {data_dir} has {human(free)} free")
 
         return fits
+
+    @contextmanager
+    def _full_disk(self, i: int) -> Iterator[None]:
+        """A push into replica `i` that stopped on a full disk: the partial uploads the registry
+        would not cancel removed on its host, then one line."""
+        from nodecfg.push.pipeline import NoSpaceLeft
+
+        try:
+            yield
+        except NoSpaceLeft as exc:
+            removed, left = exc.cancelled, len(exc.stuck)
+            if exc.stuck:
+                replica = self.replicas[i]
+                res = replica.master.run(prune_script(self.setup.settings, replica.master.step,
+                                                      self.names.get(i, self.setup.settings.container), "uploads",
+                                                      s3=False, auth=self.setup.creds, uploads=exc.stuck),
+                                         "removing the partial uploads")
+                gone = sum(r.tag == "removed" for r in tagged.decode(res.stdout)) if res.ok else 0
+                removed, left = removed + gone, left - gone
+            raise HostError(f"{exc}; {removed} partial upload(s) it had opened were removed"
+                            + (f", {left} could not be" if left else "")) from None
 
     def _record(self, i: int, pushed: Pushed) -> None:
         """The tags just pushed into replica `i`, recorded on its host (what registry-prune may remove)."""

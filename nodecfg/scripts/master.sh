@@ -26,6 +26,7 @@
 #   -p              down: purge the data directory too;  -s: down: the registry serves an S3 bucket
 #   -F URL          copy: the registry the blobs come from;  -b REPOSITORY DIGEST (repeated): a blob
 #   -r REPO TAG DIGEST  record (repeated): a tag nodecfg pushed (DIGEST `-`: forget it)
+#   -u REPOSITORY UPLOAD  prune -x uploads (repeated): a partial upload to remove
 # stdin: one line of base64 per secret, in this order: curl's config (`user = "..."`, or an empty
 # line: no credentials), then with -w the htpasswd file, with -t tls.crt, tls.key and ca.crt, with
 # -e registry.env.
@@ -44,7 +45,7 @@ options() {
   while [ $# -gt 0 ] && [ "$1" != -- ]; do
     case $1 in
       -w|-t|-e|-p|-s) "$_fn" "$1"; shift;;
-      -b) "$_fn" "$1" "$2" "$3"; shift 3;;
+      -b|-u) "$_fn" "$1" "$2" "$3"; shift 3;;
       -r) "$_fn" "$1" "$2" "$3" "$4"; shift 4;;
       *) "$_fn" "$1" "$2"; shift 2;;
     esac

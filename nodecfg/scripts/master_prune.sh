@@ -10,20 +10,32 @@
 #          directory before and after (du).
 #   stop   the container stopped (another replica collects the S3 bucket they share)
 #   start  the container started again, /v2/ waited for
-# Arguments: master.sh's -D -R -P -C -n, -x ACTION, -s (S3 storage: no data directory to measure).
+#   uploads  (registry-up, after a full disk) the partial uploads -u REPOSITORY UPLOAD that the
+#          registry would not cancel, removed from its data directory (`_uploads/<id>` of the
+#          repository: distribution's filesystem layout); `removed REPOSITORY UPLOAD` each
+# Arguments: master.sh's -D -R -P -C -n, -x ACTION, -s (S3 storage: no data directory to measure),
+# -u REPOSITORY UPLOAD (repeated, uploads).
 # Output: `used BYTES` (before, then after), `gc <base64 of the collector's summary line>`,
 # `stopped SECONDS` (how long the registry did not serve), `http CODE`. The container is started
 # again whatever the collector did; a failure goes to stderr (exit 4).
+
+uploads=''
+pruneopt() { case $1 in -u) uploads="$uploads $2|$3";; esac; }
+options pruneopt "$@"
 
 work=$(mktemp -d)  # 0700: the registry's environment (S3 keys) is written here for --env-file
 trap 'rm -f "$ncfg"; rm -rf "$work"' EXIT
 fail() { printf '%s\n' "$1" >&2; exit 4; }
 
+# source: the container's data directory on this host (its /var/lib/registry mount), in $_src
+source_dir() {
+  mount='{{range .Mounts}}{{if eq .Destination "/var/lib/registry"}}{{.Source}}{{end}}{{end}}'
+  _src=$(bounded docker 0 docker container inspect --format "$mount" "$name")
+}
 # used: `used BYTES` of the container's data directory (its /var/lib/registry mount)
 used() {
   [ -z "$s3" ] || return 0
-  mount='{{range .Mounts}}{{if eq .Destination "/var/lib/registry"}}{{.Source}}{{end}}{{end}}'
-  _src=$(bounded docker 0 docker container inspect --format "$mount" "$name")
+  source_dir
   [ -n "$_src" ] && [ -d "$_src" ] || return 0
   _k=$(bounded du 0 du -sk -- "$_src" | awk '{ print $1 }')
   case $_k in ''|*[!0-9]*) ;; *) rec used "$((_k * 1024))";; esac
@@ -48,6 +60,16 @@ case $action in
     out=$(bounded docker 0 docker stop -t 10 "$name" 2>&1 >/dev/null) || fail "docker stop $name: $out";;
   start)
     start;;
+  uploads)
+    source_dir
+    case $_src in /?*) ;; *) fail "no data directory of $name to remove partial uploads from";; esac
+    for u in $uploads; do
+      repo=${u%%|*} id=${u#*|}
+      case $id in ''|*[!0-9a-f-]*) continue;; esac  # an upload id is a UUID
+      case /$repo/ in *[!a-z0-9._/-]*|*/../*|*/./*|//) continue;; esac
+      dir="$_src/docker/registry/v2/repositories/$repo/_uploads/$id"
+      if [ -d "$dir" ] && rm -rf -- "$dir"; then rec removed "$repo" "$id"; fi
+    done;;
   gc)
     image=$(bounded docker 0 docker container inspect --format '{{.Image}}' "$name") || fail "no container $name"
     cfg=$(bounded docker 0 docker container inspect --format '{{range .Args}}{{println .}}{{end}}' "$name" \

@@ -232,10 +232,16 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_upload(tmp_path: Path) ->
         finally:
             source.close()
         message = str(err.value)
+        assert isinstance(err.value, pipeline.NoSpaceLeft) and err.value.cancelled and not err.value.stuck
         assert message.startswith("no space left on /mnt/registry on master")
         assert "Err" not in message and "{" not in message and "\n" not in message
         assert not fake.uploads  # every upload the run opened and did not finish was cancelled
         assert any(m == "DELETE" for m, _ in fake.log)
+
+
+def test_upload_locations_name_their_repository_and_id() -> None:
+    assert pipeline.upload_of("/v2/library/busybox/blobs/uploads/5e1c-9a?_state=x") == ("library/busybox", "5e1c-9a")
+    assert pipeline.upload_of("/v2/x/manifests/1") is None
 
 
 def test_enospc_is_recognised_in_the_registrys_answer() -> None:
