@@ -319,6 +319,8 @@ class _Prune:
                 return host
             if not c.deletes:
                 host = replace_fields(host, note=self._enable_deletes(r, c))
+                api.close()
+                api = r.api()  # the new container's own address is not the facts' any more
             self.progress(f"{r.where}: deleting {len(plan.manifests)} manifest(s) of {len(plan.removed)} tag(s)")
             for repo, digest in plan.manifests:
                 api.delete_manifest(repo, digest)

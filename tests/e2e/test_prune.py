@@ -74,6 +74,10 @@ def test_prune_removes_what_the_inventory_dropped_and_frees_its_bytes(lab: Lab, 
     lab.load_images("master", BASE)
     lab.ssh("master", f"docker tag {BASE} 127.0.0.1:5000/mine/tool:1 && docker push -q 127.0.0.1:5000/mine/tool:1")
     assert nodecfg("configure-nodes", "-i", every).returncode == 0
+    # the registry as an older nodecfg made it: its own, without deletes enabled
+    lab.ssh("master", f"docker rm -f registry >/dev/null && docker run -d --name registry --restart=always "
+            f"-p 5000:5000 --label io.nodecfg.managed=1 -v {DATA}:/var/lib/registry registry:2 >/dev/null && "
+            "for i in $(seq 50); do curl -sf http://127.0.0.1:5000/v2/ >/dev/null && break; sleep 0.2; done")
 
     dropped = inventory(lab, tmp_path, "ac", [A, C])
     before = used(lab, DATA)
@@ -84,6 +88,7 @@ def test_prune_removes_what_the_inventory_dropped_and_frees_its_bytes(lab: Lab, 
     assert {t["target"]: t["why"] for t in host["kept"]} == {
         "mine/tool:1": "not pushed by nodecfg (--all-unlisted removes it too)"}
     assert host["bytes_estimated"] >= B_MB << 20
+    assert "would recreate it with REGISTRY_STORAGE_DELETE_ENABLED=true" in host["note"]
     assert used(lab, DATA) == before  # nothing changed
     text = nodecfg("registry-prune", "-i", dropped, "--check")
     assert "would remove e2e/prune-b:1" in text.stdout and "check mode: nothing was changed" in text.stdout
@@ -93,6 +98,9 @@ def test_prune_removes_what_the_inventory_dropped_and_frees_its_bytes(lab: Lab, 
     host = pruned["hosts"][0]
     assert [t["target"] for t in host["removed"]] == ["e2e/prune-b:1"]
     assert host["bytes_freed"] >= B_MB << 20 and host["stopped"] >= 0
+    assert host["note"].startswith("recreated 'registry' with deletes enabled")
+    env = lab.ssh("master", "docker inspect --format '{{json .Config.Env}}' registry").stdout
+    assert "REGISTRY_STORAGE_DELETE_ENABLED=true" in env
     assert before - used(lab, DATA) >= B_MB << 20  # measured here too
     tags = lab.ssh("master", "curl -s http://127.0.0.1:5000/v2/e2e/prune-b/tags/list").stdout
     assert '"tags":null' in tags.replace(" ", "") or "NAME_UNKNOWN" in tags
