@@ -159,11 +159,14 @@ def needed(source: Source, api: RegistryAPI | None, width: int = WIDTH) -> int:
 
 class NoSpaceLeft(HostError):
     """The push stopped on a full disk: `cancelled` uploads were cancelled, `stuck` ones (repository,
-    upload id) the registry would not cancel, for its host to remove."""
+    upload id) the registry would not cancel, for its host to remove; `repos`: the repositories the
+    push wrote to (an upload whose opening failed on the full disk left a directory there without
+    telling its id)."""
 
-    def __init__(self, message: str, cancelled: int, stuck: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, message: str, cancelled: int, stuck: tuple[tuple[str, str], ...],
+                 repos: tuple[str, ...] = ()) -> None:
         super().__init__(message)
-        self.cancelled, self.stuck = cancelled, stuck
+        self.cancelled, self.stuck, self.repos = cancelled, stuck, repos
 
 
 def upload_of(loc: str) -> tuple[str, str] | None:
@@ -247,7 +250,8 @@ class _Run:
     def _no_space(self) -> NoSpaceLeft:
         where = self.space or "the registry's storage"
         return NoSpaceLeft(f"no space left on {where} (the registry answered ENOSPC); the push stopped",
-                           self.stats.cancelled, tuple(self.stats.stuck))
+                           self.stats.cancelled, tuple(self.stats.stuck),
+                           tuple(sorted({img.repo for img in self.images.values()})))
 
     def _blob_done(self, digest: str, error: str) -> None:
         ready = []

@@ -365,14 +365,15 @@ class _Up:
             yield
         except NoSpaceLeft as exc:
             removed, left = exc.cancelled, len(exc.stuck)
-            if exc.stuck:
+            if self.data_dirs.get(i):  # the filesystem driver: what the registry left, removed on its host
                 replica = self.replicas[i]
                 res = replica.master.run(prune_script(self.setup.settings, replica.master.step,
                                                       self.names.get(i, self.setup.settings.container), "uploads",
-                                                      s3=False, auth=self.setup.creds, uploads=exc.stuck),
+                                                      s3=False, auth=self.setup.creds,
+                                                      uploads=[*exc.stuck, *((r, "-") for r in exc.repos)]),
                                          "removing the partial uploads")
-                gone = sum(r.tag == "removed" for r in tagged.decode(res.stdout)) if res.ok else 0
-                removed, left = removed + gone, left - gone
+                said = [r.tag for r in tagged.decode(res.stdout)] if res.ok else []
+                removed, left = removed + said.count("removed") + said.count("debris"), left - said.count("removed")
             raise HostError(f"{exc}; {removed} partial upload(s) it had opened were removed"
                             + (f", {left} could not be" if left else "")) from None
 

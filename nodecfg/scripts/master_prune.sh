@@ -12,7 +12,9 @@
 #   start  the container started again, /v2/ waited for
 #   uploads  (registry-up, after a full disk) the partial uploads -u REPOSITORY UPLOAD that the
 #          registry would not cancel, removed from its data directory (`_uploads/<id>` of the
-#          repository: distribution's filesystem layout); `removed REPOSITORY UPLOAD` each
+#          repository: distribution's filesystem layout); `removed REPOSITORY UPLOAD` each. An
+#          UPLOAD `-` asks for the repository's dead uploads (no data, empty startedat: opened on
+#          the full disk), `debris REPOSITORY UPLOAD` each
 # Arguments: master.sh's -D -R -P -C -n, -x ACTION, -s (S3 storage: no data directory to measure),
 # -u REPOSITORY UPLOAD (repeated, uploads).
 # Output: `used BYTES` (before, then after), `gc <base64 of the collector's summary line>`,
@@ -65,9 +67,20 @@ case $action in
     case $_src in /?*) ;; *) fail "no data directory of $name to remove partial uploads from";; esac
     for u in $uploads; do
       repo=${u%%|*} id=${u#*|}
-      case $id in ''|*[!0-9a-f-]*) continue;; esac  # an upload id is a UUID
       case /$repo/ in *[!a-z0-9._/-]*|*/../*|*/./*|//) continue;; esac
-      dir="$_src/docker/registry/v2/repositories/$repo/_uploads/$id"
+      ups="$_src/docker/registry/v2/repositories/$repo/_uploads"
+      if [ "$id" = - ]; then
+        # uploads whose opening failed on the full disk: no data and an empty (or no) startedat,
+        # which the registry can never resume; an upload with either is another writer's
+        for dir in "$ups"/*; do
+          if [ -d "$dir" ] && [ ! -e "$dir/data" ] && [ ! -s "$dir/startedat" ]; then
+            rm -rf -- "$dir" && rec debris "$repo" "${dir##*/}"
+          fi
+        done
+        continue
+      fi
+      case $id in ''|*[!0-9a-f-]*) continue;; esac  # an upload id is a UUID
+      dir="$ups/$id"
       if [ -d "$dir" ] && rm -rf -- "$dir"; then rec removed "$repo" "$id"; fi
     done;;
   gc)

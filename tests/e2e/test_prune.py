@@ -113,8 +113,9 @@ def test_prune_removes_what_the_inventory_dropped_and_frees_its_bytes(lab: Lab, 
 
 
 def test_a_push_that_cannot_fit_is_refused_before_it_sends(lab: Lab, tmp_path: Path) -> None:
-    lab.ssh("master", "mkdir -p /mnt/small && { mountpoint -q /mnt/small || mount -t tmpfs -o size=60m tmpfs /mnt/small; }")
-    inv = inventory(lab, tmp_path, "small", [BIG], data_dir="/mnt/small", container="small", port=5001)
+    lab.ssh("master", "docker rm -f registry >/dev/null; mkdir -p /mnt/small && "
+            "{ mountpoint -q /mnt/small || mount -t tmpfs -o size=60m tmpfs /mnt/small; }")
+    inv = inventory(lab, tmp_path, "small", [BIG], data_dir="/mnt/small")
     rc, check, err = run_json("registry-up", "-i", inv, "--check")
     assert rc == 1, err  # it would not fit: said, nothing changed
     assert 0 < check["free"] <= 60 << 20 and check["needed"] >= 200 << 20
@@ -122,7 +123,7 @@ def test_a_push_that_cannot_fit_is_refused_before_it_sends(lab: Lab, tmp_path: P
     proc = nodecfg("registry-up", "-i", inv)
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("nodecfg: error: /mnt/small on master has ") and "MB free; this push needs 2" in message
+    assert message.startswith("nodecfg: error: /mnt/small on master (") and "MB free; this push needs 2" in message
     assert "{" not in message  # no raw JSON
     assert used(lab, "/mnt/small") == before  # nothing was sent
 
@@ -132,16 +133,17 @@ def test_a_disk_that_fills_meanwhile_is_one_line_and_no_partial_upload_stays(lab
     passes), but everything the registry writes lands on a 30 MB tmpfs mounted inside it (`docker/`),
     which the 212 MB push fills."""
     store = "/mnt/nested/docker"
-    lab.ssh("master", f"mkdir -p {store} && {{ mountpoint -q {store} || mount -t tmpfs -o size=30m tmpfs {store}; }}")
-    inv = inventory(lab, tmp_path, "nested", [BIG], data_dir="/mnt/nested", container="nested", port=5002)
+    lab.ssh("master", f"docker rm -f registry >/dev/null; mkdir -p {store} && "
+            f"{{ mountpoint -q {store} || mount -t tmpfs -o size=30m tmpfs {store}; }}")
+    inv = inventory(lab, tmp_path, "nested", [BIG], data_dir="/mnt/nested")
     before = used(lab, store)
     proc = nodecfg("registry-up", "-i", inv)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("nodecfg: error: no space left on /mnt/nested on master"), message
+    assert message.startswith("nodecfg: error: no space left on /mnt/nested on master ("), message
     assert "partial upload(s) it had opened were removed" in message and "could not be" not in message, message
     assert "{" not in message and "Err" not in message
-    left = lab.ssh("master", f"find {store} -path '*/_uploads/*' -name data").stdout.split()
+    left = lab.ssh("master", f"find {store} -path '*/_uploads/*'").stdout.split()
     assert left == [], left
     # what stays: the whole blobs the run completed before the disk filled (the small ones), never
     # the partial uploads of the 40 MB layers
