@@ -3,6 +3,7 @@ registry-down do there. Facts -> plan -> apply, as on the nodes:
 
     up.py         registry-up: the one flow (facts side by side, plan, --check, apply, push)
     down.py       registry-down (and --purge)
+    prune.py      registry-prune: the tags nodecfg pushed that the inventory dropped, then the garbage collector
     container.py  the container's spec, the master scripts (nodecfg/scripts/master*.sh), their facts
     adopt.py      the decision table: keep / start / create / recreate / adopt / refuse (pure)
     auth.py       the htpasswd file;  tls.py: the CA and the registry's certificate (made here)

@@ -110,6 +110,16 @@ def test_prune_removes_what_the_inventory_dropped_and_frees_its_bytes(lab: Lab, 
     # a second prune has nothing to do, and stops nothing
     rc, again, err = run_json("registry-prune", "-i", dropped)
     assert rc == 0 and again["hosts"][0]["removed"] == [] and again["hosts"][0]["stopped"] == -1, err
+    # a registry nodecfg did not make (the same data, run by hand) is never changed to allow deletes
+    lab.ssh("master", f"docker rm -f registry >/dev/null && docker run -d --name registry --restart=always "
+            f"-p 5000:5000 -v {DATA}:/var/lib/registry registry:2 >/dev/null && "
+            "for i in $(seq 50); do curl -sf http://127.0.0.1:5000/v2/ >/dev/null && break; sleep 0.2; done")
+    only_c = inventory(lab, tmp_path, "c", [C])
+    rc, check, err = run_json("registry-prune", "-i", only_c, "--check")
+    assert rc == 0 and check["hosts"][0]["note"].startswith("REFUSED: the registry container 'registry' (not made"), err
+    proc = nodecfg("registry-prune", "-i", only_c)
+    assert proc.returncode == 2 and "registry-up --replace" in proc.stderr, proc.stderr
+    pulls_on_node(lab, only_c, A)  # nothing was deleted
 
 
 def test_a_push_that_cannot_fit_is_refused_before_it_sends(lab: Lab, tmp_path: Path) -> None:
