@@ -139,7 +139,7 @@ class Replica:
         api = self.api(facts) if facts.http_status in (200, 401) else None
         try:
             return pipeline.needed(self.source, api)
-        except HostError:
+        except (HostError, OSError, ValueError):  # a registry --check cannot ask (a TLS switch, say): not known
             return -1
         finally:
             if api is not None:
