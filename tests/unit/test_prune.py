@@ -289,3 +289,14 @@ def test_the_report_says_what_went_what_stayed_and_the_bytes(capsys: pytest.Capt
     data = json.loads(capsys.readouterr().out)
     assert data["check"] is True and data["hosts"][0]["bytes_freed"] == -1
     assert data["hosts"][0]["removed"][0]["target"] == "lib/b:1"
+
+
+def test_what_stays_is_the_inventorys_images_or_the_bundles(tmp_path: Path) -> None:
+    from nodecfg.inventory import parse_inventory
+    from nodecfg.registry.prune import listed_targets
+
+    inv = parse_inventory("images: [busybox:1.36, registry.k8s.io/pause:3.9]\nmaster: {address: 10.0.0.1}\n"
+                          "nodes: [{address: 10.0.0.2}]\n", str(tmp_path / "inv.yaml"), check_files=False)
+    assert listed_targets(inv, None) == {("library/busybox", "1.36"), ("pause", "3.9")}
+    made = _bundle(tmp_path)  # quay.io/org/app:1 and registry.k8s.io/multi:2 (and the registry's own image)
+    assert listed_targets(inv, made.path) == {("org/app", "1"), ("multi", "2")}
