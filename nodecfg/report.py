@@ -214,7 +214,9 @@ def registry_prune(result: Any, *, as_json: bool) -> None:
         if h.note and (result.check or h.removed):
             print(f"  {h.note}")
         for t in h.removed:
-            print(f"  {'would remove' if result.check else 'removed'} {t.target} ({t.digest[:19]})")
+            short = f"{t.target.partition('@')[0]}@{t.digest[:19]}"
+            what = f"{short} ({t.why})" if t.why else f"{t.target} ({t.digest[:19]})"
+            print(f"  {'would remove' if result.check else 'removed'} {what}")
         for t in h.kept:
             print(f"  kept {t.target}: {t.why}")
 

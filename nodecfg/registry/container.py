@@ -383,6 +383,8 @@ def prune_script(settings: RegistrySettings, budget: float, name: str, action: P
 
 
 Pushed = dict[tuple[str, str], str]  # (repository, tag) -> the manifest digest nodecfg tagged
+# the record's "tag" of a revision nodecfg pushed that a later push of the same tag replaced: `@<digest>`
+SUPERSEDED = "@"
 
 
 def record_script(budget: float, entries: Pushed, state_dir: str = STATE_DIR) -> NodeScript:

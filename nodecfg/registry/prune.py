@@ -5,10 +5,12 @@ Facts -> plan -> apply, on each registry host (the master, then every replica):
 1. facts: the host's (the same script as registry-up's: the container, and STATE_DIR/pushed, the
    record of the tags nodecfg pushed: container.record_script), then the registry's own answers
    over the host's SSH connection: every repository's tags, each tag's manifest, an index's
-   children (`read_view`);
+   children (`read_view`), and the older revisions the record names;
 2. plan (pure, `plan_prune`): an unlisted tag goes only when the record says nodecfg pushed it
    *with the digest it names now* (a tag pushed by hand, or re-pushed by hand over nodecfg's, is
-   never nodecfg's to remove; `--all-unlisted` removes every unlisted tag). distribution deletes a
+   never nodecfg's to remove; `--all-unlisted` removes every unlisted tag). A tag nodecfg pushed
+   again leaves its old manifest untagged in the registry; the record keeps it (`@<digest>`), and
+   it goes too once no kept tag uses it. distribution deletes a
    manifest by digest and, with it, every tag of it in that repository (2.x cannot delete a tag
    alone), so a tag whose manifest a kept tag still uses (the same digest, or a kept index's
    child) stays, said. The bytes: blobs and manifests that only the removed manifests use;
@@ -46,6 +48,7 @@ from nodecfg.push.api import WIDTH, RegistryAPI
 from nodecfg.push.source import Source
 from nodecfg.registry import adopt
 from nodecfg.registry.container import (
+    SUPERSEDED,
     ContainerSpec,
     MasterFacts,
     PruneAction,
@@ -95,10 +98,7 @@ class PrunePlan:
     manifests: tuple[Key, ...]  # (repository, digest) to delete
     bytes: int  # what only the deleted manifests use: their blobs and themselves
     forget: tuple[Key, ...]  # record entries to drop (removed, gone, or changed by hand)
-
-    @property
-    def repositories(self) -> int:
-        return len({t.target.rpartition(":")[0] for t in self.removed})
+    repositories: int = 0  # repositories with something removed
 
 
 def parse_manifest(digest: str, body: bytes) -> Manifest:
@@ -134,6 +134,8 @@ def plan_prune(view: View, listed: Iterable[Key], record: Mapping[Key, str], *,
                all_unlisted: bool = False) -> PrunePlan:
     """Which tags go and which manifests are deleted (the module docstring)."""
     listed = set(listed)
+    revisions = {k: d for k, d in record.items() if k[1].startswith(SUPERSEDED)}
+    record = {k: d for k, d in record.items() if k not in revisions}
     candidates: dict[Key, str] = {}
     kept: list[PrunedTag] = []
     for key, digest in sorted(view.tags.items()):
@@ -163,6 +165,15 @@ def plan_prune(view: View, listed: Iterable[Key], record: Mapping[Key, str], *,
         for d in sorted(_closure(view, repo, digest)):
             if (repo, d) not in keep:
                 doomed[(repo, d)] = None
+    for (repo, _), digest in sorted(revisions.items()):
+        # an older revision nodecfg pushed, untagged by a later push of its tag: it goes once no
+        # kept tag uses it (one still used stays in the record, for a later prune)
+        if (repo, digest) not in view.manifests or (repo, digest) in keep or (repo, digest) in doomed:
+            continue
+        removed.append(PrunedTag(f"{repo}@{digest}", digest, "an older revision of a tag nodecfg pushed again"))
+        for d in sorted(_closure(view, repo, digest)):
+            if (repo, d) not in keep:
+                doomed[(repo, d)] = None
     kept_digests = {d for key in keep for d in (key[1], *_blob_digests(view.manifests.get(key)))}
     freed: dict[str, int] = {}
     for key in doomed:
@@ -172,11 +183,11 @@ def plan_prune(view: View, listed: Iterable[Key], record: Mapping[Key, str], *,
         for d, size in ((m.digest, m.size), *m.blobs):
             if d not in kept_digests:
                 freed[d] = size
-    gone = {f"{t.target}" for t in removed}
-    forget = tuple(sorted(k for k, d in record.items()
-                          if f"{k[0]}:{k[1]}" in gone or view.tags.get(k) != d))
+    gone = {t.target for t in removed}
+    forget = sorted(k for k, d in record.items() if f"{k[0]}:{k[1]}" in gone or view.tags.get(k) != d)
+    forget += sorted(k for k, d in revisions.items() if (k[0], d) in doomed or (k[0], d) not in view.manifests)
     return PrunePlan(tuple(removed), tuple(sorted(kept, key=lambda t: t.target)), tuple(doomed),
-                     sum(freed.values()), forget)
+                     sum(freed.values()), tuple(forget), len({repo for repo, _ in doomed}))
 
 
 def _blob_digests(m: Manifest | None) -> tuple[str, ...]:
@@ -187,8 +198,9 @@ def _blob_digests(m: Manifest | None) -> tuple[str, ...]:
 # facts: the registry's view
 
 
-def read_view(api: RegistryAPI, width: int = WIDTH) -> View:
-    """Every tag's manifest and every manifest they reach (an index's children), over the API."""
+def read_view(api: RegistryAPI, width: int = WIDTH, revisions: Iterable[Key] = ()) -> View:
+    """Every tag's manifest and every manifest they reach (an index's children), over the API; and
+    the `revisions` ((repository, digest): older revisions nodecfg pushed) the registry still has."""
     catalog = api.catalog(width)
     keys = [(repo, tag) for repo, tags in sorted(catalog.items()) for tag in tags]
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="prune") as pool:
@@ -200,6 +212,10 @@ def read_view(api: RegistryAPI, width: int = WIDTH) -> View:
                 continue  # untagged meanwhile
             tags[(repo, tag)] = got[0]
             manifests[(repo, got[0])] = parse_manifest(*got)
+        extra = sorted(set(revisions) - set(manifests))
+        for key, got in zip(extra, pool.map(lambda k: api.manifest(*k), extra), strict=True):
+            if got is not None:
+                manifests[key] = parse_manifest(key[1], got[1])
         while True:
             todo = sorted({(repo, c) for (repo, _), m in manifests.items() for c in m.children} - set(manifests))
             if not todo:
@@ -308,7 +324,9 @@ class _Prune:
         self.progress(f"{r.where}: reading the registry's tags and manifests")
         api = r.api(facts)
         try:
-            plan = plan_prune(read_view(api), self.listed, record, all_unlisted=self.all_unlisted)
+            revisions = [(repo, d) for (repo, tag), d in record.items() if tag.startswith(SUPERSEDED)]
+            plan = plan_prune(read_view(api, revisions=revisions), self.listed, record,
+                              all_unlisted=self.all_unlisted)
             host = PruneHost(r.where, storage, plan.removed, plan.kept, plan.repositories, len(plan.manifests),
                              plan.bytes)
             if self.check or not plan.manifests:

@@ -48,6 +48,7 @@ from nodecfg.push.source import Source
 from nodecfg.registry import adopt
 from nodecfg.registry.container import (
     STATE_DIR,
+    SUPERSEDED,
     MasterFacts,
     Pushed,
     S3Spec,
@@ -261,7 +262,7 @@ class _Up:
                                            space=self._space(p))
         ups[p] = replace_fields(ups[p], sync="pushed")
         pushed = _pushed(results)
-        self._record(p, pushed)
+        self._record(p, pushed, facts[p].pushed)
         others = [i for i in ups if i != p]
         synced = {i: self.pool.submit(self._sync, i, primary, facts[i], pushed) for i in others}
         for i, fut in synced.items():
@@ -303,7 +304,7 @@ class _Up:
             if behind:
                 raise HostError(f"{replica.where}: serves the S3 bucket but not {', '.join(behind)} "
                                 "(the same bucket as the first replica?)")
-            self._record(i, pushed)
+            self._record(i, pushed, facts.pushed)
             return lambda up: replace_fields(up, sync="shared")
         scheme = "https" if self.setup.settings.tls is not None else "http"
 
@@ -320,7 +321,7 @@ class _Up:
             results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
                                            progress=lambda m: self.progress(f"{replica.where}: {m}"),
                                            fits=self._fits(i, facts), space=self._space(i))
-        self._record(i, _pushed(results))
+        self._record(i, _pushed(results), facts.pushed)
         bad = [r for r in results if r.outcome == "failed"]
         if bad:
             raise HostError(f"{replica.where}: {len(bad)} image(s) not copied: "
@@ -377,15 +378,28 @@ class _Up:
             raise HostError(f"{exc}; {removed} partial upload(s) it had opened were removed"
                             + (f", {left} could not be" if left else "")) from None
 
-    def _record(self, i: int, pushed: Pushed) -> None:
-        """The tags just pushed into replica `i`, recorded on its host (what registry-prune may remove)."""
+    def _record(self, i: int, pushed: Pushed, before: Pushed) -> None:
+        """The tags just pushed into replica `i`, recorded on its host (what registry-prune may remove),
+        and the revisions they replaced that nodecfg had pushed (`before`: the record as the facts
+        read it): a tag pushed again leaves its old manifest in the registry, untagged."""
         if not pushed:
             return
         replica = self.replicas[i]
-        res = replica.master.run(record_script(replica.master.step, pushed),
+        res = replica.master.run(record_script(replica.master.step, record_entries(pushed, before)),
                                  "recording the tags pushed")
         if not res.ok:
             raise HostError(f"{replica.where}: recording the tags pushed in {STATE_DIR}/pushed failed: {whole(res)}")
+
+
+def record_entries(pushed: Pushed, before: Pushed) -> Pushed:
+    """The record's new lines: each tag pushed, and each revision nodecfg had pushed under that tag
+    which this push replaced (`@<digest>`: it stays in the registry untagged)."""
+    entries = dict(pushed)
+    for (repo, tag), digest in pushed.items():
+        old = before.get((repo, tag), "")
+        if old and old != digest:
+            entries[(repo, SUPERSEDED + old)] = old
+    return entries
 
 
 def _pushed(results: Sequence[pipeline.ImageResult]) -> Pushed:

@@ -4,7 +4,9 @@
 # adds the tags it pushed (a tag pushed again replaces its line); registry-prune forgets the tags
 # it removed and those the registry no longer has. A tag nodecfg did not push is never in it, so
 # registry-prune never removes one (an operator's own image stays). registry-down keeps it;
-# `registry-down --purge` deletes it with the data it describes.
+# `registry-down --purge` deletes it with the data it describes. A tag pushed again over a revision
+# nodecfg had pushed keeps that revision as `REPOSITORY<tab>@DIGEST<tab>DIGEST` (it stays in the
+# registry untagged, which registry-prune deletes when no tag uses it).
 # Arguments: master.sh's -D -S, then -r REPOSITORY TAG DIGEST (repeated): DIGEST `-` forgets the tag.
 # Output: `recorded N`, the lines the file holds now.
 

@@ -18,6 +18,7 @@ from tests.e2e.conftest import Lab, nodecfg, run_json, start_lab
 BASE = "busybox:1.36"
 A, B, C = "docker.io/e2e/prune-a:1", "docker.io/e2e/prune-b:1", "docker.io/e2e/prune-c:1"
 B_MB = 6  # B's own layer: random bytes, nothing compresses or is shared
+R, R_MB = "docker.io/e2e/prune-r:1", 4  # rebuilt under one tag: a new revision each time
 BIG = "docker.io/bench/big:1"  # bench/registry_push.py's 212 MB image: the same Dockerfile, so its build cache
 BIG_DOCKERFILE = "FROM busybox:1.36\n" + "\n".join(f"RUN head -c {40 << 20} /dev/urandom > /layer{i}"
                                                   for i in range(5)) + "\n"
@@ -120,6 +121,29 @@ def test_prune_removes_what_the_inventory_dropped_and_frees_its_bytes(lab: Lab, 
     proc = nodecfg("registry-prune", "-i", only_c)
     assert proc.returncode == 2 and "registry-up --replace" in proc.stderr, proc.stderr
     pulls_on_node(lab, only_c, A)  # nothing was deleted
+
+
+def test_a_tag_pushed_again_leaves_no_old_revision_after_prune(lab: Lab, tmp_path: Path) -> None:
+    """The inventory unchanged, its image rebuilt under the same tag and pushed again: the old
+    revision stays in the registry untagged until registry-prune deletes it (the record kept it)."""
+    client = docker.from_env(timeout=900)
+    lab.ssh("master", "docker rm -f registry >/dev/null 2>&1; true")
+    inv = inventory(lab, tmp_path, "r", [R], data_dir="/var/lib/registry-repush")
+    for n in (1, 2):
+        client.images.build(fileobj=io.BytesIO(f"FROM {BASE}\nRUN head -c {R_MB << 20} /dev/urandom > /r{n}\n".encode()),
+                            tag=R, rm=True)
+        rc, up, err = run_json("registry-up", "-i", inv)
+        assert rc == 0 and [i["action"] for i in up["images"]] == ["pushed"], err
+    record = lab.ssh("master", "cat /var/lib/nodecfg/registry/pushed").stdout
+    assert "e2e/prune-r\t@sha256:" in record, record
+    before = used(lab, "/var/lib/registry-repush")
+    rc, pruned, err = run_json("registry-prune", "-i", inv)
+    assert rc == 0, err
+    host = pruned["hosts"][0]
+    assert [t["target"].split("@")[0] for t in host["removed"]] == ["e2e/prune-r"]
+    assert host["bytes_freed"] >= R_MB << 20 and before - used(lab, "/var/lib/registry-repush") >= R_MB << 20
+    assert "@sha256:" not in lab.ssh("master", "cat /var/lib/nodecfg/registry/pushed").stdout
+    pulls_on_node(lab, inv, R)  # the current revision
 
 
 def test_a_push_that_cannot_fit_is_refused_before_it_sends(lab: Lab, tmp_path: Path) -> None:

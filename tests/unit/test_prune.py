@@ -300,3 +300,29 @@ def test_what_stays_is_the_inventorys_images_or_the_bundles(tmp_path: Path) -> N
     assert listed_targets(inv, None) == {("library/busybox", "1.36"), ("pause", "3.9")}
     made = _bundle(tmp_path)  # quay.io/org/app:1 and registry.k8s.io/multi:2 (and the registry's own image)
     assert listed_targets(inv, made.path) == {("org/app", "1"), ("multi", "2")}
+
+
+def test_an_older_revision_nodecfg_pushed_goes_once_no_tag_uses_it() -> None:
+    """lib/a:1 was pushed as Y, then again as A: Y stays in the registry untagged (the view has it,
+    read by digest), the record keeps it as `@Y`."""
+    y, only_y = "sha256:" + "e" * 64, "sha256:" + "4" * 64
+    view = _view()
+    view = View(dict(view.tags), {**view.manifests, ("lib/a", y): Manifest(y, 300, ((CFG, 10), (L3, 3000),
+                                                                                    (only_y, 7)))})
+    record = {("lib/a", "1"): A, ("lib/a", "@" + y): y, ("lib/b", "@" + B): B, ("old", "@" + C): C}
+    plan = plan_prune(view, set(view.tags), record)
+    assert [(t.target, t.why) for t in plan.removed] == [
+        (f"lib/a@{y}", "an older revision of a tag nodecfg pushed again")]
+    assert plan.manifests == (("lib/a", y),)
+    assert plan.bytes == 300 + 7  # CFG and L3 are used by kept images
+    assert plan.repositories == 1
+    # Y removed, C gone from the registry: forgotten; B is still tagged (lib/b:1): kept for later
+    assert plan.forget == (("lib/a", "@" + y), ("old", "@" + C))
+
+
+def test_a_tag_pushed_again_keeps_its_old_revision_in_the_record() -> None:
+    from nodecfg.registry.up import record_entries
+
+    assert record_entries({("lib/a", "1"): A, ("lib/b", "1"): B}, {("lib/a", "1"): X, ("lib/b", "1"): B}) == {
+        ("lib/a", "1"): A, ("lib/a", "@" + X): X, ("lib/b", "1"): B}
+    assert record_entries({("new", "1"): A}, {}) == {("new", "1"): A}  # never a revision nodecfg did not push
