@@ -18,10 +18,9 @@ One flow, whatever the images come from (push/source.py: this machine's Docker e
    without the operator's link carrying a blob twice: with S3 storage they serve the same bucket;
    with their own disks each copies what it lacks from the first inside the site
    (scripts/master_copy.sh), then gets the manifests and tags.
-   Before a byte is sent, a push that cannot fit is refused: the bytes the registry lacks (the
-   source's blob sizes) against the space free under the data directory on its host (facts; S3:
-   not checked), one line naming both. The tags pushed are then recorded on each registry host
-   (container.record_script: what registry-prune may remove, and only that).
+   Before a byte is sent, a push that cannot fit is refused; a disk that fills meanwhile is one
+   line and leaves no partial upload; the tags pushed are recorded on each registry host, what
+   registry-prune may remove and only that (storage.py).
 A replica that fails does not stop the others: the run reports it and exits 1. Every step on a
 host runs under the step deadline (`--timeout`; master.py).
 """
@@ -29,34 +28,27 @@ host runs under the step deadline (`--timeout`; master.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict
 from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nodecfg import tagged
-from nodecfg.bundle.progress import human
 from nodecfg.credentials import Credentials
 from nodecfg.errors import ConflictError, HostError
 from nodecfg.images import ImageRef, parse_ref, plan_targets
 from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
 from nodecfg.push.api import WIDTH, TagState, tag_states
 from nodecfg.push.source import Source
-from nodecfg.registry import adopt
+from nodecfg.registry import adopt, storage
 from nodecfg.registry.container import (
-    STATE_DIR,
-    SUPERSEDED,
     MasterFacts,
     Pushed,
     S3Spec,
     copy_script,
     http_secret_of,
     parse_copied,
-    prune_script,
-    record_script,
     secret_env,
 )
 from nodecfg.registry.master import whole
@@ -64,7 +56,8 @@ from nodecfg.registry.replica import Replica, Setup, endpoint
 from nodecfg.registry.results import ImageOutcome, RegistryCheck, RegistryUpResult, ReplicaUp
 
 if TYPE_CHECKING:
-    from nodecfg.push import pipeline
+    from contextlib import AbstractContextManager
+
     from nodecfg.registry.tls import TlsFiles
 
 DEFAULT_STEP = 60.0  # seconds a step on a registry host may take (--timeout), as configure-nodes' steps
@@ -261,7 +254,7 @@ class _Up:
                                            tags=early.tags if early else None, fits=self._fits(p, facts[p]),
                                            space=self._space(p))
         ups[p] = replace_fields(ups[p], sync="pushed")
-        pushed = _pushed(results)
+        pushed = storage.pushed_of(results)
         self._record(p, pushed, facts[p].pushed)
         others = [i for i in ups if i != p]
         synced = {i: self.pool.submit(self._sync, i, primary, facts[i], pushed) for i in others}
@@ -321,7 +314,7 @@ class _Up:
             results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
                                            progress=lambda m: self.progress(f"{replica.where}: {m}"),
                                            fits=self._fits(i, facts), space=self._space(i))
-        self._record(i, _pushed(results), facts.pushed)
+        self._record(i, storage.pushed_of(results), facts.pushed)
         bad = [r for r in results if r.outcome == "failed"]
         if bad:
             raise HostError(f"{replica.where}: {len(bad)} image(s) not copied: "
@@ -331,80 +324,23 @@ class _Up:
                                          copied_bytes=stats.copied_bytes)
 
 
-    # space, and the record of what was pushed
+    # space, and the record of what was pushed (storage.py)
 
     def _space(self, i: int) -> str:
         """Where replica `i` keeps its data, for messages: "/mnt/registry on master"."""
         return f"{self.data_dirs.get(i) or 'the registry storage'} on {self.replicas[i].where}"
 
     def _fits(self, i: int, facts: MasterFacts) -> Callable[[int], None] | None:
-        """The fit check of a push into replica `i`: refuses, before anything is sent, bytes that the
-        space free under its data directory cannot hold (None: not known, e.g. a docker volume or
-        S3 storage)."""
         data_dir = self.data_dirs.get(i, "")
-        free = facts.space.get(data_dir) if data_dir else None
-        if free is None:
-            return None
-        where = self.replicas[i].where
+        return storage.fit_check(self.replicas[i].where, data_dir, facts.space.get(data_dir) if data_dir else None,
+                                 self.progress)
 
-        def fits(needed: int) -> None:
-            if needed > free:
-                raise HostError(f"{data_dir} on {where} has {human(free)} free; this push needs {human(needed)} "
-                                "(nothing was sent; free space there or set registry.data_dir to a larger disk)")
-            if needed:
-                self.progress(f"{where}: this push needs {human(needed)}; {data_dir} has {human(free)} free")
-
-        return fits
-
-    @contextmanager
-    def _full_disk(self, i: int) -> Iterator[None]:
-        """A push into replica `i` that stopped on a full disk: the partial uploads the registry
-        would not cancel removed on its host, then one line."""
-        from nodecfg.push.pipeline import NoSpaceLeft
-
-        try:
-            yield
-        except NoSpaceLeft as exc:
-            removed, left = exc.cancelled, len(exc.stuck)
-            if self.data_dirs.get(i):  # the filesystem driver: what the registry left, removed on its host
-                replica = self.replicas[i]
-                res = replica.master.run(prune_script(self.setup.settings, replica.master.step,
-                                                      self.names.get(i, self.setup.settings.container), "uploads",
-                                                      s3=False, auth=self.setup.creds,
-                                                      uploads=[*exc.stuck, *((r, "-") for r in exc.repos)]),
-                                         "removing the partial uploads")
-                said = [r.tag for r in tagged.decode(res.stdout)] if res.ok else []
-                removed, left = removed + said.count("removed") + said.count("debris"), left - said.count("removed")
-            raise HostError(f"{exc}; {removed} partial upload(s) it had opened were removed"
-                            + (f", {left} could not be" if left else "")) from None
+    def _full_disk(self, i: int) -> AbstractContextManager[None]:
+        return storage.full_disk(self.replicas[i], self.setup, self.names.get(i, self.setup.settings.container),
+                                 own_disk=bool(self.data_dirs.get(i)))
 
     def _record(self, i: int, pushed: Pushed, before: Pushed) -> None:
-        """The tags just pushed into replica `i`, recorded on its host (what registry-prune may remove),
-        and the revisions they replaced that nodecfg had pushed (`before`: the record as the facts
-        read it): a tag pushed again leaves its old manifest in the registry, untagged."""
-        if not pushed:
-            return
-        replica = self.replicas[i]
-        res = replica.master.run(record_script(replica.master.step, record_entries(pushed, before)),
-                                 "recording the tags pushed")
-        if not res.ok:
-            raise HostError(f"{replica.where}: recording the tags pushed in {STATE_DIR}/pushed failed: {whole(res)}")
-
-
-def record_entries(pushed: Pushed, before: Pushed) -> Pushed:
-    """The record's new lines: each tag pushed, and each revision nodecfg had pushed under that tag
-    which this push replaced (`@<digest>`: it stays in the registry untagged)."""
-    entries = dict(pushed)
-    for (repo, tag), digest in pushed.items():
-        old = before.get((repo, tag), "")
-        if old and old != digest:
-            entries[(repo, SUPERSEDED + old)] = old
-    return entries
-
-
-def _pushed(results: Sequence[pipeline.ImageResult]) -> Pushed:
-    """(repository, tag) -> manifest digest of each image this push tagged."""
-    return {(r.image.repo, r.image.ref.tag): r.digest for r in results if r.outcome == "pushed" and r.digest}
+        storage.record(self.replicas[i], pushed, before)
 
 
 def _push_width() -> int:

@@ -19,7 +19,7 @@ from nodecfg.push.api import NoSpaceError, RegistryAPI, Target, no_space, refuse
 from nodecfg.push.bundle_source import BundleSource
 from nodecfg.push.engine_source import layer_sizes
 from nodecfg.registry import container
-from nodecfg.registry.prune import Manifest, View, parse_manifest, plan_prune, read_view
+from nodecfg.registry.prune_plan import Manifest, View, parse_manifest, plan_prune, read_view
 from nodecfg.registry.results import RegistryCheck
 from tests.e2e.standin import REGISTRY_BIN, Registry, layer, push_image, push_index
 from tests.unit.test_push_bundle import Fake, _bundle, serve_fake
@@ -293,7 +293,7 @@ def test_the_report_says_what_went_what_stayed_and_the_bytes(capsys: pytest.Capt
 
 def test_what_stays_is_the_inventorys_images_or_the_bundles(tmp_path: Path) -> None:
     from nodecfg.inventory import parse_inventory
-    from nodecfg.registry.prune import listed_targets
+    from nodecfg.registry.prune_plan import listed_targets
 
     inv = parse_inventory("images: [busybox:1.36, registry.k8s.io/pause:3.9]\nmaster: {address: 10.0.0.1}\n"
                           "nodes: [{address: 10.0.0.2}]\n", str(tmp_path / "inv.yaml"), check_files=False)
@@ -321,7 +321,7 @@ def test_an_older_revision_nodecfg_pushed_goes_once_no_tag_uses_it() -> None:
 
 
 def test_a_tag_pushed_again_keeps_its_old_revision_in_the_record() -> None:
-    from nodecfg.registry.up import record_entries
+    from nodecfg.registry.storage import record_entries
 
     assert record_entries({("lib/a", "1"): A, ("lib/b", "1"): B}, {("lib/a", "1"): X, ("lib/b", "1"): B}) == {
         ("lib/a", "1"): A, ("lib/a", "@" + X): X, ("lib/b", "1"): B}
