@@ -164,6 +164,22 @@ def make_parser() -> argparse.ArgumentParser:
     _add_master_timeout(p)
     p.set_defaults(func=_cmd_registry_down)
 
+    p = sub.add_parser("registry-prune", help="remove the images nodecfg pushed that the inventory no longer lists",
+                       description="Delete from the registry (the master's, and every replica's) the tags "
+                       "nodecfg pushed that the inventory (or --bundle's images) no longer lists, never a tag it "
+                       "did not push, then run the registry's garbage collector with the registry stopped "
+                       "meanwhile, and say what was freed.")
+    _add_inventory(p)
+    p.add_argument("--bundle", metavar="FILE", default=None,
+                   help="keep the images of this bundle file instead of the inventory's")
+    p.add_argument("--check", action="store_true",
+                   help="list the tags that would go and the bytes they hold; change nothing")
+    p.add_argument("--all-unlisted", action="store_true",
+                   help="remove every tag the inventory does not list, also those nodecfg did not push")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    _add_master_timeout(p)
+    p.set_defaults(func=_cmd_registry_prune)
+
     p = sub.add_parser("configure-nodes", help="point every node's docker and containerd at the registry",
                        description="Merge the registry into every node's daemon.json and "
                        "containerd mirror configs, validate, reload or restart only what changed, "
@@ -360,6 +376,18 @@ def _cmd_registry_down(args: argparse.Namespace) -> int:
     inv = _inventory(args, optional=True, connect_timeout=args.timeout)
     result = down.registry_down(inv, purge=args.purge, **_step(args))
     report.registry_down(result)
+    return result.exit_code
+
+
+def _cmd_registry_prune(args: argparse.Namespace) -> int:
+    from nodecfg import report
+    from nodecfg.registry import prune
+
+    inv = _inventory(args, connect_timeout=args.timeout)
+    assert inv is not None
+    result = prune.registry_prune(inv, bundle=Path(args.bundle) if args.bundle else None, check=args.check,
+                                  all_unlisted=args.all_unlisted, progress=report.progress(args.json), **_step(args))
+    report.registry_prune(result, as_json=args.json)
     return result.exit_code
 
 

@@ -168,6 +168,11 @@ def _container_check(result: Any) -> None:
     state = "does not exist yet" if count < 0 else ("empty" if count == 0 else
                                                     f"{count} repositor{'y' if count == 1 else 'ies'}")
     print(f"  data directory: {result.data_dir} ({state}){'' if result.refusal else ', kept'}")
+    if result.needed >= 0 or result.free >= 0:
+        needed = _size(result.needed) if result.needed >= 0 else "unknown"
+        free = f"{_size(result.free)} free" if result.free >= 0 else "free space not checked (S3 or a docker volume)"
+        short = " (DOES NOT FIT: registry-up would refuse)" if 0 <= result.free < result.needed else ""
+        print(f"  space: the push needs {needed}; {free}{short}")
     if result.ship_registry_image:
         print("  registry image: would be shipped from this machine (the master has none)")
 
@@ -192,6 +197,37 @@ def registry_down(result: Any) -> None:
         if host.purge == "kept":
             _err(f"nodecfg: error: {host.master}: --purge refused to delete {host.data_dir}: {host.why_kept} "
                  "(delete it yourself if it is the registry's)")
+
+
+def registry_prune(result: Any, *, as_json: bool) -> None:
+    """registry-prune (and its --check): per registry host, the tags that go, those kept, the bytes."""
+    if as_json:
+        _json({**asdict(result), "hosts": [{**asdict(h), "bytes_freed": h.bytes_freed} for h in result.hosts]})
+        return
+    for h in result.hosts:
+        if h.error:
+            _err(f"nodecfg: error: {h.error}")
+            continue
+        tags = f"{len(h.removed)} tag(s) in {h.repositories} repositor{'y' if h.repositories == 1 else 'ies'}"
+        if result.check:
+            head = f"would remove {tags}, about {_size(h.bytes_estimated)}" if h.removed else "nothing to remove"
+            print(f"registry on {h.master} ({h.storage}; check mode: nothing was changed): {head}")
+        elif not h.removed:
+            print(f"registry on {h.master} ({h.storage}): nothing to remove" + (f"; {h.note}" if h.note else ""))
+        else:
+            freed = (f"freed {_size(h.bytes_freed)} on disk ({_size(h.used_before)} -> {_size(h.used_after)})"
+                     if h.bytes_freed >= 0 else f"freed about {_size(h.bytes_estimated)} (from the manifests)")
+            stopped = f", the registry stopped {h.stopped:.0f}s" if h.stopped >= 0 else ""
+            print(f"registry on {h.master} ({h.storage}): removed {tags} ({h.manifests} manifest(s)); {freed}; "
+                  f"garbage collected{stopped}" + (f" ({h.gc})" if h.gc else ""))
+        if h.note and (result.check or h.removed):
+            print(f"  {h.note}")
+        for t in h.removed:
+            short = f"{t.target.partition('@')[0]}@{t.digest[:19]}"
+            what = f"{short} ({t.why})" if t.why else f"{t.target} ({t.digest[:19]})"
+            print(f"  {'would remove' if result.check else 'removed'} {what}")
+        for t in h.kept:
+            print(f"  kept {t.target}: {t.why}")
 
 
 def fleet_json(fleet: FleetResult[Any], render: Callable[[Any], Any], *, mask: bool = False,

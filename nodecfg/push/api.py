@@ -35,6 +35,11 @@ class PushError(HostError):
     """The registry refused or broke off a request; the message names the request, never a secret."""
 
 
+class NoSpaceError(PushError):
+    """The registry's storage is full: it answered a write with ENOSPC (its filesystem driver's 500
+    carries `"Err":28`, the errno, or the words "no space left on device")."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A registry to push to: how to reach it, and its login."""
@@ -128,15 +133,38 @@ class RegistryAPI:
                                         "Content-Length": str(size)}).items():
                 conn.putheader(k, v)
             conn.endheaders()
-            for chunk in chunks:
-                conn.send(chunk)
+            try:
+                for chunk in chunks:
+                    conn.send(chunk)
+            except OSError as exc:  # the registry stopped reading: it may have said why (a full disk)
+                early = self._early_answer(conn)
+                if early is None:
+                    raise broke("PUT", path, exc) from None
+                return early
             return self._answer(conn)
+        except PushError:
+            self._drop()
+            raise
         except (http.client.HTTPException, OSError) as exc:
             self._drop()
             raise broke("PUT", path, exc) from None
         except BaseException:
             self._drop()
             raise
+
+    def _early_answer(self, conn: http.client.HTTPConnection) -> Answer | None:
+        """The answer a registry sent before it closed a request whose body it would not read (a
+        write that failed: distribution answers 500 with the error, then closes); None if none."""
+        import http.client
+
+        try:
+            resp = conn.getresponse()
+            data = resp.read()
+        except (http.client.HTTPException, OSError):
+            return None
+        finally:
+            self._drop()
+        return resp.status, resp.headers, data
 
     # the questions the push asks
 
@@ -148,6 +176,27 @@ class RegistryAPI:
         if status != 200:
             raise refused("GET", path, status, body)
         return TagState(headers.get("Docker-Content-Digest") or "", config_digest(body))
+
+    def manifest(self, repo: str, reference: str) -> tuple[str, bytes] | None:
+        """The manifest a tag or digest names: (its digest, its bytes); None when there is none."""
+        path = f"/v2/{repo}/manifests/{reference}"
+        status, headers, body = self.call("GET", path, headers={"Accept": ACCEPT})
+        if status == 404:
+            return None
+        if status != 200:
+            raise refused("GET", path, status, body)
+        return headers.get("Docker-Content-Digest") or "", body
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """DELETE a manifest by digest (the registry untags every tag of it in `repo`): False when
+        it was gone already. Needs a registry that allows deletes (REGISTRY_STORAGE_DELETE_ENABLED)."""
+        path = f"/v2/{repo}/manifests/{digest}"
+        status, _, body = self.call("DELETE", path)
+        if status == 404:
+            return False
+        if status != 202:
+            raise refused("DELETE", path, status, body)
+        return True
 
     def blob_size(self, repo: str, digest: str) -> int | None:
         """The blob's size in `repo`, None when the repository lacks it."""
@@ -205,11 +254,21 @@ def _short(path: str) -> str:
 
 
 def refused(method: str, path: str, status: int, body: bytes) -> PushError:
+    if status >= 500 and no_space(body):
+        return NoSpaceError(f"no space left on the registry's storage ({method} {_short(path)} answered "
+                            f"{status}: ENOSPC)")
     if status == 401:
         return PushError(f"the registry refused the credentials (401 on {method} {_short(path)}); "
                          "check registry.auth")
     detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
     return PushError(f"the registry answered {status} to {method} {_short(path)}: {detail}")
+
+
+def no_space(body: bytes) -> bool:
+    """Is this error body the registry's ENOSPC? (distribution's filesystem driver puts the errno in
+    its JSON: `"Err":28`; other drivers say the words.)"""
+    text = body.decode("utf-8", "replace")
+    return '"Err":28' in text.replace(" ", "") or "no space left on device" in text.lower()
 
 
 def location(headers: http.client.HTTPMessage, what: str) -> str:

@@ -97,6 +97,9 @@ class BundleSource:
             yield Blob(d.digest, size, partial(verified_chunks, self._fd, offset, size, d.digest, "a blob to push",
                                                self.path))
 
+    def sizes(self, images: Sequence[SourceImage]) -> dict[str, int]:
+        return {d: self._descriptors[d].size for img in images for d in img.blobs if d in self._descriptors}
+
     def missing(self, digest: str) -> str:
         return f"{self.path}: no blob {digest}"
 

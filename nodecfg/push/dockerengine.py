@@ -56,12 +56,28 @@ def socket_path() -> str | None:
 def inspect_image(ref: str) -> dict[str, Any] | None:
     """`docker image inspect REF` over the socket: the document, or None when the engine has no such
     image. EngineUnavailable when the socket can't answer (then the SDK is asked instead)."""
-    path = socket_path()
-    if path is None:
+    doc = _get(f"/images/{quote(ref, safe='/:@')}/json")
+    if doc is not None and not isinstance(doc, dict):
+        raise EngineUnavailable("the engine's answer is no object")
+    return doc
+
+
+def image_history(ref: str) -> list[dict[str, Any]] | None:
+    """`docker image history REF` over the socket (newest first), or None when there is no such image."""
+    doc = _get(f"/images/{quote(ref, safe='/:@')}/history")
+    if doc is not None and not isinstance(doc, list):
+        raise EngineUnavailable("the engine's answer is no list")
+    return doc
+
+
+def _get(path: str) -> Any:
+    """The engine's JSON answer to GET `path`; None for a 404."""
+    sock = socket_path()
+    if sock is None:
         raise EngineUnavailable("DOCKER_HOST or DOCKER_CONTEXT names another engine")
-    conn = _UnixConnection(path)
+    conn = _UnixConnection(sock)
     try:
-        conn.request("GET", f"/images/{quote(ref, safe='/:@')}/json")
+        conn.request("GET", path)
         resp = conn.getresponse()
         body = resp.read()
     except OSError as exc:
@@ -73,9 +89,6 @@ def inspect_image(ref: str) -> dict[str, Any] | None:
     if resp.status != 200:
         raise EngineUnavailable(f"HTTP {resp.status} from the engine")
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except ValueError:
         raise EngineUnavailable("the engine's answer is no JSON") from None
-    if not isinstance(doc, dict):
-        raise EngineUnavailable("the engine's answer is no object")
-    return doc

@@ -43,6 +43,14 @@ if TYPE_CHECKING:
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 Progress = Callable[[str], None]
+CONFIG_ESTIMATE = 16 << 10  # bytes counted for an image's config before the save gives its size
+
+
+def layer_sizes(history: Sequence[Mapping[str, Any]], layers: int) -> list[int] | None:
+    """The sizes of an image's layers, oldest first, from `docker history` (newest first: the entries
+    with a size are the layers); None when they do not match the layers one to one."""
+    sized = [int(h.get("Size") or 0) for h in reversed(history) if int(h.get("Size") or 0) > 0]
+    return sized if len(sized) == layers else None
 
 
 def manifest(config: Descriptor, layers: Sequence[Descriptor]) -> bytes:
@@ -164,6 +172,28 @@ class EngineSource:
             offset, _ = spool.offset(digest)
             yield Blob(digest, size, partial(verified_chunks, spool.fileno(), offset, size, digest, "spooled",
                                              spool.path))
+
+    def sizes(self, images: Sequence[SourceImage]) -> dict[str, int]:
+        """Each blob's size before the save: a layer's from the image's history (its entries with a
+        size, oldest first, are its layers), else the image's size shared evenly among its layers;
+        the config, CONFIG_ESTIMATE (an estimate, as `docker save`'s tar of a layer is a little
+        larger than its files)."""
+        out: dict[str, int] = {}
+        for img in images:
+            layers = self._diff_ids.get(img.config, ())
+            out[img.config] = CONFIG_ESTIMATE
+            sized = layer_sizes(self._history(img.config), len(layers))
+            if sized is None:
+                sized = [img.size // max(1, len(layers))] * len(layers)
+            for digest, size in zip(layers, sized, strict=True):
+                out[digest] = max(out.get(digest, 0), size)
+        return out
+
+    def _history(self, image_id: str) -> list[dict[str, Any]]:
+        try:
+            return dockerengine.image_history(image_id) or []
+        except dockerengine.EngineUnavailable:
+            return [dict(h) for h in self.client().api.history(image_id)]
 
     def missing(self, digest: str) -> str:
         return (f"docker save gave no blob {digest} (an image store that keeps compressed layers? "

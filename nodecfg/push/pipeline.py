@@ -13,6 +13,14 @@ Facts -> plan -> apply, as everywhere in nodecfg; the same for every source (`so
 A blob the registry refuses fails the images that need it, not the run; a source that breaks (a
 corrupt bundle, docker save failing) stops what is queued, lets what is in flight end, and is raised.
 
+Space: before anything is sent, `fits(bytes)` is told what the uploads will write (the source's
+`sizes` of the blobs the registry lacks everywhere; mounts and blobs it has cost nothing) and may
+refuse (registry/up.py compares it with the free space under the data directory). A registry
+that still runs out (another writer) answers ENOSPC: the push stops there and fails in one line,
+"no space left on <where>", and every upload this run opened and did not finish is cancelled
+(DELETE on its location: distribution removes its `_uploads/` directory), so the partial uploads
+go and the disk holds only whole blobs.
+
 With a `copier` (registry replicas on their own disks: registry/up.py), the blobs to upload are not
 read from the source here: the copier has the target's host copy them from another registry inside
 the site, and says per blob what it copied; mounts, manifests and tags go as above, so the bytes
@@ -32,7 +40,7 @@ from urllib.parse import quote
 from nodecfg.bundle.manifests import Descriptor
 from nodecfg.bundle.progress import human
 from nodecfg.errors import HostError
-from nodecfg.push.api import WIDTH, PushError, RegistryAPI, TagState, Target, location, refused
+from nodecfg.push.api import WIDTH, NoSpaceError, PushError, RegistryAPI, TagState, Target, location, refused
 from nodecfg.push.source import Blob, Source, SourceImage
 
 CHUNK = 1 << 20
@@ -76,6 +84,9 @@ class PushStats:
     uploaded_bytes: int = 0
     mounted: int = 0
     present: int = 0  # (repo, blob) pairs the registry had
+    needed: int = 0  # bytes the uploads were expected to write (the source's sizes)
+    cancelled: int = 0  # unfinished uploads cancelled at the end (a full disk, a broken source)
+    stuck: list[tuple[str, str]] = field(default_factory=list)  # (repository, upload id) the registry kept
     copied: list[str] = field(default_factory=list)  # digests a copier copied inside the site
     copied_bytes: int = 0
     seconds: float = 0.0
@@ -87,17 +98,21 @@ class ImageResult:
     outcome: Outcome
     seconds: float
     error: str = ""
+    digest: str = ""  # pushed: the tagged manifest's digest
 
 
 def push(source: Source, target: Target, *, progress: Progress, width: int = WIDTH,
-         tags: Sequence[TagState] | None = None, copier: Copier | None = None) -> tuple[list[ImageResult], PushStats]:
+         tags: Sequence[TagState] | None = None, copier: Copier | None = None,
+         fits: Callable[[int], None] | None = None, space: str = "") -> tuple[list[ImageResult], PushStats]:
     """Push the source's images into `target`; `tags`: what each image's tag points at, when
-    already asked (`api.tag_states`); `copier`: the blobs come from elsewhere (the docstring above)."""
+    already asked (`api.tag_states`); `copier`: the blobs come from elsewhere; `fits`: told the
+    bytes the uploads will write before any is sent, may raise; `space`: where the registry's
+    storage is, for the message of a full disk (the docstring above)."""
     images = source.images()
     started = time.monotonic()
     api = target.api()
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="push")
-    run = _Run(source, api, pool, progress, started, copier)
+    run = _Run(source, api, pool, progress, started, copier, space)
     try:
         if tags is None:
             tags = list(pool.map(api.tag_state, [img.ref for img in images]))
@@ -113,7 +128,12 @@ def push(source: Source, target: Target, *, progress: Progress, width: int = WID
             pairs = list(dict.fromkeys((img.repo, d) for img in todo for d in img.blobs))
             have = dict(zip(pairs, pool.map(lambda p: api.blob_size(*p), pairs), strict=True))
             run.stats.present = sum(s is not None for s in have.values())
-            run.go(todo, plan_blobs(todo, have), have)
+            jobs = plan_blobs(todo, have)
+            sizes = source.sizes(todo)
+            run.stats.needed = upload_bytes(jobs, sizes)
+            if fits is not None:
+                fits(run.stats.needed)
+            run.go(todo, jobs, have)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         api.close()
@@ -121,13 +141,60 @@ def push(source: Source, target: Target, *, progress: Progress, width: int = WID
     return [run.results[img.ref.target] for img in images], run.stats
 
 
+def needed(source: Source, api: RegistryAPI | None, width: int = WIDTH) -> int:
+    """What a push of the source's images into the registry behind `api` would write (registry-up
+    --check): the blobs of the images whose tag is not them yet, less those the registry has (None:
+    a registry that is not up yet has none)."""
+    images = source.images()
+    if api is None:
+        todo, have = list(images), {}
+    else:
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="needed") as pool:
+            tags = list(pool.map(api.tag_state, [img.ref for img in images]))
+            todo = [img for img, tag in zip(images, tags, strict=True) if not img.current(tag)]
+            pairs = list(dict.fromkeys((img.repo, d) for img in todo for d in img.blobs))
+            have = dict(zip(pairs, pool.map(lambda p: api.blob_size(*p), pairs), strict=True))
+    return upload_bytes(plan_blobs(todo, have), source.sizes(todo)) if todo else 0
+
+
+class NoSpaceLeft(HostError):
+    """The push stopped on a full disk: `cancelled` uploads were cancelled, `stuck` ones (repository,
+    upload id) the registry would not cancel, for its host to remove; `repos`: the repositories the
+    push wrote to (an upload whose opening failed on the full disk left a directory there without
+    telling its id)."""
+
+    def __init__(self, message: str, cancelled: int, stuck: tuple[tuple[str, str], ...],
+                 repos: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cancelled, self.stuck, self.repos = cancelled, stuck, repos
+
+
+def upload_of(loc: str) -> tuple[str, str] | None:
+    """(repository, upload id) of an upload location `/v2/<repo>/blobs/uploads/<id>?...`."""
+    path = loc.partition("?")[0]
+    head, sep, upload = path.rpartition("/blobs/uploads/")
+    if not sep or not head.startswith("/v2/") or not upload or "/" in upload:
+        return None
+    return head[len("/v2/"):], upload
+
+
+BLOB_OVERHEAD = 8 << 10  # bytes a blob costs the registry's filesystem beyond its own: link files, blocks
+
+
+def upload_bytes(jobs: Sequence[BlobJob], sizes: Mapping[str, int]) -> int:
+    """What the uploads of `jobs` write into the registry's storage: each blob to upload once (its
+    source size and BLOB_OVERHEAD); a mount writes only a link."""
+    return sum(sizes.get(j.digest, 0) + BLOB_OVERHEAD for j in jobs if j.mount_from is None)
+
+
 class _Run:
     """One push's apply: jobs, which images wait for which blobs, and what failed."""
 
     def __init__(self, source: Source, api: RegistryAPI, pool: ThreadPoolExecutor, progress: Progress,
-                 started: float, copier: Copier | None = None) -> None:
+                 started: float, copier: Copier | None = None, space: str = "") -> None:
         self.source, self.api, self.pool, self.progress, self.started = source, api, pool, progress, started
-        self.copier = copier
+        self.copier, self.space = copier, space
+        self.opened: set[str] = set()  # upload locations this run opened and has not finished
         self.stats = PushStats()
         self.results: dict[str, ImageResult] = {}
         self.lock = threading.Lock()
@@ -158,10 +225,33 @@ class _Run:
                 self.idle.set()
 
     def _stop(self, exc: BaseException) -> None:
-        """A source that broke, an interrupt or a bug: nothing more is started."""
+        """A source that broke, a full disk, an interrupt or a bug: nothing more is started."""
         with self.lock:
             if self.fatal is None:
                 self.fatal = exc
+
+    def _cancel_open(self) -> None:
+        """Every upload this run opened and did not finish, cancelled: the registry removes its
+        partial data (`_uploads/`). One it refuses to cancel (distribution does, once part of the
+        body was written: the upload's state no longer matches its size) is left in `stuck`, for
+        the registry's host to remove (registry/up.py)."""
+        with self.lock:
+            left, self.opened = sorted(self.opened), set()
+        for loc in left:
+            try:
+                status, _, body = self.api.call("DELETE", loc)
+            except HostError:
+                status, body = 0, b""
+            if status in (202, 204) or (status == 404 and b"BLOB_UPLOAD_UNKNOWN" in body):
+                self.stats.cancelled += 1
+            elif (stuck := upload_of(loc)) is not None:
+                self.stats.stuck.append(stuck)
+
+    def _no_space(self) -> NoSpaceLeft:
+        where = self.space or "the registry's storage"
+        return NoSpaceLeft(f"no space left on {where} (the registry answered ENOSPC); the push stopped",
+                           self.stats.cancelled, tuple(self.stats.stuck),
+                           tuple(sorted({img.repo for img in self.images.values()})))
 
     def _blob_done(self, digest: str, error: str) -> None:
         ready = []
@@ -183,9 +273,9 @@ class _Run:
         else:
             self._submit(self._finish, img)
 
-    def _result(self, img: SourceImage, outcome: Outcome, error: str = "") -> None:
+    def _result(self, img: SourceImage, outcome: Outcome, error: str = "", digest: str = "") -> None:
         with self.lock:
-            self.results[img.ref.target] = ImageResult(img, outcome, time.monotonic() - self.started, error)
+            self.results[img.ref.target] = ImageResult(img, outcome, time.monotonic() - self.started, error, digest)
 
     def go(self, todo: Sequence[SourceImage], jobs: Sequence[BlobJob], have: Mapping[tuple[str, str], int | None]
            ) -> None:
@@ -226,6 +316,10 @@ class _Run:
             if self.outstanding == 0:
                 self.idle.set()
         self.idle.wait()
+        if self.opened:
+            self._cancel_open()
+        if isinstance(self.fatal, NoSpaceError):
+            raise self._no_space()
         if self.fatal is not None:
             raise self.fatal
         for target, img in self.images.items():
@@ -268,6 +362,10 @@ class _Run:
     def _blob_job(self, job: BlobJob, blob: Blob | None) -> None:
         try:
             self._blob(job, blob)
+        except NoSpaceError as exc:  # a full disk: nothing more can go in
+            self._stop(exc)
+            self._blob_done(job.digest, str(exc))
+            return
         except HostError as exc:
             self._blob_done(job.digest, str(exc))
             return
@@ -302,7 +400,10 @@ class _Run:
             return None
         if status != 202:
             raise refused("POST", path, status, body)
-        return location(headers, f"{repo}: {digest}")
+        loc = location(headers, f"{repo}: {digest}")
+        with self.lock:
+            self.opened.add(loc)
+        return loc
 
     def _upload(self, repo: str, blob: Blob, loc: str | None) -> None:
         if loc is None:
@@ -311,6 +412,8 @@ class _Run:
             if status != 202:
                 raise refused("POST", path, status, body)
             loc = location(headers, f"{repo}: {blob.digest}")
+            with self.lock:
+                self.opened.add(loc)
         url = f"{loc}{'&' if '?' in loc else '?'}digest={quote(blob.digest)}"
         if blob.size >= CHUNK:
             self.progress(f"uploading {blob.digest} ({human(blob.size)}) to {repo}")
@@ -318,6 +421,7 @@ class _Run:
         if status != 201:
             raise refused("PUT", url, status, body)
         with self.lock:
+            self.opened.discard(loc)
             self.stats.uploaded.append(blob.digest)
             self.stats.uploaded_bytes += blob.size
             self.sizes[blob.digest] = blob.size
@@ -337,6 +441,10 @@ class _Run:
                 if status != 200:
                     self._put_manifest(img.repo, d.digest, d, body)
             self._put_manifest(img.repo, img.ref.tag, top, top_body)
+        except NoSpaceError as exc:
+            self._stop(exc)
+            self._result(img, "failed", str(exc))
+            return
         except HostError as exc:
             self._result(img, "failed", str(exc))
             return
@@ -344,7 +452,7 @@ class _Run:
             self._stop(exc)
             self._result(img, "failed", str(exc) or type(exc).__name__)
             return
-        self._result(img, "pushed")
+        self._result(img, "pushed", digest=top.digest)
         self.progress(f"tagged {img.ref.target} ({top.digest})")
 
     def _put_manifest(self, repo: str, reference: str, d: Descriptor, body: bytes) -> None:

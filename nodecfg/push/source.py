@@ -8,7 +8,9 @@ The pipeline (`pipeline.py`) asks a source four things, and nothing else differs
 - `blobs(images, digests)`: the bytes of the blobs the registry lacks everywhere, yielded as they
   become available (a bundle: at once, read in place; the engine: as its save streams), each
   checked against its digest as it is read, so a corrupt blob never completes an upload;
-- `manifests(image, sizes)`: the manifests to put, children before their index, the tagged one last.
+- `manifests(image, sizes)`: the manifests to put, children before their index, the tagged one last;
+- `sizes(images)`: each blob's size before it is read, so the push knows what it will write (it is
+  refused before it sends when the registry's disk cannot hold it: pipeline.py).
 A third source (an OCI layout directory, say) is one module implementing these.
 
 A source also ships the registry's own image to a master that lacks it (`registry_image`): a
@@ -66,6 +68,11 @@ class Source(Protocol):
     def prepare(self, lacking: Sequence[SourceImage], /) -> None: ...
 
     def blobs(self, images: Sequence[SourceImage], digests: set[str], /) -> Iterable[Blob]: ...
+
+    def sizes(self, images: Sequence[SourceImage], /) -> Mapping[str, int]:
+        """Each blob's size in bytes, before any is read (a bundle: exact; the engine: from its image
+        history, an estimate): what the push will write into the registry's storage (its fit check)."""
+        ...
 
     def missing(self, digest: str, /) -> str:
         """Why `blobs()` gave no `digest` it was asked for (the images needing it fail with this)."""

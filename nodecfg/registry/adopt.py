@@ -50,6 +50,7 @@ class Existing:
     tls: bool = False  # serves HTTPS (REGISTRY_HTTP_TLS_CERTIFICATE)
     tls_mounted: bool = False  # nodecfg's TLS directory at /certs
     storage: str = ""  # "" its filesystem; else `storage_name()` of what it serves from (an S3 bucket)
+    deletes: bool = False  # REGISTRY_STORAGE_DELETE_ENABLED=true: manifests can be deleted (registry-prune)
 
     @property
     def looks_like_registry(self) -> bool:
@@ -99,6 +100,7 @@ def existing(inspect: dict[str, Any], auth_dir: str, tls_dir: str = "") -> Exist
         restart_always=(host.get("RestartPolicy") or {}).get("Name") == "always",
         tls=any(str(e).startswith("REGISTRY_HTTP_TLS_CERTIFICATE=") for e in env),
         storage=_storage_of(env),
+        deletes=any(str(e).lower() == "registry_storage_delete_enabled=true" for e in env),
         tls_mounted=tls_mounted or (bool(tls_dir) and any(b.split(":")[:2] == [tls_dir, "/certs"]
                                                           for b in host.get("Binds") or [])),
     )

@@ -33,8 +33,12 @@ if TYPE_CHECKING:
 AUTH_DIR = "/etc/nodecfg/registry"  # htpasswd and ENV_FILE (0600)
 ENV_FILE = "registry.env"  # S3 storage: the keys and the http.secret, for docker run --env-file
 TLS_DIR = "/etc/nodecfg/registry-tls"  # tls.crt, tls.key (0600) and ca.crt of a TLS registry
-STATE_DIR = "/var/lib/nodecfg/registry"  # what nodecfg records on the master (root only): data-dirs
+STATE_DIR = "/var/lib/nodecfg/registry"  # what nodecfg records on the master (root only): data-dirs, pushed
 SPEC_LABEL = "nodecfg.registry.spec"
+# manifests may be deleted over the API (registry-prune). Not part of the spec's digest nor a reason
+# to recreate a container that lacks it (adopt.py): registry-prune enables it on nodecfg's own
+# container when it first needs it (docs/registry.md, "registry-prune")
+DELETE_ENABLED = "REGISTRY_STORAGE_DELETE_ENABLED=true"
 
 ApplyAction = Literal["create", "recreate", "start", "restart"]
 
@@ -110,7 +114,8 @@ class ContainerSpec:
         """`docker run`'s arguments (after `run`), each one word: values, never shell text (and never a
         secret: those are in ENV_FILE, read by docker itself)."""
         args = ["-d", "--name", self.name, "--restart=always", "-p", f"{int(self.port)}:5000",
-                "--label", f"{SPEC_LABEL}={self.digest}", "--label", f"{adopt.MANAGED_LABEL}=1"]
+                "--label", f"{SPEC_LABEL}={self.digest}", "--label", f"{adopt.MANAGED_LABEL}=1",
+                "-e", DELETE_ENABLED]
         if self.s3 is None:
             args += ["-v", f"{self.data_dir}:/var/lib/registry"]
         else:
@@ -229,6 +234,8 @@ class MasterFacts:
     listen: str = ""  # `ss -Hltnp` lines for the port
     auth_status: int = 0  # GET /v2/ with the inventory's credentials (0: not asked)
     repositories: dict[str, int] = field(default_factory=dict)  # data directory -> repositories (-1: absent)
+    space: dict[str, int] = field(default_factory=dict)  # data directory -> bytes free under it (or its parent)
+    pushed: dict[tuple[str, str], str] = field(default_factory=dict)  # STATE_DIR/pushed: the tags nodecfg pushed
     tls_sums: str = ""  # sha256 of TLS_DIR's tls.crt, tls.key, ca.crt ("" none)
     env_file: Secret | None = None  # AUTH_DIR/ENV_FILE: the S3 keys and http.secret (None: none)
     docker_hung: bool = False  # docker's API or CLI did not answer within its bound
@@ -292,7 +299,7 @@ def _status(text: str) -> int:
 def parse_facts(output: str, where: str) -> MasterFacts:
     """The tagged lines of facts_script / apply_script as MasterFacts; an answer that does not
     decode is a HostError naming the master and the line, never a traceback."""
-    values: dict[str, Any] = {"holders": [], "repositories": {}}
+    values: dict[str, Any] = {"holders": [], "repositories": {}, "space": {}}
     for record in tagged.decode(output):
         key, rest = record.tag, record.rest
         if key == "version":  # docker's /version (the CLI's .Server): Version, Os, Arch
@@ -314,6 +321,8 @@ def parse_facts(output: str, where: str) -> MasterFacts:
         elif key == "repos":
             path, _, count = rest.rpartition("\t")
             values["repositories"][path] = int(count) if count.strip().lstrip("-").isdigit() else -1
+        elif key == "space" and record.field(1).isdigit():
+            values["space"][record.field(0)] = int(record.field(1))
         elif key == "htpasswd" and rest.strip():
             try:
                 values["htpasswd"] = base64.b64decode(rest.strip(), validate=True).decode("utf-8", "replace")
@@ -334,6 +343,7 @@ def parse_facts(output: str, where: str) -> MasterFacts:
             values["docker_hung"] = True
         elif key == "nocurl":
             values["curl"] = False
+    values["pushed"] = parse_pushed(output)
     values["holders"] = tuple(values["holders"])
     return MasterFacts(**values)
 
@@ -356,6 +366,40 @@ def copy_script(settings: RegistrySettings, budget: float, source_url: str, blob
     for repo, digest in blobs:
         args += ["-b", repo, digest]
     return _master_script("master_copy.sh", args, _secrets(auth))
+
+
+PruneAction = Literal["gc", "stop", "start", "uploads"]
+
+
+def prune_script(settings: RegistrySettings, budget: float, name: str, action: PruneAction, *, s3: bool,
+                 auth: Credentials | None, uploads: Sequence[tuple[str, str]] = ()) -> NodeScript:
+    """registry-prune's step on a registry host (scripts/master_prune.sh): the garbage collector
+    run with the registry stopped, or the registry stopped / started around another's collection;
+    for registry-up after a full disk, `uploads` ((repository, upload id) each) removed there."""
+    args = [*_access_args(settings, budget), "-n", name, "-x", action, *(["-s"] if s3 else [])]
+    for repo, upload in uploads:
+        args += ["-u", repo, upload]
+    return _master_script("master_prune.sh", args, _secrets(auth))
+
+
+Pushed = dict[tuple[str, str], str]  # (repository, tag) -> the manifest digest nodecfg tagged
+# the record's "tag" of a revision nodecfg pushed that a later push of the same tag replaced: `@<digest>`
+SUPERSEDED = "@"
+
+
+def record_script(budget: float, entries: Pushed, state_dir: str = STATE_DIR) -> NodeScript:
+    """Record the tags nodecfg pushed (a digest "" forgets the tag) in STATE_DIR/pushed on the
+    registry's host (scripts/master_record.sh says the format and who reads it)."""
+    args = ["-D", str(max(1, int(budget))), "-S", state_dir]
+    for (repo, tag), digest in sorted(entries.items()):
+        args += ["-r", repo, tag, digest or "-"]
+    return _master_script("master_record.sh", args, _secrets(None))
+
+
+def parse_pushed(output: str) -> Pushed:
+    """The `pushed REPOSITORY TAG DIGEST` lines of a script that reads the record."""
+    return {(r.field(0), r.field(1)): r.field(2) for r in tagged.decode(output)
+            if r.tag == "pushed" and r.field(0) and r.field(1) and r.field(2).startswith("sha256:")}
 
 
 def parse_copied(output: str) -> dict[str, int | str]:

@@ -128,7 +128,22 @@ class Replica:
             f"{acted.name} {acted.id[:12]}" if acted is not None else "", plan.note, plan.refusal,
             data_dir or (self.setup.s3.name if self.setup.s3 else ""), found.repositories.get(source, -1), ship,
             tuple(ImagePlan(i.source, i.ref.target, "in registry" if i.current(t) else "push")
-                  for i, t in zip(images, tags, strict=True)))
+                  for i, t in zip(images, tags, strict=True)),
+            free=facts.space.get(data_dir, -1) if data_dir and not self.setup.s3 else -1,
+            needed=self._needed(facts))
+
+    def _needed(self, facts: MasterFacts) -> int:
+        """--check: the bytes a push would write into this registry (-1: it could not be asked)."""
+        from nodecfg.push import pipeline
+
+        api = self.api(facts) if facts.http_status in (200, 401) else None
+        try:
+            return pipeline.needed(self.source, api)
+        except (HostError, OSError, ValueError):  # a registry --check cannot ask (a TLS switch, say): not known
+            return -1
+        finally:
+            if api is not None:
+                api.close()
 
     # apply
 

@@ -88,12 +88,16 @@ class RegistryCheck:
     repositories: int  # in data_dir (-1: the directory does not exist yet)
     ship_registry_image: bool
     images: tuple[ImagePlan, ...]
+    free: int = -1  # bytes free under data_dir (or its nearest parent); -1: not known (a volume, S3)
+    needed: int = -1  # bytes the push would write there (the blobs the registry lacks); -1: not known
     replicas: tuple[RegistryCheck, ...] = ()  # with registry.replicas: the others, each as this one
     warnings: tuple[str, ...] = ()  # a certificate or CA that expires within 30 days (registry/expiry.py)
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.refusal or any(r.refusal for r in self.replicas) else 0
+        if self.refusal or any(r.refusal for r in self.replicas):
+            return 2
+        return 1 if any(0 <= r.free < r.needed for r in (self, *self.replicas)) else 0  # would not fit
 
 
 DownAction = Literal["removed", "absent"]
@@ -114,3 +118,44 @@ class RegistryDownResult:
     def exit_code(self) -> int:
         hosts = (self, *self.replicas)
         return 1 if any(h.error for h in hosts) else 2 if any(h.purge == "kept" for h in hosts) else 0
+
+
+@dataclass(frozen=True)
+class PrunedTag:
+    target: str  # repository:tag
+    digest: str  # the manifest it names
+    why: str = ""  # a tag kept: why
+
+
+@dataclass(frozen=True)
+class PruneHost:
+    """registry-prune on one registry host (or, with S3 storage, on the bucket the replicas share)."""
+
+    master: str
+    storage: str  # the data directory, or the S3 bucket
+    removed: tuple[PrunedTag, ...] = ()  # check: would be removed
+    kept: tuple[PrunedTag, ...] = ()  # tags the inventory no longer lists that stay, and why
+    repositories: int = 0  # repositories with a tag removed
+    manifests: int = 0  # manifests deleted (an index's children count)
+    bytes_estimated: int = 0  # blob and manifest bytes only the removed tags use (from their manifests)
+    used_before: int = -1  # du of the data directory before and after (-1: not measured: check, S3, nothing to do)
+    used_after: int = -1
+    gc: str = ""  # the garbage collector's summary line
+    stopped: float = -1  # seconds the registry did not serve while it collected (-1: not stopped)
+    note: str = ""  # e.g. deletes enabled on nodecfg's container (recreated)
+    error: str = ""
+
+    @property
+    def bytes_freed(self) -> int:
+        """Measured on the host (du before - after); -1 when not measured."""
+        return self.used_before - self.used_after if self.used_before >= 0 and self.used_after >= 0 else -1
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    check: bool
+    hosts: tuple[PruneHost, ...]  # the master first, then each replica
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(h.error for h in self.hosts) else 0

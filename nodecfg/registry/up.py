@@ -19,6 +19,9 @@ One flow, whatever the images come from (push/source.py: this machine's Docker e
    without the operator's link carrying a blob twice: with S3 storage they serve the same bucket;
    with their own disks each copies what it lacks from the first inside the site
    (scripts/master_copy.sh), then gets the manifests and tags.
+   Before a byte is sent, a push that cannot fit is refused; a disk that fills meanwhile is one
+   line and leaves no partial upload; the tags pushed are recorded on each registry host, what
+   registry-prune may remove and only that (storage.py).
 A replica that fails does not stop the others: the run reports it and exits 1. Every step on a
 host runs under the step deadline (`--timeout`; master.py).
 """
@@ -39,9 +42,10 @@ from nodecfg.images import ImageRef, parse_ref, plan_targets
 from nodecfg.inventory import Host, Inventory, RegistrySettings, Secret
 from nodecfg.push.api import WIDTH, TagState, tag_states
 from nodecfg.push.source import Source
-from nodecfg.registry import adopt
+from nodecfg.registry import adopt, storage
 from nodecfg.registry.container import (
     MasterFacts,
+    Pushed,
     S3Spec,
     copy_script,
     http_secret_of,
@@ -53,6 +57,8 @@ from nodecfg.registry.replica import Replica, Setup, endpoint
 from nodecfg.registry.results import ImageOutcome, RegistryCheck, RegistryUpResult, ReplicaUp
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from nodecfg.registry.tls import TlsFiles, TlsMaterial
 
 DEFAULT_STEP = 60.0  # seconds a step on a registry host may take (--timeout), as configure-nodes' steps
@@ -155,6 +161,8 @@ class _Up:
         self.replicas, self.setup, self.keys, self.progress, self.pool = replicas, setup, keys, progress, pool
         self.alone = len(replicas) == 1
         self.failed: dict[int, str] = {}  # replica index -> why it is out of this run
+        self.data_dirs: dict[int, str] = {}  # replica index -> the data directory its registry uses ("" S3)
+        self.names: dict[int, str] = {}  # replica index -> its registry container's name
 
     @property
     def source(self) -> Source:
@@ -235,6 +243,9 @@ class _Up:
         def one(i: int) -> tuple[ReplicaUp, MasterFacts]:
             return self.replicas[i].bring_up(facts[i], plans[i], image_ids[i], shipped[i], env_file)
 
+        for i, plan in plans.items():
+            self.data_dirs[i] = "" if self.setup.s3 is not None else (plan.data_dir or self.setup.settings.data_dir)
+            self.names[i] = plan.name or self.setup.settings.container
         running = {i: self.pool.submit(one, i) for i in facts}
         ups: dict[int, ReplicaUp] = {}
         for i, fut in running.items():
@@ -253,11 +264,15 @@ class _Up:
         primary = self.replicas[p]
         early = primary.early.result() if primary.early is not None and ups[p].container_action == "keep" else None
         target = primary.target(facts[p])
-        results, stats = pipeline.push(self.source, target, progress=self.progress, width=_push_width(),
-                                       tags=early.tags if early else None)
+        with self._full_disk(p):
+            results, stats = pipeline.push(self.source, target, progress=self.progress, width=_push_width(),
+                                           tags=early.tags if early else None, fits=self._fits(p, facts[p]),
+                                           space=self._space(p))
         ups[p] = replace_fields(ups[p], sync="pushed")
+        pushed = storage.pushed_of(results)
+        self._record(p, pushed, facts[p].pushed)
         others = [i for i in ups if i != p]
-        synced = {i: self.pool.submit(self._sync, i, primary, facts[i]) for i in others}
+        synced = {i: self.pool.submit(self._sync, i, primary, facts[i], pushed) for i in others}
         for i, fut in synced.items():
             try:
                 ups[i] = fut.result()(ups[i])
@@ -284,7 +299,7 @@ class _Up:
             catalog, self.setup.creds is not None, note=top.note, transfer=asdict(stats),
             replicas=() if self.alone else every)
 
-    def _sync(self, i: int, primary: Replica, facts: MasterFacts) -> Callable[[ReplicaUp], ReplicaUp]:
+    def _sync(self, i: int, primary: Replica, facts: MasterFacts, pushed: Pushed) -> Callable[[ReplicaUp], ReplicaUp]:
         """Replica `i` given the images the primary has: one S3 bucket serves them already (checked);
         its own disk gets the blobs it lacks copied from the primary inside the site."""
         from nodecfg.push import pipeline
@@ -297,6 +312,7 @@ class _Up:
             if behind:
                 raise HostError(f"{replica.where}: serves the S3 bucket but not {', '.join(behind)} "
                                 "(the same bucket as the first replica?)")
+            self._record(i, pushed, facts.pushed)
             return lambda up: replace_fields(up, sync="shared")
         scheme = "https" if self.setup.settings.tls is not None else "http"
 
@@ -309,8 +325,11 @@ class _Up:
                 raise HostError(f"{replica.where}: copying blobs from {primary.where} failed: {whole(res)}")
             return parse_copied(res.stdout)
 
-        results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
-                                       progress=lambda m: self.progress(f"{replica.where}: {m}"))
+        with self._full_disk(i):
+            results, stats = pipeline.push(self.source, replica.target(facts), width=_push_width(), copier=copier,
+                                           progress=lambda m: self.progress(f"{replica.where}: {m}"),
+                                           fits=self._fits(i, facts), space=self._space(i))
+        self._record(i, storage.pushed_of(results), facts.pushed)
         bad = [r for r in results if r.outcome == "failed"]
         if bad:
             raise HostError(f"{replica.where}: {len(bad)} image(s) not copied: "
@@ -318,6 +337,25 @@ class _Up:
         done = all(r.outcome == "skipped" for r in results)
         return lambda up: replace_fields(up, sync="up to date" if done else "copied", copied=len(stats.copied),
                                          copied_bytes=stats.copied_bytes)
+
+
+    # space, and the record of what was pushed (storage.py)
+
+    def _space(self, i: int) -> str:
+        """Where replica `i` keeps its data, for messages: "/mnt/registry on master"."""
+        return f"{self.data_dirs.get(i) or 'the registry storage'} on {self.replicas[i].where}"
+
+    def _fits(self, i: int, facts: MasterFacts) -> Callable[[int], None] | None:
+        data_dir = self.data_dirs.get(i, "")
+        return storage.fit_check(self.replicas[i].where, data_dir, facts.space.get(data_dir) if data_dir else None,
+                                 self.progress)
+
+    def _full_disk(self, i: int) -> AbstractContextManager[None]:
+        return storage.full_disk(self.replicas[i], self.setup, self.names.get(i, self.setup.settings.container),
+                                 own_disk=bool(self.data_dirs.get(i)))
+
+    def _record(self, i: int, pushed: Pushed, before: Pushed) -> None:
+        storage.record(self.replicas[i], pushed, before)
 
 
 def _push_width() -> int:

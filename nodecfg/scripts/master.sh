@@ -1,8 +1,9 @@
 # shellcheck shell=sh
 # What the master's scripts share (nodecfg/registry/container.py puts this file after lib.sh, before
-# master_facts.sh, master_apply.sh or master_down.sh): their arguments, the curl credentials from
-# stdin, and `rcurl`/`$reg` (the registry as seen from the master). The step's deadline is lib.sh's
-# `budget`: every docker call goes through lib.sh's `bounded`.
+# master_facts.sh, master_apply.sh, master_down.sh, master_copy.sh, master_record.sh or
+# master_prune.sh): their arguments, the curl credentials from stdin, and `rcurl`/`$reg` (the
+# registry as seen from the master). The step's deadline is lib.sh's `budget`: every docker call
+# goes through lib.sh's `bounded`.
 #
 # Arguments (nodecfg/registry/container.py `_access_args`, `_place_args` and each script's builder),
 # options up to `--`:
@@ -16,7 +17,7 @@
 #   -d DATA_DIR     its data directory (or a docker volume's name) as the inventory says
 #   -A AUTH_DIR     where its htpasswd is;  -T TLS_DIR: where its tls.crt, tls.key and ca.crt are
 #   -S STATE_DIR    what nodecfg records on the master (`data-dirs`: the data directories of the
-#                   registries it created, one per line)
+#                   registries it created, one per line; `pushed`: the tags it pushed, master_record.sh)
 #   -i IMAGE        the registry image (facts)
 #   -x ACTION       create | recreate | start | restart (apply)
 #   -w              apply: an htpasswd to write comes on stdin;  -t: TLS files come on stdin;
@@ -24,6 +25,8 @@
 #   -l LABEL        (repeated) down: a label that marks a container as nodecfg's
 #   -p              down: purge the data directory too;  -s: down: the registry serves an S3 bucket
 #   -F URL          copy: the registry the blobs come from;  -b REPOSITORY DIGEST (repeated): a blob
+#   -r REPO TAG DIGEST  record (repeated): a tag nodecfg pushed (DIGEST `-`: forget it)
+#   -u REPOSITORY UPLOAD  prune -x uploads (repeated): a partial upload to remove
 # stdin: one line of base64 per secret, in this order: curl's config (`user = "..."`, or an empty
 # line: no credentials), then with -w the htpasswd file, with -t tls.crt, tls.key and ca.crt, with
 # -e registry.env.
@@ -42,7 +45,8 @@ options() {
   while [ $# -gt 0 ] && [ "$1" != -- ]; do
     case $1 in
       -w|-t|-e|-p|-s) "$_fn" "$1"; shift;;
-      -b) "$_fn" "$1" "$2" "$3"; shift 3;;
+      -b|-u) "$_fn" "$1" "$2" "$3"; shift 3;;
+      -r) "$_fn" "$1" "$2" "$3" "$4"; shift 4;;
       *) "$_fn" "$1" "$2"; shift 2;;
     esac
   done

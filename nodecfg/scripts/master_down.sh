@@ -13,7 +13,8 @@
 # What --purge deletes: the directory nodecfg's container actually mounts at /var/lib/registry; with
 # no container, the last one nodecfg recorded in STATE_DIR/data-dirs when it created a registry. A
 # directory neither names is not nodecfg's: kept. So is one that holds more than a registry's
-# storage (`docker/`, `scheduler-state.json`). Then nodecfg's htpasswd and TLS directories go.
+# storage (`docker/`, `scheduler-state.json`). Then nodecfg's htpasswd and TLS directories go, and
+# STATE_DIR/pushed (the tags registry-up pushed there, registry-prune's record).
 
 errf=$(mktemp)
 trap 'rm -f "$ncfg" "$errf"' EXIT
@@ -61,8 +62,11 @@ if [ -z "$known" ] && ! grep -qxF -- "$dir" "$records" 2>/dev/null; then
   rec kept "$dir" "nodecfg did not create or adopt it"
   exit 0
 fi
+# forget: the purged directory out of the record, and the record of the tags pushed into it
+# (master_record.sh): they went with the data
 forget() {
   if [ -r "$records" ]; then grep -vxF -- "$dir" "$records" > "$records.new"; mv -f "$records.new" "$records"; fi
+  rm -f "$statedir/pushed"
 }
 if [ "$kind" = volume ]; then
   out=$(bounded docker 0 docker volume rm -- "$dir" 2>&1 >/dev/null) || { printf '%s\n' "$out" >&2; exit 4; }

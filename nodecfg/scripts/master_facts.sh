@@ -1,8 +1,9 @@
 # shellcheck shell=sh
 # registry-up's facts on the master, as tagged lines (nodecfg/registry/container.py `parse_facts`):
 # the docker engine, the registry image and container, who else is on the port, the repositories in
-# each data directory in play, the htpasswd, registry.env and TLS files, what /v2/ answers (and with the
-# credentials). Arguments: master.sh's -D -R -P -C -n -d -A -T -S -i.
+# each data directory in play and the space free under it, the tags nodecfg pushed (STATE_DIR/pushed),
+# the htpasswd, registry.env and TLS files, what /v2/ answers (and with the credentials).
+# Arguments: master.sh's -D -R -P -C -n -d -A -T -S -i.
 #
 # Docker is asked through its API on its unix socket with curl (~10 ms a call; the docker CLI
 # takes ~50 ms of CPU to start), or with the CLI when there is no such socket. Either way the
@@ -54,6 +55,17 @@ nrepos() {
   else n=-1
   fi
   rec repos "$1" "$n"
+  space "$1"
+}
+
+# space DIR: `space DIR BYTES`, the bytes free for root's files under DIR, or under its nearest
+# existing parent when DIR does not exist yet (df -P: POSIX columns); nothing for a volume's name
+space() {
+  case $1 in /*) ;; *) return 0;; esac
+  _p=$1
+  while [ ! -e "$_p" ] && [ "$_p" != / ]; do _p=$(dirname -- "$_p"); done
+  _k=$(timeout 5 df -Pk -- "$_p" 2>/dev/null | awk 'NR == 2 { print $4 }')
+  case $_k in ''|*[!0-9]*) ;; *) rec space "$1" "$((_k * 1024))";; esac
 }
 
 # docker: its version, the registry image, the container by its name, and the running containers
@@ -90,6 +102,8 @@ if [ -d "$tlsdir" ]; then
     | cut -c1-64 | tr '\n' ' ')"
 fi
 command -v curl >/dev/null || rec nocurl ''
+# the tags nodecfg pushed here (master_record.sh), for registry-prune
+if [ -r "$statedir/pushed" ]; then awk -F '\t' 'NF == 3 { print "pushed\t" $0 }' "$statedir/pushed"; fi
 if [ -r "$authdir/htpasswd" ]; then rec htpasswd "$(base64 -w0 "$authdir/htpasswd")"; fi
 if [ -r "$authdir/registry.env" ]; then rec envfile "$(base64 -w0 "$authdir/registry.env")"; fi
 rec http "$(rcurl -s -o /dev/null -w '%{http_code}' --max-time 3 "$reg/v2/")"

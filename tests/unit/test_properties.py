@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from nodecfg import configure, smoke
 from nodecfg.credentials import Credentials
 from nodecfg.errors import InventoryError
+from nodecfg.images import parse_ref
 from nodecfg.inventory import Inventory, Secret, parse_inventory
 from nodecfg.registry import container
 from nodecfg.scripts import NodeScript
@@ -101,6 +102,10 @@ def _scripts(inv: Inventory, password: str) -> dict[str, str]:
         "registry.apply_script": _node_script(container.apply_script(spec, "recreate", reg, 30, htpasswd=htpasswd,
                                                                      auth=creds)),
         "registry.down_script": _node_script(container.down_script(reg, 30, purge=True)),
+        "registry.prune_script": _node_script(container.prune_script(reg, 30, reg.container, "gc", s3=False,
+                                                                     auth=creds, uploads=[("a/b", "5e1c-9a")])),
+        "registry.record_script": _node_script(container.record_script(30, {
+            (r.path, r.tag): "sha256:" + "c" * 64 for r in (parse_ref(i) for i in inv.images)})),
         "smoke.probe_script": _node_script(smoke.probe_script(plan, creds)),
         "configure.facts_script": _node_script(configure.facts_script()),
     }

@@ -97,6 +97,8 @@ class Fake:
     log: list[tuple[str, str]] = field(default_factory=list)
     auth: str | None = None
     port: int = 0
+    space: int | None = None  # bytes its disk still takes (None: no limit): a blob past it is ENOSPC
+    uploads: set[str] = field(default_factory=set)  # upload sessions open (POSTed, not yet PUT or DELETEd)
 
 
 @pytest.fixture
@@ -144,11 +146,27 @@ def serve_fake() -> Iterator[Fake]:
                 if "mount" in query and query["mount"] in src:
                     have[query["mount"]] = src[query["mount"]]
                     return self._reply(201)
-                return self._reply(202, {"Location": f"http://127.0.0.1:{state.port}/v2/{repo}/blobs/uploads/u1?_state=x"})
+                with lock:
+                    upload = f"u{len(state.log)}"
+                    state.uploads.add(upload)
+                return self._reply(202, {"Location": f"http://127.0.0.1:{state.port}/v2/{repo}/blobs/uploads/"
+                                                     f"{upload}?_state=x"})
+            if kind == "blobs" and self.command == "DELETE" and rest[:1] == ["uploads"]:
+                with lock:
+                    state.uploads.discard(rest[1])
+                return self._reply(204)
             if kind == "blobs" and self.command == "PUT":
+                if state.space is not None and len(body) > state.space:  # distribution's filesystem driver
+                    return self._reply(500, body=b'{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":'
+                                       b'{"DriverName":"filesystem","Enclosed":{"Op":"write","Path":"/var/lib/'
+                                       b'registry/docker/registry/v2/repositories/_uploads/data","Err":28}}}]}')
                 if sha256_digest(body) != query["digest"]:
                     return self._reply(400, body=b'{"errors":[{"code":"DIGEST_INVALID"}]}')
                 have[query["digest"]] = body
+                with lock:
+                    state.uploads.discard(rest[1])
+                    if state.space is not None:
+                        state.space -= len(body)
                 return self._reply(201)
             if kind == "manifests" and self.command in ("HEAD", "GET"):
                 found = state.manifests.get((repo, rest[0]))
@@ -165,7 +183,7 @@ def serve_fake() -> Iterator[Fake]:
                 return self._reply(201, {"Docker-Content-Digest": sha256_digest(body)})
             return self._reply(405)
 
-        do_GET = do_HEAD = do_POST = do_PUT = _handle
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]

@@ -46,7 +46,8 @@ def test_every_script_file_passes_shellcheck(name: str) -> None:
 
 
 NODE_MAINS = ("facts.sh", "apply.sh", "rollback.sh", "probe.sh", "call.sh")
-MASTER_MAINS = ("master_facts.sh", "master_apply.sh", "master_down.sh", "master_copy.sh")  # after master.sh
+MASTER_MAINS = ("master_facts.sh", "master_apply.sh", "master_down.sh", "master_copy.sh", "master_record.sh",
+                "master_prune.sh")  # after master.sh
 
 
 def _libraries(main: str) -> list[str]:
