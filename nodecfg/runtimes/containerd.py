@@ -418,13 +418,17 @@ def unset_config_path(text: str, values: tuple[str, ...]) -> str | None:
         return None
     changed = False
     for section in _SECTIONS:
+        parent: Any = None
         table: Any = doc
         for key in section:
-            table = table.get(key) if isinstance(table, dict) else None
+            parent, table = table, table.get(key) if isinstance(table, dict) else None
         if isinstance(table, dict) and table.get("config_path") in values:
             del table["config_path"]
+            if not table:  # the table nodecfg added for it, left empty
+                del parent[section[-1]]
             changed = True
-    return tomlkit.dumps(doc) if changed else text
+    # the blank line nodecfg put before the table it added goes with it
+    return tomlkit.dumps(doc).rstrip("\n") + "\n" if changed else text
 
 
 def plan_undo_containerd(facts: ContainerdFacts, files: tuple[FileChange, ...],
