@@ -153,7 +153,7 @@ def test_a_file_someone_changed_between_two_runs_keeps_their_change() -> None:
     theirs = json.loads(configured[DAEMON]) | {"debug": True}
     edited = {**configured, DAEMON: json.dumps(theirs, indent=2) + "\n"}
     w = Want(EP, ("docker.io",), replicas=("10.0.0.12:5000", "10.0.0.13:5000"))
-    reconfigured, plan = configure(edited, w)
+    reconfigured, _ = configure(edited, w)
     assert record.orig_path(DAEMON) not in reconfigured
     book = record.parse(reconfigured[record.record_path("docker")], "r")
     assert book.files[DAEMON].orig is None and not book.files[DAEMON].created
