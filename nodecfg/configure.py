@@ -787,7 +787,9 @@ def _second_apply(sh: Callable[[NodeScript, float, str], ssh.RunResult], plan: N
             assert fact is not None, f.path
             after[f.path] = fact
     done = (*((f, files[f.path]) for f in plan.files), *((f, after[f.path]) for f in later.files))
-    purge = tuple(dict.fromkeys(_real(f, fact) for f, fact in done))
+    # with their original copies' (one that was dropped on the way may have left backups)
+    copies = tuple(books.orig_path(f.path) for f in plan.files if not books.bookkeeping(f.path))
+    purge = tuple(dict.fromkeys((*(_real(f, fact) for f, fact in done), *copies)))
     certs = [f.path.rsplit("/", 1)[0] for f, _ in done if f.remove and "/certs.d/" in f.path]
     rmdirs = (*dict.fromkeys(certs), books.ORIG_DIR, books.RECORD_DIR)
     step = "undoing (its second step: nodecfg's record and backups)"

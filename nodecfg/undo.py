@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodecfg import runtimes
 from nodecfg.runtimes import record
-from nodecfg.runtimes.base import FileChange, FileFact, FileState, Runtime, RuntimePlan
+from nodecfg.runtimes.base import FileChange, FileFact, FileState, Runtime, RuntimePlan, split_fact_dir
 
 if TYPE_CHECKING:
     from nodecfg.configure import NodeFacts, NodePlan
@@ -115,7 +115,7 @@ def paths_to_read(facts: NodeFacts) -> tuple[str, ...]:
             mine = record.parse(fact.text(), fact.path)
         except record.RecordError:
             continue  # plan_undo fails the runtime, naming it
-        out += [p for p in mine.files if facts.file(p) is None]
+        out += [p for p in (*mine.files, *mine.added) if facts.file(p) is None]
     return tuple(dict.fromkeys(out))
 
 
@@ -134,7 +134,9 @@ def _undo(rt: Runtime[Any], facts: NodeFacts) -> RuntimePlan:
             return RuntimePlan(rt.name, "absent", "not installed; nothing of nodecfg's recorded")
         if svc.masked:
             return RuntimePlan(rt.name, "masked", "masked; nothing of nodecfg's recorded (left masked)")
-        return RuntimePlan(rt.name, "configure")
+        marked = [p for p, f in facts.files.items() if _owned(rt, p) and (f.text() or "").startswith(record.OWN_MARK)]
+        return RuntimePlan(rt.name, "configure", f"{', '.join(marked)}: written by a nodecfg that kept no record "
+                           "of its files; nothing undone (docs/undo.md)" if marked else "")
     try:
         if fact.text() is None:
             raise record.RecordError(f"{fact.path} is not UTF-8 text")
@@ -143,8 +145,9 @@ def _undo(rt: Runtime[Any], facts: NodeFacts) -> RuntimePlan:
         return RuntimePlan(rt.name, "failed", str(exc))
     changes: list[FileChange] = []
     notes: list[str] = []
-    for path, written in mine.files.items():
-        decided = _undo_file(rt, path, written, mine, facts)
+    # a record of a nodecfg from before records of files (`added` only): entries taken out
+    for path in dict.fromkeys((*mine.files, *mine.added)):
+        decided = _undo_file(rt, path, mine.files.get(path), mine, facts)
         if isinstance(decided, str):
             if decided.startswith("!"):
                 return RuntimePlan(rt.name, "failed", decided[1:])
@@ -157,7 +160,12 @@ def _undo(rt: Runtime[Any], facts: NodeFacts) -> RuntimePlan:
     return replace(plan, then=(*plan.then, *(d for d in drops if d is not None)))
 
 
-def _undo_file(rt: Runtime[Any], path: str, written: record.Written,  # noqa: PLR0911
+def _owned(rt: Runtime[Any], path: str) -> bool:
+    """A file among those the runtime's facts read (its fact files, or under its fact dirs)."""
+    return path in rt.fact_files or any(path.startswith(split_fact_dir(d)[0] + "/") for d in rt.fact_dirs)
+
+
+def _undo_file(rt: Runtime[Any], path: str, written: record.Written | None,  # noqa: PLR0911
                mine: record.Record, facts: NodeFacts) -> FileChange | str | None:
     """One recorded file: its change, a note (a string; failing the runtime when it starts with
     `!`), or None when nothing is to be done."""
@@ -171,7 +179,7 @@ def _undo_file(rt: Runtime[Any], path: str, written: record.Written,  # noqa: PL
         return f"!{cur.not_utf8()}"
     mode = cur.mode if cur.mode is not None else 0o644
     secret = not mode & 0o077  # a root-only file may hold credentials: its diff is not shown
-    if cur.sha256 == written.last:
+    if written is not None and cur.sha256 == written.last:
         if written.created:
             return FileChange(path, "", mode, text, "nodecfg created it", secret=secret, remove=True)
         if written.orig is not None:

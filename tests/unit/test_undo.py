@@ -209,3 +209,19 @@ def test_outcome_files_leave_out_the_bookkeeping() -> None:
     rp = RuntimePlan("docker", "configure", files=(
         *configure(NODES["debian"], want())[1]["docker"].files,))
     assert all(not p.startswith("/var/lib/nodecfg") for p in visible(rp))
+
+
+def test_a_record_without_files_still_takes_its_entries_out() -> None:
+    """A record from before records of files (issue 22's, `added` only): its entries go."""
+    daemon = {"log-level": "warn", "insecure-registries": ["hand:5000", "10.0.0.12:5000"]}
+    node = {DAEMON: json.dumps(daemon, indent=2) + "\n",
+            record.record_path("docker"): record.Record({DAEMON: {"insecure-registries": ("10.0.0.12:5000",)}}).render()}
+    undone, plan = run_undo(node)
+    assert json.loads(undone[DAEMON]) == {"log-level": "warn", "insecure-registries": ["hand:5000"]}
+    assert plan["docker"].gone == ('"10.0.0.12:5000"',) and record.record_path("docker") not in undone
+
+
+def test_an_older_nodecfgs_marked_files_without_a_record_are_named_not_touched() -> None:
+    plan = undo.plan_undo(facts({HUB_HOSTS: "# Managed by nodecfg: mirror for docker.io\n"}))
+    assert plan.files == () and HUB_HOSTS in plan["containerd"].note and "nothing undone" in plan["containerd"].note
+    assert plan["docker"].note == ""
