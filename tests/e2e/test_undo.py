@@ -154,3 +154,26 @@ def test_undo_keeps_what_someone_changed_after_nodecfg(fleet: tuple[Lab, str]) -
     assert lab.ssh("node1", "test -e /var/lib/nodecfg", check=False).returncode == 1
     assert PASSWORD not in json.dumps(data) + err
     print(Path(inv).name, "ok")
+
+
+def test_a_masked_runtime_gets_its_files_back_and_stays_masked(fleet: tuple[Lab, str]) -> None:
+    """docker masked after configure-nodes: --undo gives its files back (a daemon.json nodecfg
+    created: removed, no step through a reload) and leaves it masked and stopped; containerd, running,
+    is restarted for its config.toml."""
+    lab, inv = fleet
+    before = files(lab, "node3")
+    rc, _, err = run_json("configure-nodes", "-i", inv, "--limit", "node3", env=ENV)
+    assert rc == 0, err
+    lab.ssh("node3", "systemctl mask --now docker.service docker.socket")
+    try:
+        rc, data, err = run_json("configure-nodes", "-i", inv, "--limit", "node3", "--undo", env=ENV)
+        assert rc == 0, (err, data)
+        result = by_name(data)["node3"]["result"]
+        assert (result["docker"]["status"], result["docker"]["action"]) == ("changed", "none"), result
+        assert "/etc/docker/daemon.json" in result["docker"]["files"]
+        assert result["containerd"]["action"] == "restarted", result
+        state = lab.ssh("node3", "systemctl show -p ActiveState -p UnitFileState docker").stdout.split()
+        assert sorted(state) == ["ActiveState=inactive", "UnitFileState=masked"], state
+        assert files(lab, "node3") == before
+    finally:
+        lab.ssh("node3", "systemctl unmask docker.service docker.socket && systemctl start docker", check=False)
