@@ -21,8 +21,13 @@ rename), reloads docker / restarts containerd only when their config changed, an
 *effect*: `docker info` lists the registry, containerd answers with its CRI plugin loaded and the
 config dump shows config_path. A runtime whose change did not take is rolled back
 (scripts/rollback.sh, compare-and-swap too: only a file still holding what this run wrote is put
-back; one changed since is left and named), runtime recovered, node
-failed. Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
+back; one changed since is left and named), runtime recovered, node failed.
+
+Every plan that writes also writes its runtime's record in the same apply (`undo.book`); `--undo`
+plans from those records instead (`undo.plan_undo`) and goes through the same apply, verify and
+rollback, then a second apply (`_second_apply`): nodecfg/undo.py says how.
+
+Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
 validation, each reload or restart (queued with `--no-block`, then polled), each verify, the
 rollback. It holds on the node itself: each script runs under coreutils `timeout -k`, and each
 systemctl / dockerd / docker / containerd / ctr / podman call in it under lib.sh's `bounded` (a
