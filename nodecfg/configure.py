@@ -324,7 +324,7 @@ def _nodes_ca(settings: TlsSettings, write: bool) -> str:
     return tls.ca_for_nodes(settings, write=write).decode()
 
 
-def unified_diff(change: FileChange) -> str:
+def unified_diff(change: FileChange, after: str = "nodecfg") -> str:
     """The change as a unified diff, credentials masked on both sides (`mask_secrets`): a password
     already in the node's file is as secret as the one nodecfg adds. Files nodecfg writes its own
     credentials into are not shown at all."""
@@ -337,7 +337,7 @@ def unified_diff(change: FileChange) -> str:
     diff = difflib.unified_diff((change.old or "").splitlines(keepends=True),
                                 change.content.splitlines(keepends=True),
                                 f"{change.path} (before)" if change.old is not None else "/dev/null",
-                                "/dev/null" if change.remove else f"{change.path} (nodecfg)")
+                                "/dev/null" if change.remove else f"{change.path} ({after})")
     return "".join(mask_secrets(line, values) for line in diff)
 
 
@@ -700,7 +700,8 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
     svc = {name: rf.service for name, rf in facts.runtimes.items()}
     outcomes = {rp.runtime: _outcome_from_plan(rp, svc[rp.runtime], options.check)
                 for rp in plan.runtimes}
-    diffs = tuple(unified_diff(f) for f in net_changes(plan)) if options.diff else ()
+    after = "after --undo" if options.undo else "nodecfg"
+    diffs = tuple(unified_diff(f, after) for f in net_changes(plan)) if options.diff else ()
     if options.check or not (plan.files or plan.then):
         return _finish(outcomes, diffs)
     want = want_of(inv, credentials, host=host)
