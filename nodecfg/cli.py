@@ -190,6 +190,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="print unified diffs of changed files")
     p.add_argument("--ask-become-pass", action="store_true",
                    help="prompt once for the sudo password of become users")
+    p.add_argument("--undo", action="store_true",
+                   help="take nodecfg's settings off each node instead: files it created removed, files it edited "
+                   "given back their bytes from before its first change (or, changed since, only its entries "
+                   "taken out), reload/restart only what changed, verify, roll back on failure (docs/undo.md)")
     p.add_argument("--keep-backups", type=_positive_int, default=3, metavar="N",
                    help="keep the newest N of nodecfg's backups of each file it changes (<file>.nodecfg-<time>.bak, "
                    "at most 0600: they may hold old credentials); older ones are removed (default: 3)")
@@ -405,7 +409,7 @@ def _cmd_configure_nodes(args: argparse.Namespace) -> int:
 
         become_pass = Secret(getpass.getpass("BECOME password: "))
     options = configure.Options(check=args.check, diff=args.diff, become_password=become_pass,
-                                keep_backups=args.keep_backups,
+                                keep_backups=args.keep_backups, undo=args.undo,
                                 **({"step_timeout": args.timeout} if args.timeout is not None else {}))
     fleet = configure.configure_nodes(inv, hosts, options, forks=args.forks,
                                       on_done=report.host_done(args.json))

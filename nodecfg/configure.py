@@ -21,8 +21,13 @@ rename), reloads docker / restarts containerd only when their config changed, an
 *effect*: `docker info` lists the registry, containerd answers with its CRI plugin loaded and the
 config dump shows config_path. A runtime whose change did not take is rolled back
 (scripts/rollback.sh, compare-and-swap too: only a file still holding what this run wrote is put
-back; one changed since is left and named), runtime recovered, node
-failed. Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
+back; one changed since is left and named), runtime recovered, node failed.
+
+Every plan that writes also writes its runtime's record in the same apply (`undo.book`); `--undo`
+plans from those records instead (`undo.plan_undo`) and goes through the same apply, verify and
+rollback, then a second apply (`_second_apply`): nodecfg/undo.py says how.
+
+Every step on a node has a deadline (`Options.step_timeout`, `--timeout`): facts,
 validation, each reload or restart (queued with `--no-block`, then polled), each verify, the
 rollback. It holds on the node itself: each script runs under coreutils `timeout -k`, and each
 systemctl / dockerd / docker / containerd / ctr / podman call in it under lib.sh's `bounded` (a
@@ -46,12 +51,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodecfg import runtimes, scripts, ssh, tagged
+from nodecfg import runtimes, scripts, ssh, tagged, undo
 from nodecfg.credentials import Credentials
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
 from nodecfg.registry import tls
+from nodecfg.runtimes import record as books
 from nodecfg.runtimes.base import (
     IMPORT_LEVELS,
     OutcomeAction,
@@ -84,6 +90,7 @@ class Options:
     # `--timeout` sets it and the SSH connect timeout alike
     step_timeout: float = 60.0
     keep_backups: int = 3  # nodecfg's backups kept per file (`--keep-backups`, at least 1)
+    undo: bool = False  # `--undo`: take nodecfg's settings off instead (nodecfg/undo.py)
 
     def __post_init__(self) -> None:
         if self.keep_backups < 1:
@@ -113,9 +120,12 @@ def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] 
         args += ["-u", f"{unit}.service"]
     for rt in registered:
         args += ["-r", rt.name]
-    for f in dict.fromkeys((*(f for rt in registered for f in rt.fact_files), *extra_files)):
+    # every runtime's record, and the original copies (nodecfg/undo.py)
+    kept = (*(books.record_path(rt.name) for rt in registered),)
+    for f in dict.fromkeys((*(f for rt in registered for f in rt.fact_files), *kept, *extra_files)):
         args += ["-f", f]
-    for entry in dict.fromkeys((*(d for rt in registered for d in rt.fact_dirs), *extra_dirs)):
+    for entry in dict.fromkeys((*(d for rt in registered for d in rt.fact_dirs), f"{books.ORIG_DIR}/*",
+                                *extra_dirs)):
         args += ["-d", *split_fact_dir(entry)]
     return scripts.script("facts.sh", _libraries(), args)
 
@@ -135,6 +145,12 @@ class NodeFacts:
         """What facts know of `path`; None when they never looked (gather them, then plan)."""
         if path in self.files:
             return self.files[path]
+        if path.startswith(books.ORIG_DIR + "/") and "/" not in path[len(books.ORIG_DIR) + 1:]:
+            d = self.dirs.get(books.ORIG_DIR)  # listed whole: a copy it does not name is absent
+            if d is not None and d.state is FileState.UNREADABLE:
+                return FileFact(path, FileState.UNREADABLE, reason=f"{d.path}: {d.reason}")
+            if d is not None:
+                return FileFact(path, FileState.ABSENT)
         if path.endswith("/hosts.toml"):
             d = self.dirs.get(path.rsplit("/", 2)[0])
             if d is not None and d.state is FileState.UNREADABLE:
@@ -282,6 +298,11 @@ class NodePlan:
     def files(self) -> tuple[FileChange, ...]:
         return tuple(f for p in self.runtimes for f in p.files)
 
+    @property
+    def then(self) -> tuple[FileChange, ...]:
+        """--undo: what its second apply writes (`RuntimePlan.then`)."""
+        return tuple(f for p in self.runtimes for f in p.then)
+
 
 def plan_node(facts: NodeFacts, inv: Inventory, credentials: Credentials | None,
               check: bool = False, host: Host | None = None) -> NodePlan:
@@ -304,25 +325,28 @@ def _nodes_ca(settings: TlsSettings, write: bool) -> str:
     return tls.ca_for_nodes(settings, write=write).decode()
 
 
-def unified_diff(change: FileChange) -> str:
+def unified_diff(change: FileChange, after: str = "nodecfg") -> str:
     """The change as a unified diff, credentials masked on both sides (`mask_secrets`): a password
     already in the node's file is as secret as the one nodecfg adds. Files nodecfg writes its own
     credentials into are not shown at all."""
     if change.secret:
-        return f"--- {change.path}\n+++ {change.path}\n(contents hidden: the file holds credentials)\n"
+        gone = " (removed)" if change.remove else ""
+        return f"--- {change.path}\n+++ {change.path}{gone}\n(contents hidden: the file holds credentials)\n"
     # diff the real lines (a changed password is a changed line), then mask each line of the diff
     # with the credentials found in either version
     values = secret_values(change.old or "") | secret_values(change.content)
     diff = difflib.unified_diff((change.old or "").splitlines(keepends=True),
                                 change.content.splitlines(keepends=True),
                                 f"{change.path} (before)" if change.old is not None else "/dev/null",
-                                f"{change.path} (nodecfg)")
+                                "/dev/null" if change.remove else f"{change.path} ({after})")
     return "".join(mask_secrets(line, values) for line in diff)
 
 
 def _validate_content(change: FileChange, runtime: str) -> str | None:
     """Local validation before anything is sent: the text must parse as its format."""
     fmt = runtimes.named(runtime).formats.get(change.validate, change.validate)
+    if change.remove:
+        return None
     try:
         if fmt == "json":
             json.loads(change.content)
@@ -398,14 +422,19 @@ def backup_path(change: FileChange, fact: FileFact, stamp: str) -> str:
 
 
 def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadline: float = 10,
-                 stamp: str = "0", *, run: str = "0", keep_backups: int = 3) -> NodeScript:
+                 stamp: str = "0", *, run: str = "0", keep_backups: int = 3, undo: bool = False,
+                 act: bool = True, purge: tuple[str, ...] = (), rmdirs: tuple[str, ...] = ()) -> NodeScript:
     """The one script that changes a node (scripts/apply.sh, whose header is the contract: temp
     file, validation, compare-and-swap, backup, rename, action, verify), as its arguments: every
     file to write (the file it replaces, its mode and owner, its validator, the sha256 facts saw,
     its backup `<file>.nodecfg-<stamp>.bak`), this run's id `run` (its temp files), how many backups
     to keep per file, then each runtime's action, highest layer first. Every file's bytes travel
     base64 on stdin (a credential never reaches argv); every wait is bounded by `deadline`; the
-    script ends with `APPLY_END`."""
+    script ends with `APPLY_END`.
+
+    `--undo` (nodecfg/undo.py): `undo` makes the verifies wait for each runtime's `gone` instead;
+    a removal is `-F` with mode `rm`; `act` False (its second apply) runs no action and no verify;
+    `purge`: files whose backups of nodecfg's all go at the end, `rmdirs`: dirs then removed if empty."""
     args = ["-t", f"{deadline:g}", "-e", want.endpoint]
     for m in want.mirrors:
         args += ["-m", m]
@@ -414,17 +443,23 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
     if want.ca_pem is not None:
         args += ["-S", "https"]  # the registry serves TLS: what the verifies look for
     args += ["-R", run, "-K", str(keep_backups)]
+    if undo:
+        args.append("-X")
+        for rp in plan.runtimes:
+            for word in rp.gone:
+                args += ["-g", rp.runtime, word]
     owner = {f.path: rp.runtime for rp in plan.runtimes for f in rp.files}
     data = []
     for f in plan.files:
         fact = files[f.path]
         keep = f"{fact.uid}:{fact.gid}" if fact.exists and fact.uid is not None else "-"
-        args += ["-F", f.path, _real(f, fact), f"{target_mode(f, fact):o}", keep, f.validate, owner[f.path],
+        mode = "rm" if f.remove else f"{target_mode(f, fact):o}"
+        args += ["-F", f.path, _real(f, fact), mode, keep, f.validate, owner[f.path],
                  fact.sha256 or "absent", backup_path(f, fact, stamp) if fact.exists else "-"]
         data.append(base64.b64encode(f.content.encode("utf-8")) + b"\n")
     planned = {rp.runtime for rp in plan.runtimes}
     for rt in runtimes.by_layer(reverse=True):
-        if rt.name not in planned:  # a plan made for fewer runtimes (tests)
+        if rt.name not in planned or not act:  # a plan made for fewer runtimes (tests)
             continue
         rp = plan[rt.name]
         if rp.action != "none":
@@ -433,6 +468,10 @@ def apply_script(plan: NodePlan, files: dict[str, FileFact], want: Want, deadlin
             args += ["-A", rt.name, unit_of(rt), "none"]
     for unit in dict.fromkeys(unit_of(rt) for rt in runtimes.registered()):
         args += ["-U", f"{unit}.service"]
+    for real in purge:
+        args += ["-P", real]
+    for d in rmdirs:
+        args += ["-Q", d]
     return scripts.script("apply.sh", _libraries(), args, b"".join(data))
 
 
@@ -458,7 +497,7 @@ def rollback_script(plan: RuntimePlan, files: dict[str, FileFact], *, was_active
             "-w", "1" if was_active else "0", "-R", run]
     for i, f in enumerate(plan.files):
         fact = files[f.path]
-        ours = hashlib.sha256(f.content.encode("utf-8")).hexdigest()
+        ours = "absent" if f.remove else hashlib.sha256(f.content.encode("utf-8")).hexdigest()
         args += ["-F", f.path, _real(f, fact), str(i), backup_path(f, fact, stamp) if fact.exists else "-",
                  ours, fact.sha256 or "absent", f"{fact.mode:o}" if fact.exists and fact.mode is not None else "-"]
     return scripts.script("rollback.sh", _libraries(), args)
@@ -499,18 +538,34 @@ class NodeOutcome:
         return bool(self.files_changed)
 
 
+def visible(rp: RuntimePlan) -> tuple[str, ...]:
+    """The runtime's config files a plan changes (both applies of --undo), not nodecfg's own
+    bookkeeping (its record, the original copies: nodecfg/undo.py)."""
+    return tuple(dict.fromkeys(f.path for f in (*rp.files, *rp.then) if not books.bookkeeping(f.path)))
+
+
+def net_changes(plan: NodePlan) -> tuple[FileChange, ...]:
+    """Each config file's change as the operator sees it (--diff): from what facts saw to what the
+    last apply leaves (--undo's transitional daemon.json is not shown)."""
+    out: dict[str, FileChange] = {}
+    for f in (*plan.files, *plan.then):
+        if not books.bookkeeping(f.path):
+            out[f.path] = replace(f, old=out[f.path].old) if f.path in out else f
+    return tuple(out.values())
+
+
 def _outcome_from_plan(rp: RuntimePlan, svc: ServiceFacts, check: bool) -> RuntimeOutcome:
     if rp.status != "configure":
         return RuntimeOutcome(rp.runtime, rp.status, note=rp.note, version=svc.version,
                               active=svc.active)
-    if not rp.files:
+    if not visible(rp):
         return RuntimeOutcome(rp.runtime, "unchanged", note=rp.note, version=svc.version,
                               active=svc.active)
     done: dict[str, OutcomeAction] = {"reload": "reloaded", "restart": "restarted"}
     would: dict[str, OutcomeAction] = {"reload": "would reload", "restart": "would restart"}
     action = (would if check else done).get(rp.action, "none")
     return RuntimeOutcome(rp.runtime, "would change" if check else "changed", action,
-                          tuple(f.path for f in rp.files), rp.note, svc.version, svc.active)
+                          visible(rp), rp.note, svc.version, svc.active)
 
 
 @dataclass(frozen=True)
@@ -549,10 +604,15 @@ def _settled(values: dict[str, str], runtime: str, prefix: str = "settled.") -> 
     return fields[0], fields[1], fields[2], fields[3]
 
 
-def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline: float) -> str | None:
+def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline: float,
+                   undo: bool = False) -> str | None:
     rt = runtimes.named(rp.runtime)
+
+    def effect() -> str | None:
+        return rt.undone(rp, values) if undo else rt.check_effect(rp, values, want)
+
     if rp.action == "none":
-        return rt.check_effect(rp, values, want) if rp.files and verifies_unchanged(rt) else None
+        return effect() if rp.files and verifies_unchanged(rt) else None
     state, sub, result, job = _settled(values, unit_of(rt))
     log = last_meaningful_line(values.get(f"actionlog.{rp.runtime}", ""))
     if job:
@@ -562,7 +622,7 @@ def _runtime_error(rp: RuntimePlan, values: dict[str, str], want: Want, deadline
         how = ", ".join(x for x in (sub, result if result != "success" else "") if x)
         return (f"{rp.runtime} is {state or 'gone'}{f' ({how})' if how else ''} after its {rp.action}"
                 + (f": {log}" if log else ""))
-    return rt.check_effect(rp, values, want)
+    return effect()
 
 
 def _by_reason(unreadable: dict[str, str]) -> str:
@@ -622,35 +682,43 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         why = (f"cannot read {_by_reason(unreadable)}" if unreadable
                else f"cannot query systemd: {facts.systemd_error}")
         raise HostError(f"{host}: {why}{_hint(why, host)}")
-    files_seen: tuple[str, ...] = ()
-    dirs_seen: tuple[str, ...] = ()
-    for _ in range(IMPORT_LEVELS):  # the files a config imports (imports of imports: one look a level)
-        more = unread(facts)
-        if not more:
-            break
-        files_seen += tuple(m for m in more if "*" not in m)
-        dirs_seen += tuple(m for m in more if "*" in m)
-        facts = gather(files_seen, dirs_seen)
-    plan = plan_node(facts, inv, credentials, options.check, host)
-    missing = unknown_paths(plan, facts)
-    if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
-        facts = gather((*files_seen, *missing), (*dirs_seen, *(d for rp in plan.runtimes
-                                                               for d in runtimes.named(rp.runtime).dirs_to_list(rp))))
+    if options.undo:
+        missing = undo.paths_to_read(facts)
+        if missing:  # the files nodecfg recorded: look at each
+            facts = gather(missing, ())
+        plan = undo.plan_undo(facts)
+    else:
+        files_seen: tuple[str, ...] = ()
+        dirs_seen: tuple[str, ...] = ()
+        for _ in range(IMPORT_LEVELS):  # the files a config imports (imports of imports: one look a level)
+            more = unread(facts)
+            if not more:
+                break
+            files_seen += tuple(m for m in more if "*" not in m)
+            dirs_seen += tuple(m for m in more if "*" in m)
+            facts = gather(files_seen, dirs_seen)
         plan = plan_node(facts, inv, credentials, options.check, host)
+        missing = unknown_paths(plan, facts)
+        if missing:  # a custom daemon.json or certs dir, a moved mirror: look at those files too
+            listed = tuple(d for rp in plan.runtimes for d in runtimes.named(rp.runtime).dirs_to_list(rp))
+            facts = gather((*files_seen, *missing), (*dirs_seen, *listed))
+            plan = plan_node(facts, inv, credentials, options.check, host)
+        plan = undo.book(plan, facts)  # its record, in the same apply
     plan, unreadable = refuse_unsafe(plan, facts)
     if unreadable:
         why = f"cannot read {_by_reason(unreadable)}"
         raise HostError(f"{host}: {why}{_hint(why, host)}")
     for rp in plan.runtimes:
-        for f in rp.files:
+        for f in (*rp.files, *rp.then):
             problem = _validate_content(f, rp.runtime)
             if problem:
                 raise HostError(f"{host}: {problem}")
     svc = {name: rf.service for name, rf in facts.runtimes.items()}
     outcomes = {rp.runtime: _outcome_from_plan(rp, svc[rp.runtime], options.check)
                 for rp in plan.runtimes}
-    diffs = tuple(unified_diff(f) for f in plan.files) if options.diff else ()
-    if options.check or not plan.files:
+    after = "after --undo" if options.undo else "nodecfg"
+    diffs = tuple(unified_diff(f, after) for f in net_changes(plan)) if options.diff else ()
+    if options.check or not (plan.files or plan.then):
         return _finish(outcomes, diffs)
     want = want_of(inv, credentials, host=host)
     files = targets(plan, facts)
@@ -678,8 +746,11 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], status="rolled back",
                                        active=state == "active", note=note)
 
+    if not plan.files:  # --undo with only nodecfg's bookkeeping left to remove
+        return _finish(_second_apply(sh, plan, facts, files, want, stamp, run, options, outcomes), diffs)
     try:
-        res = sh(apply_script(plan, files, want, deadline, stamp, run=run, keep_backups=options.keep_backups),
+        res = sh(apply_script(plan, files, want, deadline, stamp, run=run, keep_backups=options.keep_backups,
+                              undo=options.undo),
                  apply_budget(deadline), "applying")
         report = parse_apply(res.stdout)
         lost = "" if report.complete else (
@@ -706,12 +777,60 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
         unit = unit_of(runtimes.named(rp.runtime))
         active = report.values.get(f"after.{unit}", "").startswith("active")
         outcomes[rp.runtime] = replace(outcomes[rp.runtime], active=active)
-        errors[rp.runtime] = _runtime_error(rp, report.values, want, deadline)
+        errors[rp.runtime] = _runtime_error(rp, report.values, want, deadline, options.undo)
     for rp in last_first:
         error = errors[rp.runtime]
         if error is not None:
             rollback(rp, error)
+    if options.undo and not any(errors.values()):
+        outcomes = _second_apply(sh, plan, facts, files, want, stamp, run, options, outcomes)
     return _finish(outcomes, diffs)
+
+
+def _second_apply(sh: Callable[[NodeScript, float, str], ssh.RunResult], plan: NodePlan,
+                  facts: NodeFacts, files: dict[str, FileFact], want: Want, stamp: str, run: str,
+                  options: Options, outcomes: dict[str, RuntimeOutcome]) -> dict[str, RuntimeOutcome]:
+    """--undo, once the first apply's actions verified: the files of `RuntimePlan.then` (nodecfg's
+    record and original copies removed, docker's final daemon.json), no action; then nodecfg's
+    backups of every file undone, and the dirs left empty (nodecfg/undo.py)."""
+    later = NodePlan(tuple(RuntimePlan(rp.runtime, rp.status, files=rp.then) for rp in plan.runtimes))
+    if not later.files:
+        return outcomes
+    first = {f.path: f for f in plan.files}
+    after: dict[str, FileFact] = {}
+    for f in later.files:
+        if f.path in first:  # as the first apply left it
+            w, prev = first[f.path], files[f.path]
+            after[f.path] = (FileFact(f.path, FileState.ABSENT) if w.remove else
+                             FileFact(f.path, FileState.EXISTS, w.content.encode("utf-8"), _real(w, prev),
+                                      target_mode(w, prev), prev.uid, prev.gid))
+        else:
+            fact = facts.file(f.path)
+            assert fact is not None, f.path
+            after[f.path] = fact
+    done = (*((f, files[f.path]) for f in plan.files), *((f, after[f.path]) for f in later.files))
+    # with their original copies' (one that was dropped on the way may have left backups)
+    copies = tuple(books.orig_path(f.path) for f in plan.files if not books.bookkeeping(f.path))
+    purge = tuple(dict.fromkeys((*(_real(f, fact) for f, fact in done), *copies)))
+    certs = [f.path.rsplit("/", 1)[0] for f, _ in done if f.remove and "/certs.d/" in f.path]
+    rmdirs = (*dict.fromkeys(certs), books.ORIG_DIR, books.RECORD_DIR)
+    step = "undoing (its second step: nodecfg's record and backups)"
+    try:
+        res = sh(apply_script(later, after, want, options.step_timeout, stamp, run=run + "b", undo=True,
+                              act=False, purge=purge, rmdirs=rmdirs), apply_budget(options.step_timeout), step)
+        report = parse_apply(res.stdout)
+        why = "" if report.complete else last_meaningful_line(res.stderr) or "cut short"
+        why = why or "; ".join(f"{p}: {w}" for p, w in {**report.invalid, **report.conflicts}.items())
+    except HostError as exc:
+        why = last_meaningful_line(str(exc))
+    if not why:
+        return outcomes
+    out = dict(outcomes)
+    for rp in later.runtimes:
+        if rp.files:
+            out[rp.runtime] = replace(out[rp.runtime], status="failed",
+                                      note=f"{step} failed: {why}; run --undo again")
+    return out
 
 
 def _finish(outcomes: dict[str, RuntimeOutcome], diffs: tuple[str, ...]) -> NodeOutcome:

@@ -290,6 +290,8 @@ def configure_recap(fleet: FleetResult[Any], options: Any, *, as_json: bool) -> 
         rows.append([r.host.name, *(_runtime_cell(v.runtimes[n]) for n in names),
                      str(len(v.files_changed)), ", ".join(actions) or "-", result])
     title = "RECAP (check mode: nothing was changed)" if options.check else "RECAP"
+    if getattr(options, "undo", False):
+        title = title.replace("RECAP", "RECAP of --undo")
     _table(title, ["node", *names, "files", "reloaded/restarted", "result"], rows)
     ok = len(fleet.succeeded)
     changed = sum(1 for r in fleet.results if r.value is not None and r.value.changed and r.ok)

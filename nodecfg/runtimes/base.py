@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from nodecfg.credentials import Credentials
     from nodecfg.deadline import BoundedNode
     from nodecfg.images import ImageRef
+    from nodecfg.runtimes.record import Record
 
 # what a planner decided for a runtime on a node
 PlanStatus = Literal["configure", "absent", "masked", "failed"]
@@ -141,6 +142,7 @@ class FileChange:
     reason: str
     secret: bool = False  # never shown in --diff or logs
     validate: str = ""  # "json" | "dockerd" | "toml" | "containerd" | ""
+    remove: bool = False  # the file is removed (configure-nodes --undo); `content` is ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,15 @@ class RuntimePlan:
     note: str = ""
     files: tuple[FileChange, ...] = field(default_factory=tuple)
     action: Action = "none"
+    # the entries it added to files others own and wants there (record.py's `added`; None: the plan
+    # says nothing of them): nodecfg/undo.py `book` writes them into its record
+    added: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None
+    # configure-nodes --undo: files written in a second apply, once the first one's action verified
+    # (docker's final daemon.json, after a reload on one that names the keys nodecfg set as [])
+    then: tuple[FileChange, ...] = field(default_factory=tuple)
+    # configure-nodes --undo: what must no longer show in the running runtime (its verify waits for
+    # it to go, and `undone` judges it)
+    gone: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -274,6 +285,21 @@ class Runtime(Protocol[F]):
     # verify
     def check_effect(self, plan: RuntimePlan, values: Mapping[str, str], want: Want) -> str | None:
         """None when the running runtime shows the change, else why not."""
+        ...
+
+    # configure-nodes --undo (nodecfg/undo.py)
+    def unmerge(self, path: str, text: str, rec: Record) -> str | None:
+        """`path`, changed since nodecfg last wrote it, without what `rec` says is nodecfg's (None:
+        it has no rule for that file, which is then left as it is)."""
+        ...
+
+    def undo_plan(self, facts: F, files: tuple[FileChange, ...], notes: tuple[str, ...]) -> RuntimePlan:
+        """What makes the undo's `files` take: the action (only when running and not masked), what
+        must then be `gone`, files for the second apply (`then`)."""
+        ...
+
+    def undone(self, plan: RuntimePlan, values: Mapping[str, str]) -> str | None:
+        """None when the running runtime shows none of `plan.gone` after the undo's action, else why."""
         ...
 
     # smoke-test

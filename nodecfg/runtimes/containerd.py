@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from nodecfg import scripts, tagged
 from nodecfg.errors import NodecfgError
 from nodecfg.render import render
+from nodecfg.runtimes import record
 from nodecfg.runtimes.base import (
     IMPORT_LEVELS,
     Action,
@@ -74,6 +75,7 @@ MERGED_MARK = "# nodecfg merged"
 UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
 DIAL_TIMEOUT = "2s"  # per replica host, where containerd reads it
 DIAL_TIMEOUT_SINCE = (2, 1)  # containerd PR #11106
+RECORD = record.record_path("containerd")
 
 
 class TomlMergeError(NodecfgError):
@@ -95,6 +97,7 @@ class ContainerdFacts:
     config_toml: str | None = None  # None: no file
     config_file: str = CONFIG_TOML
     hosts: dict[str, str] = field(default_factory=dict)  # existing hosts.toml path -> text
+    record: str | None = None  # /var/lib/nodecfg/containerd.json: what nodecfg set (record.py)
     imported: tuple[ConfigFile, ...] = ()  # the files it imports, in containerd's load order
     # what the config imports that facts did not read yet (paths, or `dir/glob`): another look
     unread: tuple[str, ...] = ()
@@ -247,6 +250,7 @@ class ConfigEdit:
     certs_dir: str  # where hosts.toml files go (config_path in effect after the edit)
     notes: tuple[str, ...] = ()
     moved_mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    set_path: str = ""  # the config_path nodecfg set where there was none ("": it set none now)
 
 
 def set_config_path(existing: str | None, containerd_major: int,
@@ -265,7 +269,7 @@ def set_config_path(existing: str | None, containerd_major: int,
                 f"version = {version}\n\n"
                 f'[plugins."{section[1]}".registry]\n  config_path = "{certs_dir}"\n')
         what = "missing" if existing is None else "empty"
-        return ConfigEdit(text, certs_dir, (f"config.toml was {what}; wrote a minimal one",))
+        return ConfigEdit(text, certs_dir, (f"config.toml was {what}; wrote a minimal one",), set_path=certs_dir)
     try:
         doc = tomlkit.parse(existing)
         plain = tomllib.loads(existing)
@@ -301,6 +305,7 @@ def set_config_path(existing: str | None, containerd_major: int,
         notes.append(f"registry.mirrors for {', '.join(sorted(moved))} moved into hosts.toml: "
                      "containerd refuses mirrors beside config_path")
     effective = certs_dir
+    set_path = ""
     if isinstance(current_path, str) and current_path:
         effective = current_path.split(":")[0]
         if containerd_major >= 2 and ":" in current_path:
@@ -318,13 +323,14 @@ def set_config_path(existing: str | None, containerd_major: int,
         if not had_key:
             table.value.item("config_path").indent(2)
         changed = True
+        set_path = certs_dir
     if not changed:
         return ConfigEdit(None, effective, tuple(notes))
     new_text = tomlkit.dumps(doc)
     check = _get(tomllib.loads(new_text), section) or {}
     if check.get("config_path", "").split(":")[0] != effective or check.get("mirrors"):
         raise TomlMergeError(f"{source}: editing config_path did not produce the expected document")
-    return ConfigEdit(new_text, effective, tuple(notes), moved)
+    return ConfigEdit(new_text, effective, tuple(notes), moved, set_path)
 
 
 def render_hosts(upstream: str, endpoint: str, authorization: str | None,
@@ -466,9 +472,10 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
         return RuntimePlan("containerd", "failed", f"{facts.config_file} imports files more than "
                            f"{IMPORT_LEVELS} levels deep ({', '.join(facts.unread)}); left untouched")
     try:
+        mine = record.parse(facts.record, RECORD)
         where = effective_registry(facts.config_file, facts.config_toml, facts.imported, svc.major)
         edit = set_config_path(where.text, svc.major, source=where.path, version=where.version)
-    except TomlMergeError as exc:
+    except (TomlMergeError, record.RecordError) as exc:
         return RuntimePlan("containerd", "failed", str(exc))
     files: list[FileChange] = []
     if edit.text is not None and where.path == facts.config_file:
@@ -504,13 +511,17 @@ def plan_containerd(facts: ContainerdFacts, endpoint: str, mirrors: tuple[str, .
                                     validate="toml"))
         elif existing is not None and not existing.lstrip().startswith((MANAGED_MARK + ":", MERGED_MARK)):
             by_hand.append(upstream)
+    # the config_path nodecfg set where there was none: its own, which the undo takes out
+    recorded = mine.entries(where.path, "config_path")  # config.toml, or the drop-in that holds it
+    set_path = (edit.set_path,) if edit.set_path else (recorded if edit.certs_dir in recorded else ())
     action: Action = "restart" if edit.text is not None and svc.active else "none"
     notes = list(edit.notes)
     if by_hand:  # a hosts.toml the operator wrote that already does what nodecfg's would
         notes.append(f"{BY_HAND}: hosts.toml for {', '.join(by_hand)}")
     if edit.text is not None and not svc.active:
         notes.append("not running: config written, not started")
-    return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action)
+    return RuntimePlan("containerd", "configure", "; ".join(notes), tuple(files), action,
+                       added={where.path: {"config_path": set_path}})
 
 
 def dumped_config_path(dump_b64: str) -> str | None:
@@ -538,6 +549,74 @@ def check_effect(dump_b64: str, cri_status: str, certs_dir: str) -> str | None:
         return f"containerd config dump shows config_path = {value!r}, not {certs_dir}"
     if cri_status and cri_status != "ok":
         return f"containerd's CRI plugin did not load (status {cri_status}); check its config"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# configure-nodes --undo (nodecfg/undo.py)
+
+_SECTIONS = (("plugins", "io.containerd.cri.v1.images", "registry"),
+             ("plugins", "io.containerd.grpc.v1.cri", "registry"), ("plugins", "cri", "registry"))
+
+
+def config_path_of(text: str | None) -> str:
+    """The config_path a config.toml text sets, in whichever registry section it has one ("")."""
+    try:
+        doc = tomllib.loads(text) if text else {}
+    except tomllib.TOMLDecodeError:
+        return ""
+    for section in _SECTIONS:
+        value = (_get(doc, section) or {}).get("config_path") if isinstance(_get(doc, section), dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def unset_config_path(text: str, values: tuple[str, ...]) -> str | None:
+    """config.toml without the config_path nodecfg set (`values`, from its record): every other
+    setting and comment kept. None when it is not TOML."""
+    import tomlkit
+
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.TOMLKitError:
+        return None
+    changed = False
+    for section in _SECTIONS:
+        parent: Any = None
+        table: Any = doc
+        for key in section:
+            parent, table = table, table.get(key) if isinstance(table, dict) else None
+        if isinstance(table, dict) and table.get("config_path") in values:
+            del table["config_path"]
+            if not table:  # the table nodecfg added for it, left empty
+                del parent[section[-1]]
+            changed = True
+    # the blank line nodecfg put before the table it added goes with it
+    return tomlkit.dumps(doc).rstrip("\n") + "\n" if changed else text
+
+
+def plan_undo_containerd(facts: ContainerdFacts, files: tuple[FileChange, ...],
+                         notes: tuple[str, ...]) -> RuntimePlan:
+    """A restart when config.toml changes on a running containerd (hosts.toml and CA files are read
+    per pull); `gone`: the config_path nodecfg's version set, when the undone file does not."""
+    svc = facts.service
+    cfg = next((f for f in files if f.path == facts.config_file), None)
+    if cfg is None or not svc.active or svc.masked:
+        return RuntimePlan("containerd", "configure", "; ".join(notes), files)
+    before, after = config_path_of(cfg.old), config_path_of(None if cfg.remove else cfg.content)
+    return RuntimePlan("containerd", "configure", "; ".join(notes), files, "restart",
+                       gone=(before,) if before and before != after else ())
+
+
+def undone(dump_b64: str, cri_status: str, gone: tuple[str, ...]) -> str | None:
+    value = dumped_config_path(dump_b64)
+    if value is None:
+        return "containerd does not answer after the restart"
+    if cri_status and cri_status != "ok":
+        return f"containerd's CRI plugin did not load (status {cri_status}); check its config"
+    if value and value in gone:
+        return f"containerd config dump still shows config_path = {value!r}"
     return None
 
 
@@ -600,7 +679,7 @@ class Containerd:
 
     name: str = "containerd"
     layer: int = 0
-    fact_files: tuple[str, ...] = (CONFIG_TOML,)
+    fact_files: tuple[str, ...] = (CONFIG_TOML, RECORD)
     fact_dirs: tuple[str, ...] = (DEFAULT_CERTS_D, f"{DEFAULT_CERTS_D}/*/ca.crt")
     formats: Mapping[str, str] = {"containerd": "toml"}
     checks: tuple[str, ...] = ("containerd", "config_path", "cri", "crictl")
@@ -616,9 +695,10 @@ class Containerd:
         text = fact.text() if fact is not None else None
         hosts = {p: f.text() for p, f in files.items() if p.endswith(("/hosts.toml", "/ca.crt"))}
         imported, unread = load_order(cfg_file, text, files, dirs)
+        book = files.get(RECORD)
         return ContainerdFacts(service=service, config_toml=text, config_file=cfg_file,
                                hosts={p: t for p, t in hosts.items() if t is not None},
-                               imported=imported, unread=unread)
+                               imported=imported, unread=unread, record=book.text() if book is not None else None)
 
     def version_of(self, line: str) -> str:
         """'containerd github.com/containerd/containerd 1.6.20~ds1 ...' -> 1.6.20~ds1."""
@@ -639,6 +719,17 @@ class Containerd:
         del want
         return check_effect(values.get("containerd.dump", ""), values.get("containerd.cri", ""),
                             certs_dir_of(plan))
+
+    def unmerge(self, path: str, text: str, rec: record.Record) -> str | None:
+        values = rec.entries(path, "config_path")
+        return unset_config_path(text, values) if values else None
+
+    def undo_plan(self, facts: ContainerdFacts, files: tuple[FileChange, ...],
+                  notes: tuple[str, ...]) -> RuntimePlan:
+        return plan_undo_containerd(facts, files, notes)
+
+    def undone(self, plan: RuntimePlan, values: Mapping[str, str]) -> str | None:
+        return undone(values.get("containerd.dump", ""), values.get("containerd.cri", ""), plan.gone)
 
     def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         """ctr by upstream name through the certs dir the running config names, then the

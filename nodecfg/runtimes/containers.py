@@ -315,10 +315,6 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
                                 secret=True, validate="json"))
         notes.append(f"{AUTH_JSON} is read by podman only with REGISTRY_AUTH_FILE or --authfile, "
                      "by CRI-O only with global_auth_file")
-    book = record.change(NAME, facts.record, record.Record({AUTH_JSON: {"auths": added}}),
-                         replicas=bool(replicas))
-    if book is not None:
-        files.append(book)
     action: Literal["none", "reload"] = "none"
     if crio.installed and crio.masked:
         notes.append("crio masked; left masked, not reloaded")
@@ -327,7 +323,8 @@ def plan_containers(facts: ContainersFacts, endpoint: str, mirrors: tuple[str, .
             action = "reload"  # SIGHUP: CRI-O re-reads registries.conf and its drop-ins
         else:
             notes.append("crio not running: config written, not started")
-    return RuntimePlan(NAME, "configure", "; ".join(notes), tuple(files), action)
+    return RuntimePlan(NAME, "configure", "; ".join(notes), tuple(files), action,
+                       added={AUTH_JSON: {"auths": added}})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +504,23 @@ class Containers:
             problem = mirror_problem(regs, upstream, want.endpoint, want.replicas)
             if problem is not None:
                 return problem
+        return None
+
+    def unmerge(self, path: str, text: str, rec: record.Record) -> str | None:
+        keys = rec.keys(path)
+        return record.unmerge_json(text, keys, lambda _k, a, b: a == b) if keys else None
+
+    def undo_plan(self, facts: ContainersFacts, files: tuple[FileChange, ...],
+                  notes: tuple[str, ...]) -> RuntimePlan:
+        """A reload of a running (unmasked) crio when the drop-in changes; podman reads per command."""
+        crio = facts.crio
+        reload = crio.installed and crio.active and not crio.masked and any(f.path == DROP_IN for f in files)
+        return RuntimePlan(NAME, "configure", "; ".join(notes), files, "reload" if reload else "none")
+
+    def undone(self, plan: RuntimePlan, values: Mapping[str, str]) -> str | None:
+        del plan
+        if "containers.info" in values and podman_registries(values["containers.info"]) is None:
+            return "podman info --format json gave no readable JSON after the undo"
         return None
 
     def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:

@@ -20,7 +20,7 @@ import base64
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from nodecfg import scripts
@@ -304,16 +304,13 @@ def plan_docker(facts: DockerFacts, endpoint: str, mirror_docker_io: bool,
         if client is not None:
             files.append(FileChange(ROOT_DOCKER_CONFIG, client, 0o600, facts.client_config,
                                     "registry credentials", secret=True, validate="json"))
-    kept = record.Record({path: added, ROOT_DOCKER_CONFIG: {"auths": auths}})
-    book = record.change("docker", facts.record, kept, replicas=bool(replicas))
-    if book is not None:
-        files.append(book)
     # credentials in config.json are read per pull: only daemon.json needs a reload
     action: Action = "reload" if text is not None and svc.active else "none"
     note = "; ".join(notes) if notes else ""
     if text is not None and not svc.active:
         note = "; ".join([*notes, "not running: config written, not started"])
-    return RuntimePlan("docker", "configure", note, tuple(files), action)
+    return RuntimePlan("docker", "configure", note, tuple(files), action,
+                       added={path: added, ROOT_DOCKER_CONFIG: {"auths": auths}})
 
 
 DOCKERD_VALIDATE_MAJOR = 23  # `dockerd --validate` exists from docker 23
@@ -348,6 +345,69 @@ def check_effect(info_json: str, endpoint: str, mirror_docker_io: bool, tls: boo
             mirror = f"{'https' if tls else 'http'}://{name}"
             if mirror not in mirrors:
                 return f"docker info does not list {mirror} as a registry mirror"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# configure-nodes --undo (nodecfg/undo.py)
+
+
+def _same_entry(key: str, a: str, b: str) -> bool:
+    return _mirror_matches(a, b, key)
+
+
+def _lists(text: str | None) -> dict[str, list[str]]:
+    """The registry lists of a daemon.json text ({} when none, or not JSON)."""
+    try:
+        doc = json.loads(text) if text and text.strip() else {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: [e for e in v if isinstance(e, str)] for k in FLAG_KEYS.values()
+            if isinstance(v := doc.get(k), list)}
+
+
+def plan_undo_docker(facts: DockerFacts, files: tuple[FileChange, ...], notes: tuple[str, ...]) -> RuntimePlan:
+    """A reload when daemon.json changes on a running dockerd. dockerd's reload applies only the
+    keys the file sets: a key nodecfg added and the undo takes out would stay in force. So the
+    first apply writes the undone file with those keys as `[]` (the reload empties them), and the
+    second apply (`then`) writes the file's own bytes, with no reload. `gone`: how `docker info`
+    names each entry taken out (`"host:port"` insecure, `scheme://host:port/` mirror)."""
+    svc = facts.service
+    note = "; ".join(notes)
+    daemon = next((f for f in files if f.path == facts.daemon_json_path), None)
+    if daemon is None or not svc.active or svc.masked:
+        return RuntimePlan("docker", "configure", note, files)
+    before, after = _lists(daemon.old), _lists(None if daemon.remove else daemon.content)
+    gone: list[str] = []
+    for key, entries in before.items():
+        for e in entries:
+            if not any(_mirror_matches(a, e, key) for a in after.get(key, [])):
+                bare = e.strip().rstrip("/")
+                gone.append(f'"{bare.partition("://")[2] or bare}"' if key == "insecure-registries" else f"{bare}/")
+    held = [k for k in before if k not in after]
+    then: tuple[FileChange, ...] = ()
+    if held:
+        try:
+            doc = {} if daemon.remove else json.loads(daemon.content or "{}")
+        except ValueError:
+            doc = {}
+        step = FileChange(daemon.path, json.dumps({**(doc if isinstance(doc, dict) else {}), **{k: [] for k in held}},
+                                                  indent=2) + "\n",
+                          daemon.mode, daemon.old, f"{', '.join(held)} emptied for dockerd's reload",
+                          secret=daemon.secret, validate="json")
+        then = (replace(daemon, old=step.content),)
+        files = tuple(step if f is daemon else f for f in files)
+    return RuntimePlan("docker", "configure", note, files, "reload", then=then, gone=tuple(dict.fromkeys(gone)))
+
+
+def undone(info: str, gone: tuple[str, ...]) -> str | None:
+    if not info.strip():
+        return "docker does not answer after the reload"
+    for word in gone:
+        if word in info:
+            return f"docker info still lists {word.strip(chr(34))} (the reload did not take it out)"
     return None
 
 
@@ -406,6 +466,16 @@ class Docker:
         del plan
         return check_effect(values.get("docker.info", ""), want.endpoint, "docker.io" in want.mirrors,
                             want.ca_pem is not None, want.replicas)
+
+    def unmerge(self, path: str, text: str, rec: record.Record) -> str | None:
+        keys = rec.keys(path)
+        return record.unmerge_json(text, keys, _same_entry) if keys else None
+
+    def undo_plan(self, facts: DockerFacts, files: tuple[FileChange, ...], notes: tuple[str, ...]) -> RuntimePlan:
+        return plan_undo_docker(facts, files, notes)
+
+    def undone(self, plan: RuntimePlan, values: Mapping[str, str]) -> str | None:
+        return undone(values.get("docker.info", ""), plan.gone)
 
     def probe_more(self, node: BoundedNode, plan: SmokePlan, vals: Mapping[str, list[str]]) -> str:
         del node, plan, vals

@@ -8,12 +8,22 @@ added. The record is one more file of that runtime's plan, so the same apply wri
 step as the files it describes (temp file, compare-and-swap, rename; rolled back with them), root
 only (0600; it holds no secret, only registry names).
 
-The format, small on purpose (the undo of issue 23 reads it):
+The format, small on purpose (`configure-nodes --undo` reads it: nodecfg/undo.py, docs/undo.md):
 
     {"version": 1,
      "added": {"/etc/docker/daemon.json": {"insecure-registries": ["10.0.0.12:5000"],
                                           "registry-mirrors": ["http://10.0.0.12:5000"]},
-               "/root/.docker/config.json": {"auths": ["10.0.0.12:5000"]}}}
+               "/root/.docker/config.json": {"auths": ["10.0.0.12:5000"]}},
+     "files": {"/etc/docker/daemon.json": {"last": "<sha256>", "orig": "<sha256>", "created": false},
+               "/etc/containerd/certs.d/docker.io/hosts.toml": {"last": "<sha256>", "orig": null,
+                                                               "created": true}}}
+
+`files[file]`: every file nodecfg wrote (but the record and its copies): the sha256 of what it
+last wrote (`last`), and what was there before its first change: nothing (`created`), or bytes
+whose sha256 is `orig`, kept root-only in `/var/lib/nodecfg/orig/<escaped path>` (`orig_path`).
+Neither (`orig` null, not created): someone changed the file between two writes of nodecfg's, so
+no earlier bytes can be put back; the undo takes out nodecfg's entries only. nodecfg/undo.py
+(`book`) keeps `files` up to date in the same apply as the files; older nodecfgs ignore the key.
 
 `added[file][key]`: the entries of that key (list items, or an object's keys) that nodecfg put
 there and wants still. For each key a planner merges (`merge_list`, `added_keys`):
@@ -23,9 +33,8 @@ there and wants still. For each key a planner merges (`merge_list`, `added_keys`
 - a recorded entry no longer wanted is removed from the file and from the record; a recorded one
   still wanted stays recorded (added again if someone removed it meanwhile).
 
-Without replicas a node that has no record gets none (`change`): nodecfg then writes exactly what
-it always has, and a node's first record comes with the first entry it adds for a replica. A record that is not of
-this shape fails its runtime (`RecordError`): nodecfg would not know which entries are its own.
+A node gets its record with the first file nodecfg changes there. A record that is not of this
+shape fails its runtime (`RecordError`): nodecfg would not know which entries are its own.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from nodecfg.errors import NodecfgError
 from nodecfg.runtimes.base import FileChange
 
 RECORD_DIR = "/var/lib/nodecfg"
+ORIG_DIR = f"{RECORD_DIR}/orig"
+OWN_MARK = "# Managed by nodecfg"  # the first line of a file nodecfg writes whole (hosts.toml, the drop-in)
 VERSION = 1
 
 
@@ -46,13 +57,37 @@ def record_path(runtime: str) -> str:
     return f"{RECORD_DIR}/{runtime}.json"
 
 
+def orig_path(path: str) -> str:
+    """Where a file's bytes from before nodecfg's first change are kept: one flat, root-only dir,
+    the path escaped (`/etc/docker/daemon.json` -> `etc%2Fdocker%2Fdaemon.json`)."""
+    return f"{ORIG_DIR}/" + path.lstrip("/").replace("%", "%25").replace("/", "%2F")
+
+
+def bookkeeping(path: str) -> bool:
+    """A file of nodecfg's own bookkeeping (a record, an original's copy), not a runtime's config."""
+    return path.startswith(RECORD_DIR + "/")
+
+
 class RecordError(NodecfgError):
     """A record nodecfg cannot read: which entries are its own is unknown."""
 
 
 @dataclass(frozen=True)
+class Written:
+    """One file nodecfg wrote: the sha256 of its last write, and what was there before its first."""
+
+    last: str
+    orig: str | None = None  # the sha256 of the bytes kept at `orig_path`
+    created: bool = False  # nothing was there: the undo removes it
+
+    def render(self) -> dict[str, Any]:
+        return {"last": self.last, "orig": self.orig, "created": self.created}
+
+
+@dataclass(frozen=True)
 class Record:
     added: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    files: Mapping[str, Written] = field(default_factory=dict)
 
     def entries(self, path: str, key: str) -> tuple[str, ...]:
         return tuple(self.added.get(path, {}).get(key, ()))
@@ -62,12 +97,14 @@ class Record:
 
     @property
     def empty(self) -> bool:
-        return not any(entries for keys in self.added.values() for entries in keys.values())
+        return not self.files and not any(entries for keys in self.added.values() for entries in keys.values())
 
     def render(self) -> str:
         added = {p: {k: list(v) for k, v in keys.items() if v} for p, keys in sorted(self.added.items())}
-        return json.dumps({"version": VERSION, "added": {p: k for p, k in added.items() if k}},
-                          indent=2, sort_keys=True) + "\n"
+        doc: dict[str, Any] = {"version": VERSION, "added": {p: k for p, k in added.items() if k}}
+        if self.files:
+            doc["files"] = {p: w.render() for p, w in self.files.items()}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
 def parse(text: str | None, source: str) -> Record:
@@ -85,14 +122,22 @@ def parse(text: str | None, source: str) -> Record:
                                            for v in keys.values())
             for keys in added.values()):
         raise RecordError(f"{why} (version {VERSION}: added -> file -> key -> entries); fix or remove it")
-    return Record({p: {k: tuple(v) for k, v in keys.items()} for p, keys in added.items()})
+    files = doc.get("files", {})
+    if not isinstance(files, dict) or not all(_written(w) for w in files.values()):
+        raise RecordError(f"{why} (version {VERSION}: files -> file -> last, orig, created); fix or remove it")
+    return Record({p: {k: tuple(v) for k, v in keys.items()} for p, keys in added.items()},
+                  {p: Written(w["last"], w.get("orig"), bool(w.get("created"))) for p, w in files.items()})
 
 
-def change(runtime: str, old_text: str | None, new: Record, *, replicas: bool) -> FileChange | None:
-    """The record to write when it differs from the node's. A node that has none gets one only
-    when nodecfg adds an entry while the inventory has replicas: without replicas nodecfg writes
-    what it wrote before records existed, byte for byte."""
-    if old_text is None and (not replicas or new.empty):
+def _written(w: Any) -> bool:
+    return (isinstance(w, dict) and isinstance(w.get("last"), str) and isinstance(w.get("orig"), str | None)
+            and isinstance(w.get("created", False), bool))
+
+
+def change(runtime: str, old_text: str | None, new: Record) -> FileChange | None:
+    """The record to write when it differs from the node's (none when there is none and nothing
+    to record)."""
+    if old_text is None and new.empty:
         return None
     text = new.render()
     if text == old_text:
@@ -140,3 +185,26 @@ def added_keys(before: Mapping[str, Any], wanted: Sequence[str], recorded: Seque
 def stale_keys(recorded: Sequence[str], wanted: Sequence[str]) -> tuple[str, ...]:
     """The recorded object keys nodecfg no longer wants: to remove."""
     return tuple(k for k in recorded if k not in wanted)
+
+
+def unmerge_json(text: str, keys: Mapping[str, Sequence[str]], same: Callable[[str, str, str], bool]) -> str | None:
+    """A JSON file without the entries nodecfg added (`keys`: key -> entries; items of a list
+    compared with `same(key, a, b)`, or keys of an object). None when it is no JSON object.
+    An emptied list stays as `[]` (dockerd's reload applies only the keys the file sets)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    changed = False
+    for key, entries in keys.items():
+        value = doc.get(key)
+        if isinstance(value, list):
+            kept = [v for v in value if not (isinstance(v, str) and any(same(key, v, e) for e in entries))]
+            changed |= kept != value
+            doc[key] = kept
+        elif isinstance(value, dict):
+            for e in entries:
+                changed |= value.pop(e, None) is not None
+    return json.dumps(doc, indent=2) + "\n" if changed else text

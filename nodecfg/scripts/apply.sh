@@ -28,9 +28,16 @@
 #        (queued, waited for, then <RUNTIME>_verify once it settled active), or `none` (files it
 #        reads per command: <RUNTIME>_verify only)
 #   -U UNIT                                           every unit, for the closing state probe
-# stdin: each file's content, base64, one line per -F in order.
+#   configure-nodes --undo (nodecfg/undo.py):
+#   -X                                                undo: each verify waits for what must be gone
+#   -g RUNTIME WORD                                   what must no longer show in RUNTIME's verify
+#                                                     (`$gone` there, words)
+#   -F ... with MODE `rm`                             the file is removed (backed up, as any write)
+#   -P REAL                                           at the end: every backup of nodecfg's of REAL goes
+#   -Q DIR                                            then: DIR is removed if it is empty
+# stdin: each file's content, base64, one line per -F in order (an empty line for a removal).
 
-deadline=10 endpoint='' mirrors='' replicas='' scheme=http units='' run=0 keep=3
+deadline=10 endpoint='' mirrors='' replicas='' scheme=http units='' run=0 keep=3 undo=0 gones=''
 scan() {
   while [ $# -gt 0 ]; do
     case $1 in
@@ -42,6 +49,10 @@ scan() {
       -p) replicas="$replicas $2"; shift 2;;
       -S) scheme=$2; shift 2;;
       -U) units="$units $2"; shift 2;;
+      -X) undo=1; shift;;
+      -g) gones="$gones$2$tab$3
+"; shift 3;;
+      -P|-Q) shift 2;;
       -F) shift 9;;
       -A) shift 4;;
       *) shift;;
@@ -92,6 +103,7 @@ write_all() {
     dir=${real%/*}
     dir=${dir:-/}
     i=$((i + 1))
+    [ "$mode" = rm ] && continue  # a removal: nothing to write
     [ -d "$dir" ] || err=$(mkdir -p -- "$dir" 2>&1) || { fail "$path" "$err"; continue; }
     umask "$(printf '%03o' $(( 0777 & ~0$mode )))"
     # shellcheck disable=SC3040  # noclobber: never write through a file someone put there
@@ -132,14 +144,16 @@ rename_all() {
   i=0
   while [ $# -gt 0 ]; do
     if [ "$1" != -F ]; then shift; continue; fi
-    path=$2 real=$3 bak=$9
+    path=$2 real=$3 mode=$4 bak=$9
     temp "$i" "$real"
     i=$((i + 1))
     shift 9
     if [ "$bak" != - ]; then
       { ln -f -- "$real" "$bak" 2>/dev/null || cp -p -- "$real" "$bak"; } && rec backup "$path" "$bak"
     fi
-    if mv -f -- "$t" "$real"; then
+    if [ "$mode" = rm ]; then
+      if rm -f -- "$real"; then rec wrote "$path"; fi
+    elif mv -f -- "$t" "$real"; then
       rec wrote "$path"
       # the backup is the old file's own inode no more: at most 0600 now, and the oldest go
       if [ "$bak" != - ]; then keep_backups "$real"; fi
@@ -186,6 +200,7 @@ act_all() {
     if [ "$1" != -A ]; then shift; continue; fi
     rt=$2 unit=$3 action=$4
     shift 4
+    gone=$(printf '%s' "$gones" | awk -F "$tab" -v r="$rt" '$1 == r {print $2}')
     if [ "$action" = none ]; then
       "${rt}_verify"
       continue
@@ -197,12 +212,25 @@ act_all() {
   done
 }
 
+# --undo, at the end: nodecfg's backups of the files it undid (-P), then the dirs left empty (-Q)
+purge_all() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      -P) for _b in "$2".nodecfg-*.bak; do own_backup "$2" "$_b" && rm -f -- "$_b" && rec pruned "$_b"; done
+          shift 2;;
+      -Q) rmdir -- "$2" 2>/dev/null; shift 2;;
+      *) shift;;
+    esac
+  done
+}
+
 write_all "$@"
 if [ $bad = 1 ]; then remove_temps "$@"; rec end apply; exit 0; fi
 cas_all "$@"
 if [ $bad = 1 ]; then remove_temps "$@"; rec end apply; exit 0; fi
 rename_all "$@"
 act_all "$@"
+purge_all "$@"
 # shellcheck disable=SC2086  # unit names are words
 unit_states after. "ActiveState ActiveEnterTimestampMonotonic" $units
 rec end apply

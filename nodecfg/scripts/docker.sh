@@ -58,9 +58,20 @@ docker_listed() {
   return $_ok
 }
 
-# poll `docker info` (bounded) until the registry is listed: dockerd applies SIGHUP asynchronously
+# --undo: dockerd answers and its info names none of $gone (words, as `docker info` writes them)
+docker_unlisted() {
+  info=$(dinfo)
+  [ -n "$info" ] || return 1
+  set -f
+  for _w in $gone; do case $info in *"$_w"*) set +f; return 1;; esac; done
+  set +f
+}
+
+# poll `docker info` (bounded) until the registry is listed (--undo: until what went is gone):
+# dockerd applies SIGHUP asynchronously
 docker_verify() {
-  wait_until "$deadline" 0.25 docker_listed
+  if [ "${undo:-0}" = 1 ]; then wait_until "$deadline" 0.25 docker_unlisted
+  else wait_until "$deadline" 0.25 docker_listed; fi
   rec docker.info "$info"
 }
 

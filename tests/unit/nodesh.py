@@ -14,7 +14,7 @@ from nodecfg.scripts import NodeScript
 
 DASH = "/bin/dash"
 TOOLS = ("awk", "base64", "cat", "chmod", "chown", "cp", "cut", "date", "dirname", "grep", "head", "ln",
-         "mkdir", "mktemp", "mv", "readlink", "rm", "sed", "sha256sum", "sleep", "stat", "tail", "tar",
+         "mkdir", "mktemp", "mv", "readlink", "rm", "rmdir", "sed", "sha256sum", "sleep", "stat", "tail", "tar",
          "timeout", "tr", "sh")
 
 # systemctl: every call goes to $STUB/calls; `show` answers from $STUB/units/<unit> (KEY=value

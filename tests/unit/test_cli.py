@@ -174,3 +174,20 @@ def test_smoke_test_timeout_is_each_nodes_deadline_not_its_connect(tmp_path: Pat
     with pytest.raises(SystemExit):
         main(["smoke-test", "--help"])
     assert f"(default: {smoke.DEFAULT_TIMEOUT:g};" in " ".join(capsys.readouterr().out.split())
+
+
+def test_configure_nodes_undo_reaches_the_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodecfg import configure, report
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("master:\n  address: 127.0.0.10\nnodes:\n  - address: 127.0.0.11\n")
+    seen: list[object] = []
+
+    class Fleet:
+        exit_code = 0
+
+    monkeypatch.setattr(configure, "configure_nodes", lambda _inv, _hosts, options, **_kw: seen.append(options) or Fleet())
+    monkeypatch.setattr(report, "configure_recap", lambda *a, **k: None)
+    assert main(["configure-nodes", "-i", str(inv), "--undo", "--check", "--diff"]) == 0
+    assert main(["configure-nodes", "-i", str(inv)]) == 0
+    assert [(o.undo, o.check, o.diff) for o in seen] == [(True, True, True), (False, False, False)]  # type: ignore[attr-defined]

@@ -78,20 +78,34 @@ def plan_case(meta: dict[str, Any], files: dict[str, str]) -> Any:
     return rt.plan(facts, want)
 
 
+def with_added(plan: Any, before: dict[str, str]) -> tuple[Any, ...]:
+    """The plan's files and its record's `added` part (the fixtures hold that part: the files
+    part, which nodecfg/undo.py `book` adds on a node, is tested in test_undo.py)."""
+    path = record.record_path(plan.runtime)
+    if plan.added is None or (path not in before and not any(plan.added.get(p, {}).get(k)
+                                                             for p in plan.added for k in plan.added[p])):
+        return plan.files
+    kept = record.Record(plan.added, record.parse(before.get(path), path).files)
+    book = record.change(plan.runtime, before.get(path), kept)
+    return (*plan.files, *((book,) if book is not None else ()))
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_plan_from_fixture(case: Path) -> None:
     meta = yaml.safe_load((case / "case.yaml").read_text())
     before = tree(case / "before")
     plan = plan_case(meta, before)
     assert (plan.status, plan.action, plan.note) == (meta["status"], meta["action"], meta.get("note", ""))
-    assert {f.path: f.content for f in plan.files} == tree(case / "after")
-    for f in plan.files:
+    files = with_added(plan, before)
+    assert {f.path: f.content for f in files} == tree(case / "after")
+    for f in files:
         assert f.old == before.get(f.path)
         if f.path.startswith("/var/lib/nodecfg/"):  # the record: root only, JSON, no secret in it
             assert (f.mode, f.secret, f.validate) == (0o600, False, "json")
     # applied, then planned again: nothing to write, nothing to reload
-    again = plan_case(meta, {**before, **{f.path: f.content for f in plan.files}})
-    assert (again.files, again.action, again.status) == ((), "none", meta["status"])
+    after = {**before, **{f.path: f.content for f in files}}
+    again = plan_case(meta, after)
+    assert (with_added(again, after), again.action, again.status) == ((), "none", meta["status"])
 
 
 def test_every_fixture_path_is_one_facts_read() -> None:
@@ -209,15 +223,14 @@ def test_record_render_parse_and_what_is_refused() -> None:
             record.parse(bad, "x")
 
 
-def test_record_is_written_with_the_first_entry_for_a_replica_and_kept_after() -> None:
+def test_record_is_written_with_the_first_entry_and_kept_after() -> None:
     some = record.Record({"/f": {"k": ("a",)}})
-    assert record.change("docker", None, some, replicas=False) is None  # before records: bytes as ever
-    assert record.change("docker", None, record.Record(), replicas=True) is None  # nothing added: no file
-    first = record.change("docker", None, some, replicas=True)
+    assert record.change("docker", None, record.Record()) is None  # nothing added: no file
+    first = record.change("docker", None, some)
     assert first is not None and (first.path, first.mode, first.old) == ("/var/lib/nodecfg/docker.json", 0o600, None)
-    # once there, it is kept up to date, with replicas or without
-    assert record.change("docker", first.content, some, replicas=False) is None
-    emptied = record.change("docker", first.content, record.Record(), replicas=False)
+    # once there, it is kept up to date
+    assert record.change("docker", first.content, some) is None
+    emptied = record.change("docker", first.content, record.Record())
     assert emptied is not None and emptied.content == '{\n  "added": {},\n  "version": 1\n}\n'
 
 

@@ -134,7 +134,10 @@ def _facts_output(conf: str = "absent", active: str = "active") -> str:
     end = text.pop()
     extra = ["unit.fakert\tLoadState=loaded", f"unit.fakert\tActiveState={active}",
              "unit.fakert\tUnitFileState=enabled", "bin.fakert\t/usr/bin/fakert",
-             "version.fakert\tfakert version 1.2.3", f"path\t{CONF}\t{conf}"]
+             "version.fakert\tfakert version 1.2.3", f"path\t{CONF}\t{conf}",
+             # every runtime's record, and the dir of the original copies (nodecfg/undo.py)
+             "path\t/var/lib/nodecfg/fakert.json\tabsent", "path\t/var/lib/nodecfg/containerd.json\tabsent",
+             "dir\t/var/lib/nodecfg/orig\tabsent"]
     return "\n".join([*extra, *text, end]) + "\n"
 
 

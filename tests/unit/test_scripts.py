@@ -502,3 +502,41 @@ def test_rollback_after_an_apply_cut_between_backup_and_rename(tmp_path: Path) -
     done = parse_apply(out)
     assert not done.conflicts and "restored" not in done.values
     assert not bak.exists() and daemon.read_text() == '{"debug": true}\n' and daemon.stat().st_mode & 0o777 == 0o600
+
+
+def test_undo_apply_removes_waits_for_what_went_then_purges_backups(tmp_path: Path) -> None:
+    """configure-nodes --undo on the node: a removal is backed up like a write; docker's verify
+    waits until `docker info` names none of the plan's `gone`; the second apply purges every backup
+    of nodecfg's of the files undone and removes the dirs left empty; a removal rolls back."""
+    node, daemon, _, files = _docker_node(tmp_path)
+    hosts = node.path("/etc/containerd/certs.d/docker.io/hosts.toml")
+    hosts.parent.mkdir(parents=True)
+    hosts.write_text("# Managed by nodecfg\n")
+    Path(f"{hosts}.nodecfg-20240101000000.bak").write_text("older\n")
+    files[str(hosts)] = _exists(hosts)
+    (node.stub / "docker-info.json").write_text(_docker_info("other:5000", mirror=False))
+    restore = FileChange(str(daemon), '{"debug": true, "x": 1}\n', 0o644, '{"debug": true}\n', "x")
+    gone = FileChange(str(hosts), "", 0o644, "# Managed by nodecfg\n", "x", remove=True)
+    plan = NodePlan((RuntimePlan("docker", "configure", files=(restore,), action="reload", gone=(f'"{EP}"',)),
+                     RuntimePlan("containerd", "configure", files=(gone,))))
+    report = parse_apply(node.run(apply_script(plan, files, Want(EP, ()), 5, "20250101000001", undo=True)).stdout)
+    assert report.complete and set(report.written) == {str(daemon), str(hosts)}
+    assert not hosts.exists() and Path(f"{hosts}.nodecfg-20250101000001.bak").read_text() == "# Managed by nodecfg\n"
+    assert configure._runtime_error(plan["docker"], report.values, Want(EP, ()), 5, undo=True) is None
+    # what went still listed: the verify waits (bounded), and the undo is refused
+    (node.stub / "docker-info.json").write_text(_docker_info(EP, mirror=False))
+    again = dataclasses.replace(restore, old=daemon.read_text(), content='{"debug": true}\n')
+    only = NodePlan((dataclasses.replace(plan["docker"], files=(again,)),))
+    values = parse_apply(node.run(apply_script(only, {str(daemon): _exists(daemon)}, Want(EP, ()), 1, "20250101000002",
+                                               undo=True), check=False).stdout).values
+    assert "still lists 10.1.1.1:5000" in str(configure._runtime_error(only["docker"], values, Want(EP, ()), 1,
+                                                                         undo=True))
+    # a removal rolls back from its backup
+    node.run(rollback_script(plan["containerd"], files, was_active=True, deadline=5, stamp="20250101000001"))
+    assert hosts.read_text() == "# Managed by nodecfg\n"
+    hosts.unlink()
+    # the second apply: nothing written, every backup of nodecfg's of those files purged, empty dirs gone
+    out = node.run(apply_script(NodePlan(()), {}, Want(EP, ()), 5, "S2", undo=True, act=False,
+                                purge=(str(daemon), str(hosts)), rmdirs=(str(hosts.parent),))).stdout
+    assert not list(daemon.parent.glob("*.bak")) and not hosts.parent.exists()
+    assert ("pruned", (f"{hosts}.nodecfg-20240101000000.bak",)) in list(tagged.decode(out))
