@@ -22,7 +22,8 @@ from typing import Any
 
 from nodecfg.images import parse_ref
 from nodecfg.inventory import Inventory
-from nodecfg.runtimes.containerd import DEFAULT_CERTS_D, UPSTREAM_SERVERS
+from nodecfg.runtimes.containerd import UPSTREAM_SERVERS
+from nodecfg.runtimes.containerd_config import DEFAULT_CERTS_D
 
 # kubespray's variable for each upstream registry (roles/kubespray_defaults)
 REPO_VARS: Mapping[str, str] = {

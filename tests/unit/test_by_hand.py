@@ -11,12 +11,12 @@ import pytest
 from nodecfg.runtimes.common import ServiceFacts
 from nodecfg.runtimes.containerd import (
     BY_HAND,
-    DEFAULT_CERTS_D,
     ContainerdFacts,
     merge_hosts,
     plan_containerd,
     render_hosts,
 )
+from nodecfg.runtimes.containerd_config import DEFAULT_CERTS_D
 from nodecfg.runtimes.docker import DockerFacts, plan_docker, registry_key
 
 EP = "master:5000"

@@ -14,14 +14,12 @@ from nodecfg.inventory import Secret
 from nodecfg.runtimes.common import ServiceFacts
 from nodecfg.runtimes.containerd import (
     ContainerdFacts,
-    TomlMergeError,
     check_effect,
     merge_hosts,
     plan_containerd,
-    registry_section,
     render_hosts,
-    set_config_path,
 )
+from nodecfg.runtimes.containerd_config import TomlMergeError, registry_section, set_config_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "containerd"
 CASES = sorted(p for p in FIXTURES.iterdir() if p.is_dir())

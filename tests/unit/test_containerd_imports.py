@@ -14,7 +14,8 @@ import yaml
 
 from nodecfg import configure
 from nodecfg.runtimes.base import FileFact, FileState, ServiceFacts, Want
-from nodecfg.runtimes.containerd import RUNTIME, ContainerdFacts, certs_dir_of, load_order
+from nodecfg.runtimes.containerd import RUNTIME, ContainerdFacts, certs_dir_of
+from nodecfg.runtimes.containerd_config import load_order
 
 CASES: list[dict[str, Any]] = yaml.safe_load(
     (Path(__file__).parent / "fixtures" / "containerd_imports.yaml").read_text())
