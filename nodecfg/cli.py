@@ -93,11 +93,11 @@ STEP_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on a node: g
                      "the other nodes go on")
 
 
-MASTER_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on the master: gathering facts, loading "
-                       "the registry image, (re)starting the container until it answers, each request of the "
-                       "push, removing it (default: connect per the inventory's ssh.connect_timeout, else 10; "
-                       "each step 60). Every docker call there runs under `timeout`, so nothing is left "
-                       "running on the master after a step is over")
+MASTER_TIMEOUT_HELP = ("seconds for the SSH connect and for each step on each registry host (the master, "
+                       "every replica): gathering facts, each docker call, each request to the registry, "
+                       "(re)starting the container until it answers (default: connect per the inventory's "
+                       "ssh.connect_timeout, else 10; each step 60). Every docker call there runs under "
+                       "`timeout`, so nothing is left running on a registry host after a step is over")
 
 
 def _add_master_timeout(p: argparse.ArgumentParser) -> None:
