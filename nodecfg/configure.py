@@ -94,6 +94,9 @@ class Options:
 # facts
 
 FACTS_END = "end\tnodecfg-facts"
+# where a node remembers its runtimes' binaries' versions, each under the binary's identity (lib.sh
+# `version_of`: a replaced or rewritten binary is asked again); tmpfs, root's alone
+VERSION_CACHE = "/run/nodecfg"
 
 
 def _libraries() -> list[str]:
@@ -102,13 +105,16 @@ def _libraries() -> list[str]:
 
 
 def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = (),
-                 deadline: float = 60.0) -> NodeScript:
+                 deadline: float = 60.0, version_cache: str | None = None) -> NodeScript:
     """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
     and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
-    node. Its arguments: each command's bound (`deadline`), every runtime's unit and name, the
-    files to read, the dirs to list."""
+    node. Its arguments: each command's bound (`deadline`), where the node remembers its
+    binaries' versions (`version_cache`: configure-nodes gives VERSION_CACHE), every runtime's unit
+    and name, the files to read, the dirs to list."""
     registered = runtimes.registered()
     args: list[str] = ["-t", f"{deadline:g}"]
+    if version_cache:
+        args += ["-c", version_cache]
     for unit in dict.fromkeys(unit_of(rt) for rt in registered):
         args += ["-u", f"{unit}.service"]
     for rt in registered:
@@ -608,7 +614,7 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             raise HostError(f"{host}: {step}: {why}") from None
 
     def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
-        res = sh(facts_script(files, dirs, deadline), deadline, "gathering facts")
+        res = sh(facts_script(files, dirs, deadline, VERSION_CACHE), deadline, "gathering facts")
         try:
             return parse_facts(res.stdout)
         except FactsError as exc:

@@ -4,10 +4,15 @@
 
 containers_facts() {
   # the binaries alone (no daemon to wait for), and only those that are there: a fork each counts
-  _crio=$(command -v crio) _podman=$(command -v podman)
-  rec bin.containers "$_crio"
-  rec version.containers "$([ -n "$_crio" ] && crio --version 2>/dev/null | head -n 1)"
-  rec containers.podman "$_podman" "$([ -n "$_podman" ] && podman --version 2>/dev/null)"
+  path_of crio
+  rec bin.containers "$found"
+  version=
+  [ -z "$found" ] || version_of crio
+  rec version.containers "$version"
+  path_of podman
+  version=
+  [ -z "$found" ] || version_of podman
+  rec containers.podman "$found" "$version"
 }
 
 # TOML and JSON: parsed by nodecfg before anything is sent
