@@ -20,24 +20,33 @@ docker_facts() {
   path_of dockerd
   rec bin.docker "$found"
   [ -n "$found" ] || return 0  # not installed: nothing more to ask
-  # the running dockerd names its version in the Server header of every answer: its /_ping costs
-  # it nothing (/version runs `runc --version` and docker-init's on every call: ~15 ms of CPU on the
-  # node); starting the dockerd binary costs ~40 ms. The header is cut by the shell, no pipeline.
-  dv=$(curl -s -o /dev/null -D - --max-time 2 --unix-socket /var/run/docker.sock http://docker/_ping 2>/dev/null)
-  case $dv in
-    *"Server: Docker/"*) dv=${dv#*Server: Docker/}; dv=${dv%%" "*};;  # `Docker/<version> (<os>)`
-    *) dv=;;
-  esac
-  case $dv in *[!0-9A-Za-z.+~_-]*) dv=;; esac  # anything else is no version
-  if [ -n "$dv" ]; then rec version.docker "Docker version $dv"
-  else  # the binary alone: no daemon to wait for
-    version_of dockerd
-    rec version.docker "$version"
-  fi
+  # the running dockerd's version: remembered under the identity of the image it runs
+  # (/proc/<pid>/exe: a restart on an upgraded binary is another), else asked of it — it names it in
+  # the Server header of every answer, and its /_ping costs it nothing (/version runs `runc
+  # --version` and docker-init's on every call: ~15 ms of CPU) — cut by the shell, no pipeline
   unit_prop docker.service MainPID
-  if [ "${prop:-0}" -gt 0 ] 2>/dev/null; then
+  pid=$prop
+  if [ "${pid:-0}" -gt 0 ] 2>/dev/null && remembered dockerd.running "/proc/$pid/exe"; then
+    rec version.docker "Docker version $version"
+  else
+    dv=$(curl -s -o /dev/null -D - --max-time 2 --unix-socket /var/run/docker.sock http://docker/_ping 2>/dev/null)
+    case $dv in
+      *"Server: Docker/"*) dv=${dv#*Server: Docker/}; dv=${dv%%" "*};;  # `Docker/<version> (<os>)`
+      *) dv=;;
+    esac
+    case $dv in *[!0-9A-Za-z.+~_-]*) dv=;; esac  # anything else is no version
+    if [ -n "$dv" ]; then
+      rec version.docker "Docker version $dv"
+      version=$dv
+      [ "${pid:-0}" -gt 0 ] 2>/dev/null && remember dockerd.running
+    else  # the binary alone (no daemon to wait for; starting it costs ~40 ms of CPU)
+      version_of dockerd
+      rec version.docker "$version"
+    fi
+  fi
+  if [ "${pid:-0}" -gt 0 ] 2>/dev/null; then
     printf 'cmdline.docker\t'
-    b64 < "/proc/$prop/cmdline" 2>/dev/null
+    b64 < "/proc/$pid/cmdline" 2>/dev/null
     printf '\n'
   fi
 }

@@ -27,29 +27,36 @@ path_of() {
 }
 
 # version_of NAME: $version, the first line of `$found --version` (found by path_of NAME), remembered
-# in $vcache/NAME.version when a cache dir is given (the facts' -c) under the binary's identity:
-# device, inode, size, mtime and ctime (`stat -L`) — a binary replaced, upgraded or rewritten in
-# place has another, and is asked again. Starting a Go binary for its version costs 12-30 ms of
-# CPU; the stat ~2 ms. Only a cache dir of this user's with mode 0700 is read or written.
-vcache=
+# in $vcache (when a cache dir is given: the facts' -c) under the binary's identity. Starting a Go
+# binary for its version costs 12-30 ms of CPU; the stat ~2 ms.
 version_of() {
+  if remembered "$1" "$found"; then return 0; fi
+  version=$("$found" --version 2>/dev/null)
+  version=${version%%"$nl"*}
+  remember "$1"
+}
+
+# remembered NAME FILE: 0 and $version when $vcache/NAME.version holds FILE's identity — device,
+# inode, size, mtime and ctime (`stat -L`): a binary replaced, upgraded or rewritten in place has
+# another, and is asked again — else 1, with $_key (FILE's identity, if any) for `remember NAME`.
+# Only a cache dir of this user's with mode 0700 is read or written.
+remembered() {
   version=
   _key=
   _dir=
-  if [ -n "$vcache" ]; then
-    _st=$(stat -L -c '%d:%i:%s:%Y:%Z %a' -- "$found" "$vcache" 2>/dev/null)
-    case $_st in  # the binary's line, then the cache dir's (missing when there is none yet)
-      [0-9]*:*" "*"$nl"[0-9]*:*" 700") _key=${_st%%" "*}; [ -O "$vcache" ] && _dir=ok;;
-      [0-9]*:*" "*) _key=${_st%%" "*};;
-    esac
-    if [ -n "$_key" ] && [ -n "$_dir" ] && [ -f "$vcache/$1.version" ] && [ -r "$vcache/$1.version" ] \
-       && read -r _k _v < "$vcache/$1.version" && [ "$_k" = "$_key" ] && [ -n "$_v" ]; then
-      version=$_v
-      return 0
-    fi
-  fi
-  version=$("$found" --version 2>/dev/null)
-  version=${version%%"$nl"*}
+  [ -n "$vcache" ] || return 1
+  _st=$(stat -L -c '%d:%i:%s:%Y:%Z %a' -- "$2" "$vcache" 2>/dev/null)
+  case $_st in  # the file's line, then the cache dir's (missing when there is none yet)
+    [0-9]*:*" "*"$nl"[0-9]*:*" 700") _key=${_st%%" "*}; [ -O "$vcache" ] && _dir=ok;;
+    [0-9]*:*" "*) _key=${_st%%" "*};;
+  esac
+  [ -n "$_key" ] && [ -n "$_dir" ] && [ -f "$vcache/$1.version" ] && [ -r "$vcache/$1.version" ] \
+    && read -r _k _v < "$vcache/$1.version" && [ "$_k" = "$_key" ] && [ -n "$_v" ] || return 1
+  version=$_v
+}
+
+# remember NAME: $version under $_key (set by `remembered`), when there is a cache dir to keep it
+remember() {
   if [ -n "$_key" ] && [ -n "$version" ]; then
     { [ -n "$_dir" ] || mkdir -m 700 -- "$vcache" 2>/dev/null; } \
       && printf '%s %s\n' "$_key" "$version" 2>/dev/null > "$vcache/$1.version.$$" \

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import re
 import shutil
 import stat
@@ -206,6 +207,17 @@ def test_facts_remember_a_binarys_version_under_its_identity(tmp_path: Path) -> 
     cache.chmod(0o700)
     entry.write_text("1:2:3:4:5 containerd lie 9.9.9 x\n")  # another binary's identity
     assert version() == "2.1.8" and asked() == 5
+
+
+def test_facts_remember_the_running_dockerds_version_under_its_image(tmp_path: Path) -> None:
+    """The running dockerd is asked (/_ping) once per image it runs (/proc/<pid>/exe's identity)."""
+    node = fake_node(tmp_path)
+    _active(node, "docker.service", pid=str(os.getpid()))  # a process of ours stands in for dockerd
+    script = configure.facts_script(version_cache=str(tmp_path / "vc"))
+    for _ in range(2):
+        assert parse_facts(node.run(script).stdout).runtimes["docker"].service.version == "20.10.24+dfsg1"
+    assert len([c for c in node.calls() if "docker/_ping" in c]) == 1
+    assert not [c for c in node.calls() if c.startswith("dockerd")]
 
 
 def test_facts_say_absent_without_a_process_and_stat_every_file_at_once(tmp_path: Path) -> None:
