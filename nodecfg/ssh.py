@@ -507,7 +507,16 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
             if deadline is not None and wait == 0:
                 chan.close()
                 raise HostError(f"{c.host}: command timed out after {timeout:g}s")
-            select.select([chan], [], [], min(wait, 0.5) if wait is not None else 0.5)
+            step = min(wait, 0.5) if wait is not None else 0.5
+            if chan.eof_received and not chan.exit_status_ready() and not chan.recv_ready() \
+                    and not chan.recv_stderr_ready():
+                # all output is in; only the exit status is to come. The channel's pipe stays
+                # readable after EOF, so a select would return at once, again and again (~300 turns
+                # a command, ~3 ms of CPU here, holding the GIL the transport thread needs to read
+                # that status): wait for the status itself (bench/profile_node.py, issue 24)
+                chan.status_event.wait(step)
+                continue
+            select.select([chan], [], [], step)
             while chan.recv_ready():
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
