@@ -27,6 +27,7 @@ and `ssh.run` are wrapped:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -81,7 +82,7 @@ class Node:
 # ---------------------------------------------------------------------------------------------
 # the markers in the scripts
 
-FUNC = re.compile(r"^(\w+_facts|\w+_verify|settle_units)\(\) *\{ *$")
+FUNC = re.compile(r"^(\w+_facts|\w+_verify|settle_units|\w+_probe|\w+_pulls?|\w+_look|reach)\(\) *\{ *$")
 SKIP = ("else", "elif", "fi", "}", "esac", "done", "do", "then", ";;", "||", "&&", "|", ")")
 
 
@@ -104,7 +105,8 @@ def instrument(script: str, counter: str) -> tuple[str, list[str]]:
     for line in script.split("\n"):
         stripped = line.strip()
         was_quoted = quoted
-        quoted ^= line.split("  # ", 1)[0].count("'") % 2 == 1  # a trailing comment may say "it's"
+        if not stripped.startswith("#"):  # a comment may say "it's"
+            quoted ^= line.split("  # ", 1)[0].count("'") % 2 == 1
         if heredoc is not None:
             if stripped == heredoc:
                 heredoc = None
@@ -156,15 +158,14 @@ def attribute(stderr: str, labels: list[str]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     stack: list[str] = []
     step = "(start)"
-    for (i, u0, p0), (_, u1, p1) in zip(marks, marks[1:], strict=False):
+    for (i, u0, p0), (_, u1, p1) in itertools.pairwise(marks):
         kind, _, name = labels[i].partition(" ")
         if kind == "T":
             stack, step = [], name
         elif kind == "B":
             stack.append(name)
-        elif kind == "E":
-            if stack:
-                stack.pop()
+        elif kind == "E" and stack:
+            stack.pop()
         where = f"{step} / {stack[-1]}" if stack else step
         out[where][0] += u1 - u0
         out[where][1] += p1 - p0
@@ -175,7 +176,8 @@ def attribute(stderr: str, labels: list[str]) -> dict[str, list[int]]:
 
 
 def kind_of(text: str) -> str:
-    for key, name in (("rec end nodecfg-facts", "facts"), ("rec end apply", "apply"),
+    for key, name in (("rec end nodecfg-facts", "facts"), ("rec end apply", "apply"), ("rec end probe", "probe"),
+                      ("rec end call", "call"),
                       ("rec end rollback", "rollback"), ("bin.containerd", "facts"), ("config dump", "apply")):
         if key in text:
             return name
@@ -188,9 +190,11 @@ def main() -> int:
     ap.add_argument("--tree", type=Path, default=ROOT)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--label", default="")
+    ap.add_argument("--smoke", action="store_true",
+                    help="profile smoke-test instead (a configured lab, its registry up)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.tree))
-    from nodecfg import configure, ssh
+    from nodecfg import configure, smoke, ssh
     from nodecfg.inventory import load_inventory
 
     lab_dir = Path(os.environ["NODECFG_LAB_DIR"])
@@ -257,65 +261,125 @@ def main() -> int:
                                wall_ms=(time.monotonic() - record["t0"]) * 1000)
         done.append({k: v for k, v in record.items() if k not in ("node", "last_cpu", "t0", "c0", "u0", "p0")})
 
-    ssh.run, ssh.connect, ssh.close = run, connect, close  # type: ignore[assignment]
+    ssh.run, ssh.connect, ssh.close = run, connect, close
     runs: list[list[dict[str, Any]]] = []
     for i in range(args.runs):
         done: list[dict[str, Any]] = []
-        fleet = configure.configure_nodes(inv, inv.nodes, configure.Options(), forks=1)
-        bad = [str(h) for h in getattr(fleet, "failed", {})]
-        if bad:
-            print(f"run {i + 1}: failed: {bad} {fleet.failed}", file=sys.stderr)
+        if args.smoke:
+            result = smoke.smoke_test(inv, inv.nodes, image=None, forks=1)
+            if not result.ok:
+                print(f"run {i + 1}: smoke-test failed: {result.fleet.failed}", file=sys.stderr)
+        else:
+            fleet = configure.configure_nodes(inv, inv.nodes, configure.Options(), forks=1)
+            if fleet.failed:
+                print(f"run {i + 1}: failed: {fleet.failed}", file=sys.stderr)
         runs.append(done)
         time.sleep(2)  # a restart's tail settles before the next run's first node
-    report(runs, args.label)
+    if args.smoke:
+        report_steps(runs, args.label)
+    else:
+        report(runs, args.label)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
     return 0
 
 
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def summary(rec: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """One node's run as (node CPU ms, pids, local CPU ms) per phase: connect, facts (every facts
+    round trip), plan (here, between them and the apply), apply (its script without the verifies:
+    write, validate, compare-and-swap, rename, restart/reload and its wait), verify (the
+    `<runtime>_verify` calls inside it), and the whole node (connect to close)."""
+    out: dict[str, list[float]] = {k: [0.0, 0.0, 0.0] for k in ("connect", "facts", "plan", "apply", "verify")}
+    out["connect"] = [rec["connect"]["node_ms"], rec["connect"]["pids"], rec["connect"]["local_ms"]]
+    for st in rec["steps"]:
+        kind = "facts" if st["kind"] == "facts" else "apply"
+        out["plan"][2] += st["before_ms"] if kind == "apply" else 0
+        out["facts" if kind == "facts" else "apply"][2] += st["local_ms"]
+        if kind == "facts":
+            out["facts"][2] += st["before_ms"] if st is not rec["steps"][0] else 0
+        verify = [v for k, v in st["inner"].items() if k.endswith("_verify")]
+        vms, vp = sum(v[0] for v in verify), sum(v[1] for v in verify)
+        out[kind][0] += st["node_ms"] - (vms if kind == "apply" else 0)
+        out[kind][1] += st["pids"] - (vp if kind == "apply" else 0)
+        if kind == "apply":
+            out["verify"][0] += vms
+            out["verify"][1] += vp
+    total = rec.get("total", {})
+    result = {k: (v[0], v[1], v[2]) for k, v in out.items()}
+    result["whole node"] = (total.get("node_ms", 0.0), total.get("pids", 0.0), total.get("local_ms", 0.0))
+    return result
+
+
+def report_steps(runs: list[list[dict[str, Any]]], label: str) -> None:
+    """smoke-test: per node, the connect, each remote command and the whole node (medians)."""
+    recs = [r for run in runs for r in run]
+    print(f"\n### {label} smoke-test (median of {len(runs)}): node CPU ms / pids / local CPU ms\n")
+    print("| node | connect | " + " | ".join(f"{i + 1}. {k}" for i, k in enumerate(
+        max((r["steps"] for r in recs), key=len)[i]["kind"] for i in range(max(len(r["steps"]) for r in recs)))
+        ) + " | whole node |")
+    n = max(len(r["steps"]) for r in recs)
+    print("|---|" + "---:|" * (n + 2))
+    for h in sorted({r["host"] for r in recs}):
+        mine = [r for r in recs if r["host"] == h]
+
+        def cell(vals: list[dict[str, float]]) -> str:
+            if not vals:
+                return "—"
+            return " / ".join(f"{_med([v[k] for v in vals]):.0f}" for k in ("node_ms", "pids", "local_ms"))
+        cells = [cell([r["connect"] for r in mine])]
+        cells += [cell([r["steps"][i] for r in mine if len(r["steps"]) > i]) for i in range(n)]
+        cells.append(cell([r["total"] for r in mine if "total" in r]))
+        print(f"| {h} ({mine[0]['flavor']}) | " + " | ".join(cells) + " |")
+    print(f"\n{label} smoke-test, the lines of each script (node CPU ms / pids):\n")
+    _lines(recs)
+
+
+def _lines(recs: list[dict[str, Any]]) -> None:
+    print("| node | script | line | node CPU ms | pids |")
+    print("|---|---|---|---:|---:|")
+    for h in sorted({r["host"] for r in recs}):
+        mine_recs = [r for r in recs if r["host"] == h]
+        n = max(len(r["steps"]) for r in mine_recs)
+        for i in range(n):
+            have = [r["steps"][i] for r in mine_recs if len(r["steps"]) > i]
+            names: dict[str, list[list[float]]] = defaultdict(list)
+            for st in have:
+                for k, v in st["inner"].items():
+                    names[k].append(v)
+            print(f"| {h} | {i + 1}. {have[0]['kind']} | (whole command, sshd's session included) | "
+                  f"{_med([st['node_ms'] for st in have]):.1f} | {_med([st['pids'] for st in have]):.0f} |")
+            for k, vs in names.items():
+                ms, pids = _med([v[0] for v in vs]), _med([v[1] for v in vs])
+                if ms >= 0.5 or pids >= 1:
+                    line = k.replace("|", "¦").replace("`", "'")
+                    print(f"| | | `{line}` | {ms:.1f} | {pids:.0f} |")
+
+
 def report(runs: list[list[dict[str, Any]]], label: str) -> None:
-    """First run, then the median of the re-runs, per node: node CPU ms / pids / local CPU ms per step."""
-    def show(title: str, recs: list[dict[str, Any]]) -> None:
-        print(f"\n## {label} {title}")
-        print("| node | step | node CPU ms | pids | local CPU ms | wall ms |")
-        print("|---|---|---:|---:|---:|---:|")
-        hosts = sorted({r["host"] for r in recs})
-        for h in hosts:
-            mine = [r for r in recs if r["host"] == h]
-            flavor = mine[0]["flavor"]
-
-            def med(xs: list[float]) -> float:
-                return statistics.median(xs) if xs else 0.0
-
-            def row(step: str, get: Any) -> None:
-                vals = [get(r) for r in mine]
-                vals = [v for v in vals if v is not None]
-                if not vals:
-                    return
-                print(f"| {h} ({flavor}) | {step} | {med([v['node_ms'] for v in vals]):.0f} | "
-                      f"{med([v['pids'] for v in vals]):.0f} | {med([v['local_ms'] for v in vals]):.0f} | "
-                      f"{med([v['wall_ms'] for v in vals]):.0f} |")
-            row("connect (handshake)", lambda r: r["connect"])
-            n = max(len(r["steps"]) for r in mine)
-            for i in range(n):
-                kind = next((r["steps"][i]["kind"] for r in mine if len(r["steps"]) > i), "?")
-                row(f"{i + 1}. {kind}", lambda r, i=i: r["steps"][i] if len(r["steps"]) > i else None)
-                print(f"| | (local CPU before it: plan) | | | "
-                      f"{med([r['steps'][i]['before_ms'] for r in mine if len(r['steps']) > i]):.0f} | |")
-                names: dict[str, list[list[float]]] = defaultdict(list)
-                for r in mine:
-                    if len(r["steps"]) > i:
-                        for k, v in r["steps"][i]["inner"].items():
-                            names[k].append(v)
-                for k, vs in names.items():
-                    ms, pids = med([v[0] for v in vs]), med([v[1] for v in vs])
-                    if ms >= 0.5 or pids >= 1:
-                        print(f"| | &nbsp;&nbsp;{k.replace('|', '¦')} | {ms:.1f} | {pids:.0f} | | |")
-            row("**whole node** (connect to close)", lambda r: r.get("total"))
-
-    show("first run", runs[0])
+    """Per flavor, the phases (median over the runs), then every step with its lines."""
+    sets = [("first run", runs[:1])]
     if len(runs) > 1:
-        show(f"unchanged re-run (median of {len(runs) - 1})", [r for run in runs[1:] for r in run])
+        sets.append((f"unchanged re-run (median of {len(runs) - 1})", runs[1:]))
+    for title, chosen in sets:
+        recs = [r for run in chosen for r in run]
+        print(f"\n### {label} {title}: node CPU ms / pids / local CPU ms\n")
+        phases = ("connect", "facts", "plan", "apply", "verify", "whole node")
+        print("| node | " + " | ".join(phases) + " |")
+        print("|---|" + "---:|" * len(phases))
+        for h in sorted({r["host"] for r in recs}):
+            mine = [summary(r) for r in recs if r["host"] == h]
+            flavor = next(r["flavor"] for r in recs if r["host"] == h)
+            cells = []
+            for ph in phases:
+                n, p, loc = (_med([m[ph][i] for m in mine]) for i in range(3))
+                cells.append(f"{n:.0f} / {p:.0f} / {loc:.0f}" if (n or p or loc) else "—")
+            print(f"| {h} ({flavor}) | " + " | ".join(cells) + " |")
+        print(f"\n{label} {title}, the lines of each script (node CPU ms / pids):\n")
+        _lines(recs)
 
 
 if __name__ == "__main__":
