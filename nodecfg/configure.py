@@ -8,6 +8,9 @@ calls `rollback_script` when a runtime did not take the change. The scripts them
 `nodecfg/scripts/{facts,apply,rollback}.sh` with each runtime's functions: what is built here is
 only their arguments and stdin (`scripts.NodeScript`), and `nodecfg.tagged` reads what they print.
 
+The facts change nothing on a node but the cache of its runtimes' binaries' versions
+(`VERSION_CACHE`, lib.sh `version_of`; not with --check).
+
 Facts are not trusted blindly: every file is *exists* (its exact bytes, mode, owner, the target of
 a symlink), *absent*, or *unreadable* (never taken for absent), and the output must end with its
 end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
@@ -614,7 +617,8 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             raise HostError(f"{host}: {step}: {why}") from None
 
     def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
-        res = sh(facts_script(files, dirs, deadline, VERSION_CACHE), deadline, "gathering facts")
+        cache = None if options.check else VERSION_CACHE  # --check changes nothing, not even the cache
+        res = sh(facts_script(files, dirs, deadline, cache), deadline, "gathering facts")
         try:
             return parse_facts(res.stdout)
         except FactsError as exc:
