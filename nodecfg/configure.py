@@ -54,7 +54,6 @@ from nodecfg.credentials import Credentials
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
-from nodecfg.registry import tls
 from nodecfg.runtimes.base import (
     IMPORT_LEVELS,
     OutcomeAction,
@@ -310,6 +309,8 @@ def want_of(inv: Inventory, credentials: Credentials | None, check: bool = False
 @functools.cache
 def _nodes_ca(settings: TlsSettings, write: bool) -> str:
     """The CA the nodes must trust, read (or made: kept, or in memory for --check) once per run."""
+    from nodecfg.registry import tls  # cryptography's x509 only with TLS: ~15-40 ms a run (issue 24)
+
     return tls.ca_for_nodes(settings, write=write).decode()
 
 
@@ -740,7 +741,7 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
 
     def one(host: Host) -> NodeOutcome:
         try:
-            c = ssh.connect(host)
+            c = ssh.connect(host, fabric=False)  # no Fabric/invoke import: ~30 ms a run (docs/benchmarks.md, issue 24)
             try:
                 return configure_node(c, host, inv, options, credentials)
             finally:

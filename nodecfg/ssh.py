@@ -3,7 +3,8 @@
 `connect(host)` builds a Fabric Connection with the host's user, port, key, timeouts and host-key
 policy; `connect(host, fabric=False)` the same paramiko connection without Fabric (`Session`), for
 registry-up's one master, where importing Fabric and invoke (~0.13 s) is a fifth of an unchanged
-run; paramiko itself is imported without invoke until something needs it (`_import_paramiko`).
+run, and configure-nodes' and smoke-test's nodes (~30 ms of CPU a run: issue 24); paramiko itself
+is imported without invoke until something needs it (`_import_paramiko`).
 
 `run(c, command, stdin=...)` executes one command on it and returns a `RunResult`; stdin may be
 bytes or an iterable of byte chunks (an image stream), so a whole plan or a secret travels on stdin
