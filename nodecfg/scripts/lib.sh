@@ -39,7 +39,9 @@ version_of() {
 # remembered NAME FILE: 0 and $version when $vcache/NAME.version holds FILE's identity — device,
 # inode, size, mtime and ctime (`stat -L`): a binary replaced, upgraded or rewritten in place has
 # another, and is asked again — else 1, with $_key (FILE's identity, if any) for `remember NAME`.
-# Only a cache dir of this user's with mode 0700 is read or written.
+# Only a cache dir of this user's with mode 0700 is read or written. (A wrapper script that starts
+# another binary is keyed by its own identity; what a stale version would plan is still validated
+# by the real binary and verified by effect before it stays.)
 remembered() {
   version=
   _key=
