@@ -8,7 +8,7 @@
 # messages in English (they are parsed), and the sbin dirs a login user's PATH lacks (dockerd is
 # in /usr/sbin: without them docker would look "not installed")
 export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-tab=$(printf '\t')
+tab='	'  # a tab character (a $(printf) was one process on every run)
 nl='
 '
 

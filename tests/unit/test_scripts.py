@@ -148,6 +148,23 @@ def test_facts_on_a_fake_root(tmp_path: Path) -> None:
                      "-p DropInPaths"]
 
 
+def test_facts_turn_every_units_block_into_its_lines(tmp_path: Path) -> None:
+    """facts.sh splits `systemctl show`'s blocks itself (no awk): each property of each unit."""
+    node = fake_node(tmp_path)
+    node.unit("docker.service", LoadState="loaded", ActiveState="active", UnitFileState="enabled",
+              MainPID="4242", ExecStart="{ path=/usr/bin/dockerd ; argv[]=/usr/bin/dockerd -H fd:// ; ignore_errors=no }",
+              DropInPaths="/etc/systemd/system/docker.service.d/a.conf /run/systemd/system/docker.service.d/b.conf")
+    node.unit("containerd.service", LoadState="masked", ActiveState="inactive", UnitFileState="masked")
+    facts = parse_facts(node.run(configure.facts_script()).stdout)
+    docker = facts.runtimes["docker"].service
+    assert docker.active and docker.main_pid == 4242
+    assert docker.exec_start == ("/usr/bin/dockerd", "-H", "fd://")
+    assert docker.drop_ins == ("/etc/systemd/system/docker.service.d/a.conf",
+                               "/run/systemd/system/docker.service.d/b.conf")
+    assert facts.runtimes["containerd"].service.masked and not facts.runtimes["containerd"].service.active
+    assert not facts.runtimes["containers"].service.installed and not facts.systemd_error
+
+
 def test_facts_ask_docker_its_version_by_ping_and_fork_nothing_for_a_missing_runtime(tmp_path: Path) -> None:
     node = fake_node(tmp_path, stubs=("systemctl", "curl", "dockerd"))
     _active(node, "docker.service")
