@@ -98,24 +98,9 @@ units=$(bounded systemctl "$deadline" systemctl show $unitnames -p Id -p LoadSta
           -p UnitFileState -p ActiveEnterTimestampMonotonic -p MainPID -p ExecStart -p DropInPaths 2>/dev/null) \
   || if [ $? = 124 ]; then rec error.systemctl "systemctl show gave no answer within ${deadline}s"
      else rec error.systemctl "$(bounded systemctl "$deadline" systemctl show "$first" -p Id 2>&1 >/dev/null | tail -n 1)"; fi
-# each unit's block (blank lines between) as `unit.<name> <prop>=<value>` lines, by the shell's own
-# expansions (an awk here was two processes on every run)
-rest=$units$nl$nl
-while [ -n "$rest" ]; do
-  blk=${rest%%"$nl$nl"*}
-  rest=${rest#*"$nl$nl"}
-  [ -n "$blk" ] || continue
-  case $nl$blk in
-    *"${nl}Id="*) id=$nl$blk$nl; id=${id#*"${nl}Id="}; id=${id%%"$nl"*}; id=${id%.service};;
-    *) id=;;
-  esac
-  lines=$blk$nl
-  while [ -n "$lines" ]; do
-    line=${lines%%"$nl"*}
-    lines=${lines#*"$nl"}
-    case $line in Id=*|'') ;; *) printf 'unit.%s\t%s\n' "$id" "$line";; esac
-  done
-done
+printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } {
+  id = ""; for (i = 1; i <= NF; i++) if ($i ~ /^Id=/) { id = substr($i, 4); sub(/\.service$/, "", id) }
+  for (i = 1; i <= NF; i++) if ($i !~ /^Id=/) printf "unit.%s\t%s\n", id, $i }'
 for rt in $runtimes; do "${rt}_facts"; done
 
 seen='

@@ -149,7 +149,7 @@ def test_facts_on_a_fake_root(tmp_path: Path) -> None:
 
 
 def test_facts_turn_every_units_block_into_its_lines(tmp_path: Path) -> None:
-    """facts.sh splits `systemctl show`'s blocks itself (no awk): each property of each unit."""
+    """facts.sh turns `systemctl show`'s blocks into `unit.` lines: each property of each unit."""
     node = fake_node(tmp_path)
     node.unit("docker.service", LoadState="loaded", ActiveState="active", UnitFileState="enabled",
               MainPID="4242", ExecStart="{ path=/usr/bin/dockerd ; argv[]=/usr/bin/dockerd -H fd:// ; ignore_errors=no }",
