@@ -8,6 +8,9 @@ calls `rollback_script` when a runtime did not take the change. The scripts them
 `nodecfg/scripts/{facts,apply,rollback}.sh` with each runtime's functions: what is built here is
 only their arguments and stdin (`scripts.NodeScript`), and `nodecfg.tagged` reads what they print.
 
+The facts change nothing on a node but the cache of its runtimes' binaries' versions
+(`VERSION_CACHE`, lib.sh `version_of`; not with --check).
+
 Facts are not trusted blindly: every file is *exists* (its exact bytes, mode, owner, the target of
 a symlink), *absent*, or *unreadable* (never taken for absent), and the output must end with its
 end marker. A node whose facts are incomplete, or whose file to change could not be read, fails
@@ -56,7 +59,6 @@ from nodecfg.credentials import Credentials
 from nodecfg.errors import HostError, UsageError
 from nodecfg.fleet import FleetResult, HostResult, run_fleet
 from nodecfg.inventory import Host, Inventory, Secret, TlsSettings
-from nodecfg.registry import tls
 from nodecfg.runtimes import record as books
 from nodecfg.runtimes.base import (
     IMPORT_LEVELS,
@@ -101,6 +103,9 @@ class Options:
 # facts
 
 FACTS_END = "end\tnodecfg-facts"
+# where a node remembers its runtimes' binaries' versions, each under the binary's identity (lib.sh
+# `version_of`: a replaced or rewritten binary is asked again); tmpfs, root's alone
+VERSION_CACHE = "/run/nodecfg"
 
 
 def _libraries() -> list[str]:
@@ -109,13 +114,16 @@ def _libraries() -> list[str]:
 
 
 def facts_script(extra_files: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = (),
-                 deadline: float = 60.0) -> NodeScript:
+                 deadline: float = 60.0, version_cache: str | None = None) -> NodeScript:
     """One command (scripts/facts.sh) that prints everything the planners need, as tagged lines,
     and ends with `FACTS_END`: output without it is incomplete, and an incomplete answer fails the
-    node. Its arguments: each command's bound (`deadline`), every runtime's unit and name, the
-    files to read, the dirs to list."""
+    node. Its arguments: each command's bound (`deadline`), where the node remembers its
+    binaries' versions (`version_cache`: configure-nodes gives VERSION_CACHE), every runtime's unit
+    and name, the files to read, the dirs to list."""
     registered = runtimes.registered()
     args: list[str] = ["-t", f"{deadline:g}"]
+    if version_cache:
+        args += ["-c", version_cache]
     for unit in dict.fromkeys(unit_of(rt) for rt in registered):
         args += ["-u", f"{unit}.service"]
     for rt in registered:
@@ -322,6 +330,8 @@ def want_of(inv: Inventory, credentials: Credentials | None, check: bool = False
 @functools.cache
 def _nodes_ca(settings: TlsSettings, write: bool) -> str:
     """The CA the nodes must trust, read (or made: kept, or in memory for --check) once per run."""
+    from nodecfg.registry import tls  # cryptography's x509 only with TLS: ~15-40 ms a run (issue 24)
+
     return tls.ca_for_nodes(settings, write=write).decode()
 
 
@@ -668,7 +678,8 @@ def configure_node(c: Any, host: Host, inv: Inventory, options: Options,
             raise HostError(f"{host}: {step}: {why}") from None
 
     def gather(files: tuple[str, ...], dirs: tuple[str, ...]) -> NodeFacts:
-        res = sh(facts_script(files, dirs, deadline), deadline, "gathering facts")
+        cache = None if options.check else VERSION_CACHE  # --check changes nothing, not even the cache
+        res = sh(facts_script(files, dirs, deadline, cache), deadline, "gathering facts")
         try:
             return parse_facts(res.stdout)
         except FactsError as exc:
@@ -849,7 +860,7 @@ def configure_nodes(inv: Inventory, hosts: tuple[Host, ...], options: Options, *
 
     def one(host: Host) -> NodeOutcome:
         try:
-            c = ssh.connect(host)
+            c = ssh.connect(host, fabric=False)  # no Fabric/invoke import: ~30 ms a run (docs/benchmarks.md, issue 24)
             try:
                 return configure_node(c, host, inv, options, credentials)
             finally:

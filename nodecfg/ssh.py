@@ -3,7 +3,8 @@
 `connect(host)` builds a Fabric Connection with the host's user, port, key, timeouts and host-key
 policy; `connect(host, fabric=False)` the same paramiko connection without Fabric (`Session`), for
 registry-up's one master, where importing Fabric and invoke (~0.13 s) is a fifth of an unchanged
-run; paramiko itself is imported without invoke until something needs it (`_import_paramiko`).
+run, and configure-nodes' and smoke-test's nodes (~30 ms of CPU a run: issue 24); paramiko itself
+is imported without invoke until something needs it (`_import_paramiko`).
 
 `run(c, command, stdin=...)` executes one command on it and returns a `RunResult`; stdin may be
 bytes or an iterable of byte chunks (an image stream), so a whole plan or a secret travels on stdin
@@ -507,7 +508,16 @@ def run(c: Connection | LocalConnection, command: str, *, stdin: bytes | Iterabl
             if deadline is not None and wait == 0:
                 chan.close()
                 raise HostError(f"{c.host}: command timed out after {timeout:g}s")
-            select.select([chan], [], [], min(wait, 0.5) if wait is not None else 0.5)
+            step = min(wait, 0.5) if wait is not None else 0.5
+            if chan.eof_received and not chan.exit_status_ready() and not chan.recv_ready() \
+                    and not chan.recv_stderr_ready():
+                # all output is in; only the exit status is to come. The channel's pipe stays
+                # readable after EOF, so a select would return at once, again and again (~300 turns
+                # a command, ~3 ms of CPU here, holding the GIL the transport thread needs to read
+                # that status): wait for the status itself (bench/profile_node.py, issue 24)
+                chan.status_event.wait(step)
+                continue
+            select.select([chan], [], [], step)
             while chan.recv_ready():
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():

@@ -105,7 +105,8 @@ write_all() {
     i=$((i + 1))
     [ "$mode" = rm ] && continue  # a removal: nothing to write
     [ -d "$dir" ] || err=$(mkdir -p -- "$dir" 2>&1) || { fail "$path" "$err"; continue; }
-    umask "$(printf '%03o' $(( 0777 & ~0$mode )))"
+    _m=$(( 0777 & ~0$mode ))
+    umask "$(( _m / 64 ))$(( _m / 8 % 8 ))$(( _m % 8 ))"  # octal digits by arithmetic: no printf forked
     # shellcheck disable=SC3040  # noclobber: never write through a file someone put there
     set -C
     if err=$(printf '%s' "$data" | base64 -d 2>&1 > "$t"); then

@@ -3,8 +3,11 @@
 # verify, rollback, the smoke probe and its second step (ctr and crictl pulls).
 
 containerd_facts() {
-  rec bin.containerd "$(command -v containerd)"
-  rec version.containerd "$(containerd --version 2>/dev/null)"  # the binary alone: no daemon to wait for
+  path_of containerd
+  rec bin.containerd "$found"
+  [ -n "$found" ] || return 0  # not installed: nothing more to ask
+  version_of containerd  # the binary alone (no daemon to wait for), or its cached answer
+  rec version.containerd "$version"
 }
 
 # containerd_validate KIND TEMP PATH: containerd's own reading of the new file; the verify after

@@ -4,10 +4,15 @@
 
 containers_facts() {
   # the binaries alone (no daemon to wait for), and only those that are there: a fork each counts
-  _crio=$(command -v crio) _podman=$(command -v podman)
-  rec bin.containers "$_crio"
-  rec version.containers "$([ -n "$_crio" ] && crio --version 2>/dev/null | head -n 1)"
-  rec containers.podman "$_podman" "$([ -n "$_podman" ] && podman --version 2>/dev/null)"
+  path_of crio
+  rec bin.containers "$found"
+  version=
+  [ -z "$found" ] || version_of crio
+  rec version.containers "$version"
+  path_of podman
+  version=
+  [ -z "$found" ] || version_of podman
+  rec containers.podman "$found" "$version"
 }
 
 # TOML and JSON: parsed by nodecfg before anything is sent
@@ -30,10 +35,11 @@ containers_probe() {
 }
 
 # containers_look REF: the first podman step: is podman there, what registries it resolves (podman
-# info may set up its storage on a first run: up to 30 s), has it the image already
+# info may set up its storage on a first run: up to 30 s; it names podman's version too, so no
+# `podman --version`: a podman start costs ~25 ms of CPU), has it the image already
 containers_look() {
   if ! command -v podman >/dev/null 2>&1; then rec podman no; return 0; fi
-  rec podman yes "$(bounded podman.version 10 podman --version 2>/dev/null)"
+  rec podman yes
   rec containers.info "$(bounded podman.info 30 podman info --format json 2>/dev/null | b64)"
   bounded podman.exists 10 podman image exists "$1" 2>/dev/null
   case $? in

@@ -17,16 +17,38 @@ dinfo() {
 }
 
 docker_facts() {
-  rec bin.docker "$(command -v dockerd)"
-  # the running dockerd answers /version in a few ms; starting the dockerd binary costs ~40 ms CPU,
-  # which on a busy node is most of the facts' cost
-  dv=$(curl -s --max-time 2 --unix-socket /var/run/docker.sock http://docker/version 2>/dev/null \
-       | grep -o '"Version":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
-  if [ -n "$dv" ]; then rec version.docker "Docker version $dv"
-  else rec version.docker "$(dockerd --version 2>/dev/null)"; fi  # the binary alone: no daemon to wait for
-  pid=$(printf '%s\n' "$units" | awk 'BEGIN { RS = ""; FS = "\n" } /Id=docker.service/ {
-    for (i = 1; i <= NF; i++) if ($i ~ /^MainPID=/) print substr($i, 9) }')
-  if [ "${pid:-0}" -gt 0 ] 2>/dev/null; then rec cmdline.docker "$(b64 < "/proc/$pid/cmdline")"; fi
+  path_of dockerd
+  rec bin.docker "$found"
+  [ -n "$found" ] || return 0  # not installed: nothing more to ask
+  # the running dockerd's version: remembered under the identity of the image it runs
+  # (/proc/<pid>/exe: a restart on an upgraded binary is another), else asked of it — it names it in
+  # the Server header of every answer, and its /_ping costs it nothing (/version runs `runc
+  # --version` and docker-init's on every call: ~15 ms of CPU) — cut by the shell, no pipeline
+  unit_prop docker.service MainPID
+  pid=$prop
+  if [ "${pid:-0}" -gt 0 ] 2>/dev/null && remembered dockerd.running "/proc/$pid/exe"; then
+    rec version.docker "Docker version $version"
+  else
+    dv=$(curl -s -o /dev/null -D - --max-time 2 --unix-socket /var/run/docker.sock http://docker/_ping 2>/dev/null)
+    case $dv in
+      *"Server: Docker/"*) dv=${dv#*Server: Docker/}; dv=${dv%%" "*};;  # `Docker/<version> (<os>)`
+      *) dv=;;
+    esac
+    case $dv in *[!0-9A-Za-z.+~_-]*) dv=;; esac  # anything else is no version
+    if [ -n "$dv" ]; then
+      rec version.docker "Docker version $dv"
+      version=$dv
+      [ "${pid:-0}" -gt 0 ] 2>/dev/null && remember dockerd.running
+    else  # the binary alone (no daemon to wait for; starting it costs ~40 ms of CPU)
+      version_of dockerd
+      rec version.docker "$version"
+    fi
+  fi
+  if [ "${pid:-0}" -gt 0 ] 2>/dev/null; then
+    printf 'cmdline.docker\t'
+    b64 < "/proc/$pid/cmdline" 2>/dev/null
+    printf '\n'
+  fi
 }
 
 # docker_validate KIND TEMP PATH: `dockerd --validate` (docker 23+) reads the new daemon.json

@@ -4,6 +4,7 @@
 #
 # Arguments, in any order:
 #   -t DEADLINE    seconds each command here may take (systemctl, the runtimes' --version)
+#   -c DIR         where the runtimes' binaries' versions are remembered (lib.sh `version_of`)
 #   -u UNIT        a unit to describe (`unit.<name> <prop>=<value>` lines), every runtime's
 #   -r RUNTIME     a runtime whose <RUNTIME>_facts function runs (after the units, with $units set)
 #   -f PATH        a config file to read
@@ -15,6 +16,32 @@
 # the number of files), then tar's exit code. A stat error other than "No such file" (EACCES on
 # /root for a login user) is *unreadable*, never absent.
 
+# gone PATH: PATH, which `-e` and `-L` say is not there, is absent for certain — its nearest
+# existing ancestor is a directory this user may search (a file there: "Not a directory") — with no
+# process forked; else (an ancestor it may not search, a relative path) 1, and `stat` says why
+gone() {
+  _d=$1
+  while [ "$_d" != / ]; do
+    case $_d in */*) _d=${_d%/*};; *) return 1;; esac
+    _d=${_d:-/}
+    if [ -d "$_d" ]; then [ -x "$_d" ]; return; fi
+    if [ -e "$_d" ]; then return 0; fi
+  done
+  return 1
+}
+
+# missing KIND PATH: PATH is not there: `KIND PATH absent`, or unreadable with stat's reason
+missing() {
+  if gone "$2"; then rec "$1" "$2" absent; return; fi
+  err=$(stat -c %n -- "$2" 2>&1 >/dev/null)
+  case $err in
+    *"No such file"*|*"Not a directory"*) rec "$1" "$2" absent;;
+    *) rec "$1" "$2" unreadable "${err##*: }";;
+  esac
+}
+
+# fact PATH: a file that can be read joins $readable (its real path $reals): its `path` line comes
+# after the loop, with the mode, owner and size of all of them from one `stat`
 fact() {
   case $seen in *"
 $1
@@ -27,17 +54,13 @@ $1
     else
       real=$1
       [ -L "$1" ] && real=$(readlink -f -- "$1")
-      rec path "$1" file "$real" "$(stat -L -c '%a %u %g %s' -- "$1")"
       readable="$readable$1
+"
+      reals="$reals$real
 "
     fi
   elif [ -L "$1" ]; then rec path "$1" unreadable "a symlink to a missing file ($(readlink -- "$1"))"
-  else
-    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
-    case $err in
-      *"No such file"*|*"Not a directory"*) rec path "$1" absent;;
-      *) rec path "$1" unreadable "${err##*: }";;
-    esac
+  else missing path "$1"
   fi
 }
 
@@ -47,12 +70,7 @@ listdir() {
     for h in "$1"/$2; do if [ -e "$h" ] || [ -L "$h" ]; then fact "$h"; fi; done
   elif [ -d "$1" ]; then rec dir "$1" unreadable 'Permission denied'
   elif [ -e "$1" ]; then rec dir "$1" unreadable 'not a directory'
-  else
-    err=$(stat -c %n -- "$1" 2>&1 >/dev/null)
-    case $err in
-      *"No such file"*|*"Not a directory"*) rec dir "$1" absent;;
-      *) rec dir "$1" unreadable "${err##*: }";;
-    esac
+  else missing dir "$1"
   fi
 }
 
@@ -63,6 +81,7 @@ scan() {
   while [ $# -gt 0 ]; do
     case $1 in
       -t) deadline=$2; shift 2;;
+      -c) vcache=$2; shift 2;;
       -u) unitnames="$unitnames $2"; shift 2;;
       -r) runtimes="$runtimes $2"; shift 2;;
       -d) shift 3;;
@@ -87,6 +106,7 @@ for rt in $runtimes; do "${rt}_facts"; done
 seen='
 '
 readable=
+reals=
 while [ $# -gt 0 ]; do
   case $1 in
     -f) fact "$2"; shift 2;;
@@ -102,7 +122,22 @@ IFS='
 set -- $readable
 unset IFS
 set +f
+# every readable file's mode, owner and size from one stat (a file that went meanwhile makes it
+# fail: then one stat each, and that file is unreadable)
 if [ $# -gt 0 ]; then
+  if ! st=$(stat -L -c '%a %u %g %s' -- "$@" 2>/dev/null); then st=; fi
+  for p in "$@"; do
+    real=${reals%%"$nl"*}
+    reals=${reals#*"$nl"}
+    if [ -n "$st" ]; then
+      line=${st%%"$nl"*}
+      st=${st#*"$nl"}
+    else
+      line=$(stat -L -c '%a %u %g %s' -- "$p" 2>/dev/null) || line=
+    fi
+    if [ -n "$line" ]; then rec path "$p" file "$real" "$line"
+    else rec path "$p" unreadable 'it went while its facts were read'; fi
+  done
   if command -v tar >/dev/null 2>&1; then
     printf 'files\t'
     rc=$( { { tar -chf - -P -- "$@" 2>/dev/null; echo $? >&4; } | b64 >&3; } 4>&1 )

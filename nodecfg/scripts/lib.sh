@@ -8,7 +8,82 @@
 # messages in English (they are parsed), and the sbin dirs a login user's PATH lacks (dockerd is
 # in /usr/sbin: without them docker would look "not installed")
 export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-tab=$(printf '\t')
+tab='	'  # a tab character (a $(printf) was one process on every run)
+nl='
+'
+
+# path_of NAME: $found, the executable NAME in $PATH as `command -v` names it, or empty; no process
+# forked (a `$(command -v ...)` is one, and the facts ask for every runtime's binaries)
+# shellcheck disable=SC2034  # $found is the caller's
+path_of() {
+  found=
+  _rest=$PATH:
+  while [ -n "$_rest" ]; do
+    _d=${_rest%%:*}
+    _rest=${_rest#*:}
+    if [ -f "${_d:-.}/$1" ] && [ -x "${_d:-.}/$1" ]; then found=${_d:-.}/$1; return 0; fi
+  done
+  return 1
+}
+
+# version_of NAME: $version, the first line of `$found --version` (found by path_of NAME), remembered
+# in $vcache (when a cache dir is given: the facts' -c) under the binary's identity. Starting a Go
+# binary for its version costs 12-30 ms of CPU; the stat ~2 ms.
+version_of() {
+  if remembered "$1" "$found"; then return 0; fi
+  version=$("$found" --version 2>/dev/null)
+  version=${version%%"$nl"*}
+  remember "$1"
+}
+
+# remembered NAME FILE: 0 and $version when $vcache/NAME.version holds FILE's identity — device,
+# inode, size, mtime and ctime (`stat -L`): a binary replaced, upgraded or rewritten in place has
+# another, and is asked again — else 1, with $_key (FILE's identity, if any) for `remember NAME`.
+# Only a cache dir of this user's with mode 0700 is read or written. (A wrapper script that starts
+# another binary is keyed by its own identity; what a stale version would plan is still validated
+# by the real binary and verified by effect before it stays.)
+remembered() {
+  version=
+  _key=
+  _dir=
+  [ -n "$vcache" ] || return 1
+  _st=$(stat -L -c '%d:%i:%s:%Y:%Z %a' -- "$2" "$vcache" 2>/dev/null)
+  case $_st in  # the file's line, then the cache dir's (missing when there is none yet)
+    [0-9]*:*" "*"$nl"[0-9]*:*" 700") _key=${_st%%" "*}; [ -O "$vcache" ] && _dir=ok;;
+    [0-9]*:*" "*) _key=${_st%%" "*};;
+  esac
+  [ -n "$_key" ] && [ -n "$_dir" ] && [ -f "$vcache/$1.version" ] && [ -r "$vcache/$1.version" ] \
+    && read -r _k _v < "$vcache/$1.version" && [ "$_k" = "$_key" ] && [ -n "$_v" ] || return 1
+  version=$_v
+}
+
+# remember NAME: $version under $_key (set by `remembered`), when there is a cache dir to keep it
+remember() {
+  if [ -n "$_key" ] && [ -n "$version" ]; then
+    { [ -n "$_dir" ] || mkdir -m 700 -- "$vcache" 2>/dev/null; } \
+      && printf '%s %s\n' "$_key" "$version" 2>/dev/null > "$vcache/$1.version.$$" \
+      && mv -f -- "$vcache/$1.version.$$" "$vcache/$1.version" 2>/dev/null
+  fi
+  return 0
+}
+
+# unit_prop UNIT PROP: $prop, PROP of UNIT (e.g. docker.service) in $units (the facts' `systemctl
+# show` output: one block of KEY=value lines per unit, blank lines between), or empty; no fork
+# shellcheck disable=SC2034  # $prop is the caller's
+unit_prop() {
+  prop=
+  _rest=$units$nl$nl
+  while [ -n "$_rest" ]; do
+    _blk=$nl${_rest%%"$nl$nl"*}$nl
+    _rest=${_rest#*"$nl$nl"}
+    case $_blk in
+      *"${nl}Id=$1$nl"*)
+        case $_blk in *"$nl$2="*) prop=${_blk#*"$nl$2="}; prop=${prop%%"$nl"*};; esac
+        return 0;;
+    esac
+  done
+  return 1
+}
 
 # rec TAG [FIELD...]: one tagged line, the only output format nodecfg reads (nodecfg/tagged.py):
 # TAG, then each field after a tab. A field holds no tab and no newline: blobs are sent base64.

@@ -39,12 +39,12 @@ case $1 in
   is-active) grep -qx 'ActiveState=active' "$STUB/units/$3" 2>/dev/null;;
 esac
 """
-# curl on docker's socket: /info and /version from $STUB/docker-info.json and a fixed version
+# curl on docker's socket: /info from $STUB/docker-info.json, /_ping's headers with a fixed version
 CURL = r"""#!/bin/sh
 echo "curl $*" >> "$STUB/calls"
 case "$*" in
   *http://docker/info*) cat "$STUB/docker-info.json" 2>/dev/null || exit 7;;
-  *http://docker/version*) echo '{"Version":"20.10.24+dfsg1"}';;
+  *http://docker/_ping*) printf 'HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nServer: Docker/20.10.24+dfsg1 (linux)\r\n\r\n';;
   *) exit 7;;
 esac
 """

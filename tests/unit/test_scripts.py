@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -145,6 +147,119 @@ def test_facts_on_a_fake_root(tmp_path: Path) -> None:
     assert shows == ["systemctl show docker.service containerd.service crio.service -p Id -p LoadState "
                      "-p ActiveState -p UnitFileState -p ActiveEnterTimestampMonotonic -p MainPID -p ExecStart "
                      "-p DropInPaths"]
+
+
+def test_facts_turn_every_units_block_into_its_lines(tmp_path: Path) -> None:
+    """facts.sh turns `systemctl show`'s blocks into `unit.` lines: each property of each unit."""
+    node = fake_node(tmp_path)
+    node.unit("docker.service", LoadState="loaded", ActiveState="active", UnitFileState="enabled",
+              MainPID="4242", ExecStart="{ path=/usr/bin/dockerd ; argv[]=/usr/bin/dockerd -H fd:// ; ignore_errors=no }",
+              DropInPaths="/etc/systemd/system/docker.service.d/a.conf /run/systemd/system/docker.service.d/b.conf")
+    node.unit("containerd.service", LoadState="masked", ActiveState="inactive", UnitFileState="masked")
+    facts = parse_facts(node.run(configure.facts_script()).stdout)
+    docker = facts.runtimes["docker"].service
+    assert docker.active and docker.main_pid == 4242
+    assert docker.exec_start == ("/usr/bin/dockerd", "-H", "fd://")
+    assert docker.drop_ins == ("/etc/systemd/system/docker.service.d/a.conf",
+                               "/run/systemd/system/docker.service.d/b.conf")
+    assert facts.runtimes["containerd"].service.masked and not facts.runtimes["containerd"].service.active
+    assert not facts.runtimes["containers"].service.installed and not facts.systemd_error
+
+
+def test_facts_ask_docker_its_version_by_ping_and_fork_nothing_for_a_missing_runtime(tmp_path: Path) -> None:
+    node = fake_node(tmp_path, stubs=("systemctl", "curl", "dockerd"))
+    _active(node, "docker.service")
+    out = node.run(configure.facts_script()).stdout
+    facts = parse_facts(out)
+    assert facts.runtimes["docker"].service.version == "20.10.24+dfsg1"
+    assert not facts.runtimes["containerd"].service.installed
+    assert facts.runtimes["containerd"].service.version == ""
+    calls = node.calls()
+    assert [c for c in calls if c.startswith("curl")] == [
+        "curl -s -o /dev/null -D - --max-time 2 --unix-socket /var/run/docker.sock http://docker/_ping"]
+    assert not [c for c in calls if c.startswith("dockerd")]  # the daemon answered: no binary started
+
+
+def test_facts_fall_back_to_the_binary_when_dockerd_does_not_answer(tmp_path: Path) -> None:
+    node = fake_node(tmp_path, stubs=("systemctl", "dockerd"))  # no curl: as on a minimal node
+    _active(node, "docker.service")
+    facts = parse_facts(node.run(configure.facts_script()).stdout)
+    assert facts.runtimes["docker"].service.version == "20.10.24+dfsg1"
+    assert "dockerd --version" in node.calls()
+
+
+def test_facts_remember_a_binarys_version_under_its_identity(tmp_path: Path) -> None:
+    """lib.sh `version_of`: `containerd --version` once; the cached answer while the binary is the
+    same file, unchanged; asked again when it is replaced or rewritten; a cache dir open to others,
+    or an entry under another identity, is never believed."""
+    node = fake_node(tmp_path)
+    _active(node, "containerd.service")
+    cache = tmp_path / "vc"
+
+    def version() -> str:
+        out = node.run(configure.facts_script(version_cache=str(cache))).stdout
+        return parse_facts(out).runtimes["containerd"].service.version
+
+    def asked() -> int:
+        return node.calls().count("containerd --version")
+
+    assert version() == "1.6.20~ds1" and asked() == 1
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert version() == "1.6.20~ds1" and asked() == 1  # remembered
+    binary = node.stub / "bin" / "containerd"
+    new = binary.with_name("containerd.new")  # an upgrade: a new file renamed over the old one
+    new.write_text(binary.read_text().replace("1.6.20~ds1 1.6.20~ds1-1", "2.1.9 2.1.9-1"))
+    new.chmod(0o755)
+    new.rename(binary)
+    assert version() == "2.1.9" and asked() == 2
+    assert version() == "2.1.9" and asked() == 2
+    time.sleep(1.1)  # rewritten in place, same size: its ctime moves
+    binary.write_text(binary.read_text().replace("2.1.9 2.1.9-1", "2.1.8 2.1.8-1"))
+    assert version() == "2.1.8" and asked() == 3
+    entry = cache / "containerd.version"
+    key = entry.read_text().split(" ", 1)[0]
+    entry.write_text(f"{key} containerd lie 9.9.9 x\n")
+    cache.chmod(0o755)  # open to others: not believed, not written
+    assert version() == "2.1.8" and asked() == 4
+    assert "lie" in entry.read_text()
+    cache.chmod(0o700)
+    entry.write_text("1:2:3:4:5 containerd lie 9.9.9 x\n")  # another binary's identity
+    assert version() == "2.1.8" and asked() == 5
+
+
+def test_facts_remember_the_running_dockerds_version_under_its_image(tmp_path: Path) -> None:
+    """The running dockerd is asked (/_ping) once per image it runs (/proc/<pid>/exe's identity)."""
+    node = fake_node(tmp_path)
+    _active(node, "docker.service", pid=str(os.getpid()))  # a process of ours stands in for dockerd
+    script = configure.facts_script(version_cache=str(tmp_path / "vc"))
+    for _ in range(2):
+        assert parse_facts(node.run(script).stdout).runtimes["docker"].service.version == "20.10.24+dfsg1"
+    assert len([c for c in node.calls() if "docker/_ping" in c]) == 1
+    assert not [c for c in node.calls() if c.startswith("dockerd")]
+
+
+def test_facts_say_absent_without_a_process_and_stat_every_file_at_once(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    _active(node, "docker.service")
+    real_stat = (node.stub / "bin" / "stat").resolve()
+    (node.stub / "bin" / "stat").unlink()
+    stub_bin(node.stub, stat=f'#!/bin/sh\necho "stat $*" >> "$STUB/calls"\nexec {real_stat} "$@"\n')
+    plain = node.path("/etc/plain")
+    plain.parent.mkdir(parents=True)
+    plain.write_text("x")
+    paths = (str(node.path("/etc/docker/daemon.json")),  # its dir is missing: absent
+             str(plain / "daemon.json"),  # under a file: "Not a directory", absent
+             str(node.path("/etc/a.json")), str(node.path("/etc/b.json")))
+    for p in paths[2:]:
+        Path(p).write_text("{}")
+    facts = parse_facts(node.run(configure.facts_script(paths)).stdout)
+    assert [facts.file(p).state for p in paths] == [  # type: ignore[union-attr]
+        FileState.ABSENT, FileState.ABSENT, FileState.EXISTS, FileState.EXISTS]
+    assert [facts.file(p).data for p in paths[2:]] == [b"{}", b"{}"]  # type: ignore[union-attr]
+    stats = [c for c in node.calls() if c.startswith("stat")]
+    # one stat for every readable file (this machine's own runtime configs among them), none for the absent
+    assert len(stats) == 1 and stats[0].startswith("stat -L -c %a %u %g %s -- "), stats
+    assert f" {paths[2]} {paths[3]}" in stats[0] and paths[0] not in stats[0] and paths[1] not in stats[0]
 
 
 def _docker_info(endpoint: str, mirror: bool) -> str:
