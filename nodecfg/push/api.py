@@ -168,45 +168,35 @@ class RegistryAPI:
 
     # the questions the push asks
 
-    def tag_state(self, ref: ImageRef) -> TagState:
-        path = f"/v2/{ref.path}/manifests/{ref.tag}"
-        status, headers, body = self.call("GET", path, headers={"Accept": ACCEPT})
+    def _found(self, method: str, path: str, ok: int,
+               headers: dict[str, str] | None = None) -> tuple[http.client.HTTPMessage, bytes] | None:
+        """One request whose answer is `ok` (its headers and body) or 404 (None: not there); any
+        other answer is the registry refusing it."""
+        status, got, body = self.call(method, path, headers=headers)
         if status == 404:
-            return TagState()
-        if status != 200:
-            raise refused("GET", path, status, body)
-        return TagState(headers.get("Docker-Content-Digest") or "", config_digest(body))
+            return None
+        if status != ok:
+            raise refused(method, path, status, body)
+        return got, body
+
+    def tag_state(self, ref: ImageRef) -> TagState:
+        found = self.manifest(ref.path, ref.tag)
+        return TagState(found[0], config_digest(found[1])) if found is not None else TagState()
 
     def manifest(self, repo: str, reference: str) -> tuple[str, bytes] | None:
         """The manifest a tag or digest names: (its digest, its bytes); None when there is none."""
-        path = f"/v2/{repo}/manifests/{reference}"
-        status, headers, body = self.call("GET", path, headers={"Accept": ACCEPT})
-        if status == 404:
-            return None
-        if status != 200:
-            raise refused("GET", path, status, body)
-        return headers.get("Docker-Content-Digest") or "", body
+        found = self._found("GET", f"/v2/{repo}/manifests/{reference}", 200, {"Accept": ACCEPT})
+        return (found[0].get("Docker-Content-Digest") or "", found[1]) if found is not None else None
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
         """DELETE a manifest by digest (the registry untags every tag of it in `repo`): False when
         it was gone already. Needs a registry that allows deletes (REGISTRY_STORAGE_DELETE_ENABLED)."""
-        path = f"/v2/{repo}/manifests/{digest}"
-        status, _, body = self.call("DELETE", path)
-        if status == 404:
-            return False
-        if status != 202:
-            raise refused("DELETE", path, status, body)
-        return True
+        return self._found("DELETE", f"/v2/{repo}/manifests/{digest}", 202) is not None
 
     def blob_size(self, repo: str, digest: str) -> int | None:
         """The blob's size in `repo`, None when the repository lacks it."""
-        path = f"/v2/{repo}/blobs/{digest}"
-        status, headers, body = self.call("HEAD", path)
-        if status == 404:
-            return None
-        if status != 200:
-            raise refused("HEAD", path, status, body)
-        return int(headers.get("Content-Length") or 0)
+        found = self._found("HEAD", f"/v2/{repo}/blobs/{digest}", 200)
+        return int(found[0].get("Content-Length") or 0) if found is not None else None
 
     def catalog(self, width: int = WIDTH) -> dict[str, list[str]]:
         """The registry's repositories and their tags."""
