@@ -40,3 +40,12 @@ def replace_section(path: Path, title: str, body: str) -> None:
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip() + "\n")
+
+
+def sh(cmd: str, *, timeout: float = 600) -> str:
+    """A bash command line (pipefail); its stdout, or the run stops naming it."""
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {cmd}\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout

@@ -55,7 +55,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_line, replace_section  # noqa: E402
+from bench.common import machine_line, replace_section, sh  # noqa: E402
 from nodecfg.images import parse_ref  # noqa: E402
 from tests.e2e.standin import Registry, layer, push_image, push_index  # noqa: E402
 
@@ -65,14 +65,6 @@ MULTI = "docker.io/bench/multi:1"
 IMAGES = [BIG, *SMALL, MULTI]
 BIG_LAYERS, LAYER_MB = 5, 40
 SECTION = "registry push: manual, skopeo, registry-up (issue 14)"
-
-
-def sh(cmd: str, *, timeout: float = 600) -> str:
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {cmd}\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
 
 
 CLI = [str(ROOT / ".venv-e2e" / "bin" / "nodecfg")]  # --cli

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import nodecfg_lab  # noqa: E402
 
-from bench.common import machine_line, replace_section  # noqa: E402
+from bench.common import machine_line, replace_section, sh  # noqa: E402
 from bench.registry_push import BIG, IMAGES, build_images  # noqa: E402
 from nodecfg.images import parse_ref  # noqa: E402
 
@@ -48,14 +48,6 @@ SECTION = "registry replicas (issue 22)"
 FLAVORS = ("bookworm", "trixie", "containerd2")  # containerd 1.6, 1.7, 2.1
 # containerd's resolver as the kubelet's pulls use it: the node's certs.d hosts.toml, in order
 CTR_PULL = "ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
-
-
-def sh(cmd: str, *, timeout: float = 900) -> str:
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {cmd}\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
 
 
 def lab(*args: str) -> None:
@@ -138,7 +130,8 @@ def empty_bucket(inv: dict[str, Any]) -> None:
     """The bench's S3 bucket emptied (the lab's SeaweedFS: its filer deletes a directory tree)."""
     s3 = inv["registry"]["storage"]["s3"]
     host = re.sub(r"^https?://", "", s3["endpoint"]).rsplit(":", 1)[0]
-    sh(f"curl -s -X DELETE 'http://{host}:8888/buckets/{s3['bucket']}/docker?recursive=true' >/dev/null; true")
+    sh(f"curl -s -X DELETE 'http://{host}:8888/buckets/{s3['bucket']}/docker?recursive=true' >/dev/null; true",
+       timeout=900)
 
 
 # -- 2. 12 nodes at once: each replica's share of the bytes ---------------------------------------------------
