@@ -117,9 +117,9 @@ def load_order(main: str, main_text: str | None, files: Mapping[str, FileFact],
 
 @dataclass(frozen=True)
 class InEffect:
-    """Where the CRI registry's config_path comes from, as containerd merges its files."""
+    """The file whose CRI registry config_path takes effect, as containerd merges its files (what
+    that value is, and whether it must be set, `set_config_path` reads in that file)."""
 
-    config_path: str  # "" : unset everywhere
     path: str  # the file whose value takes effect, or where setting it would (see the module doc)
     text: str | None  # that file's text
     version: int | None  # the config version its section is read in (None: the file's own)
@@ -127,8 +127,11 @@ class InEffect:
 
 def effective_registry(main: str, main_text: str | None, imported: tuple[ConfigFile, ...],
                        containerd_major: int) -> InEffect:
-    """The config_path in effect and the file that holds it (module docstring: per major version).
-    Raises TomlMergeError for a file containerd could not load (then it would not start)."""
+    """The file that holds the config_path in effect, or where setting it takes effect (module
+    docstring: per major version). Raises TomlMergeError for a file containerd could not load (then
+    it would not start)."""
+    if not imported:  # config.toml alone (most nodes): nothing to merge, and no second parse of it
+        return InEffect(main, main_text, None)
     docs: list[tuple[str, str | None, dict[str, Any]]] = [(main, main_text, {})]
     for f in imported:
         if f.problem:
@@ -147,12 +150,12 @@ def effective_registry(main: str, main_text: str | None, imported: tuple[ConfigF
         return v if isinstance(v, int) else 1
 
     if containerd_major >= 2:  # plugin tables merged key by key: the last non-empty value wins
-        found = InEffect("", main, main_text, None)
+        found = InEffect(main, main_text, None)
         for path, text, doc in docs:
             table = table_at(doc, registry_section(version(doc), containerd_major))
             value = table.get("config_path") if isinstance(table, dict) else None
             if isinstance(value, str) and value:
-                found = InEffect(value, path, text, None)
+                found = InEffect(path, text, None)
         return found
     # 1.x: the version is the last one set; the CRI plugin's table is the last file's that has one
     merged = 1
@@ -164,10 +167,7 @@ def effective_registry(main: str, main_text: str | None, imported: tuple[ConfigF
     for entry in docs:
         if isinstance(table_at(entry[2], section[:2]), dict):
             holder = entry
-    table = table_at(holder[2], section)
-    value = table.get("config_path") if isinstance(table, dict) else None
-    return InEffect(value if isinstance(value, str) else "", holder[0], holder[1],
-                    None if holder[0] == main else merged)
+    return InEffect(holder[0], holder[1], None if holder[0] == main else merged)
 
 
 def registry_section(version: int, containerd_major: int = 1) -> tuple[str, ...]:
